@@ -1,0 +1,124 @@
+"""Budget arithmetic: periods, counters, limit checks. Pure functions, no I/O.
+
+A budget is enforced by *increment-then-verify* (see ``ledger.py``): every
+applicable counter is incremented by the call's estimate in one atomic write,
+then the post-increment values are checked here. Because each accepted call saw
+``spent + held <= limit`` right after its own increment, with every earlier
+increment already counted, spend can only exceed a limit by the difference
+between estimates and actual costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from functions.pricing import format_usd
+
+PERIODS = ("total", "monthly", "daily")
+
+
+def period_key(period: str, at: datetime) -> str:
+    """The UTC calendar period a call at ``at`` is booked in: ``total``, ``2026-11``
+    or ``2026-11-23``. A new period is a new counter, so nothing has to reset it."""
+    at = at.astimezone(UTC)
+    if period == "total":
+        return "total"
+    if period == "monthly":
+        return at.strftime("%Y-%m")
+    if period == "daily":
+        return at.strftime("%Y-%m-%d")
+    raise ValueError(f"unknown budget period {period!r}; use one of {', '.join(PERIODS)}")
+
+
+def doc_id(*parts: str) -> str:
+    """A Firestore document id built from free-form parts (model names may hold ``/``)."""
+    return "|".join(quote(p, safe="") for p in parts)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One counter a call is booked against, with its limit (None = tracked, unlimited)."""
+
+    scope: str  # project | member | model | member_model
+    label: str  # for people: "project 'demo'", "member 'alice'", ...
+    counter_id: str
+    limit_nano: int | None
+    project: str
+    user: str | None = None
+    model: str | None = None
+
+
+def limits_for(
+    *,
+    project: str,
+    user: str,
+    model: str,
+    period: str,
+    project_limit: int | None,
+    member_limit: int | None,
+    model_limit: int | None,
+    member_model_limit: int | None,
+) -> list[Limit]:
+    """Counters a call touches. Project and member counters are always written (they
+    feed the spend pages); per-model counters only exist while a limit is set, so a
+    model limit counts spend from the moment it was set."""
+    out = [
+        Limit("project", f"project '{project}'", doc_id("p", project, period),
+              project_limit, project),
+        Limit("member", f"member '{user}'", doc_id("m", project, user, period),
+              member_limit, project, user),
+    ]
+    if model_limit is not None:
+        out.append(Limit("model", f"model '{model}' in project '{project}'",
+                         doc_id("pm", project, model, period), model_limit, project, None, model))
+    if member_model_limit is not None:
+        out.append(Limit("member_model", f"member '{user}' on model '{model}'",
+                         doc_id("pum", project, user, model, period), member_model_limit,
+                         project, user, model))
+    return out
+
+
+@dataclass(frozen=True)
+class CounterState:
+    spent: int = 0
+    held: int = 0
+    inflight: int = 0
+
+
+def first_breach(
+    limits: Sequence[Limit], after: Sequence[CounterState]
+) -> tuple[Limit, CounterState] | None:
+    """The first limit whose post-increment ``spent + held`` is over it, or None."""
+    for limit, state in zip(limits, after, strict=True):
+        if limit.limit_nano is not None and state.spent + state.held > limit.limit_nano:
+            return limit, state
+    return None
+
+
+def remaining_nano(limits: Iterable[Limit], states: Iterable[CounterState]) -> int | None:
+    """Smallest ``limit - spent - held`` over the limited counters (None if unlimited)."""
+    values = [
+        lim.limit_nano - st.spent - st.held
+        for lim, st in zip(limits, states, strict=True)
+        if lim.limit_nano is not None
+    ]
+    return min(values) if values else None
+
+
+def refusal_message(
+    limit: Limit, after: CounterState, estimate: int, period: str, period_label: str
+) -> str:
+    """Explain a budget refusal with the figures as they were *before* this call."""
+    assert limit.limit_nano is not None
+    held_by_others = after.held - estimate
+    in_flight = max(0, after.inflight - 1)
+    return (
+        f"Budget exceeded for {limit.label} ({period} budget, period {period_label}): "
+        f"spent ${format_usd(after.spent)}, held ${format_usd(held_by_others)} by "
+        f"{in_flight} call(s) in flight, limit ${format_usd(limit.limit_nano)}; "
+        f"this call could cost up to ${format_usd(estimate)}. "
+        "Lower max_tokens, or ask a project lead to raise the budget."
+    )

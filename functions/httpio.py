@@ -1,0 +1,66 @@
+"""Request reading and response building shared by the three functions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import flask
+
+from functions.errors import InvalidRequest, RequestTooLarge, TollgateError, redact
+
+log = logging.getLogger("tollgate")
+
+JSON = "application/json"
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> flask.Response:
+    return flask.Response(json.dumps(obj), status=status, headers=headers or {}, mimetype=JSON)
+
+
+def error_response(err: TollgateError) -> flask.Response:
+    return flask.Response(err.to_json(), status=err.status, headers=err.headers, mimetype=JSON)
+
+
+def internal_error(exc: BaseException, where: str) -> flask.Response:
+    """Log an unexpected failure without its message (it may hold request data) and
+    answer a generic OpenAI-shaped 500; the traceback never reaches the client."""
+    log.error("unexpected %s in %s: %s", type(exc).__name__, where, redact(str(exc))[:300])
+    return error_response(TollgateError())
+
+
+def read_body(request: flask.Request, max_bytes: int) -> bytes:
+    """The raw body, refusing more than ``max_bytes`` without reading all of it."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise RequestTooLarge(
+            f"The request body is {length} bytes; the limit is {max_bytes} bytes.")
+    data = request.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RequestTooLarge(f"The request body is over the limit of {max_bytes} bytes.")
+    return data
+
+
+def parse_json(data: bytes) -> Any:
+    if not data:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("The request body is not valid JSON.") from None
+
+
+def serve(factory: Any, request: flask.Request, where: str) -> flask.Response:
+    """Build (or reuse) the function's app from the environment and let it answer.
+
+    Settings are read per request (a few microseconds) and the app is cached per
+    distinct Settings, so tests can point one process at several emulator projects."""
+    from functions.settings import Settings
+
+    try:
+        app = factory(Settings.from_env())
+    except Exception as exc:  # noqa: BLE001 - misconfiguration must not leak a traceback
+        return internal_error(exc, where)
+    return app.handle(request)

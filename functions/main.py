@@ -1,0 +1,19 @@
+"""The Cloud Functions entry points. Each is deployed as its own function from the
+same source (``gcloud functions deploy NAME --entry-point NAME``); everything they
+do lives in the modules they call.
+
+Note: a function named ``openai`` lives here, so this module must never
+``import openai`` (the SDK) - the two would share one name.
+"""
+
+import flask
+import functions_framework
+
+from functions.httpio import serve
+from functions.proxy import proxy_for
+
+
+@functions_framework.http
+def openai(request: flask.Request) -> flask.Response:
+    """The proxy: OpenAI's API for holders of a Tollgate key (SPEC §2)."""
+    return serve(proxy_for, request, "openai")

@@ -1,0 +1,301 @@
+"""The ``openai`` function: authenticate, price, hold, forward, settle.
+
+Order of a call (each step raises a ``TollgateError`` that becomes an OpenAI-shaped
+answer): route → key format → body → one batched read of key, user, member,
+project, model and limits → model allowed and priced → estimate → hold (atomic) →
+upstream → settle (atomic) → response with cost headers.
+
+Once a hold is placed, ``_forward`` settles it on every path out, so no hold
+outlives its call unless the instance itself dies (then the sweep books it).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import flask
+
+from functions import auth, pricing, routes, tokens
+from functions.budget import CounterState, limits_for, period_key, remaining_nano
+from functions.errors import (
+    InvalidRequest,
+    ModelNotAllowed,
+    ModelNotFound,
+    ModelNotPriced,
+    TollgateError,
+    UpstreamAuthError,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from functions.httpio import error_response, internal_error, json_response, parse_json, read_body
+from functions.ledger import HoldPlan, Ledger, Outcome, utcnow
+from functions.records import CallContext
+from functions.secret_store import CachedSecrets, GcpSecretStore, LocalSecretStore
+from functions.settings import Settings
+from functions.store import Store, make_client
+from functions.upstream import Upstream, UpstreamResponse, forward_headers, response_headers
+
+log = logging.getLogger("tollgate.proxy")
+
+_TAG_MAX = 64
+_USAGE_OF = {
+    routes.CHAT: pricing.usage_from_chat,
+    routes.COMPLETIONS: pricing.usage_from_chat,
+    routes.EMBEDDINGS: pricing.usage_from_embeddings,
+    routes.RESPONSES: pricing.usage_from_responses,
+}
+
+
+def _tag(request: flask.Request) -> str | None:
+    tag = request.headers.get("x-tollgate-tag")
+    if tag is None:
+        return None
+    if not (0 < len(tag) <= _TAG_MAX) or not tag.isascii() or not tag.isprintable():
+        raise InvalidRequest(f"'x-tollgate-tag' must be 1-{_TAG_MAX} printable ASCII "
+                             "characters.", param="x-tollgate-tag")
+    return tag
+
+
+@dataclass
+class Admitted:
+    """A call that passed every check and holds budget."""
+
+    ctx: CallContext
+    spec: routes.CallSpec
+    plan: HoldPlan
+    price: pricing.Price
+    rates: pricing.Rates
+
+
+class Proxy:
+    def __init__(self, settings: Settings, store: Store, ledger: Ledger, upstream: Upstream,
+                 secrets_: CachedSecrets, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.store = store
+        self.ledger = ledger
+        self.upstream = upstream
+        self.secrets = secrets_
+        self.clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Proxy:
+        db = make_client(settings)
+        backend = (LocalSecretStore(settings.secrets_file) if settings.secret_backend == "local"
+                   else GcpSecretStore(settings.gcp_project))
+        return cls(settings, Store(db), Ledger(db),
+                   Upstream(settings.upstream_connect_timeout_s, settings.upstream_timeout_s),
+                   CachedSecrets(backend))
+
+    def handle(self, request: flask.Request) -> flask.Response:
+        try:
+            route = routes.match(request.method, request.path)
+            key = auth.key_from_header(request.headers.get("Authorization"))
+            if route.kind in (routes.MODELS_LIST, routes.MODEL_GET):
+                return self._models(route, auth.key_hash(key))
+            return self._call(route.kind, auth.key_hash(key), request)
+        except TollgateError as err:
+            return error_response(err)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            return internal_error(exc, "openai")
+
+    # --- models ----------------------------------------------------------------
+
+    def _models(self, route: routes.Route, khash: str) -> flask.Response:
+        now = self.clock()
+        ctx = auth.check_context(self.store.load_call_context(khash, None), now)
+        assert ctx.project is not None
+        allowed = ctx.project.allowed_models
+        found = self.store.models(None if "*" in allowed else list(allowed))
+        usable = [m for m in found
+                  if ctx.project.allows(m.id) and pricing.price_in_force(m.prices, now)]
+        objs = {m.id: {"id": m.id, "object": "model", "created": m.created,
+                       "owned_by": "openai"} for m in usable}
+        if route.kind == routes.MODELS_LIST:
+            return json_response({"object": "list", "data": sorted(
+                objs.values(), key=lambda o: str(o["id"]))})
+        if route.model_id not in objs:
+            raise ModelNotFound(f"The model '{route.model_id}' does not exist or you do not "
+                                "have access to it.", param="model")
+        return json_response(objs[route.model_id])
+
+    # --- proxied calls ---------------------------------------------------------
+
+    def _call(self, kind: str, khash: str, request: flask.Request) -> flask.Response:
+        tag = _tag(request)
+        raw = read_body(request, self.settings.max_body_bytes)
+        body = parse_json(raw)
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            routes.validate(kind, body)  # raises the precise 400
+        now = self.clock()
+        ctx = auth.check_context(self.store.load_call_context(khash, body["model"]), now)
+        assert ctx.project is not None
+        routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
+        if body.get("stream"):
+            raise InvalidRequest("Streaming is not supported by this Tollgate version yet; "
+                                 "send 'stream': false.", param="stream")
+        admitted = self._admit(kind, ctx, body, tag, now)
+        return self._forward(admitted, request, raw)
+
+    def _admit(self, kind: str, ctx: CallContext, body: dict[str, Any], tag: str | None,
+               now: datetime) -> Admitted:
+        project, member, user = ctx.project, ctx.member, ctx.user
+        assert project is not None and member is not None and user is not None
+        model = body["model"]
+        if not project.allows(model):
+            raise ModelNotAllowed(f"The model '{model}' is not allowed in project "
+                                  f"'{project.id}'.", param="model")
+        price = pricing.price_in_force(ctx.model.prices, now) if ctx.model else None
+        if price is None:
+            raise ModelNotPriced(f"The model '{model}' has no price in force, so Tollgate "
+                                 "will not send it upstream.", param="model")
+        default_cap = project.default_max_output_tokens or self.settings.default_max_output_tokens
+        spec = routes.prepare(kind, body, default_cap=default_cap, safety_id=routes.
+                              safety_identifier(project.id, user.id, self.settings.safety_salt))
+        input_tokens = tokens.estimate_input_tokens(kind, body, model)
+        if spec.previous_response_id:
+            input_tokens += self.store.response_tokens(project.id, spec.previous_response_id) or 0
+        rates = pricing.rates_for(price, spec.service_tier, input_tokens)
+        if rates is None:
+            raise ModelNotPriced(f"The model '{model}' has no price for service_tier "
+                                 f"'{spec.service_tier}'.", param="service_tier")
+        estimate = pricing.estimate_nano(rates, input_tokens, spec.output_cap, spec.n)
+        limits = limits_for(
+            project=project.id, user=user.id, model=model,
+            period=period_key(project.budget_period, now),
+            project_limit=project.budget_nano, member_limit=member.budget_nano,
+            model_limit=ctx.model_limit.budget_nano if ctx.model_limit else None,
+            member_model_limit=(ctx.member_model_limit.budget_nano
+                                if ctx.member_model_limit else None))
+        plan = HoldPlan(
+            call_id="call_" + secrets.token_hex(12), project=project.id, user=user.id,
+            key_name=ctx.key.name, model=model, route=kind, budget_period=project.budget_period,
+            period_key=period_key(project.budget_period, now), limits=limits,
+            estimate_nano=estimate, admitted_at=now,
+            expires_at=now + timedelta(seconds=self.settings.hold_ttl_s), streamed=spec.stream,
+            tag=tag, estimate_tokens=input_tokens + spec.output_cap * spec.n)
+        self.ledger.reserve(plan)
+        return Admitted(ctx, spec, plan, price, rates)
+
+    def _secret_for(self, ctx: CallContext) -> tuple[str, str]:
+        assert ctx.project is not None
+        ext = self.store.external_key(ctx.project.external_key)
+        if ext is None:
+            raise UpstreamAuthError("This project has no upstream API key configured; "
+                                    "ask an administrator.")
+        try:
+            secret = self.secrets.get(ext.secret_name, ext.secret_version)
+        except Exception:  # noqa: BLE001 - any store failure means "no usable key"
+            raise UpstreamAuthError("The project's upstream API key could not be read; "
+                                    "ask an administrator.") from None
+        return secret, (ext.base_url or self.settings.upstream_base_url).rstrip("/")
+
+    def _forward(self, a: Admitted, request: flask.Request, raw: bytes) -> flask.Response:
+        started = time.monotonic()
+        outcome = Outcome(status="proxy_error", cost_nano=0, http_status=500)
+        states = None
+        try:
+            secret, base = self._secret_for(a.ctx)
+            data = json.dumps(a.spec.body).encode() if a.spec.modified else raw
+            # From here upstream may bill the call: until we know better, book the hold.
+            outcome = Outcome(status="proxy_error", cost_nano=a.plan.estimate_nano,
+                              http_status=500, estimated=True)
+            resp = self.upstream.post(base + routes.UPSTREAM_PATH[a.spec.route], data,
+                                      forward_headers(request.headers, secret))
+            outcome = self._outcome(a, resp)
+        except UpstreamUnavailable as err:
+            outcome = Outcome(status="upstream_unavailable", cost_nano=0, http_status=err.status)
+            raise
+        except UpstreamTimeout as err:
+            # Upstream may still finish and bill the call: book the hold, marked estimated.
+            outcome = Outcome(status="upstream_timeout", cost_nano=a.plan.estimate_nano,
+                              http_status=err.status, estimated=True)
+            raise
+        except UpstreamAuthError as err:
+            outcome.status, outcome.http_status = "upstream_auth_error", err.status
+            outcome.cost_nano, outcome.estimated = 0, False
+            raise
+        except UpstreamBadResponse as err:
+            outcome.status, outcome.http_status = "upstream_bad_response", err.status
+            raise
+        finally:
+            # Every path out of a held call settles it, exceptions included.
+            outcome.latency_ms = int((time.monotonic() - started) * 1000)
+            states = self._settle(a, outcome)
+        return self._reply(a, resp, outcome, states)
+
+    def _outcome(self, a: Admitted, resp: UpstreamResponse) -> Outcome:
+        rid = resp.headers.get("x-request-id")
+        if resp.status in (401, 403):
+            # The organisation's key is wrong or revoked: never tell a member that
+            # *their* key is bad.
+            log.error("upstream rejected the organisation key of project %s (%s)",
+                      a.plan.project, resp.status)
+            raise UpstreamAuthError("The upstream API rejected the organisation's key; "
+                                    "ask an administrator.")
+        if resp.status >= 300:
+            return Outcome(status="upstream_error", cost_nano=0, http_status=resp.status,
+                           request_id=rid)
+        try:
+            payload = json.loads(resp.body)
+            if not isinstance(payload, dict):
+                raise ValueError
+        except ValueError:
+            raise UpstreamBadResponse("The upstream API sent a response that is not valid "
+                                      "JSON.") from None
+        usage_raw = payload.get("usage")
+        usage = _USAGE_OF[a.spec.route](usage_raw if isinstance(usage_raw, dict) else None)
+        tier = payload.get("service_tier")
+        rates = pricing.rates_for(a.price, tier if isinstance(tier, str) else None,
+                                  usage.input_tokens)
+        estimated = not isinstance(usage_raw, dict) or rates is None
+        cost = (a.plan.estimate_nano if not isinstance(usage_raw, dict)
+                else pricing.cost_nano(rates or a.rates, usage))
+        return Outcome(
+            status="ok", cost_nano=cost, http_status=resp.status, usage=usage,
+            estimated=estimated, upstream_model=_str(payload.get("model")), request_id=rid,
+            response_id=_str(payload.get("id")) if a.spec.route == routes.RESPONSES else None,
+            service_tier=tier if isinstance(tier, str) else None,
+            usage_raw=usage_raw if isinstance(usage_raw, dict) else None)
+
+    def _reply(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
+               states: list[CounterState] | None) -> flask.Response:
+        headers = response_headers(resp.headers)
+        headers["x-tollgate-call-id"] = a.plan.call_id
+        if outcome.status == "ok":
+            headers["x-tollgate-cost-usd"] = pricing.format_usd(outcome.cost_nano)
+        remaining = remaining_nano(a.plan.limits, states) if states is not None else None
+        if remaining is not None:
+            headers["x-tollgate-budget-remaining-usd"] = pricing.format_usd(remaining)
+        return flask.Response(resp.body, status=resp.status, headers=headers)
+
+    def _settle(self, a: Admitted, outcome: Outcome) -> list[CounterState] | None:
+        try:
+            states = self.ledger.settle(a.plan, outcome)
+        except Exception as exc:  # noqa: BLE001
+            # The hold stays live and the sweep will book it at the estimate.
+            log.error("settlement of %s failed (%s); the sweep will book it",
+                      a.plan.call_id, type(exc).__name__)
+            return None
+        log.info("call %s project=%s user=%s model=%s status=%s cost_nano=%d",
+                 a.plan.call_id, a.plan.project, a.plan.user, a.plan.model, outcome.status,
+                 outcome.cost_nano)
+        return states
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+@functools.cache
+def proxy_for(settings: Settings) -> Proxy:
+    """One Proxy (Firestore client, HTTP session, caches) per instance and settings."""
+    return Proxy.from_settings(settings)

@@ -1,0 +1,96 @@
+"""All configuration, read from the environment in one place.
+
+``Settings.from_env()`` is the only reader of ``os.environ`` in the functions; every
+variable is listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    gcp_project: str
+    database: str = "tollgate"
+    emulator_host: str | None = None
+    upstream_base_url: str = "https://api.openai.com/v1"
+    upstream_connect_timeout_s: float = 10.0
+    upstream_timeout_s: float = 600.0
+    max_body_bytes: int = 8 * 1024 * 1024
+    function_timeout_s: int = 900
+    hold_margin_s: int = 300
+    secret_backend: str = "local"  # "local" or "gcp"
+    secrets_file: str = ".local/secrets.json"
+    safety_salt: str = ""
+    default_max_output_tokens: int = 4096
+
+    @property
+    def hold_ttl_s(self) -> int:
+        """How long a hold lives: a stream may run until the function timeout, so a hold
+        must outlive it, or the sweep would book a call that is still running."""
+        return self.function_timeout_s + self.hold_margin_s
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        project = (
+            env.get("TOLLGATE_GCP_PROJECT")
+            or env.get("GOOGLE_CLOUD_PROJECT")
+            or env.get("GCLOUD_PROJECT")
+            or ""
+        ).strip()
+        if not project:
+            # Without an explicit project the Firestore client silently picks
+            # "google-cloud-firestore-emulator" on the emulator; refuse instead.
+            raise ValueError("set TOLLGATE_GCP_PROJECT (or GOOGLE_CLOUD_PROJECT)")
+        backend = env.get("TOLLGATE_SECRET_BACKEND", "").strip() or (
+            "local" if env.get("FIRESTORE_EMULATOR_HOST") else "gcp"
+        )
+        if backend not in ("local", "gcp"):
+            raise ValueError(f"TOLLGATE_SECRET_BACKEND must be local or gcp, got {backend!r}")
+        return cls(
+            gcp_project=project,
+            database=env.get("TOLLGATE_DATABASE", "").strip() or "tollgate",
+            emulator_host=env.get("FIRESTORE_EMULATOR_HOST") or None,
+            upstream_base_url=(
+                env.get("OPENAI_BASE_URL", "").strip() or "https://api.openai.com/v1"
+            ).rstrip("/"),
+            upstream_connect_timeout_s=_float(env, "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_S", 10.0),
+            upstream_timeout_s=_float(env, "TOLLGATE_UPSTREAM_TIMEOUT_S", 600.0),
+            max_body_bytes=_int(env, "TOLLGATE_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024),
+            function_timeout_s=_int(env, "TOLLGATE_FUNCTION_TIMEOUT_S", 900, 1),
+            hold_margin_s=_int(env, "TOLLGATE_HOLD_MARGIN_S", 300, 0),
+            secret_backend=backend,
+            secrets_file=env.get("TOLLGATE_SECRETS_FILE", "").strip() or ".local/secrets.json",
+            safety_salt=env.get("TOLLGATE_SAFETY_SALT", ""),
+            default_max_output_tokens=_int(env, "TOLLGATE_DEFAULT_MAX_OUTPUT_TOKENS", 4096, 1),
+        )

@@ -1,0 +1,163 @@
+"""Firestore access for configuration: who a key belongs to and what they may do.
+
+``Store`` is the narrow class between the rules and Firestore. The write side of
+money (holds, settlement, sweep) lives in ``ledger.py``.
+
+Collections (see docs/data-model.md): ``keys``, ``users``, ``members``,
+``projects``, ``models``, ``limits``, ``external_keys``, ``counters``, ``holds``,
+``usage``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from functions.budget import doc_id
+from functions.records import (
+    CallContext,
+    ExternalKeyRecord,
+    KeyRecord,
+    LimitRecord,
+    MemberRecord,
+    ModelRecord,
+    ProjectRecord,
+    UserRecord,
+)
+from functions.settings import Settings
+
+
+def make_client(settings: Settings) -> firestore.Client:
+    # On the emulator the client needs no credentials but must be told the project
+    # explicitly, or it silently uses "google-cloud-firestore-emulator".
+    return firestore.Client(project=settings.gcp_project, database=settings.database)
+
+
+def member_id(project: str, user: str) -> str:
+    return doc_id(project, user)
+
+
+def limit_id(project: str, model: str, user: str | None = None) -> str:
+    return doc_id(project, user, model) if user else doc_id(project, model)
+
+
+class _KeyOwnerCache:
+    """key hash -> (project, user). A key never changes owner, so this is safe to keep
+    for the life of the instance; it lets one batched read fetch key, member, user,
+    project, model and limits together. Revocation is still seen on the very next
+    call because the key document itself is in that batch."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._data: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> tuple[str, str] | None:
+        with self._lock:
+            owner = self._data.get(key_hash)
+            if owner is not None:
+                self._data.move_to_end(key_hash)
+            return owner
+
+    def put(self, key_hash: str, owner: tuple[str, str]) -> None:
+        with self._lock:
+            self._data[key_hash] = owner
+            self._data.move_to_end(key_hash)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+
+class Store:
+    def __init__(self, db: firestore.Client) -> None:
+        self.db = db
+        self._owners = _KeyOwnerCache()
+        self.reads = 0  # documents read, for the benchmark's per-call counts
+
+    def ref(self, collection: str, doc: str) -> firestore.DocumentReference:
+        return self.db.collection(collection).document(doc)
+
+    # --- the hot path -------------------------------------------------------
+
+    def load_call_context(self, key_hash: str, model: str | None) -> CallContext | None:
+        """Key, user, member, project, model and limits in one ``get_all`` round trip
+        (two on an instance's first call with this key). None if the key is unknown."""
+        owner = self._owners.get(key_hash)
+        key_doc: Mapping[str, Any] | None = None
+        if owner is None:
+            snap = self.ref("keys", key_hash).get()
+            self.reads += 1
+            if not snap.exists:
+                return None
+            key_doc = snap.to_dict() or {}
+            owner = (str(key_doc.get("project", "")), str(key_doc.get("user", "")))
+            self._owners.put(key_hash, owner)
+        project, user = owner
+        refs = {
+            "user": self.ref("users", user or "-"),
+            "member": self.ref("members", member_id(project, user)),
+            "project": self.ref("projects", project or "-"),
+        }
+        if key_doc is None:
+            refs["key"] = self.ref("keys", key_hash)
+        if model:
+            refs["model"] = self.ref("models", doc_id(model))
+            refs["model_limit"] = self.ref("limits", limit_id(project, model))
+            refs["member_model_limit"] = self.ref("limits", limit_id(project, model, user))
+        by_path = {r.path: name for name, r in refs.items()}
+        docs: dict[str, Mapping[str, Any]] = {}
+        for snap in self.db.get_all(list(refs.values())):
+            self.reads += 1
+            if snap.exists:
+                docs[by_path[snap.reference.path]] = snap.to_dict() or {}
+        if key_doc is None:
+            key_doc = docs.get("key")
+            if key_doc is None:
+                return None
+        return CallContext(
+            key=KeyRecord.from_doc(key_hash, key_doc),
+            user=UserRecord.from_doc(user, docs["user"]) if "user" in docs else None,
+            member=MemberRecord.from_doc(docs["member"]) if "member" in docs else None,
+            project=(ProjectRecord.from_doc(project, docs["project"])
+                     if "project" in docs else None),
+            model=ModelRecord.from_doc(model, docs["model"]) if model and "model" in docs else None,
+            model_limit=(LimitRecord.from_doc(docs["model_limit"])
+                         if "model_limit" in docs else None),
+            member_model_limit=(LimitRecord.from_doc(docs["member_model_limit"])
+                                if "member_model_limit" in docs else None),
+        )
+
+    def external_key(self, key_id: str) -> ExternalKeyRecord | None:
+        snap = self.ref("external_keys", key_id or "-").get()
+        self.reads += 1
+        return ExternalKeyRecord.from_doc(key_id, snap.to_dict() or {}) if snap.exists else None
+
+    def models(self, ids: list[str] | None = None) -> list[ModelRecord]:
+        """Model documents by id, or all of them (for a project allowing ``*``)."""
+        if ids is None:
+            snaps = list(self.db.collection("models").stream())
+        else:
+            snaps = [s for s in self.db.get_all([self.ref("models", doc_id(m)) for m in ids])
+                     if s.exists]
+        self.reads += len(snaps)
+        out = []
+        for s in snaps:
+            d = s.to_dict() or {}
+            out.append(ModelRecord.from_doc(str(d.get("id", s.id)), d))
+        return out
+
+    def response_tokens(self, project: str, response_id: str) -> int | None:
+        """Input + output tokens recorded for an earlier Responses call of this project
+        (for ``previous_response_id``), or None if unknown."""
+        q = self.db.collection("usage").where(
+            filter=FieldFilter("response_id", "==", response_id)).limit(1)
+        for snap in q.stream():
+            self.reads += 1
+            d = snap.to_dict() or {}
+            if d.get("project") == project:
+                return int(d.get("input_tokens", 0)) + int(d.get("output_tokens", 0))
+        return None

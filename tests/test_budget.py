@@ -1,0 +1,77 @@
+"""Limit arithmetic: periods, counters, breaches, the refusal message."""
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from functions.budget import (
+    CounterState,
+    doc_id,
+    first_breach,
+    limits_for,
+    period_key,
+    refusal_message,
+    remaining_nano,
+)
+
+T = datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC)
+
+
+def test_periods_are_utc_calendar_periods():
+    assert period_key("monthly", T) == "2026-11"
+    assert period_key("daily", T) == "2026-11-30"
+    assert period_key("total", T) == "total"
+    # 00:30 on Dec 1 in UTC+1 is still Nov 30 in UTC
+    plus_one = datetime(2026, 12, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert period_key("monthly", plus_one) == "2026-11"
+    assert period_key("monthly", T + timedelta(seconds=1)) == "2026-12"
+    with pytest.raises(ValueError, match="weekly"):
+        period_key("weekly", T)
+
+
+def test_doc_ids_survive_slashes_in_model_names():
+    assert "/" not in doc_id("p", "proj", "org/model:ft", "2026-11")
+    assert doc_id("a|b") != doc_id("a", "b")
+
+
+def _limits(**kw):
+    base = dict(project="demo", user="bob", model="m", period="2026-11", project_limit=100,
+                member_limit=None, model_limit=None, member_model_limit=None)
+    base.update(kw)
+    return limits_for(**base)
+
+
+def test_model_counters_exist_only_while_a_limit_is_set():
+    assert [lim.scope for lim in _limits()] == ["project", "member"]
+    scopes = [lim.scope for lim in _limits(model_limit=5, member_model_limit=3)]
+    assert scopes == ["project", "member", "model", "member_model"]
+
+
+def test_breach_is_spent_plus_held_over_the_limit():
+    limits = _limits(member_limit=50)
+    assert first_breach(limits, [CounterState(60, 40, 2), CounterState(10, 40, 1)]) is None
+    hit = first_breach(limits, [CounterState(60, 41, 2), CounterState(0, 0, 0)])
+    assert hit is not None and hit[0].scope == "project"
+    hit = first_breach(limits, [CounterState(0, 0, 0), CounterState(25, 26, 1)])
+    assert hit is not None and hit[0].scope == "member"
+
+
+def test_unlimited_counters_never_breach_and_have_no_remaining():
+    limits = _limits(project_limit=None)
+    assert first_breach(limits, [CounterState(10**15, 0, 0), CounterState(0, 0, 0)]) is None
+    assert remaining_nano(limits, [CounterState(1, 1, 0), CounterState(0, 0, 0)]) is None
+
+
+def test_remaining_is_the_smallest_headroom():
+    limits = _limits(member_limit=50)
+    assert remaining_nano(limits, [CounterState(10, 5, 0), CounterState(30, 5, 0)]) == 15
+
+
+def test_refusal_names_limit_spent_held_in_flight_and_figures_before_this_call():
+    lim = _limits()[0]
+    msg = refusal_message(lim, CounterState(spent=90_000_000, held=30_000_000, inflight=3),
+                          estimate=20_000_000, period="monthly", period_label="2026-11")
+    assert "project 'demo'" in msg
+    assert "spent $0.090000000" in msg
+    assert "held $0.010000000 by 2 call(s) in flight" in msg
+    assert "limit $0.000000100" in msg and "up to $0.020000000" in msg

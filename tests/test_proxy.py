@@ -1,0 +1,302 @@
+"""The ``openai`` function end to end: real emulator, real loopback upstream, the
+functions-framework app. Each test reads as a user's call and what got booked."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from functions import pricing, tokens
+from tests.conftest import UPSTREAM_SECRET, bearer, make_price
+from tests.fake_upstream import Error, InvalidJSON, Stall
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}
+RATES = make_price("0.15", "0.075", "0.60").tiers["default"]
+
+
+def post(client, key, body, path="/v1/chat/completions", **headers):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return client.post(path, data=data, headers={**bearer(key), **headers},
+                       content_type="application/json")
+
+
+def err(resp):
+    assert resp.is_json, resp.data[:200]
+    e = resp.get_json()["error"]
+    assert set(e) == {"message", "type", "param", "code"}
+    return e
+
+
+# --- a normal call ---------------------------------------------------------------
+
+def test_chat_call_is_forwarded_priced_and_booked(client, world):
+    world.upstream.cached_tokens = 3
+    world.upstream.reasoning_tokens = 2
+    r = post(client, world.keys["bob"], CHAT, **{"x-tollgate-tag": "nightly-eval"})
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["choices"][0]["message"]["content"]
+    usage = pricing.usage_from_chat(body["usage"])
+    assert usage.cached_tokens == 3 and usage.reasoning_tokens == 2
+
+    # what upstream saw: the organisation's key, our cap, a hashed member id
+    sent = world.upstream.received[-1]
+    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_SECRET}"
+    assert world.keys["bob"] not in json.dumps(sent.headers)
+    assert sent.json["max_completion_tokens"] == 256
+    assert sent.json["safety_identifier"].startswith("tg-")
+    assert "bob" not in sent.json["safety_identifier"]
+
+    # what the client sees
+    cost = pricing.cost_nano(RATES, usage)
+    assert r.headers["x-tollgate-cost-usd"] == pricing.format_usd(cost)
+    assert r.headers["x-request-id"].startswith("req_")
+    call_id = r.headers["x-tollgate-call-id"]
+    assert float(r.headers["x-tollgate-budget-remaining-usd"]) == pytest.approx(10 - cost / 1e9)
+    for hidden in ("openai-organization", "openai-project", "set-cookie"):
+        assert hidden not in r.headers
+
+    # what was booked
+    [rec] = world.usage()
+    assert rec["call_id"] == call_id and rec["status"] == "ok"
+    assert (rec["user"], rec["project"], rec["model"], rec["key_name"]) == (
+        "bob", "demo", "gpt-4o-mini", "default")
+    assert rec["upstream_model"] == body["model"] != "gpt-4o-mini"
+    assert rec["cost_nano"] == cost and rec["tag"] == "nightly-eval"
+    assert (rec["input_tokens"], rec["cached_tokens"], rec["output_tokens"],
+            rec["reasoning_tokens"]) == (usage.input_tokens, 3, usage.output_tokens, 2)
+    assert rec["estimated"] is False and rec["streamed"] is False
+    assert "Say hi" not in json.dumps(rec, default=str)  # prompts are never stored
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert world.counter("p", "demo", month)["spent"] == cost
+    assert world.counter("m", "demo", "bob", month)["spent"] == cost
+    assert world.counter("p", "demo", month)["held"] == 0
+
+
+@pytest.mark.parametrize("path", ["/", "/openai"])
+def test_bare_seed_urls_are_chat(client, world, path):
+    r = client.post(path, json=CHAT, headers={"Authorization": f"bob {world.keys['bob']}"})
+    assert r.status_code == 200 and r.get_json()["object"] == "chat.completion"
+
+
+def test_client_cap_is_kept_and_estimate_times_n(client, world):
+    r = post(client, world.keys["bob"], {**CHAT, "max_tokens": 40, "n": 3})
+    assert r.status_code == 200
+    sent = world.upstream.received[-1].json
+    assert sent["max_tokens"] == 40 and "max_completion_tokens" not in sent
+    [rec] = world.usage()
+    prompt = tokens.estimate_input_tokens("chat", CHAT, "gpt-4o-mini")
+    assert rec["estimate_nano"] == pricing.estimate_nano(RATES, prompt, 40, 3)
+
+
+# --- authentication ------------------------------------------------------------
+
+def test_missing_key_or_bare_name_is_401_key_needed(client, world):
+    for headers in ({}, {"Authorization": "UserName alice"}):
+        r = client.post("/v1/chat/completions", json=CHAT, headers=headers)
+        assert r.status_code == 401
+        e = err(r)
+        assert e["code"] == "invalid_api_key" and "proxy key is needed" in e["message"]
+    assert world.upstream.received == []
+
+
+def test_unknown_revoked_expired_and_disabled_stop_the_next_call(client, world):
+    bob = world.keys["bob"]
+    assert post(client, bob, CHAT).status_code == 200
+    assert err(post(client, "tg_" + "x" * 40, CHAT))["code"] == "invalid_api_key"
+
+    world.prov.revoke_key(bob)
+    r = post(client, bob, CHAT)
+    assert r.status_code == 401 and "revoked" in err(r)["message"]
+
+    laptop = world.prov.add_key("demo", "alice", "laptop",
+                                expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    assert "expired" in err(post(client, laptop, CHAT))["message"]
+
+    alice = world.keys["alice"]
+    assert post(client, alice, CHAT).status_code == 200
+    world.prov.set_user_disabled("alice", True)
+    assert post(client, alice, CHAT).status_code == 401
+    assert len(world.upstream.received) == 2
+
+
+# --- bad input -------------------------------------------------------------------
+
+@pytest.mark.parametrize("data, status, code, param", [
+    (b"{not json", 400, "invalid_request", None),
+    (b"", 400, "invalid_request", None),
+    (json.dumps({"messages": []}), 400, "invalid_request", "model"),
+    (json.dumps({"model": "gpt-4o-mini", "messages": "hi"}), 400, "invalid_request", "messages"),
+    (json.dumps({**CHAT, "max_tokens": "lots"}), 400, "invalid_request", "max_tokens"),
+    (json.dumps({**CHAT, "stream": True}), 400, "invalid_request", "stream"),
+    (json.dumps({**CHAT, "model": "gpt-4o"}), 403, "model_not_allowed", "model"),
+    (json.dumps({**CHAT, "service_tier": "flex"}), 403, "model_not_priced", "service_tier"),
+])
+def test_bad_requests_get_openai_errors_and_are_not_forwarded(client, world, data, status,
+                                                              code, param):
+    r = post(client, world.keys["bob"], data)
+    assert r.status_code == status
+    e = err(r)
+    assert (e["code"], e["param"]) == (code, param)
+    assert "Traceback" not in e["message"] and world.keys["bob"] not in r.get_data(True)
+    assert world.upstream.received == [] and world.usage() == []
+
+
+def test_oversized_body_is_413(client, world):
+    os_env = {"TOLLGATE_MAX_BODY_BYTES": "2048"}
+    import os
+
+    os.environ.update(os_env)
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}
+    r = post(client, world.keys["bob"], big)
+    assert r.status_code == 413 and err(r)["code"] == "request_too_large"
+
+
+def test_allowed_but_unpriced_model_is_refused_not_billed_at_zero(client, world):
+    world.prov.update_project("demo", allowed_models=["gpt-4o-mini", "gpt-5"])
+    r = post(client, world.keys["bob"], {**CHAT, "model": "gpt-5"})
+    assert r.status_code == 403 and err(r)["code"] == "model_not_priced"
+    # a price that only starts tomorrow is not in force either
+    world.prov.add_price("gpt-5", make_price("1.25", "0.125", "10",
+                                             since=datetime.now(UTC) + timedelta(days=1)))
+    assert post(client, world.keys["bob"], {**CHAT, "model": "gpt-5"}).status_code == 403
+    assert world.upstream.received == []
+
+
+def test_unknown_routes_are_404_and_never_forwarded(client, world):
+    for method, path in [("POST", "/v1/files"), ("GET", "/v1/organization/users"),
+                         ("POST", "/v1/fine_tuning/jobs")]:
+        r = client.open(path, method=method, headers=bearer(world.keys["bob"]))
+        assert r.status_code == 404 and err(r)["type"] == "invalid_request_error"
+    assert world.upstream.received == []
+
+
+def test_bad_tag_is_400(client, world):
+    r = post(client, world.keys["bob"], CHAT, **{"x-tollgate-tag": "x" * 65})
+    assert r.status_code == 400 and err(r)["param"] == "x-tollgate-tag"
+
+
+# --- budgets ---------------------------------------------------------------------
+
+def test_project_budget_refuses_before_forwarding(client, world):
+    world.prov.update_project("demo", budget_nano=1000)  # $0.000001
+    r = post(client, world.keys["bob"], CHAT)
+    assert r.status_code == 429
+    e = err(r)
+    assert (e["type"], e["code"]) == ("insufficient_quota", "budget_exceeded")
+    assert r.headers["x-should-retry"] == "false"
+    assert "project 'demo'" in e["message"] and "spent $0.000000000" in e["message"]
+    assert "limit $0.000001000" in e["message"]
+    assert world.upstream.received == [] and world.usage() == []
+
+
+def test_member_and_model_limits_apply(client, world):
+    db = world.db
+    db.collection("members").document("demo|bob").update({"budget_nano": 1000})
+    r = post(client, world.keys["bob"], CHAT)
+    assert r.status_code == 429 and "member 'bob'" in err(r)["message"]
+    assert post(client, world.keys["alice"], CHAT).status_code == 200
+
+    world.prov.set_limit("demo", "gpt-4o-mini", budget_usd="0.000001")
+    r = post(client, world.keys["alice"], CHAT)
+    assert r.status_code == 429 and "model 'gpt-4o-mini'" in err(r)["message"]
+    world.prov.set_limit("demo", "gpt-4o-mini")  # cleared
+    world.prov.set_limit("demo", "gpt-4o-mini", "alice", budget_usd="0.000001")
+    r = post(client, world.keys["alice"], CHAT)
+    assert r.status_code == 429 and "member 'alice' on model" in err(r)["message"]
+
+
+def test_daily_and_total_periods_key_their_counters(client, world):
+    world.prov.update_project("demo", budget_period="daily")
+    assert post(client, world.keys["bob"], CHAT).status_code == 200
+    assert world.counter("p", "demo", datetime.now(UTC).strftime("%Y-%m-%d"))["spent"] > 0
+    world.prov.update_project("demo", budget_period="total")
+    assert post(client, world.keys["bob"], CHAT).status_code == 200
+    assert world.counter("p", "demo", "total")["spent"] > 0
+
+
+# --- upstream faults ---------------------------------------------------------------
+
+def test_upstream_error_passes_through_and_books_nothing(client, world):
+    world.upstream.push(Error(500))
+    r = post(client, world.keys["bob"], CHAT)
+    assert r.status_code == 500 and r.get_json()["error"]["type"] == "server_error"
+    world.upstream.push(Error(429))
+    assert post(client, world.keys["bob"], CHAT).status_code == 429
+    recs = world.usage()
+    assert sorted(r["http_status"] for r in recs) == [429, 500]
+    assert {r["status"] for r in recs} == {"upstream_error"} and all(
+        r["cost_nano"] == 0 for r in recs)
+
+
+def test_upstream_401_is_502_upstream_auth_error(client, world):
+    world.upstream.push(Error(401))
+    r = post(client, world.keys["bob"], CHAT)
+    assert r.status_code == 502
+    e = err(r)
+    assert (e["type"], e["code"]) == ("api_error", "upstream_auth_error")
+    [rec] = world.usage()
+    assert rec["status"] == "upstream_auth_error" and rec["cost_nano"] == 0
+
+
+def test_slow_upstream_is_504_and_books_the_hold(client, world):
+    import os
+
+    os.environ["TOLLGATE_UPSTREAM_TIMEOUT_S"] = "0.5"
+    world.upstream.push(Stall(2))
+    r = post(client, world.keys["bob"], CHAT)
+    assert r.status_code == 504 and err(r)["code"] == "upstream_timeout"
+    [rec] = world.usage()
+    assert rec["status"] == "upstream_timeout" and rec["estimated"] is True
+    assert rec["cost_nano"] == rec["estimate_nano"] > 0
+
+
+def test_unreachable_upstream_is_502(client, world):
+    import os
+
+    from tests.emulator import free_port
+
+    os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{free_port()}/v1"
+    r = post(client, world.keys["bob"], CHAT)
+    assert r.status_code == 502 and err(r)["code"] == "upstream_unavailable"
+    [rec] = world.usage()
+    assert rec["status"] == "upstream_unavailable" and rec["cost_nano"] == 0
+
+
+def test_invalid_json_from_upstream_is_502_and_booked_at_the_hold(client, world):
+    world.upstream.push(InvalidJSON())
+    r = post(client, world.keys["bob"], CHAT)
+    assert r.status_code == 502 and err(r)["code"] == "upstream_bad_response"
+    [rec] = world.usage()
+    assert rec["status"] == "upstream_bad_response" and rec["cost_nano"] == rec["estimate_nano"]
+
+
+# --- other routes and features -------------------------------------------------------
+
+def test_embeddings_body_is_passed_through_byte_for_byte(client, world):
+    raw = b'{"model": "text-embedding-3-small", "input": ["a", "b"], "encoding_format": "base64"}'
+    r = post(client, world.keys["bob"], raw, path="/v1/embeddings")
+    assert r.status_code == 200 and len(r.get_json()["data"]) == 2
+    assert world.upstream.received[-1].body == raw
+    [rec] = world.usage()
+    assert rec["route"] == "embeddings" and rec["output_tokens"] == 0 and rec["cost_nano"] > 0
+
+
+def test_previous_response_id_adds_the_recorded_tokens_to_the_estimate(client, world):
+    first = post(client, world.keys["bob"], {"model": "gpt-4o-mini", "input": "hello"},
+                 path="/v1/responses")
+    assert first.status_code == 200
+    rid = first.get_json()["id"]
+    body = {"model": "gpt-4o-mini", "input": "and again", "previous_response_id": rid}
+    second = post(client, world.keys["bob"], body, path="/v1/responses")
+    assert second.status_code == 200
+    recs = {r["call_id"]: r for r in world.usage()}
+    a, b = recs[first.headers["x-tollgate-call-id"]], recs[second.headers["x-tollgate-call-id"]]
+    assert a["response_id"] == rid
+    alone = tokens.estimate_input_tokens(
+        "responses", {"model": "gpt-4o-mini", "input": "and again"}, "gpt-4o-mini")
+    prev = a["input_tokens"] + a["output_tokens"]
+    assert prev > 0
+    assert b["estimate_nano"] == pricing.estimate_nano(RATES, alone + prev, 256)

@@ -1,0 +1,429 @@
+"""Token estimation for budget holds, with tiktoken kept offline."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tiktoken
+import tiktoken_ext.openai_public
+
+from functions import tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+# Any download attempt goes to a closed port and fails fast instead of reaching the internet.
+OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+           "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+
+
+def offline_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k.upper() not in ("NO_PROXY", "TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
+    return {**env, **OFFLINE, **extra}
+
+
+def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def seeded_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiktoken")
+    tokens.seed_encoding_cache(str(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def offline(seeded_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for key, value in OFFLINE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(seeded_dir))
+    yield
+
+
+def tiktoken_source_constants() -> dict[str, tuple[str, str]]:
+    """(url, expected_hash) of each load_tiktoken_bpe call, read from tiktoken's own source."""
+    found = {}
+    for fn in ast.parse(inspect.getsource(tiktoken_ext.openai_public)).body:
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "load_tiktoken_bpe"):
+                url = ast.literal_eval(node.args[0])
+                sha = next(ast.literal_eval(k.value) for k in node.keywords
+                           if k.arg == "expected_hash")
+                found[fn.name] = (url, sha)
+    return found
+
+
+# -- model -> encoding -------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", [
+    "gpt-4o-mini", "gpt-4o", "gpt-4o-2024-08-06", "chatgpt-4o-latest", "gpt-4.1-nano",
+    "gpt-4.1", "gpt-4.5-preview", "gpt-5", "gpt-5-mini", "gpt-5.1-codex", "gpt-6-preview",
+    "o1", "o1-pro", "o3-mini", "o3", "o4-mini", "o4-mini-deep-research", "codex-mini-latest",
+    "ft:gpt-4o-mini-2024-07-18:acme::abc123", "gpt-oss-120b", "some-new-model", "GPT-4o",
+])
+def test_o200k_models(model: str) -> None:
+    assert tokens.encoding_name_for_model(model) == "o200k_base"
+
+
+@pytest.mark.parametrize("model", [
+    "gpt-4", "gpt-4-turbo", "gpt-4-0613", "gpt-4-32k", "gpt-3.5-turbo", "gpt-3.5-turbo-0125",
+    "text-embedding-ada-002", "text-embedding-3-small", "text-embedding-3-large",
+    "davinci-002", "babbage-002", "ft:gpt-3.5-turbo-0125:acme::xyz",
+])
+def test_cl100k_models(model: str) -> None:
+    assert tokens.encoding_name_for_model(model) == "cl100k_base"
+
+
+def test_legacy_encodings_we_cannot_load_map_to_o200k() -> None:
+    assert tokens.encoding_name_for_model("text-davinci-003") == "o200k_base"  # p50k upstream
+    with pytest.raises(ValueError, match="unsupported encoding"):
+        tokens.get_encoding("p50k_base")
+
+
+# -- offline BPE files -------------------------------------------------------------------
+
+def test_bpe_constants_are_tiktokens() -> None:
+    source = tiktoken_source_constants()
+    assert source["o200k_base"] == tokens._BPE_FILES["o200k_base"]
+    assert source["cl100k_base"] == tokens._BPE_FILES["cl100k_base"]
+
+
+def test_seed_cli_lets_tiktoken_run_without_network(tmp_path: Path) -> None:
+    seeded = subprocess.run([sys.executable, "-m", "functions.tokens", "seed", str(tmp_path)],
+                            cwd=ROOT, env=offline_env(), capture_output=True, text=True,
+                            timeout=60, check=True)
+    paths = seeded.stdout.split()
+    assert len(paths) == 2
+    for name, (url, sha) in tiktoken_source_constants().items():
+        if name in ("o200k_base", "cl100k_base"):
+            path = tmp_path / hashlib.sha1(url.encode()).hexdigest()  # noqa: S324
+            assert str(path) in paths
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
+    code = ("import tiktoken; print([tiktoken.get_encoding(n).encode('hello world')"
+            " for n in ('o200k_base', 'cl100k_base')])")
+    done = run_python(code, offline_env(TIKTOKEN_CACHE_DIR=str(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[[24912, 2375], [15339, 1917]]"
+
+
+def test_network_is_really_blocked_in_these_tests(tmp_path: Path) -> None:
+    code = "import tiktoken; tiktoken.get_encoding('cl100k_base')"
+    done = run_python(code, offline_env(TIKTOKEN_CACHE_DIR=str(tmp_path)))
+    assert done.returncode != 0 and "ProxyError" in done.stderr
+
+
+def test_seed_is_idempotent_and_repairs_a_bad_file(tmp_path: Path) -> None:
+    first = tokens.seed_encoding_cache(str(tmp_path))
+    mtime = os.stat(first[0]).st_mtime_ns
+    Path(first[1]).write_bytes(b"truncated")
+    second = tokens.seed_encoding_cache(str(tmp_path))
+    assert second == first
+    assert os.stat(first[0]).st_mtime_ns == mtime  # valid file left alone
+    assert hashlib.sha256(Path(first[1]).read_bytes()).hexdigest() == tokens._BPE_FILES[
+        "cl100k_base"][1]
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in first)
+
+
+def test_unset_or_invalid_cache_dir_seeds_the_tmp_default(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(tokens.tempfile, "gettempdir", lambda: str(tmp_path))
+    expected = str(tmp_path / "tollgate-tiktoken")
+    assert tokens._ensure_cache_dir() == expected
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == expected
+    assert len(os.listdir(expected)) == 2
+    assert tokens._ensure_cache_dir() == expected  # now valid: used as is
+
+
+def test_configured_valid_cache_dir_is_kept(seeded_dir: Path) -> None:
+    assert tokens._ensure_cache_dir() == str(seeded_dir)
+
+
+def test_unwritable_tmp_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
+    monkeypatch.setattr(tokens.tempfile, "gettempdir", lambda: str(blocker))
+    with pytest.raises(tokens.TokenizerUnavailable, match="cannot stage tiktoken BPE files"):
+        tokens._ensure_cache_dir()
+
+
+# -- lazy, shared, thread-safe loading ---------------------------------------------------
+
+def test_import_loads_no_encoding() -> None:
+    code = ("import os, sys, functions.tokens as t, tiktoken.registry as r\n"
+            "assert not t._encodings and not r.ENCODINGS\n"
+            "assert 'TIKTOKEN_CACHE_DIR' not in os.environ\n"
+            "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])")
+    done = run_python(code, offline_env())
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 70_000  # kB; one loaded encoding alone is ~80 MB
+
+
+def test_concurrent_first_use_loads_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def slow_load(name: str) -> Any:
+        calls.append(name)
+        time.sleep(0.05)
+        return object()
+
+    monkeypatch.setattr(tokens, "_encodings", {})
+    monkeypatch.setattr(tokens, "_load", slow_load)
+    barrier = threading.Barrier(8)
+    got: list[Any] = []
+
+    def worker() -> None:
+        barrier.wait()
+        got.append(tokens.get_encoding("o200k_base"))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["o200k_base"]
+    assert len(got) == 8 and all(g is got[0] for g in got)
+
+
+def test_concurrent_real_encodings_are_one_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_encodings", {})
+    barrier = threading.Barrier(8)
+    got: list[tiktoken.Encoding] = []
+
+    def worker() -> None:
+        barrier.wait()
+        got.append(tokens.get_encoding("cl100k_base"))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and all(g is got[0] for g in got)
+    assert got[0].encode("hello world") == [15339, 1917]
+
+
+# -- counting ----------------------------------------------------------------------------
+
+COOKBOOK = [
+    {"role": "system", "content": "You are a helpful, pattern-following assistant that "
+     "translates corporate jargon into plain English."},
+    {"role": "system", "name": "example_user",
+     "content": "New synergies will help drive top-line growth."},
+    {"role": "system", "name": "example_assistant",
+     "content": "Things working well together will increase revenue."},
+    {"role": "system", "name": "example_user", "content": "Let's circle back when we have "
+     "more bandwidth to touch base on opportunities for increased leverage."},
+    {"role": "system", "name": "example_assistant",
+     "content": "Let's talk later when we're less busy about how to do better."},
+    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean "
+     "for the client deliverable."},
+]
+
+
+def cookbook_count(messages: list[dict[str, str]], encoding: str) -> int:
+    """num_tokens_from_messages() from the OpenAI cookbook, verbatim in substance."""
+    enc = tiktoken.get_encoding(encoding)
+    total = 3
+    for message in messages:
+        total += 3
+        for key, value in message.items():
+            total += len(enc.encode(value)) + (1 if key == "name" else 0)
+    return total
+
+
+def chat(model: str, messages: Any, **extra: Any) -> int:
+    return tokens.estimate_input_tokens("chat", {"model": model, "messages": messages, **extra},
+                                        model)
+
+
+@pytest.mark.parametrize("model", ["gpt-4", "gpt-4-0613", "gpt-3.5-turbo"])
+def test_cookbook_example_cl100k(model: str) -> None:
+    assert chat(model, COOKBOOK) == 129  # the cookbook's (and the API's) figure
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4o", "gpt-5-mini"])
+def test_cookbook_example_o200k(model: str) -> None:
+    assert chat(model, COOKBOOK) == cookbook_count(COOKBOOK, "o200k_base") == 124
+
+
+def test_special_token_text_counts_as_text() -> None:
+    text = "before <|endoftext|> after <|endofprompt|>"
+    assert chat("gpt-4o", [{"role": "user", "content": text}]) > 10
+    enc = tokens.get_encoding("o200k_base")
+    assert tokens.count_text(text, "gpt-4o") == len(enc.encode_ordinary(text))
+    assert tokens.count_output_tokens(text, "gpt-4o") == tokens.count_text(text, "gpt-4o")
+    assert tokens.count_text("", "gpt-4o") == 0
+
+
+def test_batched_count_equals_separate_counts() -> None:
+    texts = ["hello", " world ", "a.\n", "", "  ", "12", "34", "<|endoftext|>", "😀", "x\ud800y",
+             "end with space ", "\n\nnew", "<|endofprompt|> inside"]
+    for name in ("o200k_base", "cl100k_base"):
+        enc = tokens.get_encoding(name)
+        separate = sum(len(enc.encode_ordinary(t)) for t in texts)
+        assert tokens._count_many(enc, texts) == separate
+        assert tokens._count_many(enc, texts[:-1]) == separate - len(enc.encode_ordinary(
+            texts[-1]))
+
+
+def test_huge_whitespace_run_does_not_raise() -> None:
+    text = " \t" * 500_000
+    with pytest.raises(ValueError, match="backtracking"):  # why _count_one chunks
+        tokens.get_encoding("o200k_base").encode_ordinary(text)
+    assert tokens.count_text(text, "gpt-4o") >= 499_999  # one token per " \t" when it works
+    two = [{"role": "user", "content": text}, {"role": "user", "content": "x"}]
+    assert chat("gpt-4o", two) > 499_999
+
+
+def test_images_add_a_constant() -> None:
+    text = [{"type": "text", "text": "What is in this picture?"}]
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    base = chat("gpt-4o", [{"role": "user", "content": text}])
+    assert chat("gpt-4o", [{"role": "user", "content": text + [image, image]}]) == (
+        base + 2 * tokens.IMAGE_TOKENS)
+    mini = chat("gpt-4o-mini", [{"role": "user", "content": text + [image]}])
+    assert mini - chat("gpt-4o-mini", [{"role": "user", "content": text}]) > 40_000
+    audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    assert chat("gpt-4o", [{"role": "user", "content": text + [audio]}]) == (
+        base + tokens.AUDIO_TOKENS)
+
+
+def test_parts_text_matches_plain_text() -> None:
+    plain = chat("gpt-4o", [{"role": "user", "content": "Describe the ocean."}])
+    parts = [{"type": "text", "text": "Describe the ocean."}]
+    assert chat("gpt-4o", [{"role": "user", "content": parts}]) == plain
+
+
+def test_tools_tool_calls_and_schema_count() -> None:
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    msgs = [{"role": "user", "content": "Weather in Paris?"}]
+    base = chat("gpt-4o", msgs)
+    assert chat("gpt-4o", msgs, tools=tools) == base + tokens.count_text(
+        json.dumps(tools, separators=(",", ":")), "gpt-4o")
+    call = {"role": "assistant", "content": None, "tool_calls": [{
+        "id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]}
+    assert chat("gpt-4o", msgs + [call]) > base + 3 + 8
+    schema = {"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}}
+    assert chat("gpt-4o", msgs, response_format=schema) > base + 10
+
+
+@pytest.mark.parametrize("route", ["completions", "embeddings"])
+def test_prompt_forms(route: str) -> None:
+    field = "prompt" if route == "completions" else "input"
+
+    def est(value: Any) -> int:
+        return tokens.estimate_input_tokens(route, {"model": "gpt-4o", field: value}, "gpt-4o")
+
+    assert est("hello world") == 2
+    assert est(["hello world", "hello", ""]) == 3
+    assert est([9906, 1917, 13]) == 3
+    assert est([[9906, 1917], [13], []]) == 3
+    assert est([]) == 0
+
+
+def test_completions_suffix_counts() -> None:
+    body = {"model": "gpt-3.5-turbo-instruct", "prompt": "def f():", "suffix": "return 1"}
+    assert tokens.estimate_input_tokens("completions", body, body["model"]) == (
+        tokens.count_text("def f():", "gpt-3.5-turbo") + tokens.count_text("return 1",
+                                                                           "gpt-3.5-turbo"))
+
+
+def responses(model: str, **body: Any) -> int:
+    return tokens.estimate_input_tokens("responses", {"model": model, **body}, model)
+
+
+def test_responses_string_input_counts_like_one_chat_message() -> None:
+    text = "Tell me a three sentence bedtime story about a unicorn."
+    assert responses("gpt-4o", input=text) == chat("gpt-4o", [{"role": "user", "content": text}])
+    instr = "You are terse."
+    assert responses("gpt-4o", input=text, instructions=instr) == chat(
+        "gpt-4o", [{"role": "system", "content": instr}, {"role": "user", "content": text}])
+
+
+def test_responses_item_list() -> None:
+    msg = {"role": "user", "content": [{"type": "input_text", "text": "What is this?"}]}
+    base = responses("gpt-4.1", input=[msg])
+    assert base == chat("gpt-4.1", [{"role": "user", "content": "What is this?"}])
+    image = {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}
+    with_image = {"role": "user", "content": [*msg["content"], image]}
+    assert responses("gpt-4.1", input=[with_image]) == base + tokens.IMAGE_TOKENS
+    pdf = {"type": "input_file", "file_id": "file-123"}
+    assert responses("gpt-4.1", input=[{"role": "user", "content": [pdf]}]) >= tokens.FILE_TOKENS
+    items = [msg,
+             {"type": "reasoning", "id": "rs_1", "summary": [
+                 {"type": "summary_text", "text": "Thinking about the image."}]},
+             {"type": "function_call", "call_id": "c1", "name": "lookup",
+              "arguments": '{"q": "cats"}'},
+             {"type": "function_call_output", "call_id": "c1", "output": "Cats are mammals."},
+             {"type": "web_search_call", "id": "ws_1", "status": "completed"},
+             {"role": "assistant", "content": [{"type": "output_text", "text": "A cat."}]}]
+    total = responses("gpt-4.1", input=items)
+    assert total > base + 5 * tokens.TOKENS_PER_MESSAGE + 20
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
+    assert responses("gpt-4.1", input=items, tools=tools) > total
+
+
+@pytest.mark.parametrize("body", [
+    {"messages": [{"role": "user", "content": 5}]},
+    {"messages": "x"},
+    {},
+    {"messages": None},
+    {"messages": [None, 5, "s", True, {"content": {"weird": [1, None, 2.5]}}]},
+    {"messages": [{"role": "user", "content": [None, 3, "raw", {"type": "text", "text": 7},
+                                               {"type": "mystery", "x": [1]}, {}]}]},
+    {"messages": [{"role": "assistant", "tool_calls": [None, "x", {"function": 3}]}],
+     "tools": "x", "functions": {"a": 1}, "response_format": 3},
+    {"messages": [{"role": "user", "content": "x\ud800"}]},
+])
+def test_odd_chat_shapes_do_not_raise(body: dict[str, Any]) -> None:
+    assert chat("gpt-4o", body.get("messages"), **{k: v for k, v in body.items()
+                                                  if k != "messages"}) >= 3
+
+
+@pytest.mark.parametrize("route,body", [
+    ("responses", {"input": 42}),
+    ("responses", {"input": [None, 1, "s", {"type": "reasoning", "summary": "x"}],
+                   "instructions": 3, "text": "x"}),
+    ("responses", {"input": [{"role": "user", "content": {"a": "b"}}], "text": {"format": 1}}),
+    ("completions", {"prompt": None}),
+    ("completions", {"prompt": [True, None, {"a": 1}, [1, "x", [2]]], "suffix": 4}),
+    ("embeddings", {"input": {"text": "x"}}),
+])
+def test_odd_shapes_do_not_raise(route: str, body: dict[str, Any]) -> None:
+    assert tokens.estimate_input_tokens(route, {"model": "gpt-4o", **body}, "gpt-4o") >= 0
+
+
+def test_deep_nesting_does_not_raise() -> None:
+    deep: Any = "leaf"
+    for _ in range(5_000):
+        deep = [deep]
+    assert chat("gpt-4o", [{"role": "user", "content": [{"type": "x", "v": deep}]}]) > 0
+    assert chat("gpt-4o", [{"role": "user", "content": "a", "extra": deep}], tools=deep) > 0
+
+
+def test_unknown_route_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="unknown route"):
+        tokens.estimate_input_tokens("images", {"model": "gpt-4o"}, "gpt-4o")
