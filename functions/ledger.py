@@ -142,21 +142,30 @@ class Ledger:
     def reserve(self, plan: HoldPlan) -> list[CounterState]:
         """Hold the estimate against every limit, or raise BudgetExceeded.
 
-        Expired holds are swept before anyone is refused: a refusal first releases
-        this call's increment, sweeps the project, and tries once more if the sweep
-        freed anything."""
-        for attempt in (1, 2):
-            states = self._increment(plan)
-            breach = first_breach(plan.limits, states)
-            if breach is None:
-                return states
-            self._release(plan)
-            if attempt == 1 and self.sweep(project=plan.project) > 0:
-                continue
-            limit, state = breach
-            raise BudgetExceeded(refusal_message(limit, state, plan.estimate_nano,
-                                                 plan.budget_period, plan.period_key))
-        raise AssertionError("unreachable")
+        Expired holds are swept before anyone is refused, so a refusal never rests on
+        a hold nobody will settle: they are booked ``orphaned`` at their estimate
+        (which keeps the spend, since upstream may have billed them) and the refusal
+        reports only calls really in flight."""
+        states = self._increment(plan)
+        breach = first_breach(plan.limits, states)
+        if breach is None:
+            if _first_of_period(states[0], plan.estimate_nano):
+                # A new period (or a first call) starts: book holds orphaned in the
+                # last one now, rather than waiting for someone to be refused.
+                self.sweep(project=plan.project)
+            return states
+        self._release(plan)
+        limit, state = breach
+        if self.sweep(project=plan.project):
+            state = self._counter_state(limit.counter_id, plan.estimate_nano)
+        raise BudgetExceeded(refusal_message(limit, state, plan.estimate_nano,
+                                             plan.budget_period, plan.period_key))
+
+    def _counter_state(self, counter_id: str, estimate: int) -> CounterState:
+        """A counter as this (released) call would have seen it, for the message."""
+        d = self._counter(counter_id).get().to_dict() or {}
+        return CounterState(spent=int(d.get("spent", 0)), held=int(d.get("held", 0)) + estimate,
+                            inflight=int(d.get("inflight", 0)) + 1)
 
     def _increment(self, plan: HoldPlan) -> list[CounterState]:
         batch = self.db.batch()
@@ -232,7 +241,7 @@ class Ledger:
             if rec.get("status") != "orphaned":
                 return False  # already settled: nothing to do, nothing booked twice
             delta = outcome.cost_nano - int(rec.get("cost_nano", 0))
-            for cid in rec_counters(plan):
+            for cid in (lim.counter_id for lim in plan.limits):
                 tx.set(self._counter(cid), {"spent": Increment(delta)}, merge=True)
             fixed = usage_record(plan, outcome, self.clock())
             fixed["corrected_from"] = "orphaned"
@@ -290,8 +299,9 @@ class Ledger:
         return n
 
 
-def rec_counters(plan: HoldPlan) -> list[str]:
-    return [lim.counter_id for lim in plan.limits]
+def _first_of_period(project_counter: CounterState, estimate: int) -> bool:
+    return (project_counter.spent == 0 and project_counter.inflight == 1
+            and project_counter.held == estimate)
 
 
 def plan_from_hold(h: dict[str, Any]) -> HoldPlan:

@@ -167,11 +167,13 @@ def image_tokens_for_model(model: str) -> int:
 
 
 def _count_one(enc: tiktoken.Encoding, text: str) -> int:
+    # encode(), not encode_ordinary(): on pathological input the latter panics (a
+    # BaseException) where encode() raises ValueError.
     try:
         return len(enc.encode(text, disallowed_special=()))
     except ValueError:
         # tiktoken's regex gives up ("Max stack size exceeded for backtracking") on runs of
-        # ~300k+ whitespace. Chunks can only add a token per cut, so the count errs high.
+        # ~500k+ whitespace. Chunking moves the count by about a token per cut.
         if len(text) <= _CHUNK_CHARS:
             return len(text.encode("utf-8", "surrogatepass"))  # a token is at least a byte
         return sum(_count_one(enc, text[i:i + _CHUNK_CHARS])

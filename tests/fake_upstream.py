@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -122,18 +122,23 @@ Behaviour = Error | Stall | InvalidJSON | Stream
 
 
 class FakeUpstream:
-    """An OpenAI-compatible HTTP server on a background thread."""
+    """An OpenAI-compatible HTTP server on a background thread.
+
+    Per request: record it, pop the next queued behaviour (if any), sleep
+    ``latency_s`` (and a Stall's seconds), check the key (401 wins over any
+    behaviour), then apply an Error / InvalidJSON behaviour or answer normally.
+    """
 
     # Knobs for the default (normal) answer; reset() restores these values.
-    cached_tokens: int
-    reasoning_tokens: int
-    completion_tokens: int
-    bill_cap: bool
-    prompt_tokens: PromptCounter | None
-    service_tier: str | None
-    snapshot_suffix: str
-    latency_s: float
-    valid_keys: set[str]
+    cached_tokens: int  # reported cached prompt tokens, capped at the prompt
+    reasoning_tokens: int  # reported reasoning tokens, capped at the output
+    completion_tokens: int  # output tokens per choice, capped by the request's cap
+    bill_cap: bool  # output per choice = the request's cap (the worst case)
+    prompt_tokens: PromptCounter | None  # (route path, body) -> prompt tokens; None: rough count
+    service_tier: str | None  # echoed on chat/responses bodies; None omits the field
+    snapshot_suffix: str  # answer "model" = request model + suffix (not embeddings)
+    latency_s: float  # sleep before every answer
+    valid_keys: set[str]  # accepted Bearer secrets
 
     def __init__(
         self,
@@ -163,7 +168,7 @@ class FakeUpstream:
             host = "127.0.0.1"  # a wildcard bind is reachable on loopback
         return f"http://{host}:{port}/v1"
 
-    def start(self) -> FakeUpstream:
+    def start(self) -> Self:
         if self._server is not None:
             raise RuntimeError("FakeUpstream is already running")
         self._server = _Server((self.host, self.port), self)
@@ -186,7 +191,7 @@ class FakeUpstream:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> FakeUpstream:
+    def __enter__(self) -> Self:
         return self if self._server is not None else self.start()
 
     def __exit__(

@@ -7,6 +7,7 @@ Clients are `requests` (to see the raw wire) and the official `openai` SDK
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 import openai
 import pytest
 import requests
+from openai.types.responses import ResponseCompletedEvent, ResponseCreatedEvent
 
 from tests.fake_upstream import (
     Error,
@@ -51,15 +53,15 @@ def fake(server: FakeUpstream) -> FakeUpstream:
 
 
 @pytest.fixture
-def client(fake: FakeUpstream) -> openai.OpenAI:
+def sdk(fake: FakeUpstream) -> openai.OpenAI:
     # No retries: every test asserts on exactly what one call produced.
     return openai.OpenAI(base_url=fake.base_url, api_key=KEY, max_retries=0, timeout=5)
 
 
 def post(fake: FakeUpstream, path: str, body: Any, **kwargs: Any) -> requests.Response:
     kwargs.setdefault("headers", AUTH)
-    kwargs.setdefault("timeout", 5)
-    return requests.post(fake.base_url + path, json=body, **kwargs)
+    timeout = kwargs.pop("timeout", 5)
+    return requests.post(fake.base_url + path, json=body, timeout=timeout, **kwargs)
 
 
 def sse_data(response: requests.Response) -> list[str]:
@@ -174,8 +176,8 @@ def test_prompt_tokens_callable_gets_route_and_body(fake: FakeUpstream) -> None:
     assert seen == [("/v1/chat/completions", CHAT)]
 
 
-def test_chat_via_sdk(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(
+def test_chat_via_sdk(sdk: openai.OpenAI) -> None:
+    completion = sdk.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], n=2
     )
 
@@ -233,10 +235,10 @@ def test_chat_stream_with_include_usage(fake: FakeUpstream) -> None:
     assert usage_chunk["usage"]["completion_tokens_details"]["reasoning_tokens"] == 4
 
 
-def test_chat_stream_via_sdk_and_no_usage(fake: FakeUpstream, client: openai.OpenAI) -> None:
+def test_chat_stream_via_sdk_and_no_usage(fake: FakeUpstream, sdk: openai.OpenAI) -> None:
     def stream_once() -> list[Any]:
         return list(
-            client.chat.completions.create(
+            sdk.chat.completions.create(
                 model="gpt-4o-mini",
                 messages=[{"role": "user", "content": "hi"}],
                 stream=True,
@@ -304,10 +306,12 @@ def test_completions_stream(fake: FakeUpstream) -> None:
 # --------------------------------------------------------------------------- embeddings
 
 
-def test_embeddings_base64_via_sdk(fake: FakeUpstream, client: openai.OpenAI) -> None:
-    result = client.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
+def test_embeddings_base64_via_sdk(fake: FakeUpstream, sdk: openai.OpenAI) -> None:
+    result = sdk.embeddings.create(model="text-embedding-3-small", input=["one", "two"])
 
-    assert fake.received[-1].json["encoding_format"] == "base64"  # the SDK's default
+    request = fake.received[-1].json
+    assert request is not None
+    assert request["encoding_format"] == "base64"  # the SDK's default
     assert [d.index for d in result.data] == [0, 1]
     assert all(len(d.embedding) == 8 for d in result.data)
     assert all(isinstance(x, float) for x in result.data[0].embedding)
@@ -340,12 +344,12 @@ def test_embeddings_inputs_and_floats(fake: FakeUpstream) -> None:
 # --------------------------------------------------------------------------- responses
 
 
-def test_responses_via_sdk(fake: FakeUpstream, client: openai.OpenAI) -> None:
+def test_responses_via_sdk(fake: FakeUpstream, sdk: openai.OpenAI) -> None:
     fake.cached_tokens = 1
     fake.reasoning_tokens = 3
     fake.bill_cap = True
 
-    response = client.responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=20)
+    response = sdk.responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=20)
 
     assert response.id.startswith("resp_")
     assert response.status == "completed"
@@ -359,8 +363,8 @@ def test_responses_via_sdk(fake: FakeUpstream, client: openai.OpenAI) -> None:
     assert response.usage.total_tokens == response.usage.input_tokens + 20
 
 
-def test_responses_stream_via_sdk(fake: FakeUpstream, client: openai.OpenAI) -> None:
-    events = list(client.responses.create(model="gpt-4o-mini", input="hi", stream=True))
+def test_responses_stream_via_sdk(fake: FakeUpstream, sdk: openai.OpenAI) -> None:
+    events = list(sdk.responses.create(model="gpt-4o-mini", input="hi", stream=True))
 
     assert [e.type for e in events] == [
         "response.created",
@@ -374,15 +378,18 @@ def test_responses_stream_via_sdk(fake: FakeUpstream, client: openai.OpenAI) -> 
         "response.completed",
     ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
-    assert events[0].response.usage is None
-    final = events[-1].response
+    created, completed = events[0], events[-1]
+    assert isinstance(created, ResponseCreatedEvent)
+    assert created.response.usage is None
+    assert isinstance(completed, ResponseCompletedEvent)
+    final = completed.response
     assert final.output_text == "word " * 3
     assert final.usage is not None
     assert final.usage.output_tokens == 7
 
     fake.push(Stream(no_usage=True))
-    events = list(client.responses.create(model="gpt-4o-mini", input="hi", stream=True))
-    assert events[-1].type == "response.completed"
+    events = list(sdk.responses.create(model="gpt-4o-mini", input="hi", stream=True))
+    assert isinstance(events[-1], ResponseCompletedEvent)
     assert events[-1].response.usage is None
 
 
@@ -418,9 +425,7 @@ def test_error_behaviour(fake: FakeUpstream, status: int, type_: str, code: str)
     assert post(fake, "/chat/completions", CHAT).status_code == 200
 
 
-def test_error_custom_body_headers_and_sdk_mapping(
-    fake: FakeUpstream, client: openai.OpenAI
-) -> None:
+def test_error_custom_body_headers_and_sdk_mapping(fake: FakeUpstream, sdk: openai.OpenAI) -> None:
     fake.push(Error(429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "7"}))
     response = post(fake, "/chat/completions", CHAT)
     assert response.json() == {"error": {"message": "slow down"}}
@@ -428,7 +433,7 @@ def test_error_custom_body_headers_and_sdk_mapping(
 
     fake.push(Error(500))
     with pytest.raises(openai.InternalServerError):
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
 
 
 def test_bad_or_missing_key_is_401(fake: FakeUpstream) -> None:
@@ -545,7 +550,7 @@ def test_stream_chunk_delay_spaces_events(fake: FakeUpstream) -> None:
                 arrivals.append(time.monotonic())
 
     assert len(arrivals) == 1 + 2 + 1 + 1  # role, 2 deltas, finish, [DONE]
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert min(gaps) >= 0.15, gaps
 
 
@@ -553,21 +558,23 @@ def test_stream_cut_after_ends_early_without_done(fake: FakeUpstream) -> None:
     fake.push(Stream(cut_after=2))
 
     seen: list[bytes] = []
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        with post(fake, "/chat/completions", {**CHAT, "stream": True}, stream=True) as response:
-            seen.extend(line for line in response.iter_lines() if line)
+    request = {**CHAT, "stream": True}
+    with (
+        pytest.raises(requests.exceptions.ChunkedEncodingError),
+        post(fake, "/chat/completions", request, stream=True) as response,
+    ):
+        seen.extend(line for line in response.iter_lines() if line)
 
     assert len(seen) == 2
     assert b"data: [DONE]" not in seen
 
 
-def test_stream_cut_after_via_sdk(fake: FakeUpstream, client: openai.OpenAI) -> None:
+def test_stream_cut_after_via_sdk(fake: FakeUpstream, sdk: openai.OpenAI) -> None:
     fake.push(Stream(cut_after=3))
 
     events: list[Any] = []
     with pytest.raises(openai.APIConnectionError):
-        for event in client.responses.create(model="m", input="hi", stream=True):
-            events.append(event)
+        events.extend(sdk.responses.create(model="m", input="hi", stream=True))
 
     assert [e.type for e in events] == [
         "response.created",

@@ -289,10 +289,10 @@ def test_batched_count_equals_separate_counts() -> None:
 def test_huge_whitespace_run_does_not_raise() -> None:
     text = " \t" * 500_000
     with pytest.raises(ValueError, match="backtracking"):  # why _count_one chunks
-        tokens.get_encoding("o200k_base").encode_ordinary(text)
-    assert tokens.count_text(text, "gpt-4o") >= 499_999  # one token per " \t" when it works
+        tokens.get_encoding("o200k_base").encode(text, disallowed_special=())
+    assert tokens.count_text(text, "gpt-4o") >= 499_000  # ~one token per " \t"
     two = [{"role": "user", "content": text}, {"role": "user", "content": "x"}]
-    assert chat("gpt-4o", two) > 499_999
+    assert chat("gpt-4o", two) >= 499_000
 
 
 def test_images_add_a_constant() -> None:
