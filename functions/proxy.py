@@ -209,7 +209,7 @@ class Proxy:
             outcome = Outcome(status="proxy_error", cost_nano=a.plan.estimate_nano,
                               http_status=500, estimated=True)
             resp = self.upstream.post(base + routes.UPSTREAM_PATH[a.spec.route], data,
-                                      forward_headers(request.headers, secret))
+                                      forward_headers(dict(request.headers), secret))
             outcome = self._outcome(a, resp)
         except UpstreamUnavailable as err:
             outcome = Outcome(status="upstream_unavailable", cost_nano=0, http_status=err.status)

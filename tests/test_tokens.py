@@ -397,6 +397,7 @@ def test_responses_item_list() -> None:
     {"messages": [{"role": "assistant", "tool_calls": [None, "x", {"function": 3}]}],
      "tools": "x", "functions": {"a": 1}, "response_format": 3},
     {"messages": [{"role": "user", "content": "x\ud800"}]},
+    {"messages": [{"role": "user", "content": [{"type": ["text"]}, {"type": {"a": 1}}]}]},
 ])
 def test_odd_chat_shapes_do_not_raise(body: dict[str, Any]) -> None:
     assert chat("gpt-4o", body.get("messages"), **{k: v for k, v in body.items()
@@ -414,6 +415,20 @@ def test_odd_chat_shapes_do_not_raise(body: dict[str, Any]) -> None:
 ])
 def test_odd_shapes_do_not_raise(route: str, body: dict[str, Any]) -> None:
     assert tokens.estimate_input_tokens(route, {"model": "gpt-4o", **body}, "gpt-4o") >= 0
+
+
+def test_base64_blob_in_an_unknown_part_counts_as_an_image_not_as_text() -> None:
+    blob = "data:video/mp4;base64," + "QUFB" * 50_000
+    part = {"type": "input_video", "video": {"url": blob}}
+    hi = {"type": "text", "text": "hi"}
+    base = chat("gpt-4o", [{"role": "user", "content": [hi]}])
+    with_blob = chat("gpt-4o", [{"role": "user", "content": [hi, part]}])
+    assert base + tokens.IMAGE_TOKENS < with_blob < base + tokens.IMAGE_TOKENS + 20
+    # ...but text a caller sends as text is text, whatever it looks like.
+    assert chat("gpt-4o", [{"role": "user", "content": blob}]) > 10_000
+    shot = {"type": "computer_call_output", "call_id": "c1",
+            "output": {"type": "computer_screenshot", "image_url": blob}}
+    assert responses("computer-use-preview", input=[shot]) < tokens.IMAGE_TOKENS + 20
 
 
 def test_deep_nesting_does_not_raise() -> None:
