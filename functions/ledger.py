@@ -63,6 +63,7 @@ class HoldPlan:
     streamed: bool = False
     tag: str | None = None
     estimate_tokens: int = 0
+    touch_key: str | None = None  # key hash whose last_used_at the settlement updates
 
 
 @dataclass
@@ -209,12 +210,16 @@ class Ledger:
         batch.create(self._usage(plan.call_id), usage_record(plan, outcome, now))
         batch.update(self._hold(plan.call_id), {
             "state": "settled", "settled_at": now, "purge_at": now + SETTLED_HOLD_TTL})
+        if plan.touch_key:
+            # merge, not update: a key document that vanished must not fail the booking
+            batch.set(self.db.collection("keys").document(plan.touch_key),
+                      {"last_used_at": now}, merge=True)
         try:
             results = self._commit_with_retry(batch)
         except gexc.AlreadyExists:
             self._correct(plan, outcome)
             return None
-        self.writes += len(plan.limits) + 2
+        self.writes += len(plan.limits) + 2 + bool(plan.touch_key)
         return _states(results, len(plan.limits))
 
     def _commit_with_retry(self, batch: Any, attempts: int = 4) -> Any:

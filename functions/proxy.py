@@ -47,6 +47,7 @@ from functions.upstream import Upstream, UpstreamResponse, forward_headers, resp
 log = logging.getLogger("tollgate.proxy")
 
 _TAG_MAX = 64
+_LAST_USED_EVERY = timedelta(seconds=60)
 _USAGE_OF = {
     routes.CHAT: pricing.usage_from_chat,
     routes.COMPLETIONS: pricing.usage_from_chat,
@@ -181,7 +182,8 @@ class Proxy:
             period_key=period_key(project.budget_period, now), limits=limits,
             estimate_nano=estimate, admitted_at=now,
             expires_at=now + timedelta(seconds=self.settings.hold_ttl_s), streamed=spec.stream,
-            tag=tag, estimate_tokens=input_tokens + spec.output_cap * spec.n)
+            tag=tag, estimate_tokens=input_tokens + spec.output_cap * spec.n,
+            touch_key=ctx.key.key_hash if _stale(ctx.key.last_used_at, now) else None)
         self.ledger.reserve(plan)
         return Admitted(ctx, spec, plan, price, rates)
 
@@ -289,6 +291,12 @@ class Proxy:
                  a.plan.call_id, a.plan.project, a.plan.user, a.plan.model, outcome.status,
                  outcome.cost_nano)
         return states
+
+
+def _stale(last_used: datetime | None, now: datetime) -> bool:
+    # "last used" is shown to people: minute precision is plenty, and skipping the
+    # write on busy keys saves a document write per call.
+    return last_used is None or now - last_used > _LAST_USED_EVERY
 
 
 def _str(v: Any) -> str | None:

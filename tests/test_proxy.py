@@ -300,3 +300,15 @@ def test_previous_response_id_adds_the_recorded_tokens_to_the_estimate(client, w
     prev = a["input_tokens"] + a["output_tokens"]
     assert prev > 0
     assert b["estimate_nano"] == pricing.estimate_nano(RATES, alone + prev, 256)
+
+
+def test_last_used_is_recorded_at_most_once_a_minute(client, world):
+    from functions import auth
+
+    ref = world.db.collection("keys").document(auth.key_hash(world.keys["bob"]))
+    assert ref.get().get("last_used_at") is None
+    assert post(client, world.keys["bob"], CHAT).status_code == 200
+    first = ref.get().get("last_used_at")
+    assert first is not None
+    assert post(client, world.keys["bob"], CHAT).status_code == 200
+    assert ref.get().get("last_used_at") == first  # within the minute: no extra write
