@@ -34,7 +34,7 @@ import json
 import re
 from typing import Any
 
-_KEYLIKE = re.compile(r"(tg_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+)")
+_KEYLIKE = re.compile(r"(tg_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-.]{8,})")
 
 
 def redact(text: str) -> str:

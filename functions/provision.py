@@ -99,7 +99,8 @@ class Provisioner:
             d = (snap.to_dict() or {}) if snap.exists else {}
             history = [pricing.price_from_doc(p) for p in d.get("prices") or ()]
             history = pricing.add_price(history, price)
-            tx.set(ref, {"id": model, "created": d.get("created", created),
+            first_seen = created or int(history[0].valid_from.timestamp())
+            tx.set(ref, {"id": model, "created": d.get("created") or first_seen,
                          "prices": [pricing.price_to_doc(p) for p in history]})
 
         run(self.db.transaction())

@@ -17,13 +17,13 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import flask
 
-from functions import auth, pricing, routes, tokens
+from functions import auth, billing, pricing, routes, tokens
+from functions.billing import Admitted
 from functions.budget import CounterState, limits_for, period_key, remaining_nano
 from functions.errors import (
     InvalidRequest,
@@ -42,18 +42,13 @@ from functions.records import CallContext
 from functions.secret_store import CachedSecrets, GcpSecretStore, LocalSecretStore
 from functions.settings import Settings
 from functions.store import Store, make_client
+from functions.streaming import relay
 from functions.upstream import Upstream, UpstreamResponse, forward_headers, response_headers
 
 log = logging.getLogger("tollgate.proxy")
 
 _TAG_MAX = 64
 _LAST_USED_EVERY = timedelta(seconds=60)
-_USAGE_OF = {
-    routes.CHAT: pricing.usage_from_chat,
-    routes.COMPLETIONS: pricing.usage_from_chat,
-    routes.EMBEDDINGS: pricing.usage_from_embeddings,
-    routes.RESPONSES: pricing.usage_from_responses,
-}
 
 
 def _tag(request: flask.Request) -> str | None:
@@ -64,17 +59,6 @@ def _tag(request: flask.Request) -> str | None:
         raise InvalidRequest(f"'x-tollgate-tag' must be 1-{_TAG_MAX} printable ASCII "
                              "characters.", param="x-tollgate-tag")
     return tag
-
-
-@dataclass
-class Admitted:
-    """A call that passed every check and holds budget."""
-
-    ctx: CallContext
-    spec: routes.CallSpec
-    plan: HoldPlan
-    price: pricing.Price
-    rates: pricing.Rates
 
 
 class Proxy:
@@ -140,9 +124,6 @@ class Proxy:
         ctx = auth.check_context(self.store.load_call_context(khash, body["model"]), now)
         assert ctx.project is not None
         routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
-        if body.get("stream"):
-            raise InvalidRequest("Streaming is not supported by this Tollgate version yet; "
-                                 "send 'stream': false.", param="stream")
         admitted = self._admit(kind, ctx, body, tag, now)
         return self._forward(admitted, request, raw)
 
@@ -185,7 +166,7 @@ class Proxy:
             tag=tag, estimate_tokens=input_tokens + spec.output_cap * spec.n,
             touch_key=ctx.key.key_hash if _stale(ctx.key.last_used_at, now) else None)
         self.ledger.reserve(plan)
-        return Admitted(ctx, spec, plan, price, rates)
+        return Admitted(ctx, spec, plan, price, rates, input_tokens)
 
     def _secret_for(self, ctx: CallContext) -> tuple[str, str]:
         assert ctx.project is not None
@@ -204,6 +185,7 @@ class Proxy:
         started = time.monotonic()
         outcome = Outcome(status="proxy_error", cost_nano=0, http_status=500)
         states = None
+        handed_off = False
         try:
             secret, base = self._secret_for(a.ctx)
             data = json.dumps(a.spec.body).encode() if a.spec.modified else raw
@@ -211,7 +193,11 @@ class Proxy:
             outcome = Outcome(status="proxy_error", cost_nano=a.plan.estimate_nano,
                               http_status=500, estimated=True)
             resp = self.upstream.post(base + routes.UPSTREAM_PATH[a.spec.route], data,
-                                      forward_headers(dict(request.headers), secret))
+                                      forward_headers(dict(request.headers), secret),
+                                      stream=a.spec.stream)
+            if resp.raw is not None:
+                handed_off = True  # the stream's generator settles it, however it ends
+                return self._stream(a, resp, started)
             outcome = self._outcome(a, resp)
         except UpstreamUnavailable as err:
             outcome = Outcome(status="upstream_unavailable", cost_nano=0, http_status=err.status)
@@ -230,9 +216,20 @@ class Proxy:
             raise
         finally:
             # Every path out of a held call settles it, exceptions included.
-            outcome.latency_ms = int((time.monotonic() - started) * 1000)
-            states = self._settle(a, outcome)
+            if not handed_off:
+                outcome.latency_ms = int((time.monotonic() - started) * 1000)
+                states = self._settle(a, outcome)
         return self._reply(a, resp, outcome, states)
+
+    def _stream(self, a: Admitted, resp: UpstreamResponse, started: float) -> flask.Response:
+        headers = response_headers(resp.headers)
+        headers["x-tollgate-call-id"] = a.plan.call_id
+        headers["cache-control"] = "no-cache"
+        headers["x-accel-buffering"] = "no"
+        body = relay(a, resp, cap_bytes=self.settings.stream_cap_bytes, started=started,
+                     settle=self._settle)
+        return flask.Response(body, status=200, headers=headers,
+                              mimetype=headers.pop("content-type", "text/event-stream"))
 
     def _outcome(self, a: Admitted, resp: UpstreamResponse) -> Outcome:
         rid = resp.headers.get("x-request-id")
@@ -253,20 +250,10 @@ class Proxy:
         except ValueError:
             raise UpstreamBadResponse("The upstream API sent a response that is not valid "
                                       "JSON.") from None
-        usage_raw = payload.get("usage")
-        usage = _USAGE_OF[a.spec.route](usage_raw if isinstance(usage_raw, dict) else None)
-        tier = payload.get("service_tier")
-        rates = pricing.rates_for(a.price, tier if isinstance(tier, str) else None,
-                                  usage.input_tokens)
-        estimated = not isinstance(usage_raw, dict) or rates is None
-        cost = (a.plan.estimate_nano if not isinstance(usage_raw, dict)
-                else pricing.cost_nano(rates or a.rates, usage))
-        return Outcome(
-            status="ok", cost_nano=cost, http_status=resp.status, usage=usage,
-            estimated=estimated, upstream_model=_str(payload.get("model")), request_id=rid,
-            response_id=_str(payload.get("id")) if a.spec.route == routes.RESPONSES else None,
-            service_tier=tier if isinstance(tier, str) else None,
-            usage_raw=usage_raw if isinstance(usage_raw, dict) else None)
+        return billing.from_usage(
+            a, payload.get("usage"), tier=payload.get("service_tier"),
+            model=payload.get("model"), request_id=rid, http_status=resp.status,
+            response_id=payload.get("id") if a.spec.route == routes.RESPONSES else None)
 
     def _reply(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
                states: list[CounterState] | None) -> flask.Response:
@@ -297,10 +284,6 @@ def _stale(last_used: datetime | None, now: datetime) -> bool:
     # "last used" is shown to people: minute precision is plenty, and skipping the
     # write on busy keys saves a document write per call.
     return last_used is None or now - last_used > _LAST_USED_EVERY
-
-
-def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
 
 
 @functools.cache

@@ -75,6 +75,7 @@ class CallSpec:
     previous_response_id: str | None
     body: dict[str, Any]  # what is forwarded
     modified: bool  # body differs from what the client sent
+    client_wants_usage: bool = True  # streams: did the client ask for the usage chunk?
 
 
 def _int_field(body: dict[str, Any], name: str, lo: int, hi: int | None = None) -> int | None:
@@ -128,6 +129,7 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
     _require_type(body, "stream", (bool,), "a boolean")
     _require_type(body, "service_tier", (str,), "a string")
     _require_type(body, "safety_identifier", (str,), "a string")
+    _require_type(body, "stream_options", (dict,), "an object")
     for name in (*CAP_FIELDS[kind], "n", "best_of"):
         _int_field(body, name, 1)
     if kind == CHAT:
@@ -184,6 +186,15 @@ def prepare(kind: str, body: dict[str, Any], *, default_cap: int, safety_id: str
     if kind in (CHAT, RESPONSES) and body.get("safety_identifier") is None:
         out["safety_identifier"] = safety_id
         modified = True
+    wants_usage = True
+    if body.get("stream") and kind in (CHAT, COMPLETIONS):
+        # Billing needs the usage chunk; ask for it, and hide it later from a client
+        # that did not.
+        options = body.get("stream_options") or {}
+        wants_usage = options.get("include_usage") is True
+        if not wants_usage:
+            out["stream_options"] = {**options, "include_usage": True}
+            modified = True
     n = 1
     if kind == CHAT:
         n = body.get("n") or 1
@@ -201,4 +212,5 @@ def prepare(kind: str, body: dict[str, Any], *, default_cap: int, safety_id: str
         previous_response_id=body.get("previous_response_id"),
         body=out,
         modified=modified,
+        client_wants_usage=wants_usage,
     )

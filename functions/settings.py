@@ -52,6 +52,8 @@ class Settings:
     secrets_file: str = ".local/secrets.json"
     safety_salt: str = ""
     default_max_output_tokens: int = 4096
+    # gen2 cuts a streamed response at 10 MB; stop a little before, with an error event
+    stream_cap_bytes: int = 9_500_000
 
     @property
     def hold_ttl_s(self) -> int:
@@ -93,4 +95,5 @@ class Settings:
             secrets_file=env.get("TOLLGATE_SECRETS_FILE", "").strip() or ".local/secrets.json",
             safety_salt=env.get("TOLLGATE_SAFETY_SALT", ""),
             default_max_output_tokens=_int(env, "TOLLGATE_DEFAULT_MAX_OUTPUT_TOKENS", 4096, 1),
+            stream_cap_bytes=_int(env, "TOLLGATE_STREAM_CAP_BYTES", 9_500_000, 1024),
         )

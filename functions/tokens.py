@@ -198,6 +198,16 @@ def count_text(text: str, model: str) -> int:
     return _count_one(get_encoding(encoding_name_for_model(model)), text) if text else 0
 
 
+# Models that think in tokens the stream never shows: a cut stream's visible text says
+# little about what they cost, so such calls are booked at their hold instead.
+_HIDDEN_REASONING = ("o1", "o3", "o4", "gpt-5", "gpt-6", "codex")
+
+
+def hides_reasoning(model: str) -> bool:
+    m = model.lower().removeprefix("ft:")
+    return m.startswith(_HIDDEN_REASONING) and not m.startswith(("gpt-5-chat", "gpt-5.1-chat"))
+
+
 def count_output_tokens(text: str, model: str) -> int:
     """Tokens of the output seen so far (to bill a stream that was cut)."""
     return count_text(text, model)

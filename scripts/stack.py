@@ -132,6 +132,8 @@ def main() -> int:
             smoke(urls["openai"], keys["alice"], db)
             return 0
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        # A shell starts background jobs with SIGINT ignored; Ctrl-C must still stop us.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("a function process exited; stopping", file=sys.stderr)

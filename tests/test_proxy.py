@@ -130,7 +130,9 @@ def test_unknown_revoked_expired_and_disabled_stop_the_next_call(client, world):
     (json.dumps({"messages": []}), 400, "invalid_request", "model"),
     (json.dumps({"model": "gpt-4o-mini", "messages": "hi"}), 400, "invalid_request", "messages"),
     (json.dumps({**CHAT, "max_tokens": "lots"}), 400, "invalid_request", "max_tokens"),
-    (json.dumps({**CHAT, "stream": True}), 400, "invalid_request", "stream"),
+    (json.dumps({**CHAT, "stream": "yes"}), 400, "invalid_request", "stream"),
+    (json.dumps({**CHAT, "stream": True, "stream_options": 1}), 400, "invalid_request",
+     "stream_options"),
     (json.dumps({**CHAT, "model": "gpt-4o"}), 403, "model_not_allowed", "model"),
     (json.dumps({**CHAT, "service_tier": "flex"}), 403, "model_not_priced", "service_tier"),
 ])

@@ -1,0 +1,74 @@
+"""What a finished call costs: from upstream's usage when it has one, from tokens
+counted by the proxy when it does not. Pure apart from tiktoken.
+
+Prices are those in force at admission (``Admitted.price``); the tier is the one the
+response reports, not the one requested (a priority request may be served at
+default rates). A call is priced by the model string the client sent; the snapshot
+name upstream answers with is stored, never re-priced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from functions import pricing, routes, tokens
+from functions.ledger import HoldPlan, Outcome
+from functions.records import CallContext
+
+USAGE_OF = {
+    routes.CHAT: pricing.usage_from_chat,
+    routes.COMPLETIONS: pricing.usage_from_chat,
+    routes.EMBEDDINGS: pricing.usage_from_embeddings,
+    routes.RESPONSES: pricing.usage_from_responses,
+}
+
+
+@dataclass
+class Admitted:
+    """A call that passed every check and holds budget."""
+
+    ctx: CallContext
+    spec: routes.CallSpec
+    plan: HoldPlan
+    price: pricing.Price
+    rates: pricing.Rates  # the rates its estimate used
+    input_tokens: int  # the estimate's prompt tokens
+
+
+def _str(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def from_usage(a: Admitted, usage_raw: Any, *, tier: Any, model: Any, request_id: str | None,
+               response_id: Any, http_status: int = 200, status: str = "ok") -> Outcome:
+    """Book from upstream's usage object. Without one, book the hold (estimated)."""
+    if not isinstance(usage_raw, dict):
+        return Outcome(status=status, cost_nano=a.plan.estimate_nano, http_status=http_status,
+                       estimated=True, upstream_model=_str(model), request_id=request_id,
+                       response_id=_str(response_id), service_tier=_str(tier))
+    usage = USAGE_OF[a.spec.route](usage_raw)
+    rates = pricing.rates_for(a.price, _str(tier), usage.input_tokens)
+    return Outcome(
+        status=status, cost_nano=pricing.cost_nano(rates or a.rates, usage),
+        http_status=http_status, usage=usage,
+        # a tier reported without a price of its own is billed at the hold's rates
+        estimated=rates is None, upstream_model=_str(model), request_id=request_id,
+        response_id=_str(response_id), service_tier=_str(tier), usage_raw=usage_raw)
+
+
+def from_text_seen(a: Admitted, text: str, *, status: str, http_status: int = 200,
+                   model: Any = None, request_id: str | None = None,
+                   response_id: Any = None) -> Outcome:
+    """A stream that ended without usage (cut, closed, never sent): bill the prompt
+    estimate plus the tokens of the text seen. Reasoning models think in tokens the
+    stream never shows, so they are booked at the hold, the conservative bound."""
+    if tokens.hides_reasoning(a.plan.model):
+        cost, usage = a.plan.estimate_nano, pricing.Usage(input_tokens=a.input_tokens)
+    else:
+        usage = pricing.Usage(input_tokens=a.input_tokens,
+                              output_tokens=tokens.count_output_tokens(text, a.plan.model))
+        cost = min(pricing.cost_nano(a.rates, usage), a.plan.estimate_nano)
+    return Outcome(status=status, cost_nano=cost, http_status=http_status, usage=usage,
+                   estimated=True, upstream_model=_str(model), request_id=request_id,
+                   response_id=_str(response_id))
