@@ -9,6 +9,7 @@ Note: a function named ``openai`` lives here, so this module must never
 import flask
 import functions_framework
 
+from functions.admin import admin_for
 from functions.httpio import serve
 from functions.proxy import proxy_for
 
@@ -17,3 +18,9 @@ from functions.proxy import proxy_for
 def openai(request: flask.Request) -> flask.Response:
     """The proxy: OpenAI's API for holders of a Tollgate key (SPEC §2)."""
     return serve(proxy_for, request, "openai")
+
+
+@functions_framework.http
+def admin(request: flask.Request) -> flask.Response:
+    """The admin API (SPEC §3): users, keys, models, projects, members, usage."""
+    return serve(admin_for, request, "admin")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -23,6 +24,8 @@ from pathlib import Path
 
 from google.cloud import firestore
 
+from functions.admin import ADMIN_TOKENS_SECRET
+from functions.membership import Membership
 from functions.provision import Provisioner
 from functions.secret_store import LocalSecretStore
 from tests.emulator import Emulator, free_port
@@ -30,16 +33,18 @@ from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-tollgate"
-FUNCTIONS = ("openai",)
+FUNCTIONS = ("openai", "admin")
 DEMO_MODELS = ("gpt-4o-mini", "gpt-4.1-nano", "text-embedding-3-small")
 FAKE_KEY = "sk-fake-local-upstream"
 
 
 def seed(db: firestore.Client, secrets_file: Path, upstream_key: str,
-         base_url: str | None) -> dict[str, str]:
+         base_url: str | None, admin_token: str) -> dict[str, str]:
     from functions.price_table import openai_price_table
 
-    prov = Provisioner(db, LocalSecretStore(secrets_file))
+    store = LocalSecretStore(secrets_file)
+    store.put(ADMIN_TOKENS_SECRET, json.dumps({"local-admin": admin_token}))
+    prov = Provisioner(db, store)
     prov.put_external_key("main", upstream_key, base_url)
     entries, _skipped = openai_price_table()
     for entry in entries:
@@ -50,8 +55,9 @@ def seed(db: firestore.Client, secrets_file: Path, upstream_key: str,
     prov.create_project("demo", name="Demo project", external_key="main", budget_usd="5",
                         budget_period="monthly", allowed_models=DEMO_MODELS,
                         default_max_output_tokens=512)
-    return {"alice": prov.add_member("demo", "alice", role="lead", budget_usd="2"),
-            "bob": prov.add_member("demo", "bob", budget_usd="1")}
+    members = Membership(db)
+    return {"alice": members.add_member("demo", "alice", role="lead", budget_usd="2"),
+            "bob": members.add_member("demo", "bob", budget_usd="1")}
 
 
 def _wait_http(url: str, timeout_s: float = 60.0) -> None:
@@ -115,7 +121,8 @@ def main() -> int:
         secrets_file = ROOT / ".local" / "secrets.json"
         secrets_file.unlink(missing_ok=True)
         db = firestore.Client(project=PROJECT, database="tollgate")
-        keys = seed(db, secrets_file, upstream_key, base_url)
+        admin_token = "tga_" + secrets.token_urlsafe(24)
+        keys = seed(db, secrets_file, upstream_key, base_url, admin_token)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "TOLLGATE_GCP_PROJECT": PROJECT,
                "OPENAI_BASE_URL": base_url, "TOLLGATE_SECRET_BACKEND": "local",
                "TOLLGATE_SECRETS_FILE": str(secrets_file)}
@@ -127,7 +134,7 @@ def main() -> int:
             urls[target] = f"http://127.0.0.1:{port}"
         for url in urls.values():
             _wait_http(url + "/")
-        _print_banner(urls, keys, emulator.host, base_url, fake is not None)
+        _print_banner(urls, keys, admin_token, emulator.host, base_url, fake is not None)
         if args.smoke:
             smoke(urls["openai"], keys["alice"], db)
             return 0
@@ -153,8 +160,8 @@ def main() -> int:
         print("stopped.", flush=True)
 
 
-def _print_banner(urls: dict[str, str], keys: dict[str, str], emu: str, upstream: str,
-                  fake: bool) -> None:
+def _print_banner(urls: dict[str, str], keys: dict[str, str], admin_token: str, emu: str,
+                  upstream: str, fake: bool) -> None:
     o = urls["openai"]
     body = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
     curl = (f"curl -s {o}/openai -H {shlex.quote('Authorization: alice ' + keys['alice'])} "
@@ -162,6 +169,7 @@ def _print_banner(urls: dict[str, str], keys: dict[str, str], emu: str, upstream
     print(f"""
 Tollgate is running (Ctrl-C stops everything).
   openai function : {o}          (SDK base_url: {o}/v1)
+  admin function  : {urls['admin']}          (admin token: {admin_token})
   Firestore       : emulator at {emu}, project {PROJECT}
   upstream        : {upstream}{'  (fake upstream: no OPENAI_API_KEY set)' if fake else ''}
   demo project    : 'demo', models {', '.join(DEMO_MODELS)}, budget $5/month
@@ -170,6 +178,10 @@ Tollgate is running (Ctrl-C stops everything).
 
 Try it:
   {curl}
+
+Admin CLI (same shell):
+  export TOLLGATE_ADMIN_URL={urls['admin']} TOLLGATE_ADMIN_TOKEN={admin_token}
+  .venv/bin/python -m functions.cli usage --group-by user
 
 Or with the SDK (pip install openai):
   from openai import OpenAI

@@ -7,6 +7,7 @@ fails while an abandoned transaction holds locks (platform notes, finding 6).
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import threading
@@ -22,6 +23,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from werkzeug.serving import make_server
 
 from functions import pricing
+from functions.membership import Membership
 from functions.provision import Provisioner
 from functions.secret_store import LocalSecretStore
 from tests.emulator import Emulator
@@ -29,6 +31,7 @@ from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_SECRET = "sk-fake-upstream-org-key-0001"
+ADMIN_TOKEN = "tga_test_admin_token_0123456789abcdef"
 EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 # $ per 1M tokens: (input, cached input, output); gpt-4o-mini's real list prices.
 MINI = ("0.15", "0.075", "0.60")
@@ -98,6 +101,7 @@ class World:
 
     db: firestore.Client
     prov: Provisioner
+    members: Membership
     project: str
     keys: dict[str, str]
     upstream: FakeUpstream
@@ -132,7 +136,10 @@ def world(db: firestore.Client, gcp_project: str, upstream: FakeUpstream,
         "TOLLGATE_SECRETS_FILE": str(secrets_file),
         "TOLLGATE_UPSTREAM_TIMEOUT_S": "5",
     })
-    prov = Provisioner(db, LocalSecretStore(secrets_file))
+    store = LocalSecretStore(secrets_file)
+    store.put("tollgate-admin-tokens", json.dumps({"root": ADMIN_TOKEN}))
+    prov = Provisioner(db, store)
+    members = Membership(db)
     prov.put_external_key("main", UPSTREAM_SECRET)
     prov.add_price("gpt-4o-mini", make_price(*MINI))
     prov.add_price("text-embedding-3-small", make_price("0.02", None, "0"))
@@ -141,41 +148,61 @@ def world(db: firestore.Client, gcp_project: str, upstream: FakeUpstream,
     prov.create_project("demo", external_key="main", budget_usd="10",
                         allowed_models=["gpt-4o-mini", "text-embedding-3-small"],
                         default_max_output_tokens=256)
-    keys = {"alice": prov.add_member("demo", "alice", role="lead"),
-            "bob": prov.add_member("demo", "bob")}
-    w = World(db, prov, "demo", keys, upstream, secrets_file)
+    keys = {"alice": members.add_member("demo", "alice", role="lead"),
+            "bob": members.add_member("demo", "bob")}
+    w = World(db, prov, members, "demo", keys, upstream, secrets_file)
     yield w
+    from functions.admin import admin_for
     from functions.proxy import proxy_for
 
     proxy_for.cache_clear()
+    admin_for.cache_clear()
     if "leaves_holds" not in request.keywords:
         # Like Flask's leak detector: a test that leaves budget held has found a bug.
         assert w.live_holds() == [], "a call left a live hold behind"
 
 
-@pytest.fixture
-def client(world: World) -> Any:
-    """The real ``openai`` entry point through functions-framework's app."""
+def _app(target: str) -> Any:
     import functions_framework
 
-    app = functions_framework.create_app(target="openai",
+    return functions_framework.create_app(target=target,
                                          source=str(ROOT / "functions" / "main.py"))
-    return app.test_client()
 
 
-@pytest.fixture
-def proxy_url(world: World) -> Iterator[str]:
-    """The ``openai`` function served over real HTTP on loopback (for the SDK)."""
-    import functions_framework
-
-    app = functions_framework.create_app(target="openai",
-                                         source=str(ROOT / "functions" / "main.py"))
+def _serve(app: Any) -> Iterator[str]:
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(5)
+
+
+@pytest.fixture
+def client(world: World) -> Any:
+    """The real ``openai`` entry point through functions-framework's app."""
+    return _app("openai").test_client()
+
+
+@pytest.fixture
+def proxy_url(world: World) -> Iterator[str]:
+    """The ``openai`` function served over real HTTP on loopback (for the SDK)."""
+    yield from _serve(_app("openai"))
+
+
+@pytest.fixture
+def admin_client(world: World) -> Any:
+    """The ``admin`` entry point; send ``headers=admin_auth()``."""
+    return _app("admin").test_client()
+
+
+@pytest.fixture
+def admin_url(world: World) -> Iterator[str]:
+    yield from _serve(_app("admin"))
+
+
+def admin_auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -107,11 +107,11 @@ def test_unknown_revoked_expired_and_disabled_stop_the_next_call(client, world):
     assert post(client, bob, CHAT).status_code == 200
     assert err(post(client, "tg_" + "x" * 40, CHAT))["code"] == "invalid_api_key"
 
-    world.prov.revoke_key(bob)
+    world.members.revoke_by_key(bob)
     r = post(client, bob, CHAT)
     assert r.status_code == 401 and "revoked" in err(r)["message"]
 
-    laptop = world.prov.add_key("demo", "alice", "laptop",
+    laptop = world.members.add_key("demo", "alice", "laptop",
                                 expires_at=datetime.now(UTC) - timedelta(seconds=1))
     assert "expired" in err(post(client, laptop, CHAT))["message"]
 

@@ -1,0 +1,174 @@
+"""Members of projects and their proxy keys. Keys are returned once, at creation or
+rotation, and stored only as SHA-256 digests; a member's keys are found by the
+``project``/``user`` fields of the ``keys`` documents (equality filters only, so
+Firestore's automatic single-field indexes serve the query).
+
+Every change is one atomic write with its audit record; rotation creates the new
+key and revokes the old in the same batch, so there is no moment with both or
+neither."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from functions import auth
+from functions.errors import Conflict, InvalidRequest, NotFound
+from functions.ledger import utcnow
+from functions.provision import SYSTEM, Writer
+from functions.store import member_id
+
+
+def key_doc(project: str, user: str, key: str, name: str,
+            expires_at: datetime | None) -> dict[str, Any]:
+    return {"project": project, "user": user, "name": name, "last4": key[-4:],
+            "created_at": utcnow(), "expires_at": expires_at, "revoked_at": None,
+            "last_used_at": None}
+
+
+class Membership(Writer):
+    def _keys(self, project: str, user: str, tx: Any = None) -> list[firestore.DocumentSnapshot]:
+        q = (self.db.collection("keys").where(filter=FieldFilter("project", "==", project))
+             .where(filter=FieldFilter("user", "==", user)))
+        return list(q.stream(transaction=tx))
+
+    def _active_key(self, project: str, user: str, name: str,
+                    tx: Any = None) -> firestore.DocumentSnapshot | None:
+        for snap in self._keys(project, user, tx):
+            if snap.get("name") == name and snap.get("revoked_at") is None:
+                return snap
+        return None
+
+    def add_member(self, project: str, user: str, *, role: str = "member",
+                   budget_usd: str | None = None, budget_nano: int | None = None,
+                   key_name: str = "default", actor: str = SYSTEM) -> str:
+        """Add the member and return their first proxy key (shown once)."""
+        from functions.provision import usd_to_nano
+
+        key = auth.new_key()
+        mref = self.ref("members", member_id(project, user))
+        doc = {"project": project, "user": user, "role": role,
+               "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
+               "created_at": utcnow()}
+
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> None:
+            proj = self.get("projects", project, "project", tx)
+            if proj.get("archived"):
+                raise Conflict(f"Project '{project}' is archived.")
+            self.get("users", user, "user", tx)
+            if mref.get(transaction=tx).exists:
+                raise Conflict(f"'{user}' is already a member of '{project}'.")
+            tx.create(mref, doc)
+            tx.create(self.ref("keys", auth.key_hash(key)),
+                      key_doc(project, user, key, key_name, None))
+            self.audit(tx, actor, "member.add", member_id(project, user),
+                       {"role": role, "budget_nano": doc["budget_nano"], "key_name": key_name,
+                        "key_last4": key[-4:]})
+
+        run(self.db.transaction())
+        return key
+
+    def update_member(self, project: str, user: str, fields: dict[str, Any], *,
+                      actor: str = SYSTEM) -> dict[str, Any]:
+        batch = self.db.batch()
+        batch.update(self.ref("members", member_id(project, user)), fields)
+        self.audit(batch, actor, "member.update", member_id(project, user), fields)
+        self.commit(batch, missing=f"'{user}' is not a member of '{project}'.")
+        return self.get("members", member_id(project, user), "member")
+
+    def remove_member(self, project: str, user: str, *, actor: str = SYSTEM) -> int:
+        """Remove the member and revoke every key they hold in the project."""
+        mref = self.ref("members", member_id(project, user))
+
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> int:
+            if not mref.get(transaction=tx).exists:
+                raise NotFound(f"'{user}' is not a member of '{project}'.")
+            live = [s for s in self._keys(project, user, tx) if s.get("revoked_at") is None]
+            now = utcnow()
+            tx.delete(mref)
+            for snap in live:
+                tx.update(snap.reference, {"revoked_at": now})
+            self.audit(tx, actor, "member.remove", member_id(project, user),
+                       {"keys_revoked": len(live)})
+            return len(live)
+
+        return run(self.db.transaction())
+
+    def add_key(self, project: str, user: str, name: str,
+                expires_at: datetime | None = None, *, actor: str = SYSTEM) -> str:
+        key = auth.new_key()
+
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> None:
+            self.get("members", member_id(project, user), "member", tx)
+            if self._active_key(project, user, name, tx) is not None:
+                raise Conflict(f"'{user}' already has a key named '{name}' in '{project}'.")
+            tx.create(self.ref("keys", auth.key_hash(key)),
+                      key_doc(project, user, key, name, expires_at))
+            self.audit(tx, actor, "key.add", f"{member_id(project, user)}|{name}",
+                       {"last4": key[-4:], "expires_at": expires_at})
+
+        run(self.db.transaction())
+        return key
+
+    def rotate_key(self, project: str, user: str, name: str,
+                   expires_at: datetime | None = None, *, actor: str = SYSTEM) -> str:
+        """A new key under the same name; the old one stops at once."""
+        key = auth.new_key()
+
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> None:
+            old = self._active_key(project, user, name, tx)
+            if old is None:
+                raise NotFound(f"'{user}' has no active key named '{name}' in '{project}'.")
+            tx.update(old.reference, {"revoked_at": utcnow()})
+            tx.create(self.ref("keys", auth.key_hash(key)), key_doc(
+                project, user, key, name, expires_at or old.get("expires_at")))
+            self.audit(tx, actor, "key.rotate", f"{member_id(project, user)}|{name}",
+                       {"old_last4": old.get("last4"), "new_last4": key[-4:]})
+
+        run(self.db.transaction())
+        return key
+
+    def revoke_key(self, project: str, user: str, name: str, *, actor: str = SYSTEM) -> None:
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> None:
+            old = self._active_key(project, user, name, tx)
+            if old is None:
+                raise NotFound(f"'{user}' has no active key named '{name}' in '{project}'.")
+            tx.update(old.reference, {"revoked_at": utcnow()})
+            self.audit(tx, actor, "key.revoke", f"{member_id(project, user)}|{name}",
+                       {"last4": old.get("last4")})
+
+        run(self.db.transaction())
+
+    def revoke_by_key(self, key: str, *, actor: str = SYSTEM) -> None:
+        """Revoke a key given the key itself (tests and the local stack)."""
+        snap = self.ref("keys", auth.key_hash(key)).get()
+        if not snap.exists:
+            raise NotFound("No such key.")
+        self.revoke_key(snap.get("project"), snap.get("user"), snap.get("name"), actor=actor)
+
+    def list_keys(self, project: str, user: str) -> list[dict[str, Any]]:
+        out = []
+        for snap in self._keys(project, user):
+            d = snap.to_dict() or {}
+            out.append({k: d.get(k) for k in ("name", "last4", "created_at", "last_used_at",
+                                              "expires_at", "revoked_at")})
+        return sorted(out, key=lambda k: (k["revoked_at"] is not None, str(k["name"])))
+
+    def list_members(self, project: str) -> list[dict[str, Any]]:
+        snaps = self.db.collection("members").where(
+            filter=FieldFilter("project", "==", project)).stream()
+        return sorted((s.to_dict() or {} for s in snaps), key=lambda m: str(m.get("user")))
+
+
+def check_role(role: Any) -> str:
+    if role not in ("member", "lead"):
+        raise InvalidRequest("'role' must be 'member' or 'lead'.", param="role")
+    return str(role)
