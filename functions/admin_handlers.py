@@ -9,9 +9,8 @@ from typing import Any
 
 import flask
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
-from functions import pricing
+from functions import indexes, pricing
 from functions import validate as v
 from functions.budget import doc_id, period_key
 from functions.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
@@ -110,8 +109,8 @@ class Handlers:
     # --- external keys -------------------------------------------------------------------
 
     def _ext_json(self, d: dict[str, Any]) -> dict[str, Any]:
-        users = [s.id for s in self.db.collection("projects").where(
-            filter=FieldFilter("external_key", "==", d.get("id"))).stream()]
+        users = [s.id for s in indexes.query(self.db, "projects",
+                                             equals={"external_key": d.get("id")}).stream()]
         return {k: d.get(k) for k in ("id", "last4", "base_url", "created_at", "rotated_at")} | {
             "projects": sorted(users)}
 
@@ -352,8 +351,8 @@ class Handlers:
 
     def list_limits(self, project: str, **_: Any) -> Resp:
         self.prov.get("projects", project, "project")
-        docs = [s.to_dict() or {} for s in self.db.collection("limits").where(
-            filter=FieldFilter("project", "==", project)).stream()]
+        docs = [s.to_dict() or {} for s in indexes.query(
+            self.db, "limits", equals={"project": project}).stream()]
         return ok({"data": sorted(docs, key=lambda d: (str(d.get("model")),
                                                        str(d.get("user") or "")))})
 
@@ -381,7 +380,7 @@ class Handlers:
     def flush_cache(self, actor: Any, project: str, **_: Any) -> Resp:
         self.prov.get("projects", project, "project")
         n = 0
-        q = self.db.collection("cache_entries").where(filter=FieldFilter("project", "==", project))
+        q = indexes.query(self.db, "cache_entries", equals={"project": project})
         batch = self.db.batch()
         for snap in q.stream():
             batch.delete(snap.reference)

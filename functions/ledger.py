@@ -29,8 +29,8 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1 import Increment
-from google.cloud.firestore_v1.base_query import FieldFilter
 
+from functions import indexes
 from functions.budget import CounterState, Limit, first_breach, refusal_message
 from functions.errors import BudgetExceeded
 from functions.pricing import Usage
@@ -263,10 +263,9 @@ class Ledger:
     def sweep(self, project: str | None = None, limit: int = 50) -> int:
         """Book expired live holds as ``orphaned`` at their estimate. Returns the count."""
         now = self.clock()
-        q = self.db.collection("holds").where(filter=FieldFilter("state", "==", "live"))
-        if project is not None:
-            q = q.where(filter=FieldFilter("project", "==", project))
-        q = q.where(filter=FieldFilter("expires_at", "<", now)).limit(limit)
+        equals = {"state": "live"} if project is None else {"state": "live", "project": project}
+        q = indexes.query(self.db, "holds", equals=equals, ranges=[("expires_at", "<", now)],
+                          limit=limit)
         swept = 0
         for snap in q.stream():
             try:

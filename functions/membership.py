@@ -13,9 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
-from functions import auth
+from functions import auth, indexes
 from functions.errors import Conflict, InvalidRequest, NotFound
 from functions.ledger import utcnow
 from functions.provision import SYSTEM, Writer
@@ -31,8 +30,7 @@ def key_doc(project: str, user: str, key: str, name: str,
 
 class Membership(Writer):
     def _keys(self, project: str, user: str, tx: Any = None) -> list[firestore.DocumentSnapshot]:
-        q = (self.db.collection("keys").where(filter=FieldFilter("project", "==", project))
-             .where(filter=FieldFilter("user", "==", user)))
+        q = indexes.query(self.db, "keys", equals={"project": project, "user": user})
         return list(q.stream(transaction=tx))
 
     def _active_key(self, project: str, user: str, name: str,
@@ -163,8 +161,7 @@ class Membership(Writer):
         return sorted(out, key=lambda k: (k["revoked_at"] is not None, str(k["name"])))
 
     def list_members(self, project: str) -> list[dict[str, Any]]:
-        snaps = self.db.collection("members").where(
-            filter=FieldFilter("project", "==", project)).stream()
+        snaps = indexes.query(self.db, "members", equals={"project": project}).stream()
         return sorted((s.to_dict() or {} for s in snaps), key=lambda m: str(m.get("user")))
 
 

@@ -16,9 +16,8 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
-from functions import pricing
+from functions import indexes, pricing
 from functions.budget import doc_id
 from functions.errors import Conflict, InvalidRequest, NotFound
 from functions.ledger import utcnow
@@ -132,8 +131,8 @@ class Provisioner(Writer):
         @firestore.transactional
         def run(tx: firestore.Transaction) -> None:
             self.get("external_keys", key_id, "external key", tx)
-            users = [s.id for s in self.db.collection("projects").where(
-                filter=FieldFilter("external_key", "==", key_id)).limit(5).stream(transaction=tx)]
+            users = [s.id for s in indexes.query(self.db, "projects", equals={
+                "external_key": key_id}, limit=5).stream(transaction=tx)]
             if users:
                 raise Conflict(f"External key '{key_id}' is used by project(s) "
                                f"{', '.join(users)}; point them at another key first.")

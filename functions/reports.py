@@ -11,7 +11,7 @@ thread pool; groups with no calls are left out:
 * ``user``: every user, or with ``project`` the users holding or having held a key
   in it (``members`` ∪ ``keys.user``: keys are revoked, never deleted, so a removed
   member's past usage still shows; every usage record comes from a key);
-* ``project``: every project, or with ``user`` the projects they hold(held) keys in;
+* ``project``: every project, or with ``user`` the projects they hold or held keys in;
 * ``model``: every configured model (usage records carry the priced model id);
 * ``day``: every UTC day in [after, before), newest first, at most 366. Without
   ``before`` it is now; without ``after`` the window is the 30 UTC days ending with
@@ -20,8 +20,8 @@ thread pool; groups with no calls are left out:
 A filter on the grouped field itself leaves one candidate. Pages are cursors, never
 offsets: ``page_token`` is urlsafe base64 of JSON naming the last group (or the last
 record's (ts, id)) returned, so a new user or a new record between two pages does not
-shift the next one. A page may be followed by an empty last page when every group
-after it has no calls (finding that out would cost the aggregations of those groups).
+shift the next one. To never hand out a token that leads to an empty page, a full
+page looks ahead (``WORKERS`` groups at a time) for one more group with calls.
 
 All usage queries order by ``ts`` DESCENDING, filtered or aggregated, so one
 declared index per combination of equality filters serves both (an aggregation query
@@ -38,7 +38,7 @@ import binascii
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -184,7 +184,8 @@ def _day_window(f: Filters, now: datetime) -> tuple[Filters, list[str]]:
 
 def _narrow(f: Filters, group_by: str, group: str) -> Filters:
     if group_by != "day":
-        return replace(f, **{group_by: group})
+        one: dict[str, Any] = {group_by: group}
+        return replace(f, **one)
     start = datetime.combine(date.fromisoformat(group), time(), tzinfo=UTC)
     assert f.after is not None and f.before is not None  # set by _day_window
     return replace(f, after=max(f.after, start), before=min(f.before, start + timedelta(days=1)))
@@ -231,7 +232,7 @@ def aggregate(db: firestore.Client, f: Filters, group_by: str | None, *, limit: 
             done += len(chunk)
             totals = pool.map(lambda g: _totals(db, _narrow(f, group_by, g)), chunk)
             rows += [_row(g, t) for g, t in zip(chunk, totals, strict=True) if t["calls"]]
-    more = len(rows) > limit or done < len(todo)
+    more = len(rows) > limit  # the loop looked ahead for one group past the page
     rows = rows[:limit]
     token = _encode("g:" + group_by, rows[-1]["group"]) if more and rows else None
     return {"data": rows, "next_page_token": token}
@@ -330,7 +331,3 @@ def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
         w.writerow([_cell(c, j.get(c)) for c in CSV_COLUMNS])
     return buf.getvalue()
 
-
-__all__: Sequence[str] = (
-    "CSV_COLUMNS", "Filters", "GROUP_BY", "aggregate", "audit_list", "parse_filters",
-    "parse_limit", "record_json", "records", "to_csv")

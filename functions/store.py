@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
 
+from functions import indexes
 from functions.budget import doc_id
 from functions.records import (
     CallContext,
@@ -153,8 +153,7 @@ class Store:
     def response_tokens(self, project: str, response_id: str) -> int | None:
         """Input + output tokens recorded for an earlier Responses call of this project
         (for ``previous_response_id``), or None if unknown."""
-        q = self.db.collection("usage").where(
-            filter=FieldFilter("response_id", "==", response_id)).limit(1)
+        q = indexes.query(self.db, "usage", equals={"response_id": response_id}, limit=1)
         for snap in q.stream():
             self.reads += 1
             d = snap.to_dict() or {}
