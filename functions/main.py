@@ -11,6 +11,7 @@ import functions_framework
 
 from functions.admin import admin_for
 from functions.httpio import serve
+from functions.logpage import log_for
 from functions.proxy import proxy_for
 
 
@@ -24,3 +25,9 @@ def openai(request: flask.Request) -> flask.Response:
 def admin(request: flask.Request) -> flask.Response:
     """The admin API (SPEC §3): users, keys, models, projects, members, usage."""
     return serve(admin_for, request, "admin")
+
+
+@functions_framework.http
+def log(request: flask.Request) -> flask.Response:
+    """A member's page of their own calls and spend, and its JSON API (SPEC §4)."""
+    return serve(log_for, request, "log")

@@ -33,7 +33,7 @@ from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-tollgate"
-FUNCTIONS = ("openai", "admin")
+FUNCTIONS = ("openai", "admin", "log")
 DEMO_MODELS = ("gpt-4o-mini", "gpt-4.1-nano", "text-embedding-3-small")
 FAKE_KEY = "sk-fake-local-upstream"
 
@@ -170,6 +170,7 @@ def _print_banner(urls: dict[str, str], keys: dict[str, str], admin_token: str, 
 Tollgate is running (Ctrl-C stops everything).
   openai function : {o}          (SDK base_url: {o}/v1)
   admin function  : {urls['admin']}          (admin token: {admin_token})
+  log page        : {urls['log']}/log      (paste a key to see its calls)
   Firestore       : emulator at {emu}, project {PROJECT}
   upstream        : {upstream}{'  (fake upstream: no OPENAI_API_KEY set)' if fake else ''}
   demo project    : 'demo', models {', '.join(DEMO_MODELS)}, budget $5/month

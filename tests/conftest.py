@@ -201,6 +201,17 @@ def admin_url(world: World) -> Iterator[str]:
     yield from _serve(_app("admin"))
 
 
+@pytest.fixture
+def log_client(world: World) -> Any:
+    return _app("log").test_client()
+
+
+@pytest.fixture
+def log_url(world: World) -> Iterator[str]:
+    """The ``log`` function (page and JSON API) over real HTTP on loopback."""
+    yield from _serve(_app("log"))
+
+
 def admin_auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

@@ -1,0 +1,208 @@
+"""The ``log`` function: a member's page (``web/``) and the JSON API behind it
+(docs/log-api.md).
+
+The page uses relative URLs that start with ``log/``; depending on where the page
+was opened they reach us as ``/app.js`` or ``/log/app.js`` (or ``/log/log/app.js``
+after a trailing slash), so leading ``/log`` segments are stripped.
+
+Visibility: a member sees their own calls in every project they belong to; a lead
+also sees every member's calls in the projects they lead. The filters are built
+here from the caller's identity - a ``user`` given in the query string is ignored.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import flask
+
+from functions import auth, indexes, reports
+from functions.budget import doc_id, period_key
+from functions.errors import NotFound, PermissionDenied, TollgateError
+from functions.httpio import error_response, internal_error, json_response
+from functions.ledger import utcnow
+from functions.pricing import format_usd
+from functions.settings import Settings
+from functions.store import Store, make_client
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+ASSETS = {"/": "index.html", "/app.js": "app.js", "/app.css": "app.css"}
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                    "Referrer-Policy": "no-referrer"}
+CALL_FIELDS = ("ts", "call_id", "project", "user", "key_name", "model", "upstream_model",
+               "route", "status", "input_tokens", "cached_tokens", "output_tokens",
+               "reasoning_tokens", "cost_usd", "latency_ms", "streamed", "cached", "estimated",
+               "tag")
+CSV_MAX_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class Viewer:
+    user: str
+    name: str
+    memberships: dict[str, dict[str, Any]]  # project id -> member document
+
+    def leads(self, project: str) -> bool:
+        return self.memberships.get(project, {}).get("role") == "lead"
+
+
+def strip_log(path: str) -> str:
+    while path == "/log" or path.startswith("/log/"):
+        path = path[4:] or "/"
+    return path or "/"
+
+
+@functools.cache
+def _asset(name: str) -> tuple[bytes, str, str]:
+    body = (WEB / name).read_bytes()
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return body, f"{kind}; charset=utf-8", '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+class LogApp:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.db = store.db
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LogApp:
+        return cls(Store(make_client(settings)))
+
+    def handle(self, request: flask.Request) -> flask.Response:
+        path = strip_log(request.path)
+        try:
+            if request.method not in ("GET", "HEAD"):
+                raise NotFound(f"The log page only answers GET, not {request.method}.")
+            if path in ASSETS:
+                resp = self._asset(ASSETS[path], request)
+            elif path.startswith("/api/"):
+                resp = self._api(path[5:], request)
+            else:
+                raise NotFound(f"Nothing at {path[:200]}; the page is at log/.")
+        except TollgateError as err:
+            resp = error_response(err)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            resp = internal_error(exc, "log")
+        resp.headers.update(SECURITY_HEADERS)
+        if path.startswith("/api/"):
+            resp.headers["Cache-Control"] = "no-store"  # answers hold a member's data
+        return resp
+
+    def _asset(self, name: str, request: flask.Request) -> flask.Response:
+        body, kind, etag = _asset(name)
+        if request.headers.get("If-None-Match") == etag:
+            return flask.Response(status=304, headers={"ETag": etag})
+        return flask.Response(body, content_type=kind, headers={
+            "ETag": etag, "Cache-Control": "no-cache"})
+
+    # --- API ---------------------------------------------------------------------
+
+    def _viewer(self, request: flask.Request) -> Viewer:
+        key = auth.key_from_header(request.headers.get("Authorization"))
+        ctx = auth.check_context(self.store.load_call_context(auth.key_hash(key), None), utcnow())
+        assert ctx.user is not None
+        docs = indexes.query(self.db, "members", equals={"user": ctx.user.id}).stream()
+        members = {str(d.get("project")): d.to_dict() or {} for d in docs}
+        return Viewer(ctx.user.id, ctx.user.name, members)
+
+    def _api(self, name: str, request: flask.Request) -> flask.Response:
+        viewer = self._viewer(request)
+        if name == "me":
+            return json_response(self._me(viewer))
+        f = self._filters(viewer, request.args)
+        if name == "calls":
+            return self._calls(f, request.args)
+        if name == "daily":
+            return json_response({"data": self._daily(f)})
+        if name == "totals":
+            row = reports.aggregate(self.db, f, None)["data"][0]
+            return json_response({k: v for k, v in row.items() if k != "group"})
+        raise NotFound(f"No log API '{name[:100]}'.")
+
+    def _filters(self, viewer: Viewer, args: Any) -> reports.Filters:
+        base = reports.parse_filters({k: args.get(k) for k in ("after", "before")
+                                      if args.get(k)})
+        project, member = args.get("project") or None, args.get("member") or None
+        if project is not None and project not in viewer.memberships:
+            raise PermissionDenied(f"You are not a member of project '{project[:100]}'.",
+                                   param="project")
+        if member is not None and member != viewer.user:
+            if project is None or not viewer.leads(project):
+                raise PermissionDenied("Only a project lead sees other members' calls; "
+                                       "name the project you lead.", param="member")
+            user: str | None = member
+        else:
+            # a lead looking at a project they lead sees everyone in it
+            user = None if project and member is None and viewer.leads(project) else viewer.user
+        return reports.Filters(user=user, project=project, model=args.get("model") or None,
+                               after=base.after, before=base.before)
+
+    def _me(self, viewer: Viewer) -> dict[str, Any]:
+        now = utcnow()
+        projects = self.store.db.get_all([self.store.ref("projects", p)
+                                          for p in viewer.memberships])
+        out = []
+        for snap in projects:
+            if not snap.exists or snap.get("archived"):
+                continue
+            p = snap.to_dict() or {}
+            m = viewer.memberships[snap.id]
+            period = period_key(str(p.get("budget_period", "monthly")), now)
+            pc, mc = (self._counter(doc_id("p", snap.id, period)),
+                      self._counter(doc_id("m", snap.id, viewer.user, period)))
+            entry = {"id": snap.id, "name": p.get("name", snap.id), "role": m.get("role"),
+                     "period": period, "budget_period": p.get("budget_period"),
+                     "budget_usd": _usd(p.get("budget_nano")),
+                     "spent_usd": format_usd(pc.get("spent", 0)),
+                     "held_usd": format_usd(pc.get("held", 0)),
+                     "member_budget_usd": _usd(m.get("budget_nano")),
+                     "member_spent_usd": format_usd(mc.get("spent", 0))}
+            if m.get("role") == "lead":
+                entry["members"] = sorted(str(d.get("user")) for d in indexes.query(
+                    self.db, "members", equals={"project": snap.id}).stream())
+            out.append(entry)
+        return {"user": {"id": viewer.user, "name": viewer.name},
+                "projects": sorted(out, key=lambda e: str(e["id"]))}
+
+    def _counter(self, cid: str) -> dict[str, Any]:
+        return self.store.ref("counters", cid).get().to_dict() or {}
+
+    def _calls(self, f: reports.Filters, args: Any) -> flask.Response:
+        if args.get("format") == "csv":
+            rows, token = reports.records(self.db, f, limit=1000)
+            while token and len(rows) < CSV_MAX_ROWS:
+                more, token = reports.records(self.db, f, limit=1000, page_token=token)
+                rows += more
+            return flask.Response(reports.to_csv(rows), mimetype="text/csv", headers={
+                "Content-Disposition": "attachment; filename=tollgate-calls.csv"})
+        limit = reports.parse_limit(args.get("limit"), default=100, maximum=500)
+        rows, token = reports.records(self.db, f, limit=limit, page_token=args.get("page_token"))
+        calls = [{k: r.get(k) for k in CALL_FIELDS} for r in map(reports.record_json, rows)]
+        return json_response({"data": calls, "next_page_token": token})
+
+    def _daily(self, f: reports.Filters) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        token = None
+        while True:
+            page = reports.aggregate(self.db, f, "day", limit=200, page_token=token)
+            out += [{"day": r["group"], "calls": r["calls"], "cost_usd": r["cost_usd"]}
+                    for r in page["data"]]
+            token = page["next_page_token"]
+            if not token:
+                return out
+
+
+def _usd(nano: Any) -> str | None:
+    return None if nano is None else format_usd(int(nano))
+
+
+@functools.cache
+def log_for(settings: Settings) -> LogApp:
+    return LogApp.from_settings(settings)

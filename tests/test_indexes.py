@@ -1,0 +1,147 @@
+"""Index rules (pure) and THE coverage test: every query shape the code builds on the
+emulator must be served by an index declared in functions/firestore.indexes.json
+(the emulator does not enforce indexes; production refuses the query)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from google.cloud import firestore
+
+from functions import indexes, reports
+from functions.indexes import ASC, DESC, Index, Shape, covered, declared, needed_index
+from functions.ledger import Ledger
+from functions.reports import Filters
+from functions.store import Store
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def ix(collection: str, *fields: tuple[str, str], scope: str = "COLLECTION") -> Index:
+    return Index(collection, scope, tuple(fields))
+
+
+def test_needed_index_automatic_cases() -> None:
+    assert needed_index(Shape("usage", ("response_id",), None, ())) is None
+    assert needed_index(Shape("keys", ("project", "user"), None, ())) is None  # merged
+    assert needed_index(Shape("users", (), None, ())) is None
+    assert needed_index(Shape("usage", (), "ts", (("ts", DESC),))) is None
+    assert needed_index(Shape("usage", (), "ts", ())) is None
+    # the __name__ tie-breaker in the last field's direction is implicit
+    assert needed_index(Shape("audit", (), None, (("ts", DESC), ("__name__", DESC)))) is None
+
+
+def test_needed_index_composites() -> None:
+    assert needed_index(Shape("holds", ("project", "state"), "expires_at", ())) == (
+        ("project", ASC), ("state", ASC), ("expires_at", ASC))
+    assert needed_index(Shape("usage", ("user",), "ts",
+                              (("ts", DESC), ("__name__", DESC)))) == (
+        ("user", ASC), ("ts", DESC))
+    assert needed_index(Shape("usage", ("user",), None, (("ts", ASC),))) == (
+        ("user", ASC), ("ts", ASC))
+    # a tie-breaker against the direction of ts is a real index field
+    assert needed_index(Shape("usage", (), None, (("ts", DESC), ("__name__", ASC)))) == (
+        ("ts", DESC), ("__name__", ASC))
+    # a range field not ordered on explicitly comes after the explicit orders
+    assert needed_index(Shape("usage", (), "ts", (("cost_nano", DESC),))) == (
+        ("cost_nano", DESC), ("ts", ASC))
+
+
+def test_covered_positive_and_negative() -> None:
+    shape = Shape("usage", ("project", "user"), "ts", (("ts", DESC),))
+    good = ix("usage", ("user", ASC), ("project", ASC), ("ts", DESC))  # any equality order
+    assert covered(shape, [good])
+    assert covered(shape, [ix("usage", ("project", ASC), ("user", ASC), ("ts", DESC),
+                              ("__name__", DESC))])
+    negatives = [
+        ix("usage", ("project", ASC), ("user", ASC), ("ts", ASC)),  # wrong direction
+        ix("usage", ("project", ASC), ("ts", DESC)),  # missing field
+        ix("usage", ("project", ASC), ("user", ASC), ("model", ASC), ("ts", DESC)),  # extra
+        ix("usage", ("project", DESC), ("user", ASC), ("ts", DESC)),  # equality not ASC
+        ix("usage", ("project", ASC), ("ts", DESC), ("user", ASC)),  # equality after ts
+        ix("holds", ("project", ASC), ("user", ASC), ("ts", DESC)),  # other collection
+        ix("usage", ("project", ASC), ("user", ASC), ("ts", DESC), scope="COLLECTION_GROUP"),
+    ]
+    for bad in negatives:
+        assert not covered(shape, [bad]), bad
+    assert covered(shape, [*negatives, good])
+    # a range without an order counts as ASCENDING
+    holds = Shape("holds", ("state",), "expires_at", ())
+    assert covered(holds, [ix("holds", ("state", ASC), ("expires_at", ASC))])
+    assert not covered(holds, [ix("holds", ("state", ASC), ("expires_at", DESC))])
+    # nothing needed: covered by nothing
+    assert covered(Shape("usage", ("response_id",), None, ()), [])
+
+
+def test_declared_parses_the_file(tmp_path: Path) -> None:
+    decl = declared()
+    assert ix("holds", ("state", ASC), ("expires_at", ASC)) in decl
+    assert ix("usage", ("project", ASC), ("user", ASC), ("model", ASC), ("ts", DESC)) in decl
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"indexes": [{"collectionGroup": "x"}]}))
+    with pytest.raises(ValueError, match="malformed"):
+        declared(bad)
+
+
+def test_query_records_its_shape(db: firestore.Client) -> None:
+    q = indexes.query(db, "usage", equals={"user": "u", "project": "p"},
+                      ranges=[("ts", ">=", NOW), ("ts", "<", NOW)], order=[("ts", DESC)],
+                      limit=3)
+    assert list(q.stream()) == []
+    assert Shape("usage", ("project", "user"), "ts", (("ts", DESC),)) in indexes.seen()
+    with pytest.raises(ValueError):
+        indexes.query(db, "usage", ranges=[("ts", ">", NOW), ("cost_nano", "<", 1)])
+    with pytest.raises(ValueError):
+        indexes.query(db, "usage", ranges=[("ts", "!=", NOW)])
+    with pytest.raises(ValueError):
+        indexes.query(db, "usage", order=[("ts", "desc")])
+
+
+def seed(db: firestore.Client) -> None:
+    for coll, ids in (("users", ("u", "v")), ("projects", ("p", "q")), ("models", ("m",))):
+        for i in ids:
+            db.collection(coll).document(i).set({"id": i})
+    db.collection("members").document("p|u").set({"project": "p", "user": "u"})
+    db.collection("keys").document("h").set({"project": "p", "user": "u"})
+    db.collection("usage").document("c1").set({
+        "call_id": "c1", "ts": NOW - timedelta(days=1), "project": "p", "user": "u",
+        "model": "m", "input_tokens": 1, "cached_tokens": 0, "output_tokens": 1,
+        "cost_nano": 5, "response_id": "resp_x"})
+    db.collection("audit").document("a").set({"ts": NOW, "actor": "x", "action": "y",
+                                              "target": "z", "details": {}})
+
+
+def test_every_query_shape_is_covered_by_a_declared_index(db: firestore.Client) -> None:
+    seed(db)
+    after, before = NOW - timedelta(days=3), NOW
+    for (user, project, model), (a, b) in itertools.product(
+            itertools.product((None, "u"), (None, "p"), (None, "m")),
+            ((None, None), (after, None), (None, before), (after, before))):
+        f = Filters(user=user, project=project, model=model, after=a, before=b)
+        for group_by in (None, *reports.GROUP_BY):
+            page = reports.aggregate(db, f, group_by, limit=1, now=NOW)
+            if page["next_page_token"]:
+                reports.aggregate(db, f, group_by, limit=1, now=NOW,
+                                  page_token=page["next_page_token"])
+        _, token = reports.records(db, f, limit=1)
+        if token:
+            reports.records(db, f, limit=1, page_token=token)
+    reports.audit_list(db, limit=1)
+    ledger = Ledger(db, clock=lambda: NOW)
+    ledger.sweep()
+    ledger.sweep(project="p")
+    Store(db).response_tokens("p", "resp_x")
+
+    shapes = indexes.seen()
+    usage = {s.equals for s in shapes if s.collection == "usage" and s.range_field == "ts"}
+    assert len(usage) == 8  # every subset of {model, project, user} was really exercised
+    assert Shape("holds", ("project", "state"), "expires_at", ()) in shapes  # the sweep's
+    assert Shape("usage", ("response_id",), None, ()) in shapes  # previous_response_id
+    decl = declared()
+    missing = sorted({(s.collection, needed_index(s) or ()) for s in shapes
+                      if not covered(s, decl)})
+    assert not missing, f"add these to functions/firestore.indexes.json: {missing}"
