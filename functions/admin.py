@@ -86,6 +86,8 @@ ROUTES = [
     _r("DELETE", "/projects/{project}/limits/{model}", "delete_limit"),
     _r("DELETE", "/projects/{project}/limits/{model}/users/{user}", "delete_limit"),
     _r("POST", "/projects/{project}/cache/flush", "flush_cache"),
+    _r("GET", "/projects/{project}/alerts", "get_alerts"),
+    _r("PUT", "/projects/{project}/alerts", "set_alerts"),
     _r("POST", "/sweep", "sweep"),
     _r("GET", "/usage", "usage"), _r("GET", "/queries", "queries"),
     _r("GET", "/ratelimits", "ratelimits"), _r("GET", "/audit", "audit"),

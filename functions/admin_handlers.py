@@ -13,7 +13,7 @@ from google.cloud import firestore
 from functions import indexes, pricing
 from functions import validate as v
 from functions.budget import doc_id, period_key
-from functions.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
+from functions.errors import Conflict, InvalidRequest, PermissionDenied, ResourceNotFound
 from functions.external_keys import check_upstream_key
 from functions.httpio import json_response
 from functions.ledger import Ledger, utcnow
@@ -25,7 +25,8 @@ from functions.store import member_id
 
 Resp = flask.Response
 _PROJECT_FIELDS = {"id", "name", "external_key", "budget_usd", "budget_period",
-                   "allowed_models", "default_max_output_tokens", "cache", "priced_tools"}
+                   "allowed_models", "default_max_output_tokens", "cache", "priced_tools",
+                   "rpm", "tpm"}
 
 
 def jsonable(obj: Any) -> Any:
@@ -73,7 +74,7 @@ class Handlers:
         self.secrets = secrets
 
     def _all(self, collection: str) -> list[dict[str, Any]]:
-        return [s.to_dict() or {} for s in self.db.collection(collection).stream()]
+        return [s.to_dict() or {} for s in indexes.query(self.db, collection).stream()]
 
     # --- users ----------------------------------------------------------------------
 
@@ -224,6 +225,8 @@ class Handlers:
             "default_max_output_tokens": v.integer(b, "default_max_output_tokens", lo=1,
                                                    hi=1_000_000),
             "priced_tools": v.string_list(b, "priced_tools"), "cache": cache,
+            "rpm": v.integer(b, "rpm", lo=1, hi=10**9),
+            "tpm": v.integer(b, "tpm", lo=1, hi=10**12),
         }
         out: dict[str, Any] = {k: x for k, x in fields.items() if x is not None}
         if "budget_usd" in b:
@@ -373,7 +376,7 @@ class Handlers:
         from functions.store import limit_id
 
         if not self.prov.ref("limits", limit_id(project, model, user)).get().exists:
-            raise NotFound("No such limit.")
+            raise ResourceNotFound("No such limit.")
         self.prov.delete_limit(project, model, user, actor=actor.name)
         return ok({"deleted": True})
 
@@ -388,6 +391,31 @@ class Handlers:
         self.prov.audit(batch, actor.name, "cache.flush", project, {"entries": n})
         batch.commit()
         return ok({"flushed": n})
+
+    def get_alerts(self, project: str, **_: Any) -> Resp:
+        from functions.alerts import DEFAULT_THRESHOLDS
+
+        d = self.prov.get("projects", project, "project")
+        sent = [s.to_dict() or {} for s in indexes.query(
+            self.db, "alerts_sent", equals={"project": project}).stream()]
+        config = d.get("alerts") or {"webhook_url": None, "thresholds": list(DEFAULT_THRESHOLDS)}
+        return ok({"config": config, "sent": sorted(sent, key=lambda a: a["ts"], reverse=True)})
+
+    def set_alerts(self, actor: Any, body: Any, project: str, **_: Any) -> Resp:
+        b = v.body_object(body)
+        v.only_fields(b, {"webhook_url", "thresholds"})
+        url = v.text(b, "webhook_url", max_len=500)
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise InvalidRequest("'webhook_url' must be an http(s) URL.", param="webhook_url")
+        thresholds = b.get("thresholds", [50, 80, 100])
+        if (not isinstance(thresholds, list) or not thresholds or len(thresholds) > 10
+                or not all(isinstance(t, int) and not isinstance(t, bool) and 0 < t <= 1000
+                           for t in thresholds)):
+            raise InvalidRequest("'thresholds' must be a list of 1-10 whole percentages "
+                                 "(1-1000).", param="thresholds")
+        alerts = {"webhook_url": url, "thresholds": sorted(set(thresholds))}
+        self.prov.update_project(project, actor=actor.name, alerts=alerts)
+        return self.get_alerts(project)
 
     def sweep(self, actor: Any, **_: Any) -> Resp:
         ledger, total = Ledger(self.db), 0

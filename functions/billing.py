@@ -9,7 +9,7 @@ name upstream answers with is stored, never re-priced.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from functions import pricing, routes, tokens
@@ -34,6 +34,9 @@ class Admitted:
     price: pricing.Price
     rates: pricing.Rates  # the rates its estimate used
     input_tokens: int  # the estimate's prompt tokens
+    cache_key: str | None = None  # set when the answer may be cached
+    # documents written together with the settlement (cache entry, rate-limit headers)
+    extra: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 
 
 def _str(v: Any) -> str | None:

@@ -122,3 +122,65 @@ def refusal_message(
         f"this call could cost up to ${format_usd(estimate)}. "
         "Lower max_tokens, or ask a project lead to raise the budget."
     )
+
+
+# --- requests and tokens per minute ---------------------------------------------------
+#
+# Fixed one-minute UTC windows, one counter document per scope and minute
+# (``rl|scope...|202611231405``), incremented in the same atomic write as the budget
+# hold. A refused call takes its increment back, so only admitted calls count: at
+# most ``rpm`` calls are admitted in any calendar minute. Like every fixed window, a
+# burst straddling a minute boundary can see up to 2 × rpm within 60 seconds.
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    label: str
+    counter_id: str
+    rpm: int | None
+    tpm: int | None
+
+
+def minute_key(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y%m%d%H%M")
+
+
+def rate_limits_for(*, project: str, user: str, model: str, at: datetime,
+                    project_limits: tuple[int | None, int | None],
+                    model_limits: tuple[int | None, int | None],
+                    member_model_limits: tuple[int | None, int | None]) -> list[RateLimit]:
+    """The (project), (project, model) and (project, user, model) windows that have
+    an rpm or tpm limit; no counter is written for a scope without one."""
+    minute = minute_key(at)
+    scopes = [
+        (f"project '{project}'", doc_id("rl", project, minute), project_limits),
+        (f"model '{model}' in project '{project}'", doc_id("rl", project, model, minute),
+         model_limits),
+        (f"member '{user}' on model '{model}'", doc_id("rl", project, user, model, minute),
+         member_model_limits),
+    ]
+    return [RateLimit(label, cid, rpm, tpm) for label, cid, (rpm, tpm) in scopes
+            if rpm is not None or tpm is not None]
+
+
+@dataclass(frozen=True)
+class WindowState:
+    requests: int = 0
+    tokens: int = 0
+
+
+def rate_breach(limits: Sequence[RateLimit], after: Sequence[WindowState]
+                ) -> tuple[RateLimit, str, int] | None:
+    """The first window over its limit after this call's increment: (limit, what, value)."""
+    for lim, st in zip(limits, after, strict=True):
+        if lim.rpm is not None and st.requests > lim.rpm:
+            return lim, "requests", lim.rpm
+        if lim.tpm is not None and st.tokens > lim.tpm:
+            return lim, "tokens", lim.tpm
+    return None
+
+
+def retry_after_s(at: datetime) -> int:
+    """Whole seconds until the current minute window ends (at least 1)."""
+    at = at.astimezone(UTC)
+    return max(1, 60 - at.second - (1 if at.microsecond else 0))

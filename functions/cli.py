@@ -12,6 +12,7 @@ import getpass
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from os import environ
 from textwrap import indent
@@ -20,12 +21,19 @@ from urllib.parse import quote
 
 import requests
 
-EPILOG = """examples:
+PROG = "python -m functions.cli"
+EPILOG = f"""examples:
   export TOLLGATE_ADMIN_URL=http://127.0.0.1:8082 TOLLGATE_ADMIN_TOKEN=tga_...
-  %(prog)s user create carol --name Carol
-  %(prog)s project create lab --external-key main --budget 5 --models gpt-4o-mini
-  %(prog)s member add lab carol
-  %(prog)s usage --project lab --group-by user"""
+  {PROG} user create carol --name Carol
+  {PROG} project create lab --external-key main --budget 5 --models gpt-4o-mini
+  {PROG} member add lab carol
+  {PROG} usage --project lab --group-by user"""
+GROUPS = {"user": "users (people holding keys)", "key": "external (OpenAI) keys",
+          "model": "models and their dated prices (USD per 1M tokens)",
+          "prices": "the shipped OpenAI price table",
+          "project": "projects: budget, allowed models, external key",
+          "member": "project members and their proxy keys (leads may use these)",
+          "limit": "per-model limits of a project or of one of its members"}
 
 
 class Failure(Exception):
@@ -48,9 +56,10 @@ class Api:
         if r.status_code >= 400:
             try:
                 e = r.json()["error"]
-                raise Failure(f"{e['message']} ({e.get('code') or r.status_code})")
-            except (ValueError, KeyError, TypeError):
+                message, code = e["message"], e.get("code") or r.status_code
+            except (ValueError, KeyError, TypeError):  # not the API: a proxy, a wrong URL
                 raise Failure(f"HTTP {r.status_code} from {self.url}: {r.text[:200]}") from None
+            raise Failure(f"{message} ({code})")
         return r
 
     def __call__(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
@@ -67,70 +76,123 @@ class Api:
 
 
 def seg(*parts: str) -> str:
-    """A path from ids, each quoted (a model id may contain '/' or ':')."""
+    """A path from ids, each quoted (a model id may contain ':' or '/')."""
     return "".join("/" + quote(p, safe="") for p in parts)
 
 
+def given(**kw: Any) -> dict[str, Any]:
+    """A body of the options given: one left out means "unchanged" or "the default"."""
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def cell(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, list):
+        return ",".join(map(str, v)) or "-"
+    return "-" if v is None else str(v)
+
+
 def _is_num(v: Any) -> bool:
-    if isinstance(v, bool) or v is None:
-        return False
-    try:
-        Decimal(str(v))
-        return True
+    """An int, or a decimal string as the API writes money and prices ("0.5", "10")."""
+    if isinstance(v, int):
+        return not isinstance(v, bool)
+    try:  # a canonical decimal only: an id such as "0001" or "1e5" stays text
+        return isinstance(v, str) and str(Decimal(v)) == v and Decimal(v).is_finite()
     except InvalidOperation:
         return False
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Padded columns; numbers (ints, decimal strings) right-aligned, None as '-'."""
-    cells = [["-" if c is None else str(c) for c in r] for r in rows]
+    """Padded columns, None shown as '-'; a column of numbers (ints, decimal strings) is
+    right-aligned, header included, so digits line up."""
+    cells = [[cell(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    for raw, r in zip(rows, cells, strict=True):
-        lines.append("  ".join(c.rjust(w) if _is_num(v) else c.ljust(w)
-                               for v, c, w in zip(raw, r, widths, strict=True)))
-    return "\n".join(line.rstrip() for line in lines)
+    right = [any(r[i] is not None for r in rows) and all(_is_num(r[i]) for r in rows
+                                                          if r[i] is not None)
+             for i in range(len(headers))]
+    lines = [[c.rjust(w) if n else c.ljust(w) for c, w, n in zip(r, widths, right, strict=True)]
+             for r in [list(headers), *cells]]
+    return "\n".join("  ".join(line).rstrip() for line in lines)
 
 
 def fields(d: dict[str, Any], *names: str) -> str:
-    return "\n".join(f"{n}: {'-' if d.get(n) is None else d.get(n)}" for n in names)
+    return "\n".join(f"{n}: {cell(d.get(n))}" for n in names)
 
 
-# --- commands: each returns the API's answer and the text shown without --json ---------
+# --- commands: each returns the API's answer and the text shown without --json ----------
 
+A = argparse.Namespace
 Out = tuple[Any, str]
+Handler = Callable[[Api, A], Out]
+# A name, or a name and add_argument's options; "exclusive": one of a required group.
+Arg = str | tuple[str, dict[str, Any]]
 
 
-def user_create(api: Api, a: argparse.Namespace) -> Out:
-    u = api("POST", "/users", {"id": a.id, "name": a.name, "email": a.email})
+@dataclass(frozen=True)
+class Command:
+    run: Handler
+    help: str
+    args: tuple[Arg, ...]
+    epilog: str | None
+
+
+COMMANDS: dict[str, Command] = {}
+USD = {"metavar": "USD"}
+PRICE = {"metavar": "USD", "help": "USD per 1M tokens"}
+FILTERS: tuple[Arg, ...] = ("--user", "--project", "--model",
+                            ("--after", {"help": "ISO 8601 with a zone, inclusive"}),
+                            ("--before", {"help": "ISO 8601 with a zone, exclusive"}))
+
+
+def command(name: str, help: str, *args: Arg, epilog: str | None = None
+            ) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[name] = Command(fn, help, args, epilog and "example:\n  %(prog)s " + epilog)
+        return fn
+    return register
+
+
+@command("user create", "create a user", "id", "--name", "--email",
+         epilog="carol --name Carol --email carol@example.com")
+def user_create(api: Api, a: A) -> Out:
+    u = api("POST", "/users", given(id=a.id, name=a.name, email=a.email))
     return u, f"created user {u['id']}"
 
 
-def user_list(api: Api, a: argparse.Namespace) -> Out:
+@command("user list", "list users")
+def user_list(api: Api, a: A) -> Out:
     us = api("GET", "/users")["data"]
     return us, table(["id", "name", "email", "disabled"],
                      [[u["id"], u.get("name"), u.get("email"), u.get("disabled")] for u in us])
 
 
-def user_disable(api: Api, a: argparse.Namespace) -> Out:
+@command("user disable", "disable a user: all their keys stop at once", "id")
+def user_disable(api: Api, a: A) -> Out:
     u = api("POST", seg("users", a.id, "disable"))
     return u, f"disabled user {u['id']}; their keys no longer work"
 
 
-def key_add(api: Api, a: argparse.Namespace) -> Out:
-    if a.secret_stdin:  # a terminal gets a hidden prompt; a pipe is read whole
+@command("key add-external", "store an OpenAI key, validated by one embeddings call", "id",
+         ("--secret-stdin", {"action": "store_true", "exclusive": True,
+                             "help": "read the secret from stdin (preferred)"}),
+         ("--secret", {"exclusive": True, "help": "the secret itself (stays in shell history)"}),
+         ("--base-url", {"help": "an OpenAI-compatible base URL (default: OpenAI's)"}),
+         epilog="main --secret-stdin < openai-key.txt")
+def key_add(api: Api, a: A) -> Out:
+    if a.secret_stdin:  # a terminal gets a prompt without echo; a pipe is read whole
         secret = getpass.getpass("secret: ") if sys.stdin.isatty() else sys.stdin.read()
     else:
         secret = a.secret
-    k = api("POST", "/external-keys", {"id": a.id, "secret": secret.strip(),
-                                       **({"base_url": a.base_url} if a.base_url else {})})
+    k = api("POST", "/external-keys", given(id=a.id, secret=secret.strip(), base_url=a.base_url))
     return k, f"added external key {k['id']} (...{k['last4']}), validated upstream"
 
 
-def key_list(api: Api, a: argparse.Namespace) -> Out:
+@command("key list-external", "list external keys (last 4 characters only)")
+def key_list(api: Api, a: A) -> Out:
     ks = api("GET", "/external-keys")["data"]
     return ks, table(["id", "last4", "base_url", "projects", "created_at", "rotated_at"],
-                     [[k["id"], k["last4"], k.get("base_url"), ",".join(k["projects"]) or "-",
+                     [[k["id"], "..." + k["last4"], k.get("base_url"), k["projects"],
                        k.get("created_at"), k.get("rotated_at")] for k in ks])
 
 
@@ -142,128 +204,167 @@ def _history(m: dict[str, Any]) -> str:
         ["valid_from", "valid_to", "input", "cached", "output", "cache_write", "source"], rows)
 
 
-def model_add(api: Api, a: argparse.Namespace) -> Out:
+@command("model add", "add a model without a price", "id")
+def model_add(api: Api, a: A) -> Out:
     m = api("POST", "/models", {"id": a.id})
     return m, f"added model {m['id']} (no price yet: set one with 'model cost')"
 
 
-def model_cost(api: Api, a: argparse.Namespace) -> Out:
-    body = {"valid_from": a.valid_from, "input": a.input, "output": a.output,
-            "cached_input": a.cached_input, "cache_write": a.cache_write}
-    m = api("POST", seg("models", a.id, "costs"), {k: v for k, v in body.items() if v})
+@command("model cost", "price a model from a date on (the previous price ends then)", "id",
+         ("--from", {"dest": "valid_from", "required": True, "metavar": "ISO",
+                     "help": "ISO 8601 with a zone, e.g. 2026-01-01T00:00:00Z"}),
+         ("--input", {"required": True, **PRICE}), ("--output", {"required": True, **PRICE}),
+         ("--cached-input", PRICE), ("--cache-write", PRICE),
+         epilog="gpt-x --from 2026-01-01T00:00:00Z --input 1 --cached-input 0.1 --output 4")
+def model_cost(api: Api, a: A) -> Out:
+    m = api("POST", seg("models", a.id, "costs"), given(
+        valid_from=a.valid_from, input=a.input, output=a.output, cached_input=a.cached_input,
+        cache_write=a.cache_write))
     return m, _history(m)
 
 
-def model_show(api: Api, a: argparse.Namespace) -> Out:
+@command("model show", "show a model's price history", "id")
+def model_show(api: Api, a: A) -> Out:
     m = api("GET", seg("models", a.id))
     return m, _history(m)
 
 
-def prices_load(api: Api, a: argparse.Namespace) -> Out:
-    r = api("POST", "/models/load-prices", {"models": a.model} if a.model else {})
+@command("prices load", "load prices from genai-prices (idempotent)",
+         ("--model", {"action": "append", "help": "only this model (repeatable)"}),
+         epilog="--model gpt-4o --model gpt-4o-mini")
+def prices_load(api: Api, a: A) -> Out:
+    r = api("POST", "/models/load-prices", given(models=a.model))
     text = f"source: {r['source']}\nloaded: {r['loaded']}\nunchanged: {r['unchanged']}"
     if r.get("conflicts"):
-        text += "\nkept (a different price is stored):\n" + table(
-            ["model", "valid_from", "reason"],
-            [[c["model"], c["valid_from"], c["reason"]] for c in r["conflicts"]])
+        text += f"\nkept, a different price is stored: {len(r['conflicts'])}\n" + table(
+            ["model", "valid_from"], [[c["model"], c["valid_from"]] for c in r["conflicts"]])
     if r["skipped"]:
         text += f"\nskipped: {len(r['skipped'])}\n" + table(
             ["model", "reason"], [[s["model"], s["reason"]] for s in r["skipped"]])
     return r, text
 
 
-def project_create(api: Api, a: argparse.Namespace) -> Out:
-    body = {"id": a.id, "external_key": a.external_key, "name": a.name, "budget_usd": a.budget,
-            "budget_period": a.period, "default_max_output_tokens": a.default_max_output,
-            "allowed_models": a.models.split(",") if a.models else None}
-    p = api("POST", "/projects", {k: v for k, v in body.items() if v is not None})
+@command("project create", "create a project", "id",
+         ("--external-key", {"required": True, "help": "id of an external key"}),
+         "--name", ("--budget", {**USD, "help": "the project's budget per period"}),
+         ("--period", {"choices": ("total", "monthly", "daily")}),
+         ("--models", {"help": "comma-separated allowed models (default: any priced)"}),
+         ("--default-max-output", {"type": int, "metavar": "N",
+                                   "help": "max output tokens when a request sets none"}),
+         epilog="lab --external-key main --budget 5 --models gpt-4o-mini")
+def project_create(api: Api, a: A) -> Out:
+    p = api("POST", "/projects", given(
+        id=a.id, external_key=a.external_key, name=a.name, budget_usd=a.budget,
+        budget_period=a.period, default_max_output_tokens=a.default_max_output,
+        allowed_models=a.models.split(",") if a.models else None))
     return p, f"created project {p['id']}\n" + fields(
         p, "budget_usd", "budget_period", "allowed_models", "external_key")
 
 
-def project_list(api: Api, a: argparse.Namespace) -> Out:
+@command("project list", "list projects")
+def project_list(api: Api, a: A) -> Out:
     ps = api("GET", "/projects")["data"]
     return ps, table(["id", "name", "external_key", "budget $", "period", "models", "archived"],
                      [[p["id"], p.get("name"), p.get("external_key"), p.get("budget_usd"),
-                       p.get("budget_period"), ",".join(p.get("allowed_models") or []) or "any",
+                       p.get("budget_period"), p.get("allowed_models") or "any",
                        p.get("archived", False)] for p in ps])
 
 
-def project_show(api: Api, a: argparse.Namespace) -> Out:
+@command("project show", "show a project with this period's spend", "id")
+def project_show(api: Api, a: A) -> Out:
     p = api("GET", seg("projects", a.id))
     spend = fields(p["spend"], "period", "budget_usd", "spent_usd", "held_usd",
                    "remaining_usd", "in_flight")
     return p, fields(p, "id", "name", "external_key", "budget_period", "allowed_models",
-                     "default_max_output_tokens", "archived") + "\nspend:\n" + indent(
-        spend, "  ")
+                     "default_max_output_tokens", "archived") + "\nspend:\n" + indent(spend, "  ")
 
 
-def _key_text(who: str, k: dict[str, Any]) -> str:
-    # The key alone after "key: " so it can be copied; it cannot be shown again.
-    return (f"{who}\nkey: {k['key']}\n"
-            "This key is shown only once: copy it now (rotate it if it is lost).")
+def _key_text(what: str, k: dict[str, Any]) -> str:
+    # The key alone after "key: ", easy to copy: the API cannot show it again.
+    return f"{what}\nkey: {k['key']}\nThis key is shown only once: copy it now."
 
 
-def member_add(api: Api, a: argparse.Namespace) -> Out:
-    body = {"user": a.user, "role": a.role, "budget_usd": a.budget, "key_name": a.key_name}
-    r = api("POST", seg("projects", a.project, "members"),
-            {k: v for k, v in body.items() if v is not None})
+@command("member add", "add a user to a project; prints their proxy key once", "project",
+         "user", ("--role", {"choices": ("member", "lead")}),
+         ("--budget", {**USD, "help": "the member's own budget within the project"}),
+         ("--key-name", {"help": "name of the first key (default: default)"}),
+         epilog="lab carol --budget 2")
+def member_add(api: Api, a: A) -> Out:
+    r = api("POST", seg("projects", a.project, "members"), given(
+        user=a.user, role=a.role, budget_usd=a.budget, key_name=a.key_name))
     return r, _key_text(f"added {a.user} to {a.project} as {r['member']['role']}", r)
 
 
-def member_list(api: Api, a: argparse.Namespace) -> Out:
+@command("member list", "list a project's members, their spend and live keys", "project")
+def member_list(api: Api, a: A) -> Out:
     ms = api("GET", seg("projects", a.project, "members"))
     return ms, f"period: {ms.get('period')}\n" + table(
         ["user", "role", "budget $", "spent $", "keys"],
         [[m["user"], m["role"], m.get("budget_usd"), m.get("spent_usd"),
-          ",".join(f"{k['name']}(...{k['last4']})" for k in m["keys"]
-                   if not k.get("revoked_at")) or "-"] for m in ms["data"]])
+          [f"{k['name']}(...{k['last4']})" for k in m["keys"] if not k.get("revoked_at")]]
+         for m in ms["data"]])
 
 
-def member_budget(api: Api, a: argparse.Namespace) -> Out:
+@command("member budget", "set a member's budget ('none' removes it)", "project", "user",
+         ("usd", USD), epilog="lab carol 2.50")
+def member_budget(api: Api, a: A) -> Out:
     usd = None if a.usd.lower() == "none" else a.usd
     m = api("PATCH", seg("projects", a.project, "members", a.user), {"budget_usd": usd})
-    return m, f"{a.user} in {a.project}: budget {m.get('budget_usd') or 'none (project only)'}"
+    return m, f"{a.user} in {a.project}: budget {m.get('budget_usd') or 'none'}"
 
 
-def member_remove(api: Api, a: argparse.Namespace) -> Out:
+@command("member remove", "remove a member and revoke their keys", "project", "user")
+def member_remove(api: Api, a: A) -> Out:
     r = api("DELETE", seg("projects", a.project, "members", a.user))
     return r, f"removed {a.user} from {a.project}; {r['keys_revoked']} key(s) revoked"
 
 
-def member_rotate(api: Api, a: argparse.Namespace) -> Out:
+@command("member rotate", "replace a member's key; the old one stops at once", "project",
+         "user", ("--key-name", {"default": "default"}))
+def member_rotate(api: Api, a: A) -> Out:
     r = api("POST", seg("projects", a.project, "members", a.user, "keys", a.key_name, "rotate"))
     return r, _key_text(f"rotated key '{a.key_name}' of {a.user} in {a.project}; "
                         "the old key has stopped", r)
 
 
-def _limit_path(a: argparse.Namespace) -> str:
+LIMIT_ARGS: tuple[Arg, ...] = ("project", "model", ("--user", {"help": "this member only"}))
+
+
+def _limit_path(a: A) -> str:
     return seg("projects", a.project, "limits", a.model) + (seg("users", a.user)
                                                             if a.user else "")
 
 
-def limit_set(api: Api, a: argparse.Namespace) -> Out:
-    body = {"budget_usd": a.budget, "rpm": a.rpm, "tpm": a.tpm}
-    lim = api("PUT", _limit_path(a), {k: v for k, v in body.items() if v is not None})
+@command("limit set", "set a model limit (options left out are cleared)", *LIMIT_ARGS,
+         ("--budget", USD), ("--rpm", {"type": int, "help": "requests per minute"}),
+         ("--tpm", {"type": int, "help": "tokens per minute"}),
+         epilog="lab gpt-4o --budget 1 --rpm 60")
+def limit_set(api: Api, a: A) -> Out:
+    lim = api("PUT", _limit_path(a), given(budget_usd=a.budget, rpm=a.rpm, tpm=a.tpm))
     return lim, fields(lim, "project", "model", "user", "budget_usd", "rpm", "tpm")
 
 
-def limit_clear(api: Api, a: argparse.Namespace) -> Out:
+@command("limit clear", "remove a model limit", *LIMIT_ARGS)
+def limit_clear(api: Api, a: A) -> Out:
     return api("DELETE", _limit_path(a)), f"cleared the {a.model} limit"
 
 
-def limit_list(api: Api, a: argparse.Namespace) -> Out:
+@command("limit list", "list a project's limits", "project")
+def limit_list(api: Api, a: A) -> Out:
     ls = api("GET", seg("projects", a.project, "limits"))["data"]
     return ls, table(["model", "user", "budget $", "rpm", "tpm"],
                      [[x["model"], x.get("user") or "(all)", x.get("budget_usd"), x.get("rpm"),
                        x.get("tpm")] for x in ls])
 
 
-def _filters(a: argparse.Namespace) -> dict[str, Any]:
+def _filters(a: A) -> dict[str, Any]:
     return {k: getattr(a, k) for k in ("user", "project", "model", "after", "before")}
 
 
-def usage(api: Api, a: argparse.Namespace) -> Out:
+@command("usage", "aggregated usage: calls, tokens and cost (every page)", *FILTERS,
+         ("--group-by", {"choices": ("user", "project", "model", "day")}),
+         epilog="--project lab --after 2026-11-01T00:00:00Z --group-by user")
+def usage(api: Api, a: A) -> Out:
     rows = list(api.pages("/usage", group_by=a.group_by, limit=200, **_filters(a)))
     return {"data": rows}, table(
         ["group", "calls", "input", "cached", "output", "cost $", "avg $/call"],
@@ -271,14 +372,16 @@ def usage(api: Api, a: argparse.Namespace) -> Out:
           r["output_tokens"], r["cost_usd"], r["avg_cost_usd"]] for r in rows])
 
 
-def queries(api: Api, a: argparse.Namespace) -> Out:
-    if a.csv:  # streamed page by page: an export may be large
+@command("queries", "the usage records, newest first (every page)", *FILTERS,
+         ("--csv", {"action": "store_true", "help": "CSV with every column, to stdout"}),
+         epilog="--project lab --csv > lab.csv")
+def queries(api: Api, a: A) -> Out:
+    if a.csv:  # written page by page: an export may be large
         token, first = None, True
         while True:
             r = api.call("GET", "/queries", format="csv", limit=1000, page_token=token,
                          **_filters(a))
-            text = r.text if first else r.text.split("\n", 1)[-1]  # one header only
-            sys.stdout.write(text)
+            sys.stdout.write(r.text if first else r.text.split("\n", 1)[-1])  # one header
             first, token = False, r.headers.get("x-next-page-token")
             if not token:
                 return None, ""
@@ -290,169 +393,72 @@ def queries(api: Api, a: argparse.Namespace) -> Out:
           r.get("cost_usd")] for r in rows])
 
 
-def sweep(api: Api, a: argparse.Namespace) -> Out:
+@command("sweep", "book expired budget holds now")
+def sweep(api: Api, a: A) -> Out:
     r = api("POST", "/sweep")
     return r, f"swept {r['swept']} expired hold(s)"
 
 
-def audit(api: Api, a: argparse.Namespace) -> Out:
+@command("audit", "the audit trail, newest first", ("--limit", {"type": int, "default": 50}))
+def audit(api: Api, a: A) -> Out:
     r = api("GET", "/audit", limit=a.limit)
     return r, table(["ts", "actor", "action", "target"],
                     [[x["ts"], x["actor"], x["action"], x["target"]] for x in r["data"]])
 
 
-# --- the parser -----------------------------------------------------------------------
-
-Handler = Callable[[Api, argparse.Namespace], Out]
-
+# --- the parser and main ---------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    # The global options are accepted before or after the command; SUPPRESS keeps a
-    # subcommand's unset option from overwriting one given before it.
+    # The global options work before or after the command; SUPPRESS keeps a command's
+    # unset option from overwriting one given before it.
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument("--url", help="admin function URL (env TOLLGATE_ADMIN_URL)")
-    common.add_argument("--token", help="admin token or a lead's proxy key "
-                                        "(env TOLLGATE_ADMIN_TOKEN)")
+    common.add_argument("--token", help="an admin token, or a lead's proxy key for member "
+                                        "commands (env TOLLGATE_ADMIN_TOKEN)")
     common.add_argument("--json", action="store_true", help="print the API's JSON answer")
     fmt = argparse.RawDescriptionHelpFormatter
-    top = argparse.ArgumentParser(prog="python -m functions.cli", parents=[common],
-                                  formatter_class=fmt, epilog=EPILOG,
-                                  description="Manage Tollgate through its admin API.")
-    groups = top.add_subparsers(dest="group", required=True, metavar="COMMAND")
-
-    def group(name: str, help: str) -> Any:
-        p = groups.add_parser(name, help=help, description=help)
-        return p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def cmd(sub: Any, name: str, fn: Handler, help: str, epilog: str | None = None) -> Any:
-        p = sub.add_parser(name, help=help, description=help, epilog=epilog,
-                           parents=[common], formatter_class=fmt)
-        p.set_defaults(run=fn)
-        return p
-
-    g = group("user", "users (people holding keys)")
-    p = cmd(g, "create", user_create, "create a user",
-            "example: %(prog)s carol --name Carol --email carol@example.com")
-    p.add_argument("id")
-    p.add_argument("--name")
-    p.add_argument("--email")
-    cmd(g, "list", user_list, "list users")
-    cmd(g, "disable", user_disable, "disable a user: all their keys stop at once").add_argument(
-        "id")
-
-    g = group("key", "external (OpenAI) keys")
-    p = cmd(g, "add-external", key_add, "store an OpenAI key, validated by one embeddings call",
-            "The secret is best piped in, so it stays out of shell history:\n"
-            "  %(prog)s main --secret-stdin < openai-key.txt\n"
-            "On a terminal --secret-stdin prompts without echo.")
-    p.add_argument("id")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
-    src.add_argument("--secret", help="the secret itself (visible in shell history)")
-    p.add_argument("--base-url", help="an OpenAI-compatible base URL (default: OpenAI's)")
-    cmd(g, "list-external", key_list, "list external keys (last 4 characters only)")
-
-    g = group("model", "models and their dated prices (USD per 1M tokens)")
-    cmd(g, "add", model_add, "add a model without a price").add_argument("id")
-    p = cmd(g, "cost", model_cost, "set a model's price from a date on (ends the previous one)",
-            "example: %(prog)s gpt-x --from 2026-01-01T00:00:00Z --input 1 --output 4")
-    p.add_argument("id")
-    p.add_argument("--from", dest="valid_from", required=True,
-                   help="ISO 8601 with a zone, e.g. 2026-01-01T00:00:00Z")
-    for opt, req in (("--input", True), ("--output", True), ("--cached-input", False),
-                     ("--cache-write", False)):
-        p.add_argument(opt, required=req, metavar="USD", help="USD per 1M tokens")
-    cmd(g, "show", model_show, "show a model's price history").add_argument("id")
-
-    g = group("prices", "the shipped OpenAI price table")
-    p = cmd(g, "load", prices_load, "load prices from genai-prices (idempotent)",
-            "example: %(prog)s --model gpt-4o --model gpt-4o-mini")
-    p.add_argument("--model", action="append", help="only this model (repeatable)")
-
-    g = group("project", "projects: budget, allowed models, external key")
-    p = cmd(g, "create", project_create, "create a project",
-            "example: %(prog)s lab --external-key main --budget 5 --models gpt-4o-mini")
-    p.add_argument("id")
-    p.add_argument("--external-key", required=True, help="id of an external key")
-    p.add_argument("--name")
-    p.add_argument("--budget", metavar="USD")
-    p.add_argument("--period", choices=("total", "monthly", "daily"))
-    p.add_argument("--models", help="comma-separated allowed models (default: any priced)")
-    p.add_argument("--default-max-output", type=int, metavar="N",
-                   help="max output tokens when a request sets none")
-    cmd(g, "list", project_list, "list projects")
-    cmd(g, "show", project_show, "show a project with this period's spend").add_argument("id")
-
-    g = group("member", "project members and their proxy keys (leads may use these)")
-    p = cmd(g, "add", member_add, "add a user to a project; prints their key once",
-            "example: %(prog)s lab carol --budget 2")
-    p.add_argument("project")
-    p.add_argument("user")
-    p.add_argument("--role", choices=("member", "lead"))
-    p.add_argument("--budget", metavar="USD", help="the member's own budget in the project")
-    p.add_argument("--key-name", help="name of the first key (default: default)")
-    cmd(g, "list", member_list, "list a project's members, spend and keys").add_argument(
-        "project")
-    p = cmd(g, "budget", member_budget, "set a member's budget ('none' removes it)",
-            "example: %(prog)s lab carol 2.50")
-    for name in ("project", "user", "usd"):
-        p.add_argument(name)
-    p = cmd(g, "remove", member_remove, "remove a member and revoke their keys")
-    p.add_argument("project")
-    p.add_argument("user")
-    p = cmd(g, "rotate", member_rotate, "replace a member's key; the old one stops at once")
-    p.add_argument("project")
-    p.add_argument("user")
-    p.add_argument("--key-name", default="default")
-
-    g = group("limit", "per-model limits of a project or of one member")
-    for name, fn, text in (("set", limit_set, "set a model limit (options left out are cleared)"),
-                           ("clear", limit_clear, "remove a model limit")):
-        p = cmd(g, name, fn, text, "example: %(prog)s lab gpt-4o --budget 1 --rpm 60")
-        p.add_argument("project")
-        p.add_argument("model")
-        p.add_argument("--user", help="limit this member only")
-        if name == "set":
-            p.add_argument("--budget", metavar="USD")
-            p.add_argument("--rpm", type=int, help="requests per minute")
-            p.add_argument("--tpm", type=int, help="tokens per minute")
-    cmd(g, "list", limit_list, "list a project's limits").add_argument("project")
-
-    for name, fn, text in (("usage", usage, "aggregated usage: calls, tokens and cost"),
-                           ("queries", queries, "the usage records, newest first")):
-        p = cmd(groups, name, fn, text, "example: %(prog)s --project lab --after "
-                "2026-11-01T00:00:00Z" + (" --group-by user" if name == "usage" else " --csv"))
-        for f in ("user", "project", "model"):
-            p.add_argument("--" + f)
-        p.add_argument("--after", help="ISO 8601 with a zone (inclusive)")
-        p.add_argument("--before", help="ISO 8601 with a zone (exclusive)")
-        if name == "usage":
-            p.add_argument("--group-by", choices=("user", "project", "model", "day"))
-        else:
-            p.add_argument("--csv", action="store_true", help="CSV to stdout (all columns)")
-    cmd(groups, "sweep", sweep, "book expired budget holds now")
-    cmd(groups, "audit", audit, "the audit trail, newest first").add_argument(
-        "--limit", type=int, default=50)
+    top = argparse.ArgumentParser(prog=PROG, parents=[common], formatter_class=fmt,
+                                  epilog=EPILOG, description="Manage Tollgate through its "
+                                  "admin API (docs/admin-api.md).")
+    subs = {"": top.add_subparsers(required=True, metavar="COMMAND")}
+    for name, cmd in COMMANDS.items():
+        group, _, leaf = name.rpartition(" ")
+        if group not in subs:
+            g = subs[""].add_parser(group, help=GROUPS[group], description=GROUPS[group])
+            subs[group] = g.add_subparsers(required=True, metavar="COMMAND")
+        p = subs[group].add_parser(leaf, help=cmd.help, description=cmd.help,
+                                   epilog=cmd.epilog, parents=[common], formatter_class=fmt)
+        p.set_defaults(run=cmd.run)
+        one_of = None
+        for arg in cmd.args:
+            flag, options = (arg, {}) if isinstance(arg, str) else (arg[0], dict(arg[1]))
+            if options.pop("exclusive", False):
+                one_of = one_of or p.add_mutually_exclusive_group(required=True)
+                one_of.add_argument(flag, **options)
+            else:
+                p.add_argument(flag, **options)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         a = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help and usage errors: return the code, for callers
+    except SystemExit as exc:  # --help and usage errors: a code, so callers can test it
         return exc.code if isinstance(exc.code, int) else 2
     url = getattr(a, "url", None) or environ.get("TOLLGATE_ADMIN_URL")
     token = getattr(a, "token", None) or environ.get("TOLLGATE_ADMIN_TOKEN")
-    for value, flag, env in ((url, "--url", "TOLLGATE_ADMIN_URL"),
-                             (token, "--token", "TOLLGATE_ADMIN_TOKEN")):
+    for value, what, flag, env in ((url, "admin URL", "--url", "TOLLGATE_ADMIN_URL"),
+                                   (token, "token", "--token", "TOLLGATE_ADMIN_TOKEN")):
         if not value:
-            print(f"error: pass {flag} or set {env}", file=sys.stderr)
+            print(f"error: no {what}: pass {flag} or set {env}", file=sys.stderr)
             return 2
     try:
         data, text = a.run(Api(str(url), str(token)), a)
     except Failure as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # e.g. at the secret prompt
+        return 130
     if data is not None:
         print(json.dumps(data, indent=2) if getattr(a, "json", False) else text)
     return 0

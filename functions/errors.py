@@ -14,7 +14,8 @@ generic 500 that says nothing about the cause.
     │   ├── ModelNotAllowed            403 permission_error / model_not_allowed
     │   └── ModelNotPriced             403 permission_error / model_not_priced
     ├── NotFound                       404 invalid_request_error / unknown_url
-    │   └── ModelNotFound              404 invalid_request_error / model_not_found
+    │   ├── ModelNotFound              404 invalid_request_error / model_not_found
+    │   └── ResourceNotFound           404 invalid_request_error / not_found
     ├── MethodNotAllowed               405 invalid_request_error / method_not_allowed
     ├── Conflict                       409 invalid_request_error / conflict
     ├── BudgetExceeded                 429 insufficient_quota / budget_exceeded
@@ -109,6 +110,10 @@ class NotFound(TollgateError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class ResourceNotFound(NotFound):
+    code = "not_found"
 
 
 class MethodNotAllowed(TollgateError):

@@ -31,8 +31,17 @@ from google.cloud import firestore
 from google.cloud.firestore_v1 import Increment
 
 from functions import indexes
-from functions.budget import CounterState, Limit, first_breach, refusal_message
-from functions.errors import BudgetExceeded
+from functions.budget import (
+    CounterState,
+    Limit,
+    RateLimit,
+    WindowState,
+    first_breach,
+    rate_breach,
+    refusal_message,
+    retry_after_s,
+)
+from functions.errors import BudgetExceeded, RateLimited
 from functions.pricing import Usage
 
 log = logging.getLogger("tollgate.ledger")
@@ -64,6 +73,7 @@ class HoldPlan:
     tag: str | None = None
     estimate_tokens: int = 0
     touch_key: str | None = None  # key hash whose last_used_at the settlement updates
+    rate_limits: Sequence[RateLimit] = ()  # rpm/tpm windows of the admission minute
 
 
 @dataclass
@@ -132,6 +142,9 @@ class Ledger:
     def _counter(self, cid: str) -> firestore.DocumentReference:
         return self.db.collection("counters").document(cid)
 
+    def _window(self, wid: str) -> firestore.DocumentReference:
+        return self.db.collection("windows").document(wid)
+
     def _hold(self, call_id: str) -> firestore.DocumentReference:
         return self.db.collection("holds").document(call_id)
 
@@ -147,15 +160,23 @@ class Ledger:
         a hold nobody will settle: they are booked ``orphaned`` at their estimate
         (which keeps the spend, since upstream may have billed them) and the refusal
         reports only calls really in flight."""
-        states = self._increment(plan)
+        states, windows = self._increment(plan)
+        rate = rate_breach(plan.rate_limits, windows)
         breach = first_breach(plan.limits, states)
-        if breach is None:
+        if rate is None and breach is None:
             if _first_of_period(states[0], plan.estimate_nano):
                 # A new period (or a first call) starts: book holds orphaned in the
                 # last one now, rather than waiting for someone to be refused.
                 self.sweep(project=plan.project)
             return states
         self._release(plan)
+        if rate is not None:
+            lim, what, value = rate
+            wait = retry_after_s(plan.admitted_at)
+            unit = "requests" if what == "requests" else "tokens (estimated at admission)"
+            raise RateLimited(f"Rate limit reached for {lim.label}: {value} {unit} per minute. "
+                              f"Retry in {wait} s.", retry_after_s=wait)
+        assert breach is not None
         limit, state = breach
         if self.sweep(project=plan.project):
             state = self._counter_state(limit.counter_id, plan.estimate_nano)
@@ -168,13 +189,17 @@ class Ledger:
         return CounterState(spent=int(d.get("spent", 0)), held=int(d.get("held", 0)) + estimate,
                             inflight=int(d.get("inflight", 0)) + 1)
 
-    def _increment(self, plan: HoldPlan) -> list[CounterState]:
+    def _increment(self, plan: HoldPlan) -> tuple[list[CounterState], list[WindowState]]:
         batch = self.db.batch()
         for lim in plan.limits:
             batch.set(self._counter(lim.counter_id), {
                 **_counter_fields(lim, plan.period_key),
                 "held": Increment(plan.estimate_nano), "inflight": Increment(1),
                 "spent": Increment(0)}, merge=True)
+        for rl in plan.rate_limits:
+            batch.set(self._window(rl.counter_id), {
+                "project": plan.project, "requests": Increment(1),
+                "tokens": Increment(plan.estimate_tokens)}, merge=True)
         batch.create(self._hold(plan.call_id), {
             "call_id": plan.call_id, "project": plan.project, "user": plan.user,
             "key_name": plan.key_name, "model": plan.model, "route": plan.route,
@@ -183,8 +208,9 @@ class Ledger:
             "created_at": plan.admitted_at, "expires_at": plan.expires_at,
             "state": "live", "streamed": plan.streamed, "tag": plan.tag})
         results = batch.commit()
-        self.writes += len(plan.limits) + 1
-        return _states(results, len(plan.limits))
+        n = len(plan.limits)
+        self.writes += n + len(plan.rate_limits) + 1
+        return _states(results, n), _windows(results[n:n + len(plan.rate_limits)])
 
     def _release(self, plan: HoldPlan) -> None:
         batch = self.db.batch()
@@ -192,21 +218,38 @@ class Ledger:
             batch.set(self._counter(lim.counter_id), {
                 "held": Increment(-plan.estimate_nano), "inflight": Increment(-1),
                 "spent": Increment(0)}, merge=True)
+        for rl in plan.rate_limits:
+            batch.set(self._window(rl.counter_id), {
+                "requests": Increment(-1), "tokens": Increment(-plan.estimate_tokens)},
+                merge=True)
         batch.delete(self._hold(plan.call_id))
         self._commit_with_retry(batch)
-        self.writes += len(plan.limits) + 1
+        self.writes += len(plan.limits) + len(plan.rate_limits) + 1
 
     # --- settle --------------------------------------------------------------
 
-    def settle(self, plan: HoldPlan, outcome: Outcome) -> list[CounterState] | None:
+    def settle(self, plan: HoldPlan, outcome: Outcome,
+               extra: Sequence[tuple[str, str, dict[str, Any]]] = ()
+               ) -> list[CounterState] | None:
         """Book the call exactly once. Returns post-settlement counter values, or None
-        when the call had already been booked (by the sweep, or an earlier attempt)."""
+        when the call had already been booked (by the sweep, or an earlier attempt).
+
+        ``extra`` documents (collection, id, fields; replaced whole) ride in the same write:
+        the response-cache entry, the last rate-limit headers - no extra round trip."""
         now = self.clock()
         batch = self.db.batch()
         for lim in plan.limits:
             batch.set(self._counter(lim.counter_id), {
                 "held": Increment(-plan.estimate_nano), "inflight": Increment(-1),
                 "spent": Increment(outcome.cost_nano)}, merge=True)
+        used = outcome.usage.input_tokens + outcome.usage.output_tokens
+        for rl in plan.rate_limits:
+            # tokens per minute: the estimate counted at admission becomes the actual,
+            # in the admission minute's window
+            batch.set(self._window(rl.counter_id),
+                      {"tokens": Increment(used - plan.estimate_tokens)}, merge=True)
+        for collection, doc, fields in extra:
+            batch.set(self.db.collection(collection).document(doc), fields)
         batch.create(self._usage(plan.call_id), usage_record(plan, outcome, now))
         batch.update(self._hold(plan.call_id), {
             "state": "settled", "settled_at": now, "purge_at": now + SETTLED_HOLD_TTL})
@@ -219,7 +262,8 @@ class Ledger:
         except gexc.AlreadyExists:
             self._correct(plan, outcome)
             return None
-        self.writes += len(plan.limits) + 2 + bool(plan.touch_key)
+        self.writes += len(plan.limits) + len(plan.rate_limits) + 2 + len(extra) + bool(
+            plan.touch_key)
         return _states(results, len(plan.limits))
 
     def _commit_with_retry(self, batch: Any, attempts: int = 4) -> Any:
@@ -301,6 +345,15 @@ class Ledger:
         if n:
             log.warning("swept expired hold of call %s (booked orphaned)", hold_ref.id)
         return n
+
+
+def _windows(results: Sequence[Any]) -> list[WindowState]:
+    # sorted field paths again: [requests, tokens]
+    out = []
+    for wr in results:
+        requests, tokens = (v.integer_value for v in wr.transform_results)
+        out.append(WindowState(requests=requests, tokens=tokens))
+    return out
 
 
 def _first_of_period(project_counter: CounterState, estimate: int) -> bool:

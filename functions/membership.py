@@ -15,7 +15,7 @@ from typing import Any
 from google.cloud import firestore
 
 from functions import auth, indexes
-from functions.errors import Conflict, InvalidRequest, NotFound
+from functions.errors import Conflict, InvalidRequest, ResourceNotFound
 from functions.ledger import utcnow
 from functions.provision import SYSTEM, Writer
 from functions.store import member_id
@@ -85,7 +85,7 @@ class Membership(Writer):
         @firestore.transactional
         def run(tx: firestore.Transaction) -> int:
             if not mref.get(transaction=tx).exists:
-                raise NotFound(f"'{user}' is not a member of '{project}'.")
+                raise ResourceNotFound(f"'{user}' is not a member of '{project}'.")
             live = [s for s in self._keys(project, user, tx) if s.get("revoked_at") is None]
             now = utcnow()
             tx.delete(mref)
@@ -123,7 +123,7 @@ class Membership(Writer):
         def run(tx: firestore.Transaction) -> None:
             old = self._active_key(project, user, name, tx)
             if old is None:
-                raise NotFound(f"'{user}' has no active key named '{name}' in '{project}'.")
+                raise ResourceNotFound(f"'{user}' has no active key named '{name}' in '{project}'.")
             tx.update(old.reference, {"revoked_at": utcnow()})
             tx.create(self.ref("keys", auth.key_hash(key)), key_doc(
                 project, user, key, name, expires_at or old.get("expires_at")))
@@ -138,7 +138,7 @@ class Membership(Writer):
         def run(tx: firestore.Transaction) -> None:
             old = self._active_key(project, user, name, tx)
             if old is None:
-                raise NotFound(f"'{user}' has no active key named '{name}' in '{project}'.")
+                raise ResourceNotFound(f"'{user}' has no active key named '{name}' in '{project}'.")
             tx.update(old.reference, {"revoked_at": utcnow()})
             self.audit(tx, actor, "key.revoke", f"{member_id(project, user)}|{name}",
                        {"last4": old.get("last4")})
@@ -149,7 +149,7 @@ class Membership(Writer):
         """Revoke a key given the key itself (tests and the local stack)."""
         snap = self.ref("keys", auth.key_hash(key)).get()
         if not snap.exists:
-            raise NotFound("No such key.")
+            raise ResourceNotFound("No such key.")
         self.revoke_key(snap.get("project"), snap.get("user"), snap.get("name"), actor=actor)
 
     def list_keys(self, project: str, user: str) -> list[dict[str, Any]]:

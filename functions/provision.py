@@ -19,7 +19,7 @@ from google.cloud import firestore
 
 from functions import indexes, pricing
 from functions.budget import doc_id
-from functions.errors import Conflict, InvalidRequest, NotFound
+from functions.errors import Conflict, InvalidRequest, ResourceNotFound
 from functions.ledger import utcnow
 from functions.secret_store import SECRET_PREFIX, SecretStore
 from functions.store import limit_id
@@ -63,14 +63,14 @@ class Writer:
         try:
             batch.commit()
         except gexc.NotFound:
-            raise NotFound(missing or "Not found.") from None
+            raise ResourceNotFound(missing or "Not found.") from None
         except gexc.AlreadyExists:
             raise Conflict(exists or "Already exists.") from None
 
     def get(self, collection: str, doc: str, what: str, tx: Any = None) -> dict[str, Any]:
         snap = self.ref(collection, doc).get(transaction=tx)
         if not snap.exists:
-            raise NotFound(f"No {what} '{doc}'.")
+            raise ResourceNotFound(f"No {what} '{doc}'.")
         return snap.to_dict() or {}
 
 
@@ -108,7 +108,7 @@ class Provisioner(Writer):
         ref = self.ref("external_keys", key_id)
         current = ref.get()
         if rotate and not current.exists:
-            raise NotFound(f"No external key '{key_id}'.")
+            raise ResourceNotFound(f"No external key '{key_id}'.")
         if not rotate and current.exists:
             raise Conflict(f"An external key '{key_id}' already exists.")
         name = SECRET_PREFIX + key_id

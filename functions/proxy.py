@@ -24,7 +24,14 @@ import flask
 
 from functions import auth, billing, pricing, routes, tokens
 from functions.billing import Admitted
-from functions.budget import CounterState, limits_for, period_key, remaining_nano
+from functions.budget import (
+    CounterState,
+    limits_for,
+    period_key,
+    rate_limits_for,
+    remaining_nano,
+)
+from functions.callhooks import CallHooks
 from functions.errors import (
     InvalidRequest,
     ModelNotAllowed,
@@ -38,7 +45,7 @@ from functions.errors import (
 )
 from functions.httpio import error_response, internal_error, json_response, parse_json, read_body
 from functions.ledger import HoldPlan, Ledger, Outcome, utcnow
-from functions.records import CallContext
+from functions.records import CallContext, LimitRecord
 from functions.secret_store import CachedSecrets, GcpSecretStore, LocalSecretStore
 from functions.settings import Settings
 from functions.store import Store, make_client
@@ -70,6 +77,7 @@ class Proxy:
         self.upstream = upstream
         self.secrets = secrets_
         self.clock = clock
+        self.hooks = CallHooks(store.db)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Proxy:
@@ -124,21 +132,36 @@ class Proxy:
         ctx = auth.check_context(self.store.load_call_context(khash, body["model"]), now)
         assert ctx.project is not None
         routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
+        self._check_model(ctx, body["model"], now)
+        ckey = self.hooks.cache_key(ctx, kind, body, request.headers.get("x-tollgate-cache"))
+        if ckey is not None:
+            hit = self.hooks.cached_answer(ctx, kind, body, ckey, tag, now)
+            if hit is not None:
+                return hit
         admitted = self._admit(kind, ctx, body, tag, now)
-        return self._forward(admitted, request, raw)
+        admitted.cache_key = ckey
+        resp = self._forward(admitted, request, raw)
+        if ckey is not None:
+            resp.headers["x-tollgate-cache"] = "miss"
+        return resp
+
+    def _check_model(self, ctx: CallContext, model: str, now: datetime) -> pricing.Price:
+        assert ctx.project is not None
+        if not ctx.project.allows(model):
+            raise ModelNotAllowed(f"The model '{model}' is not allowed in project "
+                                  f"'{ctx.project.id}'.", param="model")
+        price = pricing.price_in_force(ctx.model.prices, now) if ctx.model else None
+        if price is None:
+            raise ModelNotPriced(f"The model '{model}' has no price in force, so Tollgate "
+                                 "will not send it upstream.", param="model")
+        return price
 
     def _admit(self, kind: str, ctx: CallContext, body: dict[str, Any], tag: str | None,
                now: datetime) -> Admitted:
         project, member, user = ctx.project, ctx.member, ctx.user
         assert project is not None and member is not None and user is not None
         model = body["model"]
-        if not project.allows(model):
-            raise ModelNotAllowed(f"The model '{model}' is not allowed in project "
-                                  f"'{project.id}'.", param="model")
-        price = pricing.price_in_force(ctx.model.prices, now) if ctx.model else None
-        if price is None:
-            raise ModelNotPriced(f"The model '{model}' has no price in force, so Tollgate "
-                                 "will not send it upstream.", param="model")
+        price = self._check_model(ctx, model, now)
         default_cap = project.default_max_output_tokens or self.settings.default_max_output_tokens
         spec = routes.prepare(kind, body, default_cap=default_cap, safety_id=routes.
                               safety_identifier(project.id, user.id, self.settings.safety_salt))
@@ -164,7 +187,12 @@ class Proxy:
             estimate_nano=estimate, admitted_at=now,
             expires_at=now + timedelta(seconds=self.settings.hold_ttl_s), streamed=spec.stream,
             tag=tag, estimate_tokens=input_tokens + spec.output_cap * spec.n,
-            touch_key=ctx.key.key_hash if _stale(ctx.key.last_used_at, now) else None)
+            touch_key=ctx.key.key_hash if _stale(ctx.key.last_used_at, now) else None,
+            rate_limits=rate_limits_for(
+                project=project.id, user=user.id, model=model, at=now,
+                project_limits=(project.rpm, project.tpm),
+                model_limits=_rpm_tpm(ctx.model_limit),
+                member_model_limits=_rpm_tpm(ctx.member_model_limit)))
         self.ledger.reserve(plan)
         return Admitted(ctx, spec, plan, price, rates, input_tokens)
 
@@ -199,6 +227,8 @@ class Proxy:
                 handed_off = True  # the stream's generator settles it, however it ends
                 return self._stream(a, resp, started)
             outcome = self._outcome(a, resp)
+            self.hooks.ratelimits(a, resp, self.clock())
+            self.hooks.remember(a, resp, outcome, self.clock())
         except UpstreamUnavailable as err:
             outcome = Outcome(status="upstream_unavailable", cost_nano=0, http_status=err.status)
             raise
@@ -268,7 +298,7 @@ class Proxy:
 
     def _settle(self, a: Admitted, outcome: Outcome) -> list[CounterState] | None:
         try:
-            states = self.ledger.settle(a.plan, outcome)
+            states = self.ledger.settle(a.plan, outcome, a.extra)
         except Exception as exc:  # noqa: BLE001
             # The hold stays live and the sweep will book it at the estimate.
             log.error("settlement of %s failed (%s); the sweep will book it",
@@ -277,7 +307,13 @@ class Proxy:
         log.info("call %s project=%s user=%s model=%s status=%s cost_nano=%d",
                  a.plan.call_id, a.plan.project, a.plan.user, a.plan.model, outcome.status,
                  outcome.cost_nano)
+        if states is not None:
+            self.hooks.after_settle(a, outcome, states, self.clock())
         return states
+
+
+def _rpm_tpm(limit: LimitRecord | None) -> tuple[int | None, int | None]:
+    return (limit.rpm, limit.tpm) if limit else (None, None)
 
 
 def _stale(last_used: datetime | None, now: datetime) -> bool:

@@ -80,6 +80,10 @@ class ProjectRecord:
     priced_tools: tuple[str, ...] = ()
     cache_enabled: bool = False
     cache_ttl_s: int = 3600
+    rpm: int | None = None
+    tpm: int | None = None
+    alert_webhook: str | None = None
+    alert_thresholds: tuple[int, ...] = ()
 
     def allows(self, model: str) -> bool:
         return "*" in self.allowed_models or model in self.allowed_models
@@ -87,6 +91,7 @@ class ProjectRecord:
     @classmethod
     def from_doc(cls, pid: str, d: Mapping[str, Any]) -> ProjectRecord:
         cache = d.get("cache") or {}
+        alerts = d.get("alerts") or {}
         return cls(
             id=pid,
             name=str(d.get("name", "")),
@@ -99,6 +104,10 @@ class ProjectRecord:
             priced_tools=tuple(d.get("priced_tools") or ()),
             cache_enabled=bool(cache.get("enabled", False)),
             cache_ttl_s=int(cache.get("ttl_s", 3600)),
+            rpm=d.get("rpm"),
+            tpm=d.get("tpm"),
+            alert_webhook=alerts.get("webhook_url") or None,
+            alert_thresholds=tuple(alerts.get("thresholds") or ()),
         )
 
 

@@ -1,40 +1,37 @@
-"""Usage reports for the admin API: aggregates (``GET /usage``), the records themselves
+"""Usage reports for the admin API: aggregates (``GET /usage``), the records
 (``GET /queries``, JSON or CSV) and the audit trail (``GET /audit``).
 
 Aggregates are Firestore **aggregation queries over ``usage`` records**: exact for any
-time bounds (no rollup granularity) and no extra write on the proxy's hot path; each
-costs one read per 1000 index entries matched. Firestore has no GROUP BY, so for
-``group_by`` the candidate groups come from configuration and one aggregation query
-(count + four sums, in ONE request) runs per candidate, a page at a time on a small
-thread pool; groups with no calls are left out:
+time bounds and no extra write on the proxy's hot path (one read per 1000 index entries
+matched). Firestore has no GROUP BY, so for ``group_by`` the candidate groups come from
+configuration and ONE aggregation query (count + four sums) runs per candidate, a page
+at a time on a small thread pool; groups without calls are left out. Candidates:
+``user``: every user, or with ``project`` everyone who holds or held a key in it
+(``members`` ∪ ``keys.user``: keys are revoked, never deleted, so a removed member's
+usage still shows); ``project``: every project, or with ``user`` those they hold or
+held keys in; ``model``: every model; ``day``: every UTC day in [after, before), newest
+first, at most 366 (``before`` defaults to now; without ``after``, the 30 UTC days
+ending with the day of ``before``). A filter on the grouped field leaves one candidate.
 
-* ``user``: every user, or with ``project`` the users holding or having held a key
-  in it (``members`` ∪ ``keys.user``: keys are revoked, never deleted, so a removed
-  member's past usage still shows; every usage record comes from a key);
-* ``project``: every project, or with ``user`` the projects they hold or held keys in;
-* ``model``: every configured model (usage records carry the priced model id);
-* ``day``: every UTC day in [after, before), newest first, at most 366. Without
-  ``before`` it is now; without ``after`` the window is the 30 UTC days ending with
-  the day of ``before``.
+Pages are cursors, never offsets: ``page_token`` is urlsafe base64 of JSON naming the
+last group (or the last record's (ts, id)) returned, so a user or record added between
+two pages cannot shift the next. A full page looks ahead for one more group with calls,
+so a token never leads to an empty page.
 
-A filter on the grouped field itself leaves one candidate. Pages are cursors, never
-offsets: ``page_token`` is urlsafe base64 of JSON naming the last group (or the last
-record's (ts, id)) returned, so a new user or a new record between two pages does not
-shift the next one. To never hand out a token that leads to an empty page, a full
-page looks ahead (``WORKERS`` groups at a time) for one more group with calls.
+Every usage query orders by ``ts`` DESCENDING, aggregated or not, so one declared index
+per combination of equality filters serves both (the emulator accepts and honours an
+order_by in an aggregation query). One aggregation over several fields only sees
+documents holding ALL of them (emulator, verified; null counts as held), so every usage
+record must carry ``input_tokens``, ``cached_tokens``, ``output_tokens`` and
+``cost_nano``: ``ledger.usage_record`` always does, and a test guards it.
 
-All usage queries order by ``ts`` DESCENDING, filtered or aggregated, so one
-declared index per combination of equality filters serves both (an aggregation query
-with an order_by is accepted, and honoured, by the emulator; see tests).
-
-Money is integer nano-dollars, shown with ``pricing.format_usd``. ``avg_cost_usd`` is
-the integer division cost / calls rounded half up (costs are never negative).
+Money is integer nano-dollars shown with ``pricing.format_usd``; ``avg_cost_usd`` is
+cost / calls in integers, rounded half up (costs are never negative).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import csv
 import io
 import json
@@ -91,12 +88,9 @@ def parse_filters(args: Mapping[str, str]) -> Filters:
 
 def parse_limit(raw: str | None, *, default: int, maximum: int) -> int:
     """A ``limit`` query-string argument, 1..maximum."""
-    if raw is None or raw == "":
+    if not raw:
         return default
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
+    n = int(raw) if raw.strip().isdigit() else 0
     _check_limit(n, maximum)
     return n
 
@@ -120,7 +114,7 @@ def _decode(token: str, kind: str) -> Any:
         doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if isinstance(doc, dict) and doc.get("k") == kind and "v" in doc:
             return doc["v"]
-    except (ValueError, binascii.Error):
+    except ValueError:  # bad base64, UTF-8 or JSON
         pass
     raise InvalidRequest("'page_token' is not a token from this listing.", param="page_token")
 
@@ -207,7 +201,7 @@ def aggregate(db: firestore.Client, f: Filters, group_by: str | None, *, limit: 
               page_token: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """``{"data": [row], "next_page_token"}``; without ``group_by`` one total row (zeros
     when nothing matched) and no next page."""
-    if group_by is None:
+    if not group_by:  # None, or an empty ?group_by=
         return {"data": [_row(None, _totals(db, f))], "next_page_token": None}
     if group_by not in GROUP_BY:
         raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUP_BY)}.",
@@ -234,18 +228,18 @@ def aggregate(db: firestore.Client, f: Filters, group_by: str | None, *, limit: 
             rows += [_row(g, t) for g, t in zip(chunk, totals, strict=True) if t["calls"]]
     more = len(rows) > limit  # the loop looked ahead for one group past the page
     rows = rows[:limit]
-    token = _encode("g:" + group_by, rows[-1]["group"]) if more and rows else None
+    token = _encode("g:" + group_by, rows[-1]["group"]) if more else None
     return {"data": rows, "next_page_token": token}
 
 
 # --- records and audit ------------------------------------------------------------
 
-def _page_by_ts(db: firestore.Client, q: firestore.Query, collection: str, kind: str,
-                limit: int, page_token: str | None) -> tuple[list[Any], str | None]:
+def _page_by_ts(db: firestore.Client, q: firestore.Query, collection: str, limit: int,
+                page_token: str | None) -> tuple[list[Any], str | None]:
     """Newest first, cursor after (ts, id) of the last item of the previous page: items
     added since (newer) are before the cursor and cannot shift this page."""
     if page_token:
-        cur = _decode(page_token, kind)
+        cur = _decode(page_token, collection)
         try:
             ts, doc_id = datetime.fromisoformat(cur[0]), str(cur[1])
         except (TypeError, ValueError, IndexError, KeyError):
@@ -258,7 +252,7 @@ def _page_by_ts(db: firestore.Client, q: firestore.Query, collection: str, kind:
     snaps = snaps[:limit]
     last = snaps[-1]
     ts = last.get("ts").astimezone(UTC).isoformat(timespec="microseconds")
-    return snaps, _encode(kind, [ts, last.id])
+    return snaps, _encode(collection, [ts, last.id])
 
 
 def records(db: firestore.Client, f: Filters, *, limit: int = 100,
@@ -266,7 +260,7 @@ def records(db: firestore.Client, f: Filters, *, limit: int = 100,
     """Usage records matching ``f``, newest first (ts, then id, descending)."""
     _check_limit(limit, MAX_RECORDS_PER_PAGE)
     q = _usage_query(db, f, tie_break=True, limit=limit + 1)
-    snaps, token = _page_by_ts(db, q, "usage", "usage", limit, page_token)
+    snaps, token = _page_by_ts(db, q, "usage", limit, page_token)
     return [{"call_id": s.id, **(s.to_dict() or {})} for s in snaps], token
 
 
@@ -277,7 +271,7 @@ def audit_list(db: firestore.Client, *, limit: int = 50,
     _check_limit(limit, MAX_RECORDS_PER_PAGE)
     q = indexes.query(db, "audit", order=[("ts", indexes.DESC), (indexes.NAME, indexes.DESC)],
                       limit=limit + 1)
-    snaps, token = _page_by_ts(db, q, "audit", "audit", limit, page_token)
+    snaps, token = _page_by_ts(db, q, "audit", limit, page_token)
     return {"data": [record_json({"id": s.id, **(s.to_dict() or {})}) for s in snaps],
             "next_page_token": token}
 

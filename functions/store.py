@@ -139,7 +139,7 @@ class Store:
     def models(self, ids: list[str] | None = None) -> list[ModelRecord]:
         """Model documents by id, or all of them (for a project allowing ``*``)."""
         if ids is None:
-            snaps = list(self.db.collection("models").stream())
+            snaps = list(indexes.query(self.db, "models").stream())
         else:
             snaps = [s for s in self.db.get_all([self.ref("models", doc_id(m)) for m in ids])
                      if s.exists]

@@ -218,3 +218,17 @@ def admin_auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every Firestore query any test made must be covered by a declared index: the
+    emulator does not enforce indexes, production does (tests/test_indexes.py checks
+    the reports; this catches the queries of every other path too)."""
+    from functions import indexes
+
+    declared = indexes.declared()
+    missing = sorted({str(indexes.needed_index(s)) + " on " + s.collection
+                      for s in indexes.seen() if not indexes.covered(s, declared)})
+    if missing:
+        print("\nqueries without a declared composite index:\n  " + "\n  ".join(missing))
+        session.exitstatus = 1

@@ -103,7 +103,9 @@ def test_missing_url_or_token_is_exit_2_naming_the_variable(capsys, monkeypatch)
     assert "--url" in err and "TOLLGATE_ADMIN_URL" in err and len(err.splitlines()) == 1
     assert cli.main(["--url", "http://127.0.0.1:1", "user", "list"]) == 2
     assert "TOLLGATE_ADMIN_TOKEN" in capsys.readouterr().err
-    assert cli.main(["user", "nope"]) == 2  # argparse's own usage error
+    assert cli.main(["user", "nope"]) == 2  # argparse's own usage errors
+    assert cli.main(["key", "add-external", "k"]) == 2  # neither --secret-stdin nor --secret
+    assert cli.main(["key", "add-external", "k", "--secret-stdin", "--secret", "s"]) == 2
 
 
 def test_unreachable_url_is_one_line(capsys):
@@ -116,18 +118,18 @@ def test_unreachable_url_is_one_line(capsys):
 def test_bad_token_and_api_errors_are_one_line_exit_1(run, world):
     err = run("user", "list", "--token", "wrong", code=1)
     assert err == "error: Unknown admin token. (invalid_api_key)\n"
-    # the code is the API's (a missing id currently says "unknown_url")
-    assert run("member", "add", "demo", "ghost", code=1).startswith("error: No user 'ghost'. (")
+    assert run("member", "add", "demo", "ghost", code=1) == "error: No user 'ghost'. (not_found)\n"
     err = run("model", "cost", "gpt-4o-mini", "--from", "2026-01-01T00:00:00",
               "--input", "1", "--output", "1", code=1)
     assert "zone" in err and len(err.splitlines()) == 1
 
 
 def test_table_pads_and_right_aligns_numbers():
-    assert cli.table(["name", "n", "usd"], [["a", 1, "0.5"], ["bbb", 100, None]]) == (
-        "name    n  usd\n"
-        "a       1  0.5\n"
-        "bbb   100  -")
+    assert cli.table(["name", "n", "usd", "id"], [["a", 1, "0.5", "0001"],
+                                                  ["bbb", 100, None, "7"]]) == (
+        "name    n  usd  id\n"
+        "a       1  0.5  0001\n"
+        "bbb   100    -  7")
 
 
 # --- the flow ---------------------------------------------------------------------
@@ -242,7 +244,7 @@ def test_external_key_from_stdin_never_shown(run, world):
     listed = run("key", "list-external")
     assert UPSTREAM_SECRET not in listed
     rows = {ln.split()[0]: ln.split() for ln in listed.splitlines()[1:]}
-    assert rows["main"][1:4] == [UPSTREAM_SECRET[-4:], "-", "demo"]
+    assert rows["main"][1:4] == ["..." + UPSTREAM_SECRET[-4:], "-", "demo"]
     assert "second" in rows and "bad" not in rows
 
 

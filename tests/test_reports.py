@@ -299,3 +299,20 @@ def test_audit_list_order_and_pagination(db: firestore.Client) -> None:
     with pytest.raises(InvalidRequest) as e:  # a records token is not an audit token
         reports.audit_list(db, page_token=usage_token.decode())
     assert e.value.param == "page_token"
+
+
+def test_every_usage_record_carries_the_summed_fields(db: firestore.Client) -> None:
+    # One aggregation query with several fields only sees documents holding ALL of
+    # them (null counts as held): a record missing cached_tokens drops out of calls
+    # and cost alike. So every record the ledger writes must carry the four fields.
+    db.collection("usage").document("x").set({"ts": T, "cost_nano": 2})
+    assert reports.aggregate(db, Filters(), None)["data"][0]["calls"] == 0
+    from functions.ledger import HoldPlan, Outcome, usage_record
+
+    plan = HoldPlan(call_id="c", project="p", user="u", key_name="k", model="m", route="chat",
+                    budget_period="total", period_key="total", limits=(), estimate_nano=5,
+                    admitted_at=T, expires_at=T)
+    for outcome in (Outcome(status="ok", cost_nano=1),
+                    Outcome(status="orphaned", cost_nano=5, http_status=0, estimated=True)):
+        rec = usage_record(plan, outcome, T)
+        assert all(type(rec[k]) is int for k in reports.SUMS), rec

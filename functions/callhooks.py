@@ -1,0 +1,109 @@
+"""What the proxy does around a call besides holding and settling budget: the response
+cache, the upstream rate-limit headers kept per external key, and budget alerts.
+
+None of these adds a round trip to an ordinary call: a cache lookup happens only for
+projects (or requests) that opted in, cache entries and rate-limit headers ride in the
+settlement write, and an alert is posted only by the call that crosses a threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import flask
+from google.cloud import firestore
+
+from functions import cache
+from functions.alerts import DEFAULT_THRESHOLDS, Alerts
+from functions.billing import Admitted
+from functions.budget import CounterState
+from functions.ledger import HoldPlan, Outcome, usage_record
+from functions.pricing import format_usd
+from functions.records import CallContext
+from functions.upstream import UpstreamResponse
+
+log = logging.getLogger("tollgate.proxy")
+RATELIMIT_EVERY_S = 5.0  # per external key and instance: fresh enough, cheap enough
+
+
+class CallHooks:
+    def __init__(self, db: firestore.Client) -> None:
+        self.db = db
+        self.alerts = Alerts(db)
+        self._rl_written: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    # --- response cache --------------------------------------------------------------
+
+    def cache_key(self, ctx: CallContext, kind: str, body: dict[str, Any],
+                  header: str | None) -> str | None:
+        assert ctx.project is not None
+        if body.get("stream") or not cache.wanted(ctx.project.cache_enabled, header):
+            return None
+        return cache.key(ctx.project.id, kind, body)
+
+    def cached_answer(self, ctx: CallContext, kind: str, body: dict[str, Any], ckey: str,
+                      tag: str | None, now: datetime) -> flask.Response | None:
+        """A stored answer, booked as a free ``cached`` call, or None on a miss."""
+        assert ctx.project is not None and ctx.user is not None
+        doc = self.db.collection("cache_entries").document(ckey).get().to_dict()
+        if not cache.usable(doc, ctx.project.id, now):
+            return None
+        assert doc is not None
+        plan = HoldPlan(call_id="call_" + ckey[:8] + format(time.time_ns(), "x")[-16:],
+                        project=ctx.project.id, user=ctx.user.id, key_name=ctx.key.name,
+                        model=str(body["model"]), route=kind, budget_period="",
+                        period_key="", limits=(), estimate_nano=0, admitted_at=now,
+                        expires_at=now, tag=tag)
+        rec = usage_record(plan, Outcome(status="ok", cost_nano=0, cached=True), now)
+        self.db.collection("usage").document(plan.call_id).create(rec)
+        return flask.Response(doc["body"], status=200, headers={
+            "x-tollgate-cache": "hit", "x-tollgate-call-id": plan.call_id,
+            "x-tollgate-cost-usd": format_usd(0)}, content_type=doc.get("content_type"))
+
+    def remember(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
+                 now: datetime) -> None:
+        """Queue the answer for the cache (written with the settlement) if it may be."""
+        assert a.ctx.project is not None
+        if a.cache_key is None or outcome.status != "ok" or resp.status != 200:
+            return
+        doc = cache.entry(a.plan.project, a.spec.route, a.plan.model, resp.body,
+                          resp.headers.get("content-type", "application/json"),
+                          a.ctx.project.cache_ttl_s or cache.DEFAULT_TTL_S, now)
+        if doc is not None:
+            a.extra.append(("cache_entries", a.cache_key, doc))
+
+    # --- upstream rate-limit headers ----------------------------------------------------
+
+    def ratelimits(self, a: Admitted, resp: UpstreamResponse, now: datetime) -> None:
+        headers = {k: v for k, v in resp.headers.items() if k.startswith("x-ratelimit-")}
+        assert a.ctx.project is not None
+        ext = a.ctx.project.external_key
+        if not headers or not ext:
+            return
+        with self._lock:
+            last = self._rl_written.get(ext, -1e9)
+            if time.monotonic() - last < RATELIMIT_EVERY_S:
+                return
+            self._rl_written[ext] = time.monotonic()
+        a.extra.append(("ratelimits", ext, {"external_key": ext, "seen_at": now,
+                                            "headers": headers}))
+
+    # --- alerts ---------------------------------------------------------------------------
+
+    def after_settle(self, a: Admitted, outcome: Outcome, states: list[CounterState],
+                     now: datetime) -> None:
+        project = a.ctx.project
+        assert project is not None
+        try:
+            self.alerts.notify(project=a.plan.project, period=a.plan.period_key,
+                               webhook=project.alert_webhook,
+                               thresholds=project.alert_thresholds or DEFAULT_THRESHOLDS,
+                               limits=a.plan.limits, after=states, cost=outcome.cost_nano,
+                               now=now)
+        except Exception as exc:  # noqa: BLE001 - an alert must never fail the call
+            log.warning("budget alert check failed: %s", type(exc).__name__)

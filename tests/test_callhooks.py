@@ -1,0 +1,236 @@
+"""Rate limits (rpm, tpm), budget alerts, the response cache and the upstream rate-limit
+headers, on the emulator with the loopback upstream."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from functions.budget import limits_for, rate_limits_for, retry_after_s
+from functions.errors import RateLimited
+from functions.ledger import HoldPlan, Ledger, Outcome
+from functions.pricing import Usage
+from tests.conftest import admin_auth, bearer
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+T0 = datetime(2026, 11, 23, 12, 0, 10, tzinfo=UTC)
+
+
+def post(client, key, body=CHAT, **headers):
+    return client.post("/v1/chat/completions", json=body, headers={**bearer(key), **headers})
+
+
+# --- rate limits ---------------------------------------------------------------------
+
+def rl_plan(at: datetime, tokens: int, rpm=None, tpm=None) -> HoldPlan:
+    return HoldPlan(
+        call_id="call_" + secrets.token_hex(8), project="demo", user="bob", key_name="k",
+        model="m", route="chat", budget_period="monthly", period_key="2026-11",
+        limits=limits_for(project="demo", user="bob", model="m", period="2026-11",
+                          project_limit=None, member_limit=None, model_limit=None,
+                          member_model_limit=None),
+        estimate_nano=10, admitted_at=at, expires_at=at + timedelta(minutes=20),
+        estimate_tokens=tokens,
+        rate_limits=rate_limits_for(project="demo", user="bob", model="m", at=at,
+                                    project_limits=(rpm, tpm), model_limits=(None, None),
+                                    member_model_limits=(None, None)))
+
+
+def test_retry_after_counts_to_the_end_of_the_minute():
+    assert retry_after_s(T0) == 50
+    assert retry_after_s(T0.replace(second=59, microsecond=500_000)) == 1
+    assert retry_after_s(T0.replace(second=0)) == 60
+
+
+def test_rpm_window_refuses_then_passes_after_retry_after(db):
+    ledger = Ledger(db, clock=lambda: T0)
+    plans = [rl_plan(T0, 10, rpm=3) for _ in range(3)]
+    for p in plans:
+        ledger.reserve(p)
+    with pytest.raises(RateLimited) as e:
+        ledger.reserve(rl_plan(T0 + timedelta(seconds=5), 10, rpm=3))
+    assert e.value.headers["retry-after"] == "45" and "3 requests per minute" in e.value.message
+    later = T0 + timedelta(seconds=5 + 45)  # the next minute
+    ledger.reserve(rl_plan(later, 10, rpm=3))  # passes again
+    for p in plans:
+        ledger.settle(p, Outcome(status="ok", cost_nano=1))
+
+
+@pytest.mark.leaves_holds
+def test_tpm_counts_the_estimate_then_the_actual(db):
+    ledger = Ledger(db, clock=lambda: T0)
+    a, b = rl_plan(T0, 600, tpm=1000), rl_plan(T0, 600, tpm=1000)
+    ledger.reserve(a)
+    with pytest.raises(RateLimited, match="1000 tokens"):
+        ledger.reserve(b)  # 1200 estimated > 1000
+    ledger.settle(a, Outcome(status="ok", cost_nano=1,
+                             usage=Usage(input_tokens=100, output_tokens=50)))
+    ledger.reserve(b)  # a really used 150: 150 + 600 fits in the same minute
+    window = db.collection("windows").document("rl|demo|202611231200").get().to_dict()
+    assert (window["requests"], window["tokens"]) == (2, 750)
+
+
+def test_rpm_from_many_threads_admits_exactly_the_limit(proxy_url, world):
+    world.prov.update_project("demo", rpm=5)
+    while datetime.now(UTC).second > 45:  # keep the burst inside one minute window
+        time.sleep(1)
+    results: Counter[int] = Counter()
+    retry: list[str] = []
+    lock, start = threading.Lock(), threading.Barrier(12)
+
+    def call() -> None:
+        start.wait()
+        r = requests.post(proxy_url + "/v1/chat/completions", json=CHAT, timeout=30,
+                          headers=bearer(world.keys["bob"]))
+        with lock:
+            results[r.status_code] += 1
+            if r.status_code == 429:
+                assert r.json()["error"]["code"] == "rate_limit_exceeded"
+                retry.append(r.headers["retry-after"])
+
+    threads = [threading.Thread(target=call) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {200: 5, 429: 7}
+    assert all(1 <= int(x) <= 60 for x in retry)
+    assert len(world.usage()) == 5
+
+
+# --- alerts -------------------------------------------------------------------------------
+
+class Receiver:
+    def __init__(self) -> None:
+        self.posts: list[dict] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                n = int(self.headers["Content-Length"])
+                outer.posts.append(json.loads(self.rfile.read(n)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+
+def test_each_threshold_is_posted_once_per_period(client, admin_client, world):
+    from functions import tokens
+
+    hook = Receiver()
+    world.upstream.bill_cap = True  # every call costs exactly its hold
+    world.upstream.prompt_tokens = lambda path, body: tokens.estimate_input_tokens(
+        "chat", body, body["model"])
+    world.prov.update_project("demo", default_max_output_tokens=10)
+    post(client, world.keys["bob"])  # learn what one call costs
+    cost = world.usage()[0]["cost_nano"]
+    # a budget of exactly 10 such calls: 50 % is crossed by the 5th, 80 % by the 8th
+    world.prov.update_project("demo", budget_nano=10 * cost)
+    r = admin_client.put("/projects/demo/alerts", headers=admin_auth(),
+                         json={"webhook_url": hook.url, "thresholds": [80, 50]})
+    assert r.status_code == 200 and r.get_json()["config"]["thresholds"] == [50, 80]
+    threads = [threading.Thread(target=post, args=(client, world.keys["bob"]))
+               for _ in range(3)]
+    for _ in range(3):
+        post(client, world.keys["bob"])  # calls 2-4
+    for t in threads:  # calls 5-7 together: one of them crosses 50 %
+        t.start()
+    for t in threads:
+        t.join(30)
+    post(client, world.keys["bob"])  # call 8 crosses 80 %
+    post(client, world.keys["bob"])  # call 9: nothing new
+    got = sorted((p["threshold_percent"], p["limit"]) for p in hook.posts)
+    assert got == [(50, "project 'demo'"), (80, "project 'demo'")]
+    assert hook.posts[0]["budget_usd"] and hook.posts[0]["spent_usd"]
+    sent = admin_client.get("/projects/demo/alerts", headers=admin_auth()).get_json()["sent"]
+    assert [(s["threshold_percent"], s["delivered"]) for s in sent] == [(80, True), (50, True)]
+    hook.server.shutdown()
+
+
+def test_a_dead_webhook_never_fails_the_call(client, world):
+    from tests.emulator import free_port
+
+    world.prov.update_project("demo", budget_nano=1_000_000,
+                              alerts={"webhook_url": f"http://127.0.0.1:{free_port()}/x",
+                                      "thresholds": [1]})
+    assert post(client, world.keys["bob"]).status_code == 200
+
+
+# --- response cache -----------------------------------------------------------------------
+
+def test_cache_hit_miss_ttl_isolation_and_flush(client, admin_client, world):
+    world.prov.update_project("demo", cache={"enabled": True, "ttl_s": 2})
+    first = post(client, world.keys["bob"])
+    assert first.headers["x-tollgate-cache"] == "miss"
+    # same request written differently (key order) by another member: a hit, free
+    reordered = {"messages": CHAT["messages"], "model": "gpt-4o-mini"}
+    hit = post(client, world.keys["alice"], reordered)
+    assert hit.headers["x-tollgate-cache"] == "hit" and hit.get_json() == first.get_json()
+    assert hit.headers["x-tollgate-cost-usd"] == "0.000000000"
+    assert len(world.upstream.received) == 1
+    cached = [u for u in world.usage() if u["cached"]]
+    assert len(cached) == 1 and cached[0]["cost_nano"] == 0 and cached[0]["user"] == "alice"
+
+    assert post(client, world.keys["bob"], {**CHAT, "n": 2}).headers["x-tollgate-cache"] == "miss"
+
+    # another project never sees demo's entries
+    world.prov.create_project("other", external_key="main", allowed_models=["gpt-4o-mini"],
+                              cache={"enabled": True, "ttl_s": 60})
+    carol = (world.prov.create_user("carol"), world.members.add_member("other", "carol"))[1]
+    assert post(client, carol).headers["x-tollgate-cache"] == "miss"
+
+    time.sleep(2.1)  # TTL passed: Firestore's TTL may delete late, expiry is checked anyway
+    assert post(client, world.keys["bob"]).headers["x-tollgate-cache"] == "miss"
+    assert post(client, world.keys["bob"]).headers["x-tollgate-cache"] == "hit"
+    r = admin_client.post("/projects/demo/cache/flush", headers=admin_auth())
+    assert r.get_json()["flushed"] >= 1
+    assert post(client, world.keys["bob"]).headers["x-tollgate-cache"] == "miss"
+
+
+def test_cache_per_request_and_never_for_streams_or_errors(client, world):
+    from tests.fake_upstream import Error
+
+    assert "x-tollgate-cache" not in post(client, world.keys["bob"]).headers  # project: off
+    use = {"x-tollgate-cache": "use"}
+    assert post(client, world.keys["bob"], **use).headers["x-tollgate-cache"] == "miss"
+    assert post(client, world.keys["bob"], **use).headers["x-tollgate-cache"] == "hit"
+    world.upstream.push(Error(500))
+    body = {**CHAT, "temperature": 0.5}
+    assert post(client, world.keys["bob"], body, **use).status_code == 500
+    assert post(client, world.keys["bob"], body, **use).headers["x-tollgate-cache"] == "miss"
+    s = post(client, world.keys["bob"], {**CHAT, "stream": True}, **use)
+    assert "x-tollgate-cache" not in s.headers
+    s.get_data()
+
+
+def test_too_big_answers_are_not_cached():
+    from functions import cache
+
+    now = datetime.now(UTC)
+    assert cache.entry("p", "chat", "m", b"x" * (cache.MAX_BODY_BYTES + 1), "a/b", 60, now) is None
+    assert cache.entry("p", "chat", "m", b"x" * 10, "a/b", 60, now)["expires_at"] > now
+
+
+# --- upstream rate-limit headers ------------------------------------------------------------
+
+def test_last_ratelimit_headers_per_external_key_in_admin(client, admin_client, world):
+    assert post(client, world.keys["bob"]).status_code == 200
+    data = admin_client.get("/ratelimits", headers=admin_auth()).get_json()["data"]
+    [entry] = data
+    assert entry["external_key"] == "main" and entry["seen_at"].endswith("Z")
+    assert entry["headers"]["x-ratelimit-limit-requests"] == "10000"
+    assert entry["headers"]["x-ratelimit-remaining-tokens"] == "29999000"
