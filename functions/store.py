@@ -11,6 +11,7 @@ Collections (see docs/data-model.md): ``keys``, ``users``, ``members``,
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +31,8 @@ from functions.records import (
     UserRecord,
 )
 from functions.settings import Settings
+
+CONFIG_TTL_S = 30.0  # per-instance cache of configuration that is not money
 
 
 def make_client(settings: Settings) -> firestore.Client:
@@ -76,6 +79,8 @@ class Store:
     def __init__(self, db: firestore.Client) -> None:
         self.db = db
         self._owners = _KeyOwnerCache()
+        self._ext: dict[str, tuple[ExternalKeyRecord | None, float]] = {}
+        self._lock = threading.Lock()
         self.reads = 0  # documents read, for the benchmark's per-call counts
 
     def ref(self, collection: str, doc: str) -> firestore.DocumentReference:
@@ -132,9 +137,20 @@ class Store:
         )
 
     def external_key(self, key_id: str) -> ExternalKeyRecord | None:
+        """The external key record, cached per instance for ``CONFIG_TTL_S``: it only
+        names the secret version to use, and a rotation pins a new version, so at
+        worst a call in the next 30 s still uses the previous (still valid) version."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._ext.get(key_id)
+            if hit is not None and now - hit[1] < CONFIG_TTL_S:
+                return hit[0]
         snap = self.ref("external_keys", key_id or "-").get()
         self.reads += 1
-        return ExternalKeyRecord.from_doc(key_id, snap.to_dict() or {}) if snap.exists else None
+        rec = ExternalKeyRecord.from_doc(key_id, snap.to_dict() or {}) if snap.exists else None
+        with self._lock:
+            self._ext[key_id] = (rec, now)
+        return rec
 
     def models(self, ids: list[str] | None = None) -> list[ModelRecord]:
         """Model documents by id, or all of them (for a project allowing ``*``)."""
