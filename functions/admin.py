@@ -27,7 +27,7 @@ from functions.errors import InvalidApiKey, PermissionDenied, TollgateError
 from functions.httpio import error_response, internal_error, parse_json, read_body
 from functions.ledger import utcnow
 from functions.records import CallContext
-from functions.secret_store import CachedSecrets, GcpSecretStore, LocalSecretStore
+from functions.secret_store import CachedSecrets, store_for
 from functions.settings import Settings
 from functions.store import Store, make_client
 
@@ -155,8 +155,7 @@ class Admin:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Admin:
-        backend = (LocalSecretStore(settings.secrets_file) if settings.secret_backend == "local"
-                   else GcpSecretStore(settings.gcp_project))
+        backend = store_for(settings.secret_backend, settings.secrets_file, settings.gcp_project)
         return cls(settings, Store(make_client(settings)), CachedSecrets(backend))
 
     def handle(self, request: flask.Request) -> flask.Response:

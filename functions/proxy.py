@@ -46,7 +46,7 @@ from functions.errors import (
 from functions.httpio import error_response, internal_error, json_response, parse_json, read_body
 from functions.ledger import HoldPlan, Ledger, Outcome, utcnow
 from functions.records import CallContext, LimitRecord
-from functions.secret_store import CachedSecrets, GcpSecretStore, LocalSecretStore
+from functions.secret_store import CachedSecrets, store_for
 from functions.settings import Settings
 from functions.store import Store, make_client
 from functions.streaming import relay
@@ -82,8 +82,7 @@ class Proxy:
     @classmethod
     def from_settings(cls, settings: Settings) -> Proxy:
         db = make_client(settings)
-        backend = (LocalSecretStore(settings.secrets_file) if settings.secret_backend == "local"
-                   else GcpSecretStore(settings.gcp_project))
+        backend = store_for(settings.secret_backend, settings.secrets_file, settings.gcp_project)
         return cls(settings, Store(db), Ledger(db),
                    Upstream(settings.upstream_connect_timeout_s, settings.upstream_timeout_s),
                    CachedSecrets(backend))
@@ -132,13 +131,13 @@ class Proxy:
         ctx = auth.check_context(self.store.load_call_context(khash, body["model"]), now)
         assert ctx.project is not None
         routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
-        self._check_model(ctx, body["model"], now)
+        price = self._check_model(ctx, body["model"], now)
         ckey = self.hooks.cache_key(ctx, kind, body, request.headers.get("x-tollgate-cache"))
         if ckey is not None:
             hit = self.hooks.cached_answer(ctx, kind, body, ckey, tag, now)
             if hit is not None:
                 return hit
-        admitted = self._admit(kind, ctx, body, tag, now)
+        admitted = self._admit(kind, ctx, body, tag, now, price)
         admitted.cache_key = ckey
         resp = self._forward(admitted, request, raw)
         if ckey is not None:
@@ -157,11 +156,10 @@ class Proxy:
         return price
 
     def _admit(self, kind: str, ctx: CallContext, body: dict[str, Any], tag: str | None,
-               now: datetime) -> Admitted:
+               now: datetime, price: pricing.Price) -> Admitted:
         project, member, user = ctx.project, ctx.member, ctx.user
         assert project is not None and member is not None and user is not None
         model = body["model"]
-        price = self._check_model(ctx, model, now)
         default_cap = project.default_max_output_tokens or self.settings.default_max_output_tokens
         spec = routes.prepare(kind, body, default_cap=default_cap, safety_id=routes.
                               safety_identifier(project.id, user.id, self.settings.safety_salt))

@@ -123,3 +123,11 @@ class CachedSecrets:
         with self._lock:
             self._cache[(name, version)] = (value, now)
         return value
+
+
+def store_for(backend: str, secrets_file: str, gcp_project: str) -> SecretStore:
+    """The local file on a developer machine (no Secret Manager emulator exists),
+    Secret Manager in the cloud."""
+    if backend == "local":
+        return LocalSecretStore(secrets_file)
+    return GcpSecretStore(gcp_project)

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Run every check: lint, types, and the whole test suite (emulator and loopback upstream included).
 set -euo pipefail
+# shellcheck source=scripts/setup.sh
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-# The browser tests drive Debian's Chromium; install it where we can (CI runs as root).
-if { ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; } \
-   && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+# The browser tests drive Debian's Chromium and deploy.sh is checked by shellcheck;
+# install them where we can (CI runs as root).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+shellcheck -x deploy.sh scripts/*.sh .ci/run
 .venv/bin/ruff check functions tests scripts
 .venv/bin/mypy
 set +e

@@ -96,7 +96,8 @@ def test_daily_totals_and_filters(log_client, world, calls):
     calls_ = api(log_client, bob, "calls")["data"]
     total = api(log_client, bob, "totals")
     assert total["calls"] == 2
-    assert total["cost_usd"] == f"{sum(int(c['cost_usd'].replace('.', '')) for c in calls_) / 1e9:.9f}"
+    nano = sum(int(c["cost_usd"].replace(".", "")) for c in calls_)
+    assert total["cost_usd"] == f"{nano // 10**9}.{nano % 10**9:09d}"
     [today] = api(log_client, bob, "daily")["data"]
     assert today["calls"] == 2 and today["day"] == calls_[0]["ts"][:10]
     assert api(log_client, bob, "totals", model="text-embedding-3-small")["calls"] == 0

@@ -1,0 +1,1 @@
+"""The benchmark of SPEC §6: ``python -m bench.run [--quick] [--out FILE]``."""

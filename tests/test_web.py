@@ -1,0 +1,427 @@
+"""The member's log page (web/) in a real headless Chromium against the ``log``
+function over loopback HTTP: sign in with a key, budgets, totals, chart, calls, CSV,
+escaping of hostile names, a refused key, a lead's member filter, and the page
+served at the root.
+
+Needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: ``apt-get install -y
+chromium chromium-driver``); without them these tests are skipped, with that reason.
+
+Set ``TOLLGATE_SCREENSHOT=docs/log-page.png`` to refresh the screenshot in the docs
+(test_member_sees_calls_totals_chart_and_downloads_csv takes it either way).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from functions.budget import period_key
+from functions.ledger import HoldPlan, Outcome, usage_record
+from functions.pricing import Usage
+from functions.reports import CSV_COLUMNS
+from tests.conftest import ROOT, World, bearer
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="browser tests need /usr/bin/chromium and /usr/bin/chromedriver "
+           "(apt-get install -y chromium chromium-driver)")
+
+# No internet here: without the background-networking flags Chromium keeps dialling out.
+CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1280,900")
+NO_KEY = "Paste the proxy key your project lead gave you"
+BAD_KEY = ("This key was not accepted: it may be revoked or expired — ask your project lead "
+           "for a new one")
+NO_CALLS = "No calls yet in this range. Make one with curl or the OpenAI SDK, then Refresh"
+WAIT_S = 15
+
+
+# ---- browser ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory, downloads: Path) -> Iterator[WebDriver]:
+    opts = Options()
+    opts.binary_location = str(CHROMIUM)
+    for flag in CHROME_FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}")
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
+    try:
+        # Headless Chrome ignores the download prefs unless told over CDP.
+        driver.execute_cdp_cmd("Page.setDownloadBehavior",
+                               {"behavior": "allow", "downloadPath": str(downloads)})
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def driver(browser: WebDriver) -> Iterator[WebDriver]:
+    """The shared browser, its console drained; each test's log_url is a new origin
+    (a new port), so localStorage starts empty."""
+    browser.get_log("browser")
+    yield browser
+    browser.get("about:blank")
+
+
+def wait(driver: WebDriver, cond: Callable[[WebDriver], Any], what: str) -> Any:
+    return WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(cond, message=f"timed out waiting for {what}")
+
+
+def by_id(driver: WebDriver, id_: str) -> WebElement:
+    return driver.find_element(By.ID, id_)
+
+
+def rows(driver: WebDriver) -> list[list[str]]:
+    # One script, so a re-render between two element lookups cannot make them stale.
+    return list(driver.execute_script(
+        "return [...document.querySelectorAll('#call-rows tr')]"
+        ".map(tr => [...tr.cells].map(td => td.textContent))"))
+
+
+def wait_rows(driver: WebDriver, n: int) -> list[list[str]]:
+    wait(driver, lambda d: not by_id(d, "view").get_attribute("hidden")
+         and len(rows(d)) == n, f"{n} call rows")
+    return rows(driver)
+
+
+def message(driver: WebDriver) -> str:
+    box = by_id(driver, "message")
+    return box.text if box.is_displayed() else ""
+
+
+def sign_in(driver: WebDriver, page_url: str, key: str) -> None:
+    driver.get(page_url)
+    wait(driver, lambda d: NO_KEY in message(d), "the no-key message")
+    by_id(driver, "key").send_keys(key)
+    by_id(driver, "use-key").click()
+
+
+def console(driver: WebDriver) -> list[dict[str, Any]]:
+    return list(driver.get_log("browser"))
+
+
+def csp_violations(entries: list[dict[str, Any]]) -> list[str]:
+    return [e["message"] for e in entries if "Content Security Policy" in e["message"]]
+
+
+# ---- data ---------------------------------------------------------------------------
+
+def call_proxy(proxy_url: str, key: str, route: str = "chat") -> dict[str, Any]:
+    if route in ("chat", "stream"):
+        path, body = "/v1/chat/completions", {
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}],
+            "stream": route == "stream"}
+    else:
+        path, body = "/v1/embeddings", {"model": "text-embedding-3-small", "input": "hello"}
+    resp = requests.post(proxy_url + path, json=body, headers=bearer(key), timeout=15)
+    assert resp.status_code == 200, resp.text
+    return {} if route == "stream" else dict(resp.json())
+
+
+def log_api(log_url: str, key: str, name: str, **params: str) -> Any:
+    resp = requests.get(f"{log_url}/log/api/{name}", params=params, headers=bearer(key),
+                        timeout=15)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def seed_usage(world: World, call_id: str, *, at: datetime, user: str = "bob",
+               model: str = "gpt-4o-mini", cost_nano: int = 1_500_000) -> None:
+    """A usage document exactly as settlement writes it (ledger.usage_record)."""
+    plan = HoldPlan(call_id=call_id, project="demo", user=user, key_name="default",
+                    model=model, route="chat", budget_period="monthly",
+                    period_key=period_key("monthly", at), limits=(), estimate_nano=cost_nano,
+                    admitted_at=at, expires_at=at + timedelta(minutes=10))
+    outcome = Outcome(status="ok", cost_nano=cost_nano, upstream_model=model, latency_ms=321,
+                      usage=Usage(input_tokens=1200, cached_tokens=200, output_tokens=300))
+    world.db.collection("usage").document(call_id).set(
+        usage_record(plan, outcome, at + timedelta(seconds=1)))
+
+
+# ---- tests --------------------------------------------------------------------------
+
+def test_member_sees_calls_totals_chart_and_downloads_csv(
+        driver: WebDriver, world: World, proxy_url: str, log_url: str, downloads: Path,
+        tmp_path: Path) -> None:
+    bob = world.keys["bob"]
+    for route in ("chat", "stream", "embeddings"):
+        call_proxy(proxy_url, bob, route)
+    now = datetime.now(UTC)
+    for days_ago, n in ((1, 2), (3, 1), (6, 3)):  # earlier days, for the chart
+        for i in range(n):
+            seed_usage(world, f"seed-{days_ago}-{i}", at=now - timedelta(days=days_ago, hours=i),
+                       cost_nano=(days_ago + 1) * 1_000_000)
+    # A budget four times what is spent: the bar must read 25%.
+    spent = Decimal(log_api(log_url, bob, "me")["projects"][0]["spent_usd"])
+    assert spent > 0
+    world.prov.update_project("demo", budget_nano=int(spent * 4 * 10**9))
+    calls = log_api(log_url, bob, "calls")["data"]
+    daily = log_api(log_url, bob, "daily")["data"]
+    assert len(calls) == 9 and len(daily) == 4
+
+    sign_in(driver, log_url + "/log", bob)
+    table = wait_rows(driver, 9)
+
+    # the table: newest first like the API, exact costs, local time, flags
+    assert [r[2] for r in table] == [c["model"] for c in calls]
+    assert [r[2] for r in table[:3]] == ["text-embedding-3-small", "gpt-4o-mini", "gpt-4o-mini"]
+    assert [r[6] for r in table] == [c["cost_usd"] for c in calls]
+    assert all(r[1] == "bob" and r[7] == "ok" for r in table)
+    assert table[0][0] == driver.execute_script(
+        "return new Date(arguments[0]).toLocaleString()", calls[0]["ts"])
+    assert [r[9] for r in table[:3]] == ["", "✓", ""]  # streamed
+    assert [r[11] for r in table[3:]] == [""] * 6  # not estimated: blank, not "false"
+
+    # the budget bar: spent against budget, as aria value, width and text
+    bar = driver.find_element(By.CSS_SELECTOR, ".project[data-project='demo'] .bar")
+    assert bar.get_attribute("aria-valuenow") == "25.0"
+    seg = bar.find_element(By.CSS_SELECTOR, ".seg.spent")
+    assert abs(seg.rect["width"] / bar.rect["width"] - 0.25) < 0.01
+    card = driver.find_element(By.CSS_SELECTOR, ".project[data-project='demo']").text
+    assert "demo" in card and "spent" in card and "held of" in card
+
+    # totals and the chart: one bar per day with calls, each titled with its day
+    assert by_id(driver, "total-calls").text == "9"
+    assert by_id(driver, "total-cost").text.startswith("$")
+    bars = driver.find_elements(By.CSS_SELECTOR, "#chart svg rect.day-bar")
+    assert [b.get_attribute("data-day") for b in bars] == [d["day"] for d in reversed(daily)]
+    titles = [b.find_element(By.TAG_NAME, "title").get_attribute("textContent") or ""
+              for b in bars]
+    assert titles[-1].startswith(daily[0]["day"] + ": 3 calls")
+    heights = [float(b.get_attribute("height") or 0) for b in bars]
+    assert heights[0] == max(heights)  # six days ago was the dearest day
+
+    # the key: in localStorage, never in a URL
+    assert driver.execute_script("return localStorage.getItem('tollgate.key')") == bob
+    assert bob not in driver.current_url
+    fetched = driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert any("/log/api/calls" in u for u in fetched)
+    assert not any(bob in u for u in fetched)
+
+    # the model filter is filled from the models seen
+    options = [o.text for o in Select(by_id(driver, "model")).options]
+    assert options == ["All models", "gpt-4o-mini", "text-embedding-3-small"]
+
+    # the screenshot: a 1280x900 viewport (the window adds its frame), chart redrawn
+    frame = driver.execute_script(
+        "return [outerWidth - innerWidth, outerHeight - innerHeight]")
+    driver.set_window_size(1280 + frame[0], 900 + frame[1])
+    wait(driver, lambda d: d.execute_script(
+        "return innerWidth === 1280 && innerHeight === 900 && document.querySelector("
+        "'#chart svg').getAttribute('width') == Math.max(320, chart.clientWidth - 24)"),
+        "the chart redrawn at 1280x900")
+    shot = tmp_path / "log-page.png"
+    assert driver.save_screenshot(str(shot))
+    if os.environ.get("TOLLGATE_SCREENSHOT"):
+        shutil.copy(shot, ROOT / os.environ["TOLLGATE_SCREENSHOT"])
+
+    # CSV: fetched with the header, saved through a blob link
+    for old in downloads.iterdir():
+        old.unlink()
+    by_id(driver, "csv").click()
+    target = downloads / "tollgate-calls.csv"
+    wait(driver, lambda d: target.exists() and not list(downloads.glob("*.crdownload")),
+         "tollgate-calls.csv")
+    with target.open(newline="", encoding="utf-8") as fh:
+        got = list(csv.reader(fh))
+    assert tuple(got[0]) == CSV_COLUMNS
+    assert sorted(r[CSV_COLUMNS.index("call_id")] for r in got[1:]) == sorted(
+        c["call_id"] for c in calls)
+    assert {r[CSV_COLUMNS.index("cost_usd")] for r in got[1:]} == {c["cost_usd"] for c in calls}
+    assert csp_violations(console(driver)) == []
+
+
+def test_names_from_data_render_as_text(driver: WebDriver, world: World,
+                                        log_url: str) -> None:
+    project_name = "<img src=x onerror=alert(1)>"
+    model = '<script>alert("model")</script>gpt'
+    user_name = "<svg onload=alert(2)>Bob"
+    world.prov.update_project("demo", name=project_name)
+    world.prov.update_user("bob", {"name": user_name})
+    seed_usage(world, "hostile-1", at=datetime.now(UTC) - timedelta(minutes=5), model=model)
+
+    sign_in(driver, log_url + "/log", world.keys["bob"])
+    [row] = wait_rows(driver, 1)
+
+    assert row[2] == model
+    assert driver.find_element(By.CSS_SELECTOR, ".project-name").text == project_name
+    assert driver.find_element(By.CSS_SELECTOR, "#who strong").text == user_name
+    assert [o.text for o in Select(by_id(driver, "project")).options][1] == project_name
+    assert [o.text for o in Select(by_id(driver, "model")).options][1] == model
+    assert driver.find_elements(By.CSS_SELECTOR, "img") == []
+    assert driver.find_elements(By.CSS_SELECTOR, "svg[onload], [onerror]") == []
+    assert len(driver.find_elements(By.TAG_NAME, "script")) == 1  # ours only
+    time.sleep(0.3)  # give an injected handler the chance to fire
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018 - reading it is what raises
+    entries = console(driver)
+    assert csp_violations(entries) == []
+    assert [e["message"] for e in entries if e["level"] == "SEVERE"] == []
+
+
+def test_refused_key_says_what_to_do_and_forget_clears(driver: WebDriver, world: World,
+                                                      proxy_url: str, log_url: str) -> None:
+    call_proxy(proxy_url, world.keys["bob"])
+    sign_in(driver, log_url + "/log", world.keys["bob"])
+    wait_rows(driver, 1)
+
+    bad = "tg_" + "0" * 40
+    by_id(driver, "key").send_keys(bad)
+    by_id(driver, "use-key").click()
+    wait(driver, lambda d: BAD_KEY in message(d), "the refused-key message")
+    assert not by_id(driver, "view").is_displayed()
+    assert rows(driver) == []  # the previous key's calls are gone from the page
+    assert driver.execute_script("return localStorage.getItem('tollgate.key')") == bad
+
+    by_id(driver, "forget-key").click()
+    wait(driver, lambda d: NO_KEY in message(d), "the no-key message")
+    assert driver.execute_script("return localStorage.getItem('tollgate.key')") is None
+    assert driver.execute_script("return localStorage.length") == 0
+    assert not by_id(driver, "view").is_displayed()
+    assert driver.find_elements(By.CSS_SELECTOR, "#projects *, #call-rows *, #chart *") == []
+    driver.refresh()  # and it stays forgotten
+    wait(driver, lambda d: NO_KEY in message(d), "the no-key message after a reload")
+    assert csp_violations(console(driver)) == []
+
+
+def test_lead_filters_by_member_and_member_has_no_member_filter(
+        driver: WebDriver, world: World, proxy_url: str, log_url: str) -> None:
+    for _ in range(2):
+        call_proxy(proxy_url, world.keys["bob"])
+    call_proxy(proxy_url, world.keys["alice"], "embeddings")
+
+    sign_in(driver, log_url + "/log", world.keys["alice"])
+    table = wait_rows(driver, 3)  # a lead sees everyone in the project they lead
+    assert sorted(r[1] for r in table) == ["alice", "bob", "bob"]
+    assert by_id(driver, "member-label").is_displayed()
+    member = Select(by_id(driver, "member"))
+    assert [o.text for o in member.options] == ["Everyone", "alice", "bob"]
+    member.select_by_value("bob")
+    by_id(driver, "apply").click()
+    table = wait_rows(driver, 2)
+    assert [r[1] for r in table] == ["bob", "bob"]
+    assert by_id(driver, "total-calls").text == "2"
+
+    by_id(driver, "forget-key").click()
+    by_id(driver, "key").send_keys(world.keys["bob"])
+    by_id(driver, "use-key").click()
+    table = wait_rows(driver, 2)
+    assert [r[1] for r in table] == ["bob", "bob"]
+    assert not by_id(driver, "member-label").is_displayed()
+    assert csp_violations(console(driver)) == []
+
+
+def test_page_works_at_the_root(driver: WebDriver, world: World, log_url: str) -> None:
+    sign_in(driver, log_url + "/", world.keys["bob"])
+    wait(driver, lambda d: by_id(d, "calls-empty").is_displayed(), "the no-calls message")
+    assert NO_CALLS in by_id(driver, "calls-empty").text
+    assert by_id(driver, "total-calls").text == "0"
+    font = driver.execute_script("return getComputedStyle(document.body).fontFamily")
+    assert "system-ui" in font  # the stylesheet loaded too
+    assert driver.find_element(By.CSS_SELECTOR, ".project[data-project='demo'] .bar")
+    entries = console(driver)
+    assert csp_violations(entries) == []
+    assert [e["message"] for e in entries if e["level"] == "SEVERE"] == []
+
+
+def test_date_and_model_filters(driver: WebDriver, world: World, log_url: str) -> None:
+    now = datetime.now(UTC)
+    # at whole days before now: each lands on local date today-k, whatever the zone
+    for days_ago, model in ((0, "gpt-4o-mini"), (1, "gpt-4o-mini"),
+                            (3, "text-embedding-3-small"), (6, "gpt-4o-mini")):
+        seed_usage(world, f"d{days_ago}", at=now - timedelta(days=days_ago), model=model)
+    sign_in(driver, log_url + "/log", world.keys["bob"])
+    wait_rows(driver, 4)
+
+    def local_day(days_ago: int) -> str:
+        return str(driver.execute_script(
+            "const d = new Date(Date.now() - arguments[0] * 864e5);"
+            "return [d.getFullYear(), String(d.getMonth() + 1).padStart(2, '0'),"
+            " String(d.getDate()).padStart(2, '0')].join('-')", days_ago))
+
+    def set_date(id_: str, value: str) -> None:  # typing into date inputs is locale-bound
+        driver.execute_script("document.getElementById(arguments[0]).value = arguments[1]",
+                              id_, value)
+
+    set_date("from", local_day(3))
+    set_date("to", local_day(1))  # inclusive
+    by_id(driver, "apply").click()
+    table = wait_rows(driver, 2)
+    assert [r[2] for r in table] == ["gpt-4o-mini", "text-embedding-3-small"]
+    assert by_id(driver, "total-calls").text == "2"
+    # the bounds went out as the viewer's local midnights, in UTC
+    after, before = driver.execute_script(
+        "const [y, m, d] = arguments[0].split('-').map(Number);"
+        "const [y2, m2, d2] = arguments[1].split('-').map(Number);"
+        "return [new Date(y, m - 1, d).toISOString(), new Date(y2, m2 - 1, d2 + 1).toISOString()]",
+        local_day(3), local_day(1))
+    sent = [u for u in driver.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+        if "/api/calls?" in u and "after=" in u]
+    query = unquote(sent[-1])
+    assert f"after={after}" in query and f"before={before}" in query
+
+    Select(by_id(driver, "model")).select_by_value("gpt-4o-mini")
+    by_id(driver, "apply").click()
+    assert [r[2] for r in wait_rows(driver, 1)] == ["gpt-4o-mini"]
+
+    # a filter the API refuses: the message says why and the filters stay to fix it
+    set_date("from", local_day(1))
+    set_date("to", local_day(3))
+    by_id(driver, "apply").click()
+    wait(driver, lambda d: "'after' must be earlier than 'before'" in message(d),
+         "the API's message")
+    assert by_id(driver, "filters").is_displayed()
+    assert csp_violations(console(driver)) == []
+
+
+def test_load_more_follows_the_page_token(driver: WebDriver, world: World,
+                                          log_url: str) -> None:
+    start = datetime.now(UTC) - timedelta(hours=5)
+    for i in range(130):
+        seed_usage(world, f"many-{i:03d}", at=start + timedelta(seconds=i))
+    sign_in(driver, log_url + "/log", world.keys["bob"])
+    wait_rows(driver, 100)
+    assert by_id(driver, "more").is_displayed()
+    assert by_id(driver, "total-calls").text == "130"
+    by_id(driver, "more").click()
+    table = wait_rows(driver, 130)
+    assert not by_id(driver, "more").is_displayed()
+    times = [r[0] for r in table]
+    assert times[0] == driver.execute_script(
+        "return new Date(arguments[0]).toLocaleString()",
+        (start + timedelta(seconds=129)).isoformat())
+    assert len(set(times)) == 130  # no call twice, none missing
