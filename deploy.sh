@@ -210,9 +210,16 @@ if exists secrets describe "$ADMIN_SECRET" "--project=$PROJECT"; then
   say "  exists"
 else
   # The value goes through stdin (printf is a builtin): never in argv, logs or a dry run.
-  ((DRY_RUN)) || TOKEN="tga_$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
-  printf '{"admin": "%s"}' "$TOKEN" | create secrets create "$ADMIN_SECRET" \
-    --replication-policy=automatic --data-file=- "--project=$PROJECT"
+  # A dry run pipes nothing: create() would return without reading, and printf would
+  # die of SIGPIPE (exit 141 under pipefail), depending on who runs first.
+  if ((DRY_RUN)); then
+    create secrets create "$ADMIN_SECRET" \
+      --replication-policy=automatic --data-file=- "--project=$PROJECT"
+  else
+    TOKEN="tga_$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    printf '{"admin": "%s"}' "$TOKEN" | create secrets create "$ADMIN_SECRET" \
+      --replication-policy=automatic --data-file=- "--project=$PROJECT"
+  fi
   if ((DRY_RUN == 0)) && grep -qiE 'already exists' "$WORK/err"; then TOKEN=""; fi
 fi
 # admin (3rd role): reads the admin tokens, this one secret only.

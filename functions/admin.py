@@ -32,6 +32,8 @@ from functions.settings import Settings
 from functions.store import Store, make_client
 
 ADMIN_TOKENS_SECRET = "tollgate-admin-tokens"
+# ids in paths: printable ASCII, no leading "." or "_" (Firestore reserves those forms)
+_ID_OK = re.compile(r"^[A-Za-z0-9][\x21-\x7e]{0,255}$")
 _TOKENS_TTL_S = 60.0
 
 
@@ -95,8 +97,6 @@ ROUTES = [
 
 
 def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
-    from urllib.parse import unquote
-
     from functions.errors import MethodNotAllowed, NotFound
 
     path = path.removeprefix("/admin") or "/"
@@ -105,7 +105,12 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
         m = route.pattern.match(path)
         if m:
             if route.method == method:
-                return route, {k: unquote(v) for k, v in m.groupdict().items()}
+                # the path is already percent-decoded by the server: decoding again
+                # would turn "%252F" into "/"
+                params = m.groupdict()
+                if any(not _ID_OK.match(v) for v in params.values()):
+                    raise NotFound("No such resource.")
+                return route, params
             allowed.append(route.method)
     if allowed:
         raise MethodNotAllowed(f"{method} is not allowed on {path[:200]}; use "

@@ -60,7 +60,7 @@ def _price_json(p: pricing.Price) -> dict[str, Any]:
 
 def _model_id(value: Any, name: str = "id") -> str:
     if (not isinstance(value, str) or not 0 < len(value) <= 256 or not value.isprintable()
-            or value.strip() != value):
+            or not value.isascii() or not value[:1].isalnum() or value.strip() != value):
         raise InvalidRequest(f"'{name}' must be a model name.", param=name)
     return value
 
@@ -201,7 +201,7 @@ class Handlers:
     def load_prices(self, actor: Any, body: Any, **_: Any) -> Resp:
         from functions.price_loader import load_price_table
 
-        b = v.body_object(body or {})
+        b = v.body_object(body)
         v.only_fields(b, {"models"})
         return ok(load_price_table(self.prov, v.string_list(b, "models"), actor=actor.name))
 
@@ -341,7 +341,7 @@ class Handlers:
 
     def rotate_key(self, actor: Any, body: Any, project: str, user: str, name: str,
                    **_: Any) -> Resp:
-        b = v.body_object(body or {})
+        b = v.body_object(body)
         v.only_fields(b, {"expires_at"})
         key = self.members.rotate_key(project, user, name, self._expiry(b), actor=actor.name)
         return ok({"name": name, "key": key, "last4": key[-4:]})
@@ -463,7 +463,7 @@ def _int_arg(args: Any, name: str, default: int, hi: int) -> int:
     raw = args.get(name)
     if raw is None:
         return default
-    if not str(raw).isdigit() or not 1 <= int(raw) <= hi:
+    if not str(raw).isascii() or not str(raw).isdigit() or not 1 <= int(raw) <= hi:
         raise InvalidRequest(f"'{name}' must be an integer from 1 to {hi}.", param=name)
     return int(raw)
 

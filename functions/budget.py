@@ -33,9 +33,19 @@ def period_key(period: str, at: datetime) -> str:
     raise ValueError(f"unknown budget period {period!r}; use one of {', '.join(PERIODS)}")
 
 
+def _part(p: str) -> str:
+    q = quote(p, safe="")
+    # Firestore reserves the ids "." and ".." and anything like "__x__"; a leading
+    # "." or "_" is escaped so no part (and so no id) can take those forms.
+    if q[:1] in (".", "_"):
+        q = f"%{ord(q[0]):02X}" + q[1:]
+    return q
+
+
 def doc_id(*parts: str) -> str:
-    """A Firestore document id built from free-form parts (model names may hold ``/``)."""
-    return "|".join(quote(p, safe="") for p in parts)
+    """A Firestore document id built from free-form parts (model names may hold ``/``).
+    Callers bound the parts' length (ids are at most 1500 bytes)."""
+    return "|".join(_part(p) for p in parts)
 
 
 @dataclass(frozen=True)

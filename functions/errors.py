@@ -23,6 +23,7 @@ generic 500 that says nothing about the cause.
     ├── UpstreamUnavailable            502 api_error / upstream_unavailable
     ├── UpstreamAuthError              502 api_error / upstream_auth_error
     ├── UpstreamBadResponse            502 api_error / upstream_bad_response
+    ├── ServiceUnavailable             503 api_error / service_unavailable
     └── UpstreamTimeout                504 api_error / upstream_timeout
 
 Messages are written for the caller: they name the field or limit at fault and
@@ -35,7 +36,11 @@ import json
 import re
 from typing import Any
 
-_KEYLIKE = re.compile(r"(tg_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9_\-.]{8,})")
+_KEYLIKE = re.compile(
+    r"(tga_[A-Za-z0-9_\-]{8,}"  # admin tokens
+    r"|tg_[A-Za-z0-9]{8,}"  # proxy keys
+    r"|sk-[A-Za-z0-9_\-]{8,}"  # OpenAI keys
+    r"|Bearer\s+[A-Za-z0-9_\-.]{8,})")
 
 
 def redact(text: str) -> str:
@@ -151,6 +156,10 @@ class UpstreamAuthError(TollgateError):
 
 class UpstreamBadResponse(TollgateError):
     status, type, code = 502, "api_error", "upstream_bad_response"
+
+
+class ServiceUnavailable(TollgateError):
+    status, type, code = 503, "api_error", "service_unavailable"
 
 
 class UpstreamTimeout(TollgateError):

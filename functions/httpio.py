@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import flask
@@ -47,9 +48,35 @@ def parse_json(data: bytes) -> Any:
     if not data:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        return json.loads(data)
+        obj = json.loads(data)
     except (ValueError, RecursionError):
         raise InvalidRequest("The request body is not valid JSON.") from None
+    if _SURROGATE.search(data) and not _encodable(obj):
+        raise InvalidRequest("The request body holds an unpaired UTF-16 surrogate "
+                             "(\\ud800-\\udfff), which is not text.")
+    return obj
+
+
+# JSON may spell half of a UTF-16 pair as an escape; Python decodes it to a lone
+# surrogate that cannot be encoded, and Firestore would fail on it later.
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(x, dict):
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+    return True
 
 
 def serve(factory: Any, request: flask.Request, where: str) -> flask.Response:

@@ -41,7 +41,7 @@ from functions.budget import (
     refusal_message,
     retry_after_s,
 )
-from functions.errors import BudgetExceeded, RateLimited
+from functions.errors import BudgetExceeded, RateLimited, ServiceUnavailable
 from functions.pricing import Usage
 
 log = logging.getLogger("tollgate.ledger")
@@ -207,7 +207,14 @@ class Ledger:
             "estimate_nano": plan.estimate_nano, "estimate_tokens": plan.estimate_tokens,
             "created_at": plan.admitted_at, "expires_at": plan.expires_at,
             "state": "live", "streamed": plan.streamed, "tag": plan.tag})
-        results = batch.commit()
+        try:
+            results = batch.commit()
+        except _TRANSIENT:
+            # The answer is lost, the write may or may not have landed: take it back
+            # (a no-op if it never landed) and let the client retry the call.
+            self._release(plan)
+            raise ServiceUnavailable("Tollgate could not reach its database in time; "
+                                     "retry the call.", headers={"retry-after": "1"}) from None
         n = len(plan.limits)
         self.writes += n + len(plan.rate_limits) + 1
         return _states(results, n), _windows(results[n:n + len(plan.rate_limits)])
@@ -222,8 +229,14 @@ class Ledger:
             batch.set(self._window(rl.counter_id), {
                 "requests": Increment(-1), "tokens": Increment(-plan.estimate_tokens)},
                 merge=True)
-        batch.delete(self._hold(plan.call_id))
-        self._commit_with_retry(batch)
+        # Deleting the hold only if it exists makes the release all-or-nothing
+        # idempotent: a retry after a lost answer (or a release of a reserve that never
+        # landed) fails as a whole with NotFound instead of decrementing twice.
+        batch.delete(self._hold(plan.call_id), option=self.db.write_option(exists=True))
+        try:
+            self._commit_with_retry(batch)
+        except gexc.NotFound:
+            return
         self.writes += len(plan.limits) + len(plan.rate_limits) + 1
 
     # --- settle --------------------------------------------------------------

@@ -129,7 +129,8 @@ class LogApp:
     def _filters(self, viewer: Viewer, args: Any) -> reports.Filters:
         base = reports.parse_filters({k: args.get(k) for k in ("after", "before")
                                       if args.get(k)})
-        project, member = args.get("project") or None, args.get("member") or None
+        project = reports.filter_value(args, "project")
+        member = reports.filter_value(args, "member")
         if project is not None and project not in viewer.memberships:
             raise PermissionDenied(f"You are not a member of project '{project[:100]}'.",
                                    param="project")
@@ -141,8 +142,9 @@ class LogApp:
         else:
             # a lead looking at a project they lead sees everyone in it
             user = None if project and member is None and viewer.leads(project) else viewer.user
-        return reports.Filters(user=user, project=project, model=args.get("model") or None,
-                               after=base.after, before=base.before)
+        model = reports.filter_value(args, "model")
+        return reports.Filters(user=user, project=project, model=model, after=base.after,
+                               before=base.before)
 
     def _me(self, viewer: Viewer) -> dict[str, Any]:
         now = utcnow()

@@ -82,15 +82,24 @@ def parse_filters(args: Mapping[str, str]) -> Filters:
     after, before = times["after"], times["before"]
     if after is not None and before is not None and after >= before:
         raise InvalidRequest("'after' must be earlier than 'before'.", param="after")
-    return Filters(user=args.get("user") or None, project=args.get("project") or None,
-                   model=args.get("model") or None, after=after, before=before)
+    return Filters(user=filter_value(args, "user"), project=filter_value(args, "project"),
+                   model=filter_value(args, "model"), after=after, before=before)
+
+
+def filter_value(args: Mapping[str, str], name: str) -> str | None:
+    """An id to filter on: ids are printable ASCII of at most 256 characters, and
+    Firestore refuses query values over 1500 bytes, so anything else is a 400."""
+    v = args.get(name) or None
+    if v is not None and (len(v) > 256 or not v.isascii() or not v.isprintable()):
+        raise InvalidRequest(f"'{name}' is not an id.", param=name)
+    return v
 
 
 def parse_limit(raw: str | None, *, default: int, maximum: int) -> int:
     """A ``limit`` query-string argument, 1..maximum."""
     if not raw:
         return default
-    n = int(raw) if raw.strip().isdigit() else 0
+    n = int(raw) if raw.strip().isascii() and raw.strip().isdigit() else 0
     _check_limit(n, maximum)
     return n
 
@@ -242,10 +251,13 @@ def _page_by_ts(db: firestore.Client, q: firestore.Query, collection: str, limit
         cur = _decode(page_token, collection)
         try:
             ts, doc_id = datetime.fromisoformat(cur[0]), str(cur[1])
+            if not doc_id or "/" in doc_id or len(doc_id) > 256:
+                raise ValueError(doc_id)
+            q = q.start_after({"ts": ts,
+                               indexes.NAME: db.collection(collection).document(doc_id)})
         except (TypeError, ValueError, IndexError, KeyError):
             raise InvalidRequest("'page_token' is not a token from this listing.",
                                  param="page_token") from None
-        q = q.start_after({"ts": ts, indexes.NAME: db.collection(collection).document(doc_id)})
     snaps = list(q.stream())  # limit + 1: the extra one only says whether more exist
     if len(snaps) <= limit:
         return snaps, None

@@ -45,6 +45,7 @@ BUILT_IN_TOOLS = {
     "mcp", "local_shell", "shell",
 }
 _MAX_N = 128
+_MAX_CAP = 10_000_000  # far above any model's output limit; keeps holds inside int64
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,18 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
     model = body.get("model")
     if model is None:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
-    if not isinstance(model, str) or not model.strip() or len(model) > 256:
-        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    if (not isinstance(model, str) or not model.strip() or len(model) > 256
+            or not model.isascii() or not model.isprintable()):
+        raise InvalidRequest("'model' must be a model name (printable ASCII, at most 256 "
+                             "characters).", param="model")
     _require_type(body, "stream", (bool,), "a boolean")
     _require_type(body, "service_tier", (str,), "a string")
     _require_type(body, "safety_identifier", (str,), "a string")
     _require_type(body, "stream_options", (dict,), "an object")
-    for name in (*CAP_FIELDS[kind], "n", "best_of"):
-        _int_field(body, name, 1)
+    for name in CAP_FIELDS[kind]:
+        _int_field(body, name, 1, _MAX_CAP)
+    for name in ("n", "best_of"):
+        _int_field(body, name, 1, _MAX_N)
     if kind == CHAT:
         _require_type(body, "messages", (list,), "an array of messages", required=True)
         if not body["messages"]:
@@ -154,6 +159,10 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
         _require_type(body, "input", (str, list), "a string or an array")
         _require_type(body, "instructions", (str,), "a string")
         _require_type(body, "previous_response_id", (str,), "a string")
+        prev = body.get("previous_response_id")
+        if isinstance(prev, str) and (len(prev) > 256 or not prev.isascii()):
+            raise InvalidRequest("'previous_response_id' is not a response id.",
+                                 param="previous_response_id")
         if body.get("background"):
             raise UnsupportedParameter(
                 "'background' responses run after the call ends, so their cost cannot be "
@@ -200,8 +209,6 @@ def prepare(kind: str, body: dict[str, Any], *, default_cap: int, safety_id: str
         n = body.get("n") or 1
     elif kind == COMPLETIONS:
         n = max(body.get("n") or 1, body.get("best_of") or 1)
-    if n > _MAX_N:
-        raise InvalidRequest(f"'n' must be at most {_MAX_N}.", param="n")
     return CallSpec(
         route=kind,
         model=body["model"],

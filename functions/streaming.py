@@ -50,7 +50,8 @@ def relay(a: Admitted, resp: UpstreamResponse, *, cap_bytes: int, started: float
                 yield out
             else:
                 if buf.pending.strip():
-                    yield buf.pending
+                    # end the unterminated event so the error event stays its own
+                    yield buf.pending + b"\n\n"
                 status = "ok" if meter.finished else "upstream_cut"
                 if not meter.finished:
                     yield sse.error_event("The upstream stream ended early.",

@@ -103,6 +103,8 @@ def timestamp(value: Any, name: str) -> datetime:
                              param=name) from None
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise InvalidRequest(f"'{name}' needs a time zone, e.g. '{value[:25]}Z'.", param=name)
+    if not 1970 <= dt.year <= 9000:
+        raise InvalidRequest(f"'{name}' must be between the years 1970 and 9000.", param=name)
     return dt
 
 

@@ -142,9 +142,6 @@ def test_a_streamed_request_answered_with_broken_json_is_ended_and_billed(client
     assert 0 < rec["cost_nano"] <= rec["estimate_nano"]
 
 
-@pytest.mark.xfail(strict=True, reason="open bug 'partial-event-glue': streaming.relay yields "
-                   "the unterminated tail of upstream's stream and then the error event, so "
-                   "the two share a line and the client never sees 'event: error'")
 def test_the_final_error_event_stays_an_event_after_a_partial_upstream_line(client, world):
     world.upstream.push(InvalidJSON())
     r = client.post("/v1/chat/completions", json={**CHAT, "stream": True},

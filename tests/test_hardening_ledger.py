@@ -144,10 +144,6 @@ def test_a_late_settlement_whose_answer_was_lost_corrects_once(db, ledger, clock
     assert (c["spent"], c["held"], c["inflight"]) == (210, 0, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="open bug 'release-retry-double': Ledger._release "
-                   "retries its batch with _commit_with_retry, but nothing in that batch "
-                   "fails on a second application (increments, delete), so a release whose "
-                   "answer was lost is applied twice: held and inflight go negative")
 def test_a_refusal_whose_release_answer_was_lost_does_not_release_twice(db, ledger,
                                                                          lost_answers):
     lost_answers.arm(2)  # 1: the increment, 2: the release lands and its answer is lost
@@ -158,9 +154,6 @@ def test_a_refusal_whose_release_answer_was_lost_does_not_release_twice(db, ledg
 
 
 @pytest.mark.leaves_holds
-@pytest.mark.xfail(strict=True, reason="open gap 'reserve-answer-lost': the reserve batch is "
-                   "not retried; if its answer is lost the client gets a 500 while the hold "
-                   "stays live, and the sweep later books a call never sent upstream")
 def test_a_reserve_whose_answer_was_lost_leaves_no_hold_behind(client, world, lost_answers):
     lost_answers.arm(1)
     r = client.post("/v1/chat/completions", json=CHAT, headers=bearer(world.keys["bob"]))

@@ -196,8 +196,6 @@ def test_redact_leaves_ordinary_text_alone(text):
     assert errors.redact(text) == text
 
 
-@pytest.mark.xfail(strict=True, reason="open gap 'redact-admin-tokens': errors.redact does not "
-                   "know the admin token format (tga_ + token_urlsafe, scripts/stack.py)")
 @pytest.mark.parametrize("secret", [ADMIN_TOKEN, "tga_" + "Zx-_9" * 7], ids=["test", "urlsafe"])
 def test_redact_hides_admin_tokens(secret):
     assert secret not in errors.redact(f"token {secret} seen")

@@ -178,10 +178,13 @@ def test_member_sees_calls_totals_chart_and_downloads_csv(
     bob = world.keys["bob"]
     for route in ("chat", "stream", "embeddings"):
         call_proxy(proxy_url, bob, route)
-    now = datetime.now(UTC)
-    for days_ago, n in ((1, 2), (3, 1), (6, 3)):  # earlier days, for the chart
+    # earlier days, for the chart: around noon UTC, so a day's seeds share its UTC day
+    # whatever time the test runs at
+    noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    for days_ago, n in ((1, 2), (3, 1), (6, 3)):
         for i in range(n):
-            seed_usage(world, f"seed-{days_ago}-{i}", at=now - timedelta(days=days_ago, hours=i),
+            seed_usage(world, f"seed-{days_ago}-{i}",
+                       at=noon - timedelta(days=days_ago, hours=i),
                        cost_nano=(days_ago + 1) * 1_000_000)
     # A budget four times what is spent: the bar must read 25%.
     spent = Decimal(log_api(log_url, bob, "me")["projects"][0]["spent_usd"])
