@@ -166,7 +166,27 @@ def image_tokens_for_model(model: str) -> int:
     return next((n for prefix, n in _IMAGE_PREFIXES if model.startswith(prefix)), IMAGE_TOKENS)
 
 
-def _count_one(enc: tiktoken.Encoding, text: str) -> int:
+def _pieces(text: str, size: int) -> list[str]:
+    r"""``text`` cut into pieces of about ``size`` characters, only at a single space
+    between two non-space characters. tiktoken's pre-tokenizer (cl100k and o200k) never
+    lets a piece cross such a point: the space always starts the next piece (" word",
+    " 123", " !"), the piece before ends at a non-space, and the one lookahead, in
+    ``\s+(?!\S)``, only applies to runs of whitespace. So the counts of the pieces add up
+    to the count of the whole, exactly; tests/test_tokens.py checks it on mixed text."""
+    out, start, n = [], 0, len(text)
+    while n - start > size:
+        cut = text.find(" ", start + size)
+        while 0 < cut < n - 1 and (text[cut - 1].isspace() or text[cut + 1].isspace()):
+            cut = text.find(" ", cut + 1)
+        if cut <= 0 or cut >= n - 1:
+            break
+        out.append(text[start:cut])
+        start = cut
+    out.append(text[start:])
+    return out
+
+
+def _encode_len(enc: tiktoken.Encoding, text: str) -> int:
     # encode(), not encode_ordinary(): on pathological input the latter panics (a
     # BaseException) where encode() raises ValueError.
     try:
@@ -176,13 +196,22 @@ def _count_one(enc: tiktoken.Encoding, text: str) -> int:
         # ~500k+ whitespace. Chunking moves the count by about a token per cut.
         if len(text) <= _CHUNK_CHARS:
             return len(text.encode("utf-8", "surrogatepass"))  # a token is at least a byte
-        return sum(_count_one(enc, text[i:i + _CHUNK_CHARS])
+        return sum(_encode_len(enc, text[i:i + _CHUNK_CHARS])
                    for i in range(0, len(text), _CHUNK_CHARS))
+
+
+def _count_one(enc: tiktoken.Encoding, text: str) -> int:
+    # A long text is encoded piece by piece: encode() builds a list of Python ints, ~45
+    # bytes a token, so a 7 MiB prompt would cost ~80 MB at once, per concurrent call.
+    if len(text) <= _CHUNK_CHARS:
+        return _encode_len(enc, text)
+    return sum(_encode_len(enc, piece) for piece in _pieces(text, _CHUNK_CHARS))
 
 
 def _count_many(enc: tiktoken.Encoding, texts: list[str]) -> int:
     """Exactly sum(tokens(t)), in one encode() call where possible (the hot path)."""
-    if len(texts) > 1 and not any(_SEP in t for t in texts):
+    if (len(texts) > 1 and sum(map(len, texts)) <= _CHUNK_CHARS
+            and not any(_SEP in t for t in texts)):
         # tiktoken encodes the text between allowed special tokens independently, so each
         # separator adds exactly one token and nothing merges across it.
         try:

@@ -286,6 +286,34 @@ def test_batched_count_equals_separate_counts() -> None:
             texts[-1]))
 
 
+def mixed_text(n: int, seed: int = 7) -> str:
+    """Text with what tiktoken's pre-tokenizer treats specially around spaces."""
+    import random
+    rnd = random.Random(seed)
+    atoms = ["word", "Word", "WORD", "it's", "THEY'LL", "12345", "3.14", "a1b2", "!!", "...",
+             "(x)", "é", "naïve", "日本語", "😀", "<|endoftext|>", "/path/to", "\n", "-", "—",
+             "\u00a0", "x\u3000y", "tab\tbed", "'quoted'", "$100", "#tag", "@user"]
+    seps = [" ", " ", " ", " ", "  ", "\n", " \n ", "\t", "", ", ", ". "]
+    return "".join(rnd.choice(atoms) + rnd.choice(seps) for _ in range(n))
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_long_texts_are_counted_in_pieces_exactly(name: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    enc = tokens.get_encoding(name)
+    text = mixed_text(40_000)
+    whole = len(enc.encode(text, disallowed_special=()))
+    for size in (200, 1_000, 50_000):
+        monkeypatch.setattr(tokens, "_CHUNK_CHARS", size)
+        pieces = tokens._pieces(text, size)
+        assert "".join(pieces) == text
+        if size < len(text):
+            assert len(pieces) > len(text) // (size * 4)  # it really cut, many times
+        assert tokens._count_one(enc, text) == whole
+        assert tokens._count_many(enc, [text, text[:5000]]) == whole + len(
+            enc.encode(text[:5000], disallowed_special=()))
+
+
 def test_huge_whitespace_run_does_not_raise() -> None:
     text = " \t" * 500_000
     with pytest.raises(ValueError, match="backtracking"):  # why _count_one chunks
