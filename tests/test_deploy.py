@@ -30,7 +30,7 @@ from tests.emulator import free_port
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy.sh"
 # name: (memory, concurrency, timeout)
-SIZES = {"openai": ("1Gi", "40", "900s"), "admin": ("512Mi", "8", "120s"),
+SIZES = {"openai": ("2Gi", "40", "900s"), "admin": ("512Mi", "8", "120s"),
          "log": ("512Mi", "16", "60s")}
 APIS = ("cloudfunctions", "run", "cloudbuild", "artifactregistry", "firestore",
         "secretmanager", "iam", "logging")

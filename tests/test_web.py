@@ -25,6 +25,7 @@ from urllib.parse import unquote
 
 import pytest
 import requests
+from google.cloud.firestore import Increment
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
@@ -34,7 +35,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from functions.budget import period_key
+from functions.budget import doc_id, period_key
 from functions.ledger import HoldPlan, Outcome, usage_record
 from functions.pricing import Usage
 from functions.reports import CSV_COLUMNS
@@ -168,6 +169,12 @@ def seed_usage(world: World, call_id: str, *, at: datetime, user: str = "bob",
                       usage=Usage(input_tokens=1200, cached_tokens=200, output_tokens=300))
     world.db.collection("usage").document(call_id).set(
         usage_record(plan, outcome, at + timedelta(seconds=1)))
+    # and its spend, as settlement books it, so budget bars agree with the calls
+    for counter in (doc_id("p", "demo", plan.period_key), doc_id("m", "demo", user,
+                                                                  plan.period_key)):
+        world.db.collection("counters").document(counter).set(
+            {"spent": Increment(cost_nano), "held": Increment(0), "inflight": Increment(0)},
+            merge=True)
 
 
 # ---- tests --------------------------------------------------------------------------
