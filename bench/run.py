@@ -345,9 +345,11 @@ def _start_stack(cfg: Config, work: Path, args: argparse.Namespace,
         "TOLLGATE_SECRETS_FILE": str(secrets_file), "TIKTOKEN_CACHE_DIR": str(tk_dir),
         "TOLLGATE_UPSTREAM_TIMEOUT_S": "120"})
     os.environ.pop("OPENAI_API_KEY", None)
-    from google.cloud import firestore
+    from functions.settings import Settings
+    from functions.store import make_client
 
-    db = firestore.Client(project=gcp_project, database="tollgate")
+    # the client the functions use, channel options included: the floor is like for like
+    db = make_client(Settings.from_env())
     closers.append(db.close)
     keys, per_call = seed(db, secrets_file, urls, cfg)
 
@@ -542,7 +544,7 @@ FloorFn = Callable[[int], tuple[float, float, float]]
 
 
 def make_floor(st: Stack) -> FloorFn:
-    """The Firestore work of one call, issued directly with the same client library:
+    """The Firestore work of one call, issued directly with the proxy's own client:
     one get_all of the 7 documents the proxy reads, the reserve batch (2 counters +
     hold), the settle batch (2 counters + usage record shaped like the proxy's + hold
     update). Counters of a project of their own. Returns one iteration's three times."""

@@ -114,6 +114,15 @@ class Membership(Writer):
         run(self.db.transaction())
         return key
 
+    def _revoke_active(self, project: str, user: str, name: str,
+                       tx: firestore.Transaction) -> Any:
+        """Inside ``tx``: mark the active key ``name`` revoked; its snapshot, or 404."""
+        old = self._active_key(project, user, name, tx)
+        if old is None:
+            raise ResourceNotFound(f"'{user}' has no active key named '{name}' in '{project}'.")
+        tx.update(old.reference, {"revoked_at": utcnow()})
+        return old
+
     def rotate_key(self, project: str, user: str, name: str,
                    expires_at: datetime | None = None, *, actor: str = SYSTEM) -> str:
         """A new key under the same name; the old one stops at once."""
@@ -121,10 +130,7 @@ class Membership(Writer):
 
         @firestore.transactional
         def run(tx: firestore.Transaction) -> None:
-            old = self._active_key(project, user, name, tx)
-            if old is None:
-                raise ResourceNotFound(f"'{user}' has no active key named '{name}' in '{project}'.")
-            tx.update(old.reference, {"revoked_at": utcnow()})
+            old = self._revoke_active(project, user, name, tx)
             tx.create(self.ref("keys", auth.key_hash(key)), key_doc(
                 project, user, key, name, expires_at or old.get("expires_at")))
             self.audit(tx, actor, "key.rotate", f"{member_id(project, user)}|{name}",
@@ -136,10 +142,7 @@ class Membership(Writer):
     def revoke_key(self, project: str, user: str, name: str, *, actor: str = SYSTEM) -> None:
         @firestore.transactional
         def run(tx: firestore.Transaction) -> None:
-            old = self._active_key(project, user, name, tx)
-            if old is None:
-                raise ResourceNotFound(f"'{user}' has no active key named '{name}' in '{project}'.")
-            tx.update(old.reference, {"revoked_at": utcnow()})
+            old = self._revoke_active(project, user, name, tx)
             self.audit(tx, actor, "key.revoke", f"{member_id(project, user)}|{name}",
                        {"last4": old.get("last4")})
 

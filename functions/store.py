@@ -16,7 +16,9 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+import grpc
 from google.cloud import firestore
+from google.cloud.firestore_v1 import base_client
 
 from functions import indexes
 from functions.budget import doc_id
@@ -35,10 +37,42 @@ from functions.settings import Settings
 CONFIG_TTL_S = 30.0  # per-instance cache of configuration that is not money
 
 
+# Firestore's reads (BatchGetDocuments, RunQuery, aggregations) are gRPC unary-stream
+# calls. By default grpc runs each on a "channel spin" thread that it starts for the call
+# and lets die after it: ~1 ms of latency and ~0.4 ms of CPU on every get_all, measured
+# on the emulator (p50 2.5 -> 1.6 ms for the 7 documents a call reads). This channel
+# option makes grpc read the stream on the calling thread instead.
+_SINGLE_THREADED_READS = (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1)
+
+
+class _Client(firestore.Client):
+    """firestore.Client with our channel options. The client has no parameter for them,
+    so this repeats its channel set-up (google-cloud-firestore 2.34,
+    ``BaseClient._firestore_api_helper``) with one option more."""
+
+    def _firestore_api_helper(self, transport: Any, client_class: Any,
+                              client_module: Any) -> Any:
+        if self._firestore_api_internal is None:
+            if self._emulator_host is not None:
+                # as the library does: insecure, and an "owner" token the emulator accepts
+                channel = grpc.insecure_channel(self._emulator_host, options=[
+                    ("Authorization", "Bearer owner"), *base_client._GRPC_MSG_SIZE_OPTIONS,
+                    _SINGLE_THREADED_READS])
+            else:
+                channel = transport.create_channel(
+                    self._target, credentials=self._credentials,
+                    options=[*base_client._DEFAULT_CHANNEL_OPTIONS, _SINGLE_THREADED_READS])
+            self._transport = transport(host=self._target, channel=channel)
+            self._firestore_api_internal = client_class(
+                transport=self._transport, client_options=self._client_options)
+            client_module._client_info = self._client_info
+        return self._firestore_api_internal
+
+
 def make_client(settings: Settings) -> firestore.Client:
     # On the emulator the client needs no credentials but must be told the project
     # explicitly, or it silently uses "google-cloud-firestore-emulator".
-    return firestore.Client(project=settings.gcp_project, database=settings.database)
+    return _Client(project=settings.gcp_project, database=settings.database)
 
 
 def member_id(project: str, user: str) -> str:

@@ -16,12 +16,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-import requests
-
 from functions import billing, sse
 from functions.billing import Admitted
 from functions.ledger import Outcome
-from functions.upstream import UpstreamResponse
+from functions.upstream import StreamBroken, UpstreamResponse
 
 SettleFn = Callable[[Admitted, Outcome], object]
 
@@ -56,7 +54,7 @@ def relay(a: Admitted, resp: UpstreamResponse, *, cap_bytes: int, started: float
                 if not meter.finished:
                     yield sse.error_event("The upstream stream ended early.",
                                           "upstream_stream_error")
-        except requests.RequestException:
+        except StreamBroken:
             status = "upstream_cut"
             yield sse.error_event("The upstream stream broke off; what was received has "
                                   "been billed as an estimate.", "upstream_stream_error")

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -123,6 +124,18 @@ class World:
 
         snap = self.db.collection("counters").document(doc_id(scope, *parts)).get()
         return snap.to_dict() or {}
+
+
+def wait_for_usage(world: World, n: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The usage records once there are at least n (a stream books after its last byte,
+    which a client may see before the settlement lands)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recs = world.usage()
+        if len(recs) >= n:
+            return recs
+        time.sleep(0.05)
+    raise AssertionError("no usage record was booked")
 
 
 @pytest.fixture

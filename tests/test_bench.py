@@ -123,8 +123,11 @@ def test_overshoot_low_estimate_run_is_bounded_by_the_excess(results):
     assert over["all_callers_returned"]
     assert over["usage_cost_sum_nano"] == over["spend_nano"]
     assert over["sum_actual_minus_estimate_nano"] > 0
-    # SPEC §2: spend never exceeds a limit by more than the estimates' shortfall
-    assert over["overshoot_nano"] <= over["sum_actual_minus_estimate_nano"]
+    # SPEC §2: spend never exceeds a limit by more than the estimates' shortfall; with
+    # every admission before the first settlement (1 s upstream), exactly N fit and the
+    # overshoot is that shortfall, to the nano-dollar
+    assert over["successes"] == over["n_fitting"]
+    assert over["overshoot_nano"] == over["sum_actual_minus_estimate_nano"]
 
 
 def test_cold_start_without_download(results):

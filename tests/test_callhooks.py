@@ -106,6 +106,41 @@ def test_rpm_from_many_threads_admits_exactly_the_limit(proxy_url, world):
     assert len(world.usage()) == 5
 
 
+def test_tpm_from_many_threads_admits_what_fits_and_books_within_it(proxy_url, world):
+    from functions import tokens
+
+    body = {**CHAT, "max_tokens": 40}
+    estimate = tokens.estimate_input_tokens("chat", body, "gpt-4o-mini") + 40
+    tpm = 3 * estimate + estimate // 2  # room for exactly three estimates
+    world.prov.update_project("demo", tpm=tpm)
+    while datetime.now(UTC).second > 45:  # keep the burst inside one minute window
+        time.sleep(1)
+    results: Counter[int] = Counter()
+    lock, start = threading.Lock(), threading.Barrier(10)
+
+    def call() -> None:
+        start.wait()
+        r = requests.post(proxy_url + "/v1/chat/completions", json=body, timeout=30,
+                          headers=bearer(world.keys["bob"]))
+        with lock:
+            results[r.status_code] += 1
+            assert r.status_code == 200 or "tokens (estimated at admission) per minute" in (
+                r.json()["error"]["message"])
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {200: 3, 429: 7}
+    # settled: the window holds the actual tokens of the admitted calls, within tpm
+    recs = world.usage()
+    [window] = [s.to_dict() for s in world.db.collection("windows").stream()]
+    booked = sum(r["input_tokens"] + r["output_tokens"] for r in recs)
+    assert len(recs) == 3 and window["requests"] == 3
+    assert window["tokens"] == booked <= tpm
+
+
 # --- alerts -------------------------------------------------------------------------------
 
 class Receiver:

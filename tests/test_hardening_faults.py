@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from functions import pricing, sse, tokens
-from tests.conftest import UPSTREAM_SECRET, bearer, make_price
+from tests.conftest import UPSTREAM_SECRET, bearer, make_price, wait_for_usage
 from tests.emulator import free_port
 from tests.fake_upstream import Error, InvalidJSON, Stall, Stream
 
@@ -41,15 +41,6 @@ def balanced(world: Any) -> list[dict[str, Any]]:
         assert c.get("spent", 0) == sum(r["cost_nano"] for r in mine), (cid, c)
     return recs
 
-
-def wait_for_usage(world: Any, n: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        recs = world.usage()
-        if len(recs) >= n:
-            return recs
-        time.sleep(0.05)
-    raise AssertionError("no usage record was booked")
 
 
 def events(data: bytes) -> list[sse.Event]:

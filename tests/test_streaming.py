@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from functions import pricing, sse, tokens
-from tests.conftest import MINI, make_price
+from tests.conftest import MINI, make_price, wait_for_usage
 from tests.fake_upstream import Error, Stream
 
 RATES = make_price(*MINI).tiers["default"]
@@ -24,15 +24,6 @@ def sdk(proxy_url, world):
     return openai_sdk.OpenAI(base_url=proxy_url + "/v1", api_key=world.keys["bob"],
                              max_retries=0)
 
-
-def wait_for_usage(world, n=1, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        recs = world.usage()
-        if len(recs) >= n:
-            return recs
-        time.sleep(0.05)
-    raise AssertionError("no usage record was booked")
 
 
 def raw_stream(proxy_url, key, body, path="/v1/chat/completions"):
