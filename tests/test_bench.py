@@ -57,6 +57,10 @@ def test_latency_proxy_and_direct(results):
     assert lat["proxy_ms"]["p50"] >= lat["upstream_latency_ms"]
     assert all(number(lat["overhead_ms"][k]) for k in ("p50", "p95", "p99"))
     assert number(lat["worker_cpu_ms_per_call"]) and lat["worker_cpu_ms_per_call"] > 0
+    # the pass-through function answered every call, through the upstream's latency too
+    percentiles(lat["passthrough_ms"])
+    assert lat["passthrough_ms"]["n"] == lat["calls"]
+    assert lat["passthrough_ms"]["p50"] >= lat["upstream_latency_ms"]
 
 
 def test_streaming_first_byte_last_byte_and_gaps(results):
