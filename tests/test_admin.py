@@ -74,6 +74,23 @@ def test_lead_adds_rebudgets_rotates_and_removes_members(admin_client, world):
     assert actors == {"lead:alice@demo"}
 
 
+def test_an_admin_makes_a_member_lead_and_back(admin_client, world):
+    bob = world.keys["bob"]
+    world.prov.create_user("carol")
+    assert err(admin_client, "GET", "/projects/demo/members", token=bob)[0] == 403
+    assert call(admin_client, "PATCH", "/projects/demo/members/bob", {"role": "lead"},
+                status=200)["role"] == "lead"
+    # bob's own key now manages demo's members, and only that
+    call(admin_client, "POST", "/projects/demo/members", {"user": "carol"}, token=bob,
+         status=201)
+    assert err(admin_client, "GET", "/users", token=bob)[0] == 403
+    assert call(admin_client, "PATCH", "/projects/demo/members/bob", {"role": "member"},
+                status=200)["role"] == "member"
+    assert err(admin_client, "GET", "/projects/demo/members", token=bob)[0] == 403
+    assert err(admin_client, "PATCH", "/projects/demo/members/bob",
+               {"role": "owner"})[1]["param"] == "role"
+
+
 # --- users ----------------------------------------------------------------------------
 
 def test_users_crud_and_disable_stops_keys_at_once(admin_client, client, world):
@@ -86,6 +103,9 @@ def test_users_crud_and_disable_stops_keys_at_once(admin_client, client, world):
     assert err(admin_client, "POST", "/users", {"id": "x", "admin": True})[1]["param"] == "admin"
     assert err(admin_client, "GET", "/users/nobody")[0] == 404
     assert call(admin_client, "PATCH", "/users/dave", {"name": "D."}, status=200)["name"] == "D."
+    got = call(admin_client, "GET", "/users/dave", status=200)
+    assert (got["id"], got["name"], got["email"], got["disabled"]) == (
+        "dave", "D.", "d@example.com", False)
     ids = [x["id"] for x in call(admin_client, "GET", "/users", status=200)["data"]]
     assert ids == ["alice", "bob", "dave"]
 
@@ -252,6 +272,8 @@ def test_limits_set_list_and_clear(admin_client, client, world):
     r = client.post("/v1/chat/completions", json=CHAT, headers=bearer(world.keys["bob"]))
     assert r.status_code == 200
     assert err(admin_client, "DELETE", "/projects/demo/limits/gpt-4o-mini")[0] == 404
+    call(admin_client, "DELETE", "/projects/demo/limits/gpt-4o-mini/users/bob", status=200)
+    assert call(admin_client, "GET", "/projects/demo/limits", status=200)["data"] == []
     assert err(admin_client, "PUT", "/projects/demo/limits/m/users/ghost", {})[0] == 404
     assert err(admin_client, "PUT", "/projects/demo/limits/m", {"rpm": -1})[1]["param"] == "rpm"
 
