@@ -1,0 +1,184 @@
+"""Admin handlers for a project's people and guards: members and their keys, limits,
+the response cache, budget alerts and the hold sweep. A mixin of ``admin_handlers.
+Handlers`` (the routes name its methods); a project lead's key reaches the member
+ones for the lead's own project (``admin.py`` decides)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.cloud import firestore
+
+from functions import indexes
+from functions import validate as v
+from functions.admin_json import Resp, ok
+from functions.budget import doc_id, period_key
+from functions.errors import InvalidRequest, PermissionDenied, ResourceNotFound
+from functions.ledger import Ledger, utcnow
+from functions.membership import Membership, check_role
+from functions.provision import Provisioner
+from functions.settings import Settings
+from functions.store import member_id
+
+
+class MemberHandlers:
+    settings: Settings
+    db: firestore.Client
+    prov: Provisioner
+    members: Membership
+
+    # --- members and keys --------------------------------------------------------------------
+
+    def list_members(self, project: str, **_: Any) -> Resp:
+        proj = self.prov.get("projects", project, "project")
+        period = period_key(proj.get("budget_period", "monthly"), utcnow())
+        members = self.members.list_members(project)
+        refs = [self.prov.ref("counters", doc_id("m", project, str(m["user"]), period))
+                for m in members]
+        spent = {s.id: int((s.to_dict() or {}).get("spent", 0))
+                 for s in self.db.get_all(refs) if s.exists} if refs else {}
+        out = []
+        for m, ref in zip(members, refs, strict=True):
+            out.append({"user": m["user"], "role": m.get("role"),
+                        "budget_nano": m.get("budget_nano"), "spent_nano": spent.get(ref.id, 0),
+                        "created_at": m.get("created_at"),
+                        "keys": self.members.list_keys(project, str(m["user"]))})
+        return ok({"data": out, "period": period})
+
+    def add_member(self, actor: Any, body: Any, project: str, **_: Any) -> Resp:
+        b = v.body_object(body)
+        v.only_fields(b, {"user", "role", "budget_usd", "key_name"})
+        user = v.ident(b, "user") or ""
+        role = check_role(b.get("role", "member"))
+        if actor.lead_of and role != "member":
+            raise PermissionDenied("A project lead may only add members, not leads.",
+                                   param="role")
+        key = self.members.add_member(project, user, role=role, budget_nano=v.usd_nano(b),
+                                      key_name=v.ident(b, "key_name", required=False)
+                                      or "default", actor=actor.name)
+        member = self.prov.get("members", member_id(project, user), "member")
+        return ok({"member": member, "key": key}, 201)
+
+    def update_member(self, actor: Any, body: Any, project: str, user: str, **_: Any) -> Resp:
+        b = v.body_object(body)
+        v.only_fields(b, {"budget_usd", "role"})
+        fields: dict[str, Any] = {}
+        if "budget_usd" in b:
+            fields["budget_nano"] = v.usd_nano(b)
+        if "role" in b:
+            if actor.lead_of:
+                raise PermissionDenied("A project lead may change budgets, not roles.",
+                                       param="role")
+            fields["role"] = check_role(b["role"])
+        if not fields:
+            raise InvalidRequest("Nothing to change: send budget_usd or role.")
+        return ok(self.members.update_member(project, user, fields, actor=actor.name))
+
+    def remove_member(self, actor: Any, project: str, user: str, **_: Any) -> Resp:
+        n = self.members.remove_member(project, user, actor=actor.name)
+        return ok({"deleted": True, "keys_revoked": n})
+
+    def list_keys(self, project: str, user: str, **_: Any) -> Resp:
+        self.prov.get("members", member_id(project, user), "member")
+        return ok({"data": self.members.list_keys(project, user)})
+
+    def _expiry(self, b: dict[str, Any]) -> datetime | None:
+        if b.get("expires_at") is None:
+            return None
+        return v.timestamp(b["expires_at"], "expires_at")
+
+    def add_key(self, actor: Any, body: Any, project: str, user: str, **_: Any) -> Resp:
+        b = v.body_object(body)
+        v.only_fields(b, {"name", "expires_at"})
+        name = v.ident(b, "name") or ""
+        expires = self._expiry(b)
+        key = self.members.add_key(project, user, name, expires, actor=actor.name)
+        return ok({"name": name, "key": key, "last4": key[-4:], "expires_at": expires}, 201)
+
+    def rotate_key(self, actor: Any, body: Any, project: str, user: str, name: str,
+                   **_: Any) -> Resp:
+        b = v.body_object(body)
+        v.only_fields(b, {"expires_at"})
+        key = self.members.rotate_key(project, user, name, self._expiry(b), actor=actor.name)
+        return ok({"name": name, "key": key, "last4": key[-4:]})
+
+    def revoke_key(self, actor: Any, project: str, user: str, name: str, **_: Any) -> Resp:
+        self.members.revoke_key(project, user, name, actor=actor.name)
+        return ok({"revoked": True})
+
+    # --- limits, cache, sweep ----------------------------------------------------------------
+
+    def list_limits(self, project: str, **_: Any) -> Resp:
+        self.prov.get("projects", project, "project")
+        docs = [s.to_dict() or {} for s in indexes.query(
+            self.db, "limits", equals={"project": project}).stream()]
+        return ok({"data": sorted(docs, key=lambda d: (str(d.get("model")),
+                                                       str(d.get("user") or "")))})
+
+    def set_limit(self, actor: Any, body: Any, project: str, model: str,
+                  user: str | None = None, **_: Any) -> Resp:
+        b = v.body_object(body)
+        v.only_fields(b, {"budget_usd", "rpm", "tpm"})
+        self.prov.get("projects", project, "project")
+        if user is not None:
+            self.prov.get("members", member_id(project, user), "member")
+        doc = self.prov.set_limit(project, model, user, budget_nano=v.usd_nano(b),
+                                  rpm=v.integer(b, "rpm", lo=1, hi=10**9),
+                                  tpm=v.integer(b, "tpm", lo=1, hi=10**12), actor=actor.name)
+        return ok(doc)
+
+    def delete_limit(self, actor: Any, project: str, model: str, user: str | None = None,
+                     **_: Any) -> Resp:
+        from functions.store import limit_id
+
+        if not self.prov.ref("limits", limit_id(project, model, user)).get().exists:
+            raise ResourceNotFound("No such limit.")
+        self.prov.delete_limit(project, model, user, actor=actor.name)
+        return ok({"deleted": True})
+
+    def flush_cache(self, actor: Any, project: str, **_: Any) -> Resp:
+        self.prov.get("projects", project, "project")
+        n = 0
+        q = indexes.query(self.db, "cache_entries", equals={"project": project})
+        batch = self.db.batch()
+        for snap in q.stream():
+            batch.delete(snap.reference)
+            n += 1
+        self.prov.audit(batch, actor.name, "cache.flush", project, {"entries": n})
+        batch.commit()
+        return ok({"flushed": n})
+
+    def get_alerts(self, project: str, **_: Any) -> Resp:
+        from functions.alerts import DEFAULT_THRESHOLDS
+
+        d = self.prov.get("projects", project, "project")
+        sent = [s.to_dict() or {} for s in indexes.query(
+            self.db, "alerts_sent", equals={"project": project}).stream()]
+        config = d.get("alerts") or {"webhook_url": None, "thresholds": list(DEFAULT_THRESHOLDS)}
+        return ok({"config": config, "sent": sorted(sent, key=lambda a: a["ts"], reverse=True)})
+
+    def set_alerts(self, actor: Any, body: Any, project: str, **_: Any) -> Resp:
+        b = v.body_object(body)
+        v.only_fields(b, {"webhook_url", "thresholds"})
+        url = v.text(b, "webhook_url", max_len=500)
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise InvalidRequest("'webhook_url' must be an http(s) URL.", param="webhook_url")
+        thresholds = b.get("thresholds", [50, 80, 100])
+        if (not isinstance(thresholds, list) or not thresholds or len(thresholds) > 10
+                or not all(isinstance(t, int) and not isinstance(t, bool) and 0 < t <= 1000
+                           for t in thresholds)):
+            raise InvalidRequest("'thresholds' must be a list of 1-10 whole percentages "
+                                 "(1-1000).", param="thresholds")
+        alerts = {"webhook_url": url, "thresholds": sorted(set(thresholds))}
+        self.prov.update_project(project, actor=actor.name, alerts=alerts)
+        return self.get_alerts(project)
+
+    def sweep(self, actor: Any, **_: Any) -> Resp:
+        ledger, total = Ledger(self.db), 0
+        while (n := ledger.sweep(limit=100)) > 0 and total < 10_000:
+            total += n
+        batch = self.db.batch()
+        self.prov.audit(batch, actor.name, "holds.sweep", "*", {"swept": total})
+        batch.commit()
+        return ok({"swept": total})
