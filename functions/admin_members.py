@@ -21,6 +21,8 @@ from functions.provision import Provisioner
 from functions.settings import Settings
 from functions.store import member_id
 
+_FLUSH_SLICE = 400
+
 
 class MemberHandlers:
     settings: Settings
@@ -139,15 +141,20 @@ class MemberHandlers:
 
     def flush_cache(self, actor: Any, project: str, **_: Any) -> Resp:
         self.prov.get("projects", project, "project")
-        n = 0
         q = indexes.query(self.db, "cache_entries", equals={"project": project})
-        batch = self.db.batch()
-        for snap in q.stream():
-            batch.delete(snap.reference)
-            n += 1
-        self.prov.audit(batch, actor.name, "cache.flush", project, {"entries": n})
-        batch.commit()
-        return ok({"flushed": n})
+        refs = [snap.reference for snap in q.stream()]
+        # A commit takes at most 500 writes: delete in slices, the audit record riding in
+        # the last. A flush cut short is safe to repeat (it only deletes).
+        slices = [refs[i:i + _FLUSH_SLICE] for i in range(0, len(refs), _FLUSH_SLICE)] or [[]]
+        for k, part in enumerate(slices):
+            batch = self.db.batch()
+            for ref in part:
+                batch.delete(ref)
+            if k == len(slices) - 1:
+                self.prov.audit(batch, actor.name, "cache.flush", project,
+                                {"entries": len(refs)})
+            batch.commit()
+        return ok({"flushed": len(refs)})
 
     def get_alerts(self, project: str, **_: Any) -> Resp:
         from functions.alerts import DEFAULT_THRESHOLDS

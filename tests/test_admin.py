@@ -303,6 +303,32 @@ def test_sweep_books_expired_holds(admin_client, world):
     assert call(admin_client, "POST", "/sweep", status=200) == {"swept": 0}
 
 
+def test_cache_flush_of_more_entries_than_one_commit_takes(admin_client, world, monkeypatch):
+    # Production Firestore refuses a commit of over 500 writes; the emulator does not
+    # check, so every commit's size is checked here.
+    from google.cloud.firestore_v1.batch import WriteBatch
+    sizes: list[int] = []
+    real_commit = WriteBatch.commit
+
+    def commit(self, *a, **kw):
+        sizes.append(len(self._write_pbs))
+        assert sizes[-1] <= 500, "a commit of more than 500 writes"
+        return real_commit(self, *a, **kw)
+
+    monkeypatch.setattr(WriteBatch, "commit", commit)
+    for lo in range(0, 1100, 400):  # seeded in batches under the 500-write limit
+        batch = world.db.batch()
+        for i in range(lo, min(lo + 400, 1100)):
+            batch.set(world.db.collection("cache_entries").document(f"e{i}"), {"project": "demo"})
+        batch.commit()
+    assert call(admin_client, "POST", "/projects/demo/cache/flush", status=200) == {
+        "flushed": 1100}
+    assert list(world.db.collection("cache_entries").limit(1).stream()) == []
+    [rec] = [a for a in audit(admin_client) if a["action"] == "cache.flush"]
+    assert rec["details"] == {"entries": 1100}
+    assert max(sizes) <= 401 and sum(sizes) >= 1100 + 1100 + 1  # seeds, deletes, audit
+
+
 def test_cache_flush_and_ratelimits_answer(admin_client, world):
     world.db.collection("cache_entries").document("x").set({"project": "demo"})
     world.db.collection("cache_entries").document("y").set({"project": "other"})

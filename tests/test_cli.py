@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 import requests
@@ -26,10 +27,11 @@ COMMANDS = [
     ["model"], ["model", "add"], ["model", "cost"], ["model", "show"],
     ["prices"], ["prices", "load"],
     ["project"], ["project", "create"], ["project", "list"], ["project", "show"],
+    ["project", "alerts"], ["project", "flush-cache"],
     ["member"], ["member", "add"], ["member", "list"], ["member", "budget"],
     ["member", "remove"], ["member", "rotate"],
     ["limit"], ["limit", "set"], ["limit", "clear"], ["limit", "list"],
-    ["usage"], ["queries"], ["sweep"], ["audit"],
+    ["usage"], ["queries"], ["ratelimits"], ["sweep"], ["audit"],
 ]
 Run = Callable[..., str]
 
@@ -290,6 +292,36 @@ def test_limits_set_list_clear(run, world, admin_url):
                                                                  ("bob", None, 1000)]
     run("limit", "clear", "demo", "gpt-4o-mini", "--user", "bob")
     assert len(get(admin_url, "/projects/demo/limits")["data"]) == 1
+
+
+def test_alerts_cache_flush_and_ratelimits(run, world, admin_url, proxy_url):
+    out = run("project", "alerts", "demo")
+    assert "webhook: (none" in out and "50 %, 80 %, 100 %" in out and "no alert sent" in out
+    out = run("project", "alerts", "demo", "--webhook", "https://hooks.example.com/t",
+              "--thresholds", "80,100")
+    assert "webhook: https://hooks.example.com/t" in out and "thresholds: 80 %, 100 %" in out
+    assert get(admin_url, "/projects/demo/alerts")["config"] == {
+        "webhook_url": "https://hooks.example.com/t", "thresholds": [80, 100]}
+    assert "whole percentages" in run("project", "alerts", "demo", "--thresholds", "lots",
+                                      code=1)
+    world.db.collection("alerts_sent").document("x|80").set({
+        "project": "demo", "limit": "project 'demo'", "threshold_percent": 80,
+        "spent_usd": "4.000000000", "budget_usd": "5.000000000", "period": "2026-12",
+        "ts": datetime.now(UTC), "delivered": True})
+    row = run("project", "alerts", "demo").splitlines()[-1].split()
+    assert row[-5:] == ["80", "4.000000000", "5.000000000", "2026-12", "yes"]
+
+    for i in range(3):
+        world.db.collection("cache_entries").document(f"c{i}").set({"project": "demo"})
+    assert run("project", "flush-cache", "demo") == "flushed 3 cached answer(s) of demo\n"
+    assert "(not_found)" in run("project", "flush-cache", "nope", code=1)
+
+    r = requests.post(proxy_url + "/v1/chat/completions", json=CHAT,
+                      headers=bearer(world.keys["bob"]), timeout=30)
+    assert r.status_code == 200
+    lines = run("ratelimits").splitlines()
+    assert lines[0].split()[:3] == ["external", "key", "seen"]
+    assert any(ln.split()[-2:] == ["remaining-requests", "9999"] for ln in lines[1:])
 
 
 # --- sweep and audit ------------------------------------------------------------------------
