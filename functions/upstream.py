@@ -88,9 +88,14 @@ class Upstream:
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str],
              stream: bool = False) -> UpstreamResponse:
+        headers = dict(headers)
+        if not stream:
+            # JSON compresses ~5x; urllib3 decodes it. Streams stay identity: a gzip
+            # decoder may hold back a small event until more bytes arrive.
+            headers.setdefault("accept-encoding", "gzip")
         try:
             r = cast(urllib3.HTTPResponse, self.pool.urlopen(
-                "POST", url, body=body, headers=dict(headers), timeout=self.timeout,
+                "POST", url, body=body, headers=headers, timeout=self.timeout,
                 retries=False, redirect=False, preload_content=False))
         except NewConnectionError:
             # before U3Timeout: urllib3 makes it a subclass of ConnectTimeoutError

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import json
 import select
 import signal
@@ -421,6 +422,10 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str,
         extra: dict[str, str] | None = None,
     ) -> None:
+        if "gzip" in self.headers.get("Accept-Encoding", "").lower():
+            # as OpenAI (behind Cloudflare) does for JSON answers when asked
+            payload = gzip.compress(payload)
+            extra = {**(extra or {}), "Content-Encoding": "gzip"}
         self._start(status, content_type, len(payload), extra)
         self.wfile.write(payload)
 

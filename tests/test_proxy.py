@@ -47,6 +47,8 @@ def test_chat_call_is_forwarded_priced_and_booked(client, world):
     assert world.keys["bob"] not in json.dumps(sent.headers)
     assert sent.json["max_completion_tokens"] == 256
     assert sent.json["safety_identifier"].startswith("tg-")
+    assert sent.headers["accept-encoding"] == "gzip"  # answered gzipped, decoded for the client
+    assert "content-encoding" not in r.headers
     assert "bob" not in sent.json["safety_identifier"]
 
     # what the client sees

@@ -63,8 +63,9 @@ def test_usage_chunk_is_hidden_from_a_client_that_did_not_ask(proxy_url, world):
     for ev in events[:-1]:
         obj = ev.json()
         assert obj["choices"] != [] and obj.get("usage") is None
-    sent = world.upstream.received[-1].json
-    assert sent["stream_options"] == {"include_usage": True}  # asked upstream anyway
+    sent = world.upstream.received[-1]
+    assert sent.json["stream_options"] == {"include_usage": True}  # asked upstream anyway
+    assert "gzip" not in sent.headers.get("accept-encoding", "")  # events pass as they come
     [rec] = wait_for_usage(world)
     assert rec["estimated"] is False and rec["output_tokens"] > 0  # billed from that chunk
 
