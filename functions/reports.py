@@ -90,7 +90,7 @@ def filter_value(args: Mapping[str, str], name: str) -> str | None:
     """An id to filter on: ids are printable ASCII of at most 256 characters, and
     Firestore refuses query values over 1500 bytes, so anything else is a 400."""
     v = args.get(name) or None
-    if v is not None and (len(v) > 256 or not v.isascii() or not v.isprintable()):
+    if v is not None and not validate.is_name(v):
         raise InvalidRequest(f"'{name}' is not an id.", param=name)
     return v
 

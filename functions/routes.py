@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from functions.errors import InvalidRequest, NotFound, UnsupportedParameter
+from functions.validate import is_name
 
 CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES = "chat", "completions", "embeddings", "responses"
 MODELS_LIST, MODEL_GET = "models_list", "model_get"
@@ -125,8 +126,7 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
     model = body.get("model")
     if model is None:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
-    if (not isinstance(model, str) or not model.strip() or len(model) > 256
-            or not model.isascii() or not model.isprintable()):
+    if not isinstance(model, str) or not model.strip() or not is_name(model):
         raise InvalidRequest("'model' must be a model name (printable ASCII, at most 256 "
                              "characters).", param="model")
     _require_type(body, "stream", (bool,), "a boolean")

@@ -21,6 +21,12 @@ def body_object(body: Any) -> dict[str, Any]:
     return body
 
 
+def is_name(value: str, max_len: int = 256) -> bool:
+    """Printable ASCII of 1 to ``max_len`` characters: what a model name or an id used as
+    a filter can be (Firestore bounds ids and query values at 1500 bytes)."""
+    return 0 < len(value) <= max_len and value.isascii() and value.isprintable()
+
+
 def ident(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     """An id: 1-128 of letters, digits and . _ @ -, starting with a letter or digit."""
     v = body.get(name)
