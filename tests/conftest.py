@@ -12,11 +12,11 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from google.cloud import firestore
@@ -124,6 +124,35 @@ class World:
 
         snap = self.db.collection("counters").document(doc_id(scope, *parts)).get()
         return snap.to_dict() or {}
+
+
+T = TypeVar("T")
+
+
+def burst(n: int, call: Callable[[], T], timeout_s: float = 120.0) -> list[T]:
+    """n calls released together by a barrier, one thread each; their results. An
+    exception in a call is raised here, in the test's thread, where pytest sees it."""
+    start = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = ("ok", call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            results[i] = ("raised", exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout_s
+    for t in threads:
+        t.join(max(0.1, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), f"calls still running after {timeout_s} s"
+    for kind, value in results:
+        if kind == "raised":
+            raise value
+    return [value for _, value in results]
 
 
 def wait_for_usage(world: World, n: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from functions.budget import limits_for, rate_limits_for, retry_after_s
 from functions.errors import RateLimited
 from functions.ledger import HoldPlan, Ledger, Outcome
 from functions.pricing import Usage
-from tests.conftest import admin_auth, bearer
+from tests.conftest import admin_auth, bearer, burst
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 T0 = datetime(2026, 11, 23, 12, 0, 10, tzinfo=UTC)
@@ -78,31 +78,22 @@ def test_tpm_counts_the_estimate_then_the_actual(db):
     assert (window["requests"], window["tokens"]) == (2, 750)
 
 
+def inside_one_minute() -> None:
+    """Wait, if need be, so that a burst started now stays inside one minute window."""
+    while datetime.now(UTC).second > 45:
+        time.sleep(1)
+
+
 def test_rpm_from_many_threads_admits_exactly_the_limit(proxy_url, world):
     world.prov.update_project("demo", rpm=5)
-    while datetime.now(UTC).second > 45:  # keep the burst inside one minute window
-        time.sleep(1)
-    results: Counter[int] = Counter()
-    retry: list[str] = []
-    lock, start = threading.Lock(), threading.Barrier(12)
-
-    def call() -> None:
-        start.wait()
-        r = requests.post(proxy_url + "/v1/chat/completions", json=CHAT, timeout=30,
-                          headers=bearer(world.keys["bob"]))
-        with lock:
-            results[r.status_code] += 1
-            if r.status_code == 429:
-                assert r.json()["error"]["code"] == "rate_limit_exceeded"
-                retry.append(r.headers["retry-after"])
-
-    threads = [threading.Thread(target=call) for _ in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert results == {200: 5, 429: 7}
-    assert all(1 <= int(x) <= 60 for x in retry)
+    inside_one_minute()
+    answers = burst(12, lambda: requests.post(
+        proxy_url + "/v1/chat/completions", json=CHAT, timeout=30,
+        headers=bearer(world.keys["bob"])), timeout_s=60)
+    assert Counter(r.status_code for r in answers) == {200: 5, 429: 7}
+    refused = [r for r in answers if r.status_code == 429]
+    assert all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in refused)
+    assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in refused)
     assert len(world.usage()) == 5
 
 
@@ -116,26 +107,13 @@ def test_tpm_from_many_threads_admits_what_fits_and_books_within_it(proxy_url, w
     # settlement corrects the window to the (smaller) actual tokens and so frees room:
     # a slow upstream keeps every admission before the first settlement
     world.upstream.latency_s = 1.0
-    while datetime.now(UTC).second > 45:  # keep the burst inside one minute window
-        time.sleep(1)
-    results: Counter[int] = Counter()
-    lock, start = threading.Lock(), threading.Barrier(10)
-
-    def call() -> None:
-        start.wait()
-        r = requests.post(proxy_url + "/v1/chat/completions", json=body, timeout=30,
-                          headers=bearer(world.keys["bob"]))
-        with lock:
-            results[r.status_code] += 1
-            assert r.status_code == 200 or "tokens (estimated at admission) per minute" in (
-                r.json()["error"]["message"])
-
-    threads = [threading.Thread(target=call) for _ in range(10)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert results == {200: 3, 429: 7}
+    inside_one_minute()
+    answers = burst(10, lambda: requests.post(
+        proxy_url + "/v1/chat/completions", json=body, timeout=30,
+        headers=bearer(world.keys["bob"])), timeout_s=60)
+    assert Counter(r.status_code for r in answers) == {200: 3, 429: 7}
+    assert all("tokens (estimated at admission) per minute" in r.json()["error"]["message"]
+               for r in answers if r.status_code != 200)
     # settled: the window holds the actual tokens of the admitted calls, within tpm
     recs = world.usage()
     [window] = [s.to_dict() for s in world.db.collection("windows").stream()]
@@ -181,14 +159,9 @@ def test_each_threshold_is_posted_once_per_period(client, admin_client, world):
     r = admin_client.put("/projects/demo/alerts", headers=admin_auth(),
                          json={"webhook_url": hook.url, "thresholds": [80, 50]})
     assert r.status_code == 200 and r.get_json()["config"]["thresholds"] == [50, 80]
-    threads = [threading.Thread(target=post, args=(client, world.keys["bob"]))
-               for _ in range(3)]
     for _ in range(3):
         post(client, world.keys["bob"])  # calls 2-4
-    for t in threads:  # calls 5-7 together: one of them crosses 50 %
-        t.start()
-    for t in threads:
-        t.join(30)
+    burst(3, lambda: post(client, world.keys["bob"]), timeout_s=30)  # 5-7: one crosses 50 %
     post(client, world.keys["bob"])  # call 8 crosses 80 %
     post(client, world.keys["bob"])  # call 9: nothing new
     got = sorted((p["threshold_percent"], p["limit"]) for p in hook.posts)

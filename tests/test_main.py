@@ -3,7 +3,6 @@ and a budget hammered by 100 concurrent callers."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -12,7 +11,7 @@ import pytest
 import requests
 
 from functions import pricing, tokens
-from tests.conftest import MINI, make_price
+from tests.conftest import MINI, burst, make_price
 
 RATES = make_price(*MINI).tiers["default"]
 ROUTE_OF = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
@@ -91,24 +90,10 @@ def test_hundred_callers_against_a_budget_of_exactly_ten_calls(proxy_url, world)
         RATES, tokens.estimate_input_tokens("chat", body, "gpt-4o-mini"), 100)
     world.prov.update_project("demo", budget_nano=10 * per_call)
 
-    statuses: Counter[int] = Counter()
-    lock = threading.Lock()
-    start = threading.Barrier(100)
-
-    def call() -> None:
-        start.wait()
-        r = requests.post(proxy_url + "/v1/chat/completions", json=body, timeout=60,
-                          headers={"Authorization": f"Bearer {world.keys['bob']}"})
-        with lock:
-            statuses[r.status_code] += 1
-
-    threads = [threading.Thread(target=call) for _ in range(100)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-
-    assert statuses == {200: 10, 429: 90}
+    answers = burst(100, lambda: requests.post(
+        proxy_url + "/v1/chat/completions", json=body, timeout=60,
+        headers={"Authorization": f"Bearer {world.keys['bob']}"}))
+    assert Counter(r.status_code for r in answers) == {200: 10, 429: 90}
     recs = world.usage()
     assert len(recs) == 10 and all(r["cost_nano"] == per_call for r in recs)
     counter = world.counter("p", "demo", datetime.now(UTC).strftime("%Y-%m"))
