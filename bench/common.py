@@ -6,7 +6,9 @@ import os
 import socket
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,19 @@ def proc_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_threads(n: int, target: Callable[[], None], limit_s: float) -> tuple[float, int]:
+    """``target`` in n daemon threads, joined within ``limit_s`` in all: (wall seconds,
+    how many returned). A thread still running is counted, never waited for further."""
+    threads = [threading.Thread(target=target, daemon=True) for _ in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + limit_s
+    for t in threads:
+        t.join(max(0.1, deadline - time.monotonic()))
+    return time.perf_counter() - t0, sum(1 for t in threads if not t.is_alive())
 
 
 def log(msg: str) -> None:

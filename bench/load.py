@@ -22,6 +22,7 @@ from bench.common import (
     ms_summary,
     proc_status_kib,
     r3,
+    run_threads,
     session,
     timed_post,
 )
@@ -121,15 +122,7 @@ def bench_overshoot(st: Stack, project: str) -> dict[str, Any]:
         finally:
             s.close()
 
-    threads = [threading.Thread(target=call, daemon=True) for _ in range(cfg.overshoot_callers)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 120
-    for t in threads:
-        t.join(max(0.1, deadline - time.monotonic()))
-    wall = time.perf_counter() - t0
-    returned = sum(1 for t in threads if not t.is_alive())
+    wall, returned = run_threads(cfg.overshoot_callers, call, 120)
     period = period_key("monthly", datetime.now(UTC))
     # the project's counter of this period, found by its fields (not by how ids are built)
     counters = [c.to_dict() or {} for c in st.db.collection("counters").where(
@@ -155,7 +148,7 @@ def bench_overshoot(st: Stack, project: str) -> dict[str, Any]:
             int(u.get("cost_nano", 0)) for u in usage),
         "held_after_nano": int(counter.get("held", 0)),
         "inflight_after": int(counter.get("inflight", 0)),
-        "live_holds_after": len(live), "all_callers_returned": returned == len(threads),
+        "live_holds_after": len(live), "all_callers_returned": returned == cfg.overshoot_callers,
         "wall_s": r3(wall), "upstream_latency_ms": cfg.budget_latency_ms,
         "extra_prompt_tokens_per_call": cfg.extra_tokens if project == "over" else 0,
     }
@@ -241,14 +234,7 @@ def bench_memory(st: Stack) -> dict[str, Any]:
         finally:
             s.close()
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=call, daemon=True) for _ in range(cfg.mem_concurrency)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 180
-    for t in threads:
-        t.join(max(0.1, deadline - time.monotonic()))
-    wall = time.perf_counter() - t0
+    wall, _ = run_threads(cfg.mem_concurrency, call, 180)
     stop.set()
     sampler.join(2)
     hwm = proc_status_kib(worker, "VmHWM") or 0
