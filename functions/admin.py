@@ -34,7 +34,10 @@ from functions.store import Store, make_client
 ADMIN_TOKENS_SECRET = "tollgate-admin-tokens"
 # ids in paths: printable ASCII, no leading "." or "_" (Firestore reserves those forms)
 _ID_OK = re.compile(r"^[A-Za-z0-9][\x21-\x7e]{0,255}$")
-_TOKENS_TTL_S = 60.0
+# How long an instance trusts its copy of the admin tokens. Removing a token must take
+# effect within seconds on every instance (an audit found a removed token working for a
+# minute); a re-read is one Secret Manager access, cheap at admin-API traffic.
+TOKENS_TTL_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -119,23 +122,25 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
 
 
 class AdminTokens:
-    """Named admin tokens from the secret store, re-read at most once a minute."""
+    """Named admin tokens from the secret store, re-read every ``TOKENS_TTL_S`` seconds."""
 
-    def __init__(self, secrets: CachedSecrets) -> None:
+    def __init__(self, secrets: CachedSecrets,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.secrets = secrets
+        self.clock = clock
         self._tokens: dict[str, str] = {}
         self._at = -1e9
         self._lock = threading.Lock()
 
     def _load(self) -> dict[str, str]:
         with self._lock:
-            if time.monotonic() - self._at > _TOKENS_TTL_S:
+            if self.clock() - self._at >= TOKENS_TTL_S:
                 try:
                     raw = json.loads(self.secrets.store.get(ADMIN_TOKENS_SECRET))
                     self._tokens = {str(k): str(v) for k, v in raw.items() if v}
                 except Exception:  # noqa: BLE001 - missing or malformed: no admin can log in
                     self._tokens = {}
-                self._at = time.monotonic()
+                self._at = self.clock()
             return self._tokens
 
     def name_of(self, token: str) -> str | None:

@@ -17,6 +17,7 @@ from functions.budget import doc_id, period_key
 from functions.errors import InvalidRequest, PermissionDenied, ResourceNotFound
 from functions.ledger import Ledger, utcnow
 from functions.membership import Membership, check_role
+from functions.pricing import format_usd
 from functions.provision import Provisioner
 from functions.settings import Settings
 from functions.store import member_id
@@ -31,6 +32,31 @@ class MemberHandlers:
     members: Membership
 
     # --- members and keys --------------------------------------------------------------------
+
+    def _may_manage(self, actor: Any, project: str, user: str) -> dict[str, Any]:
+        """The member document of ``user``, if ``actor`` may change it. A lead manages the
+        members of their project, never themselves (their own budget, role or keys) and
+        never another lead: only an administrator changes a lead."""
+        member = self.prov.get("members", member_id(project, user), "member")
+        if actor.lead_of:
+            if user == actor.user:
+                raise PermissionDenied("A project lead cannot change their own membership, "
+                                       "budget or keys; ask an administrator.", param="user")
+            if member.get("role") == "lead":
+                raise PermissionDenied(f"'{user}' is a lead of '{project}': only an "
+                                       "administrator manages a lead.", param="user")
+        return member
+
+    def _member_budget(self, b: dict[str, Any], project: str) -> int | None:
+        """``budget_usd`` in nano-dollars, refused above the project's own budget (the
+        project limit would refuse first, so a larger member budget only misleads)."""
+        nano = v.usd_nano(b)
+        cap = self.prov.get("projects", project, "project").get("budget_nano")
+        if nano is not None and cap is not None and nano > int(cap):
+            raise InvalidRequest(f"'budget_usd' is above the budget of project '{project}' "
+                                 f"(${format_usd(int(cap))}); a member budget must fit "
+                                 "inside it.", param="budget_usd")
+        return nano
 
     def list_members(self, project: str, **_: Any) -> Resp:
         proj = self.prov.get("projects", project, "project")
@@ -56,7 +82,8 @@ class MemberHandlers:
         if actor.lead_of and role != "member":
             raise PermissionDenied("A project lead may only add members, not leads.",
                                    param="role")
-        key = self.members.add_member(project, user, role=role, budget_nano=v.usd_nano(b),
+        key = self.members.add_member(project, user, role=role,
+                                      budget_nano=self._member_budget(b, project),
                                       key_name=v.ident(b, "key_name", required=False)
                                       or "default", actor=actor.name)
         member = self.prov.get("members", member_id(project, user), "member")
@@ -65,9 +92,10 @@ class MemberHandlers:
     def update_member(self, actor: Any, body: Any, project: str, user: str, **_: Any) -> Resp:
         b = v.body_object(body)
         v.only_fields(b, {"budget_usd", "role"})
+        self._may_manage(actor, project, user)
         fields: dict[str, Any] = {}
         if "budget_usd" in b:
-            fields["budget_nano"] = v.usd_nano(b)
+            fields["budget_nano"] = self._member_budget(b, project)
         if "role" in b:
             if actor.lead_of:
                 raise PermissionDenied("A project lead may change budgets, not roles.",
@@ -78,6 +106,7 @@ class MemberHandlers:
         return ok(self.members.update_member(project, user, fields, actor=actor.name))
 
     def remove_member(self, actor: Any, project: str, user: str, **_: Any) -> Resp:
+        self._may_manage(actor, project, user)
         n = self.members.remove_member(project, user, actor=actor.name)
         return ok({"deleted": True, "keys_revoked": n})
 
@@ -102,6 +131,7 @@ class MemberHandlers:
                    **_: Any) -> Resp:
         b = v.body_object(body)
         v.only_fields(b, {"expires_at"})
+        self._may_manage(actor, project, user)
         key = self.members.rotate_key(project, user, name, self._expiry(b), actor=actor.name)
         return ok({"name": name, "key": key, "last4": key[-4:]})
 

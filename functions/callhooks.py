@@ -8,6 +8,7 @@ settlement write, and an alert is posted only by the call that crosses a thresho
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,10 +20,10 @@ from google.cloud import firestore
 
 from functions import cache
 from functions.alerts import DEFAULT_THRESHOLDS, Alerts
-from functions.billing import Admitted
-from functions.budget import CounterState
+from functions.billing import USAGE_OF, Admitted
+from functions.budget import CounterState, Limit, period_key, remaining_nano
 from functions.ledger import HoldPlan, Outcome, usage_record
-from functions.pricing import format_usd
+from functions.pricing import Usage, format_usd
 from functions.records import CallContext
 from functions.upstream import UpstreamResponse
 
@@ -47,23 +48,43 @@ class CallHooks:
         return cache.key(ctx.project.id, kind, body)
 
     def cached_answer(self, ctx: CallContext, kind: str, body: dict[str, Any], ckey: str,
-                      tag: str | None, now: datetime) -> flask.Response | None:
-        """A stored answer, booked as a free ``cached`` call, or None on a miss."""
+                      tag: str | None, now: datetime, limits: list[Limit]
+                      ) -> flask.Response | None:
+        """A stored answer, booked as a free ``cached`` call, or None on a miss.
+
+        The entry and the call's budget counters are read in one round trip, so a hit
+        carries the same budget header as any non-streaming 200, and its record says
+        which period it belongs to and which tokens it saved."""
         assert ctx.project is not None and ctx.user is not None
-        doc = self.db.collection("cache_entries").document(ckey).get().to_dict()
+        entry_ref = self.db.collection("cache_entries").document(ckey)
+        refs = [entry_ref] + [self.db.collection("counters").document(lim.counter_id)
+                              for lim in limits]
+        docs = {snap.reference.path: snap.to_dict() or {}
+                for snap in self.db.get_all(refs) if snap.exists}
+        doc = docs.get(entry_ref.path)
         if not cache.usable(doc, ctx.project.id, now):
             return None
         assert doc is not None
+        period = period_key(ctx.project.budget_period, now)
         plan = HoldPlan(call_id="call_" + ckey[:8] + format(time.time_ns(), "x")[-16:],
                         project=ctx.project.id, user=ctx.user.id, key_name=ctx.key.name,
-                        model=str(body["model"]), route=kind, budget_period="",
-                        period_key="", limits=(), estimate_nano=0, admitted_at=now,
+                        model=str(body["model"]), route=kind,
+                        budget_period=ctx.project.budget_period, period_key=period,
+                        limits=tuple(limits), estimate_nano=0, admitted_at=now,
                         expires_at=now, tag=tag)
-        rec = usage_record(plan, Outcome(status="ok", cost_nano=0, cached=True), now)
+        usage = _saved_usage(kind, doc["body"])
+        rec = usage_record(plan, Outcome(status="ok", cost_nano=0, cached=True, usage=usage),
+                           now)
         self.db.collection("usage").document(plan.call_id).create(rec)
-        return flask.Response(doc["body"], status=200, headers={
-            "x-tollgate-cache": "hit", "x-tollgate-call-id": plan.call_id,
-            "x-tollgate-cost-usd": format_usd(0)}, content_type=doc.get("content_type"))
+        headers = {"x-tollgate-cache": "hit", "x-tollgate-call-id": plan.call_id,
+                   "x-tollgate-cost-usd": format_usd(0)}
+        states = [CounterState(spent=int(c.get("spent", 0)), held=int(c.get("held", 0)))
+                  for c in (docs.get(r.path, {}) for r in refs[1:])]
+        remaining = remaining_nano(limits, states)
+        if remaining is not None:
+            headers["x-tollgate-budget-remaining-usd"] = format_usd(remaining)
+        return flask.Response(doc["body"], status=200, headers=headers,
+                              content_type=doc.get("content_type"))
 
     def remember(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
                  now: datetime) -> None:
@@ -107,3 +128,12 @@ class CallHooks:
                                now=now)
         except Exception as exc:  # noqa: BLE001 - an alert must never fail the call
             log.warning("budget alert check failed: %s", type(exc).__name__)
+
+
+def _saved_usage(kind: str, body: bytes) -> Usage:
+    """The tokens the stored answer reports: what the hit saved (zero if unreadable)."""
+    try:
+        usage = json.loads(body).get("usage")
+        return USAGE_OF[kind](usage) if isinstance(usage, dict) else Usage()
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return Usage()

@@ -5,9 +5,12 @@ The page uses relative URLs that start with ``log/``; depending on where the pag
 was opened they reach us as ``/app.js`` or ``/log/app.js`` (or ``/log/log/app.js``
 after a trailing slash), so leading ``/log`` segments are stripped.
 
-Visibility: a member sees their own calls in every project they belong to; a lead
-also sees every member's calls in the projects they lead. The filters are built
-here from the caller's identity - a ``user`` given in the query string is ignored.
+Visibility follows the *key*, not the user: a proxy key belongs to one member of one
+project, so it sees that project only (SPEC §7). A member's key sees their own calls
+there; a lead's key also sees every member's calls in that project. The user's other
+memberships are never consulted: a lead who adds a user of another project to their
+own and receives that user's new key must not see the other project through it. The
+filters are built here from the key - a ``user`` given in the query string is ignored.
 """
 
 from __future__ import annotations
@@ -45,12 +48,17 @@ CSV_MAX_ROWS = 10_000
 
 @dataclass(frozen=True)
 class Viewer:
+    """Who calls, as far as their key says: one user in one project."""
+
     user: str
     name: str
-    memberships: dict[str, dict[str, Any]]  # project id -> member document
+    project: str
+    role: str
+    budget_nano: int | None
 
-    def leads(self, project: str) -> bool:
-        return self.memberships.get(project, {}).get("role") == "lead"
+    @property
+    def lead(self) -> bool:
+        return self.role == "lead"
 
 
 def strip_log(path: str) -> str:
@@ -107,10 +115,9 @@ class LogApp:
     def _viewer(self, request: flask.Request) -> Viewer:
         key = auth.key_from_header(request.headers.get("Authorization"))
         ctx = auth.check_context(self.store.load_call_context(auth.key_hash(key), None), utcnow())
-        assert ctx.user is not None
-        docs = indexes.query(self.db, "members", equals={"user": ctx.user.id}).stream()
-        members = {str(d.get("project")): d.to_dict() or {} for d in docs}
-        return Viewer(ctx.user.id, ctx.user.name, members)
+        assert ctx.user is not None and ctx.member is not None and ctx.project is not None
+        return Viewer(ctx.user.id, ctx.user.name, ctx.project.id, ctx.member.role,
+                      ctx.member.budget_nano)
 
     def _api(self, name: str, request: flask.Request) -> flask.Response:
         viewer = self._viewer(request)
@@ -131,31 +138,29 @@ class LogApp:
                                       if args.get(k)})
         project = reports.filter_value(args, "project")
         member = reports.filter_value(args, "member")
-        if project is not None and project not in viewer.memberships:
-            raise PermissionDenied(f"You are not a member of project '{project[:100]}'.",
-                                   param="project")
+        if project is not None and project != viewer.project:
+            raise PermissionDenied(f"This key belongs to project '{viewer.project}'; it sees "
+                                   f"nothing of project '{project[:100]}'.", param="project")
         if member is not None and member != viewer.user:
-            if project is None or not viewer.leads(project):
-                raise PermissionDenied("Only a project lead sees other members' calls; "
-                                       "name the project you lead.", param="member")
+            if not viewer.lead:
+                raise PermissionDenied("Only a project lead sees other members' calls.",
+                                       param="member")
             user: str | None = member
         else:
-            # a lead looking at a project they lead sees everyone in it
-            user = None if project and member is None and viewer.leads(project) else viewer.user
+            # a lead sees everyone in their project unless they name one member
+            user = None if member is None and viewer.lead else viewer.user
         model = reports.filter_value(args, "model")
-        return reports.Filters(user=user, project=project, model=model, after=base.after,
-                               before=base.before)
+        return reports.Filters(user=user, project=viewer.project, model=model,
+                               after=base.after, before=base.before)
 
     def _me(self, viewer: Viewer) -> dict[str, Any]:
         now = utcnow()
-        projects = self.store.db.get_all([self.store.ref("projects", p)
-                                          for p in viewer.memberships])
         out = []
-        for snap in projects:
+        for snap in [self.store.ref("projects", viewer.project).get()]:
             if not snap.exists or snap.get("archived"):
                 continue
             p = snap.to_dict() or {}
-            m = viewer.memberships[snap.id]
+            m = {"role": viewer.role, "budget_nano": viewer.budget_nano}
             period = period_key(str(p.get("budget_period", "monthly")), now)
             pc, mc = (self._counter(doc_id("p", snap.id, period)),
                       self._counter(doc_id("m", snap.id, viewer.user, period)))

@@ -26,6 +26,7 @@ from functions import auth, billing, pricing, routes, tokens
 from functions.billing import Admitted
 from functions.budget import (
     CounterState,
+    Limit,
     limits_for,
     period_key,
     rate_limits_for,
@@ -134,12 +135,22 @@ class Proxy:
         price = self._check_model(ctx, body["model"], now)
         ckey = self.hooks.cache_key(ctx, kind, body, request.headers.get("x-tollgate-cache"))
         if ckey is not None:
-            hit = self.hooks.cached_answer(ctx, kind, body, ckey, tag, now)
+            hit = self.hooks.cached_answer(ctx, kind, body, ckey, tag, now,
+                                           _budget_limits(ctx, body["model"], now))
             if hit is not None:
                 return hit
         admitted = self._admit(kind, ctx, body, tag, now, price)
         admitted.cache_key = ckey
-        resp = self._forward(admitted, request, raw)
+        try:
+            resp = self._forward(admitted, request, raw)
+        except TollgateError as err:
+            # The call got a hold, so it has a usage record: every answer names it.
+            err.headers["x-tollgate-call-id"] = admitted.plan.call_id
+            raise
+        except Exception as exc:  # noqa: BLE001 - as handle(), but the id must survive
+            resp = internal_error(exc, "openai")
+            resp.headers["x-tollgate-call-id"] = admitted.plan.call_id
+            return resp
         if ckey is not None:
             resp.headers["x-tollgate-cache"] = "miss"
         return resp
@@ -171,13 +182,7 @@ class Proxy:
             raise ModelNotPriced(f"The model '{model}' has no price for service_tier "
                                  f"'{spec.service_tier}'.", param="service_tier")
         estimate = pricing.estimate_nano(rates, input_tokens, spec.output_cap, spec.n)
-        limits = limits_for(
-            project=project.id, user=user.id, model=model,
-            period=period_key(project.budget_period, now),
-            project_limit=project.budget_nano, member_limit=member.budget_nano,
-            model_limit=ctx.model_limit.budget_nano if ctx.model_limit else None,
-            member_model_limit=(ctx.member_model_limit.budget_nano
-                                if ctx.member_model_limit else None))
+        limits = _budget_limits(ctx, model, now)
         plan = HoldPlan(
             call_id="call_" + secrets.token_hex(12), project=project.id, user=user.id,
             key_name=ctx.key.name, model=model, route=kind, budget_period=project.budget_period,
@@ -256,8 +261,10 @@ class Proxy:
         headers["x-accel-buffering"] = "no"
         body = relay(a, resp, cap_bytes=self.settings.stream_cap_bytes, started=started,
                      settle=self._settle)
+        # content_type, not mimetype: Flask appends "; charset=utf-8" to a text/* mimetype,
+        # which doubled the charset upstream already sends.
         return flask.Response(body, status=200, headers=headers,
-                              mimetype=headers.pop("content-type", "text/event-stream"))
+                              content_type=headers.pop("content-type", "text/event-stream"))
 
     def _outcome(self, a: Admitted, resp: UpstreamResponse) -> Outcome:
         rid = resp.headers.get("x-request-id")
@@ -308,6 +315,18 @@ class Proxy:
         if states is not None:
             self.hooks.after_settle(a, outcome, states, self.clock())
         return states
+
+
+def _budget_limits(ctx: CallContext, model: str, now: datetime) -> list[Limit]:
+    """The budget counters a call of ``model`` by this key is booked against now."""
+    assert ctx.project is not None and ctx.member is not None
+    return limits_for(
+        project=ctx.project.id, user=ctx.member.user, model=model,
+        period=period_key(ctx.project.budget_period, now),
+        project_limit=ctx.project.budget_nano, member_limit=ctx.member.budget_nano,
+        model_limit=ctx.model_limit.budget_nano if ctx.model_limit else None,
+        member_model_limit=(ctx.member_model_limit.budget_nano
+                            if ctx.member_model_limit else None))
 
 
 def _rpm_tpm(limit: LimitRecord | None) -> tuple[int | None, int | None]:

@@ -35,6 +35,7 @@ import base64
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -61,7 +62,11 @@ CSV_COLUMNS = (
     "output_tokens", "reasoning_tokens", "cost_usd", "estimate_usd", "latency_ms",
     "streamed", "cached", "estimated", "tag", "request_id")
 _MONEY_COLUMNS = frozenset({"cost_usd", "estimate_usd"})
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A cell a spreadsheet would run as a formula: one that starts with = + - @ (spaces
+# before them included) or a tab/CR, at the start of the value *or after any character
+# a spreadsheet may split cells on* (, ; | tab, line breaks): "a;=1+2" is two cells,
+# the second a formula, in a sheet that splits on ";".
+_FORMULA_CELL = re.compile(r"(^|[,;|\t\r\n])(\s*[=+\-@]|[\t\r])")
 
 
 @dataclass(frozen=True)
@@ -319,11 +324,11 @@ def _cell(column: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
-    # Tags and model names come from API callers: a cell a spreadsheet would run as a
-    # formula is made text (OWASP "CSV injection"). Our own money strings are numbers.
-    if isinstance(value, str) and column not in _MONEY_COLUMNS and text.startswith(
-            _FORMULA_START):
-        return "'" + text
+    # Tags and model names come from API callers: every cell a spreadsheet would run as
+    # a formula is made text with a leading "'" (OWASP "CSV injection"). Our own money
+    # strings are numbers.
+    if isinstance(value, str) and column not in _MONEY_COLUMNS:
+        return _FORMULA_CELL.sub(lambda m: m.group(1) + "'" + m.group(2), text)
     return text
 
 

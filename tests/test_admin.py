@@ -357,3 +357,83 @@ def test_unknown_paths_and_methods(admin_client, world):
     r = admin_client.post("/users", data="{nope", headers=admin_auth(),
                           content_type="application/json")
     assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid_request"
+
+
+# --- audit: a lead manages members, never themselves or other leads ---------------------
+
+def test_audit2_a_lead_cannot_change_their_own_membership(admin_client, world):
+    alice = world.keys["alice"]
+    for method, path, body in [
+            ("PATCH", "/projects/demo/members/alice", {"budget_usd": "999999"}),
+            ("PATCH", "/projects/demo/members/alice", {"role": "member"}),
+            ("POST", "/projects/demo/members/alice/keys/default/rotate", {}),
+            ("DELETE", "/projects/demo/members/alice", None)]:
+        status, e = err(admin_client, method, path, body, token=alice)
+        assert (status, e["type"]) == (403, "permission_error"), (method, path, e)
+    member = world.prov.get("members", "demo|alice", "member")
+    assert member["budget_nano"] is None and member["role"] == "lead"
+    # an administrator still can
+    assert call(admin_client, "PATCH", "/projects/demo/members/alice", {"budget_usd": "2"},
+                status=200)["budget_usd"] == "2.000000000"
+
+
+def test_audit2_member_budgets_must_fit_inside_the_project_budget(admin_client, world):
+    alice = world.keys["alice"]  # demo's budget is $10
+    for token in (alice, ADMIN_TOKEN):
+        status, e = err(admin_client, "PATCH", "/projects/demo/members/bob",
+                        {"budget_usd": "10.000000001"}, token=token)
+        assert (status, e["param"]) == (400, "budget_usd") and "$10.000000000" in e["message"]
+    world.prov.create_user("carol")
+    status, e = err(admin_client, "POST", "/projects/demo/members",
+                    {"user": "carol", "budget_usd": "11"}, token=alice)
+    assert (status, e["param"]) == (400, "budget_usd")
+    assert world.members.list_keys("demo", "carol") == []  # nothing half-written
+    assert call(admin_client, "PATCH", "/projects/demo/members/bob", {"budget_usd": "10"},
+                token=alice, status=200)["budget_usd"] == "10.000000000"
+
+
+def test_audit3_a_lead_cannot_act_on_a_co_lead(admin_client, client, world):
+    alice = world.keys["alice"]
+    call(admin_client, "PATCH", "/projects/demo/members/bob", {"role": "lead"}, status=200)
+    for method, path, body in [
+            ("POST", "/projects/demo/members/bob/keys/default/rotate", {}),
+            ("PATCH", "/projects/demo/members/bob", {"budget_usd": "1"}),
+            ("DELETE", "/projects/demo/members/bob", None)]:
+        status, e = err(admin_client, method, path, body, token=alice)
+        assert status == 403 and "administrator" in e["message"], (method, path)
+    # bob's key still works, and nothing names bob as an actor
+    r = client.post("/v1/chat/completions", json=CHAT, headers=bearer(world.keys["bob"]))
+    assert r.status_code == 200
+    assert not any(a["actor"].startswith("lead:bob") for a in audit(admin_client))
+    # an administrator manages leads
+    assert call(admin_client, "POST", "/projects/demo/members/bob/keys/default/rotate", {},
+                status=200)["key"].startswith("tg_")
+
+
+def test_audit4_a_removed_admin_token_stops_within_seconds(world):
+    from functions.admin import TOKENS_TTL_S, AdminTokens
+    from functions.secret_store import CachedSecrets, LocalSecretStore
+
+    store = LocalSecretStore(world.secrets_file)
+    now = [1000.0]
+    tokens = AdminTokens(CachedSecrets(store), clock=lambda: now[0])
+    assert tokens.name_of(ADMIN_TOKEN) == "root"
+    store.put("tollgate-admin-tokens", json.dumps({"other": "tga_another_token_000000000000"}))
+    now[0] += TOKENS_TTL_S
+    assert tokens.name_of(ADMIN_TOKEN) is None
+    assert TOKENS_TTL_S <= 5
+
+
+def test_audit11_a_project_is_created_with_rpm_and_tpm(admin_client, client, world):
+    p = call(admin_client, "POST", "/projects",
+             {"id": "fast", "external_key": "main", "allowed_models": ["gpt-4o-mini"],
+              "rpm": 1, "tpm": 100000}, status=201)
+    assert (p["rpm"], p["tpm"]) == (1, 100000)
+    world.prov.create_user("dave")
+    key = world.members.add_member("fast", "dave")
+    assert client.post("/v1/chat/completions", json=CHAT, headers=bearer(key)).status_code == 200
+    # rpm 1: of the next two calls one shares the first one's minute, or each other's
+    codes = [client.post("/v1/chat/completions", json=CHAT, headers=bearer(key)).get_json()
+             .get("error", {}).get("code") for _ in range(2)]
+    assert "rate_limit_exceeded" in codes
+

@@ -245,3 +245,21 @@ def test_last_ratelimit_headers_per_external_key_in_admin(client, admin_client, 
     assert entry["external_key"] == "main" and entry["seen_at"].endswith("Z")
     assert entry["headers"]["x-ratelimit-limit-requests"] == "10000"
     assert entry["headers"]["x-ratelimit-remaining-tokens"] == "29999000"
+
+
+def test_audit20_a_cache_hit_has_the_budget_header_and_a_record_of_what_it_saved(client, world):
+    world.prov.update_project("demo", cache={"enabled": True, "ttl_s": 60})
+    miss = post(client, world.keys["bob"])
+    hit = post(client, world.keys["bob"])
+    assert hit.headers["x-tollgate-cache"] == "hit"
+    # a hit spends nothing, so the budget left is what the miss left
+    assert (hit.headers["x-tollgate-budget-remaining-usd"]
+            == miss.headers["x-tollgate-budget-remaining-usd"])
+    [rec] = [u for u in world.usage() if u["cached"]]
+    [paid] = [u for u in world.usage() if not u["cached"]]
+    assert rec["period"] == paid["period"] != ""
+    saved = miss.get_json()["usage"]
+    assert (rec["input_tokens"], rec["output_tokens"], rec["cost_nano"]) == (
+        saved["prompt_tokens"], saved["completion_tokens"], 0)
+    assert rec["call_id"] == hit.headers["x-tollgate-call-id"]
+

@@ -115,7 +115,8 @@ def test_upstream_fault_is_answered_booked_and_released(client: Any, world: Any,
         assert r.headers["retry-after"] == "7"
     [rec] = balanced(world)
     assert (rec["status"], rec["http_status"], rec["streamed"]) == (rec_status, status, stream)
-    assert rec["call_id"] == r.headers.get("x-tollgate-call-id", rec["call_id"])
+    # audit 19: every answer of a call that got a hold names its record, errors included
+    assert r.headers["x-tollgate-call-id"] == rec["call_id"]
     if cost == "zero":
         assert rec["cost_nano"] == 0 and rec["estimated"] is False
     else:  # upstream may have billed it: the hold is booked, marked estimated

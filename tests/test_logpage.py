@@ -146,3 +146,29 @@ def test_page_and_assets_are_served_with_relative_urls(log_client, world):
         assert log_client.get(path, headers={"If-None-Match": r.headers["ETag"]}).status_code == 304
     js = log_client.get("/log/app.js").get_data(True)
     assert "innerHTML" not in js  # data goes in as text, never as markup
+
+
+def test_audit1_a_key_sees_its_own_project_only(log_client, admin_client, world, calls):
+    """alice (lead of demo) adds carol, lead of 'other', to demo and receives carol's new
+    key: that key sees demo as carol's, never 'other'."""
+    import json
+
+    r = admin_client.post("/projects/demo/members", data=json.dumps({"user": "carol"}),
+                          content_type="application/json", headers=bearer(world.keys["alice"]))
+    assert r.status_code == 201, r.get_data(True)
+    carol_in_demo = r.get_json()["key"]
+    me = api(log_client, carol_in_demo, "me")
+    assert [p["id"] for p in me["projects"]] == ["demo"]
+    assert "members" not in me["projects"][0]  # a member there, not a lead
+    e = api(log_client, carol_in_demo, "calls", status=403, project="other")["error"]
+    assert e["param"] == "project" and e["type"] == "permission_error"
+    for path in ("calls", "daily", "totals"):
+        api(log_client, carol_in_demo, path, status=403, project="other")
+    assert api(log_client, carol_in_demo, "calls")["data"] == []  # carol has no demo calls
+    assert api(log_client, carol_in_demo, "totals")["calls"] == 0
+    # and carol's own key of 'other' sees 'other' only, as its lead
+    other = api(log_client, world.extra["carol"], "me")["projects"]
+    assert [(p["id"], p["role"]) for p in other] == [("other", "lead")]
+    assert {c["project"] for c in api(log_client, world.extra["carol"], "calls")["data"]} == {
+        "other"}
+

@@ -316,3 +316,17 @@ def test_every_usage_record_carries_the_summed_fields(db: firestore.Client) -> N
                     Outcome(status="orphaned", cost_nano=5, http_status=0, estimated=True)):
         rec = usage_record(plan, outcome, T)
         assert all(type(rec[k]) is int for k in reports.SUMS), rec
+
+
+@pytest.mark.parametrize(("value", "want"), [
+    ("a;=1+2", "a;'=1+2"),  # a sheet that splits on ";" sees a second cell "=1+2"
+    ("x|-2", "x|'-2"), ("ok, @SUM(A1)", "ok,' @SUM(A1)"), ("a\n+cmd", "a\n'+cmd"),
+    ("\tlead", "'\tlead"), (" =1", "' =1"), ("gpt-4o-mini", "gpt-4o-mini"),
+    ("a-b;c", "a-b;c"), ("", ""),
+])
+def test_audit14_csv_guards_every_cell_a_spreadsheet_could_split_off(value: str,
+                                                                    want: str) -> None:
+    text = reports.to_csv([{"call_id": "c1", "tag": value, "model": value}])
+    row = dict(zip(*list(csv.reader(io.StringIO(text))), strict=True))
+    assert row["tag"] == want and row["model"] == want
+

@@ -181,3 +181,12 @@ def test_an_upstream_error_before_the_stream_is_passed_through(proxy_url, world)
     assert r.status_code == 429 and json.loads(r.content)["error"]["code"]
     [rec] = wait_for_usage(world)
     assert rec["status"] == "upstream_error" and rec["cost_nano"] == 0
+
+
+def test_audit13_a_stream_is_sent_with_one_charset(proxy_url, world):
+    r = raw_stream(proxy_url, world.keys["bob"], {"model": "gpt-4o-mini", "stream": True,
+                                                  "messages": MESSAGES})
+    events_of(r)
+    # upstream sends "text/event-stream; charset=utf-8"; it is passed on as it is
+    assert r.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+
