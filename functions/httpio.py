@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from typing import Any
 
@@ -45,16 +46,56 @@ def read_body(request: flask.Request, max_bytes: int) -> bytes:
 
 
 def parse_json(data: bytes) -> Any:
+    """The body as JSON that every parser reads the same way, or a 400.
+
+    The proxy validates and prices this parse but forwards the client's raw bytes (no
+    re-serialising on the hot path). That is only safe when upstream cannot read the
+    bytes differently, so the two constructs RFC 8259 leaves to the parser are refused:
+    a key repeated in one object (Python keeps the last, other parsers the first: a
+    priced "model" or "max_tokens" could differ from the one that runs), and the
+    non-JSON literals NaN/Infinity/-Infinity and numbers that overflow a double (read as
+    inf here, an error or something else elsewhere)."""
     if not data:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        obj = json.loads(data)
+        obj = json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                         parse_float=_finite_float)
+    except _Ambiguous as exc:
+        raise InvalidRequest(str(exc)) from None
     except (ValueError, RecursionError):
         raise InvalidRequest("The request body is not valid JSON.") from None
     if _SURROGATE.search(data) and not _encodable(obj):
         raise InvalidRequest("The request body holds an unpaired UTF-16 surrogate "
                              "(\\ud800-\\udfff), which is not text.")
     return obj
+
+
+class _Ambiguous(ValueError):
+    """JSON that parsers may read differently; the message is for the caller."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Ambiguous(f"The request body repeats the key {json.dumps(key[:64])} in "
+                                 "one object; send each key once.")
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise _Ambiguous(f"The request body holds {name}, which is not a JSON number.")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Ambiguous(f"The request body holds the number {text[:32]}, too large for a "
+                         "double.")
+    return value
 
 
 # JSON may spell half of a UTF-16 pair as an escape; Python decodes it to a lone

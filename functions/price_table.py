@@ -10,6 +10,7 @@ express exactly is returned as ``Skipped`` with the reason, never approximated.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -29,6 +30,21 @@ _TOKEN_KEYS = {"input_mtok": "input", "cache_read_mtok": "cached_input",
 # Per-call tool fees (web search, file search). They are not token charges and never show
 # up in `usage`; Tollgate refuses built-in tools a project has no price for (routes.py).
 _TOOL_FEES = frozenset({"web_searches_kcount", "storage_searches_kcount"})
+# Charges Tollgate's per-token Rates do not model are never shipped as plain text rates,
+# which would under-bill every call: a model whose data has any audio price or any fee per
+# request/call (a `*_kcount` key other than the tool fees above) is skipped by key
+# (_check_model); and since genai-prices lists text rates only for some models that OpenAI
+# also bills audio, image output or a per-search fee (gpt-4o-audio-preview,
+# gpt-4o-mini-tts, the search-preview models, even as an alias of gpt-4o-mini), an id
+# naming such a modality as a whole word ("search", not "research") is skipped too.
+_UNMODELLED = {
+    "audio": "audio input and output tokens",
+    "realtime": "audio tokens of realtime sessions",
+    "transcribe": "audio input tokens",
+    "tts": "audio output tokens",
+    "search": "a web search fee on every call",
+    "image": "image output tokens",
+}
 # Service tiers mapped from genai-prices' price variants (when={"service_tier": ...}). "fast"
 # is an alias with identical data; responses report "priority". "processing": "batch"
 # variants belong to the Batch API, which Tollgate does not proxy.
@@ -48,7 +64,7 @@ class TableEntry:
 
 @dataclass(frozen=True)
 class Skipped:
-    model: str  # genai-prices' canonical id
+    model: str  # genai-prices' canonical id, or an exact alias skipped on its own
     reason: str
 
 
@@ -80,10 +96,17 @@ def openai_price_table(now: datetime | None = None) -> tuple[list[TableEntry], l
             history = _history(model, kind, src)
             if pricing.price_in_force(history, at) is None:
                 raise _Unpriceable(f"no price in force at {at.isoformat()}")
+            _check_modality(model.id)
         except _Unpriceable as e:
             skipped.append(Skipped(model.id, str(e)))
             continue
-        entries += [TableEntry(model=i, prices=tuple(history), kind=kind) for i in ids]
+        for i in ids:
+            try:
+                _check_modality(i)  # an alias may name another modality than its model
+            except _Unpriceable as e:
+                skipped.append(Skipped(i, str(e)))
+                continue
+            entries.append(TableEntry(model=i, prices=tuple(history), kind=kind))
     return sorted(entries, key=lambda e: e.model), sorted(skipped, key=lambda s: s.model)
 
 
@@ -105,6 +128,15 @@ def _exact_ids(provider: gp.Provider, model: gp.ModelInfo) -> list[str]:
     return sorted(n for n in names if provider.find_model(n) is model)
 
 
+def _check_modality(model_id: str) -> None:
+    for word in re.split(r"[^a-z0-9]+", model_id.lower()):
+        if word in _UNMODELLED:
+            raise _Unpriceable(
+                f"the id names '{word}': OpenAI bills {_UNMODELLED[word]}, which "
+                "genai-prices does not price for it (text rates only) and Tollgate does not "
+                "model, so text rates would under-bill")
+
+
 def _kind(model_id: str) -> str:
     if "embedding" in model_id:
         return "embedding"
@@ -124,6 +156,14 @@ def _check_model(model: gp.ModelInfo) -> None:
     keys = {k for mp in [*sets, *(v.prices for v in model.price_variants or ())] for k in _keys(mp)}
     if not keys:
         raise _Unpriceable("no prices in genai-prices")
+    audio = sorted(k for k in keys if "audio" in k)
+    if audio:
+        raise _Unpriceable("audio is priced apart from text (" + ", ".join(audio)
+                           + "); Tollgate does not model it, so it would under-bill")
+    fees = sorted(k for k in keys if k.endswith("_kcount") and k not in _TOOL_FEES)
+    if fees:
+        raise _Unpriceable("a fee per request or call (" + ", ".join(fees) + "); Tollgate "
+                           "does not model it, so it would under-bill")
     if "input_mtok" not in keys:
         raise _Unpriceable(f"no per-token input price (priced by {', '.join(sorted(keys))})")
     odd = sorted(keys - _TOKEN_KEYS.keys() - _TOOL_FEES)

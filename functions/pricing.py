@@ -194,6 +194,15 @@ def estimate_nano(rates: Rates, input_tokens: int, output_cap: int, n: int = 1) 
     return pico_to_nano(max(input_tokens, 0) * per_input + outputs * rates.output)
 
 
+def dearest_tier(price: Price, tiers: Sequence[str], input_tokens: int, output_cap: int,
+                 n: int = 1) -> str | None:
+    """Of ``tiers``, the priced one with the highest worst case (``estimate_nano``): the
+    tier to hold at when upstream chooses the tier. None if none is priced."""
+    priced = [(estimate_nano(r, input_tokens, output_cap, n), t) for t in tiers
+              if (r := rates_for(price, t, input_tokens)) is not None]
+    return max(priced, key=lambda et: et[0])[1] if priced else None
+
+
 def _count(v: object) -> int:
     """Best effort for a main count: never crash, never negative, round floats UP."""
     if isinstance(v, int) and not isinstance(v, bool):

@@ -11,6 +11,7 @@ outlives its call unless the instance itself dies (then the sweep books it).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -175,9 +176,29 @@ class Proxy:
         spec = routes.prepare(kind, body, default_cap=default_cap, safety_id=routes.
                               safety_identifier(project.id, user.id, self.settings.safety_salt))
         input_tokens = tokens.estimate_input_tokens(kind, body, model)
-        if spec.previous_response_id:
-            input_tokens += self.store.response_tokens(project.id, spec.previous_response_id) or 0
-        rates = pricing.rates_for(price, spec.service_tier, input_tokens)
+        if spec.previous_response_id is not None:
+            earlier = self.store.response_tokens(project.id, spec.previous_response_id)
+            if earlier is None:
+                # Not answered through this project: its context is unknown (and may be
+                # another project's conversation), so no hold could bound it.
+                raise InvalidRequest(
+                    "'previous_response_id' is not a response this project received through "
+                    "Tollgate, so the context it continues cannot be held; send the earlier "
+                    "turns in 'input' instead.", param="previous_response_id")
+            input_tokens += earlier
+        hold_tier = spec.service_tier
+        if hold_tier == "auto":
+            # "auto" is served at the OpenAI project's default tier, which may be priority:
+            # hold at the dearer of default and priority. Without a priority price, ask for
+            # "default" outright rather than risk a priority bill held at default rates.
+            if pricing.rates_for(price, "priority", input_tokens) is None:
+                hold_tier = "default"
+                spec = dataclasses.replace(spec, service_tier=hold_tier, modified=True,
+                                           body={**spec.body, "service_tier": hold_tier})
+            else:
+                hold_tier = pricing.dearest_tier(price, ("default", "priority"), input_tokens,
+                                                 spec.output_cap, spec.n)
+        rates = pricing.rates_for(price, hold_tier, input_tokens)
         if rates is None:
             raise ModelNotPriced(f"The model '{model}' has no price for service_tier "
                                  f"'{spec.service_tier}'.", param="service_tier")

@@ -39,14 +39,15 @@ CAP_FIELDS = {
     RESPONSES: ("max_output_tokens",),
     EMBEDDINGS: (),
 }
-# Responses/chat tools billed per call by OpenAI; refused unless the project prices them.
-BUILT_IN_TOOLS = {
-    "web_search", "web_search_preview", "web_search_preview_2025_03_11", "file_search",
-    "code_interpreter", "image_generation", "computer_use_preview", "computer_use",
-    "mcp", "local_shell", "shell",
-}
+# Tool types that cost only tokens: the model writes the call, the client runs it. Every
+# other type (web search in any version, file search, code interpreter, image generation,
+# computer use, MCP, shells, and whatever OpenAI adds next) may be billed per call outside
+# `usage`, so it is an allow-list: anything else is refused unless the project prices it
+# (``priced_tools`` lists the type).
+CLIENT_TOOLS = ("function", "custom")
 _MAX_N = 128
 _MAX_CAP = 10_000_000  # far above any model's output limit; keeps holds inside int64
+_MAX_OUTPUT = _MAX_CAP * _MAX_N  # cap x choices of one call (choices: prompts x n/best_of)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class CallSpec:
     model: str
     stream: bool
     output_cap: int  # per choice; 0 for embeddings
-    n: int  # choices billed (n, or best_of for completions)
+    n: int  # choices billed (n; for completions prompts x max(n, best_of))
     service_tier: str | None
     previous_response_id: str | None
     body: dict[str, Any]  # what is forwarded
@@ -103,20 +104,94 @@ def _require_type(body: dict[str, Any], name: str, types: tuple[type, ...], what
         raise InvalidRequest(f"'{name}' must be {what}.", param=name)
 
 
+def _check_tool(tool: Any, param: str, priced_tools: tuple[str, ...]) -> None:
+    if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+        raise InvalidRequest(f"'{param}' must be an object with a 'type'.", param=param)
+    if tool["type"] not in CLIENT_TOOLS and tool["type"] not in priced_tools:
+        raise UnsupportedParameter(
+            f"The tool type '{tool['type'][:64]}' is not a function or custom tool: OpenAI may "
+            "bill it per call, and this project has no price for it, so its cost cannot be "
+            "bounded.", param=param)
+
+
 def _check_tools(body: dict[str, Any], priced_tools: tuple[str, ...]) -> None:
     tools = body.get("tools")
-    if tools is None:
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise InvalidRequest("'tools' must be an array.", param="tools")
+        for i, tool in enumerate(tools):
+            _check_tool(tool, f"tools[{i}]", priced_tools)
+    # tool_choice may name a hosted tool by type, or list allowed tools (Responses:
+    # {"type": "allowed_tools", "tools": [...]}, chat: {"type": "allowed_tools",
+    # "allowed_tools": {"tools": [...]}}): the same allow-list applies.
+    choice = body.get("tool_choice")
+    if choice is None or isinstance(choice, str):
         return
-    if not isinstance(tools, list):
-        raise InvalidRequest("'tools' must be an array.", param="tools")
-    for i, tool in enumerate(tools):
-        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-            raise InvalidRequest(f"'tools[{i}]' must be an object with a 'type'.",
-                                 param=f"tools[{i}]")
-        if tool["type"] in BUILT_IN_TOOLS and tool["type"] not in priced_tools:
-            raise UnsupportedParameter(
-                f"The built-in tool '{tool['type']}' is billed per call and this project "
-                "has no price for it, so its cost cannot be bounded.", param=f"tools[{i}]")
+    if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+        raise InvalidRequest("'tool_choice' must be a string or an object with a 'type'.",
+                             param="tool_choice")
+    if choice["type"] != "allowed_tools":
+        _check_tool(choice, "tool_choice", priced_tools)
+        return
+    inner = choice.get("allowed_tools")
+    allowed = inner.get("tools") if isinstance(inner, dict) else choice.get("tools")
+    for i, tool in enumerate(allowed if isinstance(allowed, list) else ()):
+        _check_tool(tool, f"tool_choice.tools[{i}]", priced_tools)
+
+
+# Content that lives at OpenAI and is pulled in by reference has a size Tollgate cannot
+# see, so no hold can bound it; and since Tollgate proxies neither /v1/files nor
+# /v1/conversations, such an object was never created through this project (it may be
+# another project's, sharing the organisation's key). Files are refused even inline
+# (``file_data``): OpenAI puts a PDF's extracted text plus an image of every page into the
+# context, and a spreadsheet goes through its own augmentation, so neither the base64
+# length nor tokens.FILE_TOKENS bounds what a file costs. Images stay allowed when sent
+# as data or a URL: tokens.py holds each at its model's largest image.
+_REF_KEYS = ("file_id", "file_url")
+_FILE_PARTS = ("file", "input_file")  # a tuple: "type" may be unhashable
+
+
+def _refuse_references(value: Any, param: str) -> None:
+    """400 unsupported_parameter at a file, file id/URL or item reference in a message
+    list or Responses ``input``, at any depth (tool outputs carry content parts too)."""
+    # Each node is (value, parent node, key): the path is only spelled out for an error.
+    stack: list[tuple[Any, Any, Any]] = [(value, None, param)]
+    while stack:
+        node = stack.pop()
+        item = node[0]
+        if isinstance(item, dict):
+            kind = item.get("type")
+            if kind == "item_reference":
+                where = _path(node)
+                raise UnsupportedParameter(
+                    f"'{where}' is an item_reference: it pulls a stored item Tollgate cannot "
+                    "see into the context, so its tokens cannot be held. Send the item "
+                    "itself.", param=where)
+            if kind in _FILE_PARTS:
+                where = _path(node)
+                raise UnsupportedParameter(
+                    f"'{where}' is a file: what a file costs (its extracted text plus an "
+                    "image of each page) cannot be bounded before the call. Send its text, "
+                    "or its pages as images.", param=where)
+            ref = next((k for k in _REF_KEYS if item.get(k) is not None), None)
+            if ref is not None:
+                where = _path(node)
+                raise UnsupportedParameter(
+                    f"'{where}' refers to content by '{ref}', which Tollgate cannot see or "
+                    "bound (and files are not uploaded through Tollgate). Send the content "
+                    "itself.", param=where)
+            stack.extend((v, node, k) for k, v in item.items() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, node, i) for i, v in enumerate(item) if isinstance(v, dict | list))
+
+
+def _path(node: tuple[Any, Any, Any]) -> str:
+    parts: list[str] = []
+    while node[1] is not None:
+        key = node[2]
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{str(key)[:64]}")
+        node = node[1]
+    return str(node[2]) + "".join(reversed(parts))
 
 
 def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> None:
@@ -145,6 +220,13 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise InvalidRequest(f"'messages[{i}]' must be an object with a 'role'.",
                                      param=f"messages[{i}]")
+            if m.get("audio") is not None:
+                # An assistant turn's audio by id: a stored answer of unknown length.
+                raise UnsupportedParameter(
+                    f"'messages[{i}].audio' refers to audio stored at OpenAI, whose tokens "
+                    "Tollgate cannot see; send the transcript as content.",
+                    param=f"messages[{i}].audio")
+        _refuse_references(body["messages"], "messages")
         if body.get("web_search_options") is not None and "web_search" not in priced_tools:
             raise UnsupportedParameter("'web_search_options' is billed per call and this "
                                        "project has no price for it.", param="web_search_options")
@@ -167,7 +249,30 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
             raise UnsupportedParameter(
                 "'background' responses run after the call ends, so their cost cannot be "
                 "held; call without background.", param="background")
+        if body.get("conversation") is not None:
+            raise UnsupportedParameter(
+                "'conversation' continues a conversation stored at OpenAI. Tollgate does not "
+                "proxy /v1/conversations, so none belongs to this project and its tokens "
+                "cannot be held; send the earlier turns in 'input' or use "
+                "'previous_response_id'.", param="conversation")
+        if body.get("prompt") is not None:
+            raise UnsupportedParameter(
+                "'prompt' runs a prompt template stored at OpenAI, whose content Tollgate "
+                "cannot see or hold budget for; send its text in 'instructions' and "
+                "'input'.", param="prompt")
+        if isinstance(body.get("input"), list):
+            _refuse_references(body["input"], "input")
         _check_tools(body, priced_tools)
+
+
+def prompt_count(prompt: Any) -> int:
+    """Prompts in a completions ``prompt``: a string or one token array is one; any other
+    list is one prompt per element (strings or token arrays). OpenAI answers every prompt
+    with n choices and bills best_of candidates for each."""
+    if isinstance(prompt, list) and prompt and not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in prompt):
+        return len(prompt)
+    return 1
 
 
 def safety_identifier(project: str, user: str, salt: str) -> str:
@@ -204,18 +309,30 @@ def prepare(kind: str, body: dict[str, Any], *, default_cap: int, safety_id: str
         if not wants_usage:
             out["stream_options"] = {**options, "include_usage": True}
             modified = True
+    if kind in (CHAT, RESPONSES) and body.get("service_tier") is None:
+        # No tier means "the tier set in the OpenAI project", which may be priority,
+        # billed above the default rates the hold would use. Ask for standard processing
+        # outright. ("auto" is held at the dearest tier it may get: proxy._admit.)
+        out["service_tier"] = "default"
+        modified = True
     n = 1
     if kind == CHAT:
         n = body.get("n") or 1
     elif kind == COMPLETIONS:
-        n = max(body.get("n") or 1, body.get("best_of") or 1)
+        # Every prompt of a list gets its own n choices (best_of candidates billed).
+        n = prompt_count(body.get("prompt")) * max(body.get("n") or 1, body.get("best_of") or 1)
+        if cap * n > _MAX_OUTPUT:
+            raise InvalidRequest(
+                f"'prompt' holds {prompt_count(body.get('prompt'))} prompts: with "
+                f"'max_tokens', 'n' and 'best_of' that asks for {cap * n} output tokens, "
+                f"more than {_MAX_OUTPUT}.", param="prompt")
     return CallSpec(
         route=kind,
         model=body["model"],
         stream=bool(body.get("stream", False)),
         output_cap=cap,
         n=n,
-        service_tier=body.get("service_tier"),
+        service_tier=out.get("service_tier"),
         previous_response_id=body.get("previous_response_id"),
         body=out,
         modified=modified,

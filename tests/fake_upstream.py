@@ -137,6 +137,9 @@ class FakeUpstream:
     bill_cap: bool  # output per choice = the request's cap (the worst case)
     prompt_tokens: PromptCounter | None  # (route path, body) -> prompt tokens; None: rough count
     service_tier: str | None  # echoed on chat/responses bodies; None omits the field
+    # The OpenAI project's default tier: served (and reported) to a chat/responses request
+    # that asks for no tier or "auto". None: report ``service_tier`` whatever was asked.
+    project_tier: str | None
     snapshot_suffix: str  # answer "model" = request model + suffix (not embeddings)
     latency_s: float  # sleep before every answer
     valid_keys: set[str]  # accepted Bearer secrets
@@ -218,6 +221,7 @@ class FakeUpstream:
         self.bill_cap = False
         self.prompt_tokens = None
         self.service_tier = "default"
+        self.project_tier = None
         self.snapshot_suffix = "-2099-01-01"
         self.latency_s = 0.0
 
@@ -670,8 +674,11 @@ def _chat_usage(tokens: _Tokens) -> dict[str, Any]:
     }
 
 
-def _with_tier(fake: FakeUpstream, obj: dict[str, Any]) -> dict[str, Any]:
-    if fake.service_tier is not None:
+def _with_tier(fake: FakeUpstream, obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    if fake.project_tier is not None:
+        asked = body.get("service_tier")
+        obj["service_tier"] = fake.project_tier if asked in (None, "auto") else asked
+    elif fake.service_tier is not None:
         obj["service_tier"] = fake.service_tier
     return obj
 
@@ -706,6 +713,7 @@ def _chat_completion(fake: FakeUpstream, route: str, body: dict[str, Any]) -> di
             "usage": _chat_usage(tokens),
             "system_fingerprint": "fp_fake",
         },
+        body,
     )
 
 
@@ -804,6 +812,7 @@ def _response(fake: FakeUpstream, route: str, body: dict[str, Any]) -> dict[str,
             "user": None,
             "metadata": {},
         },
+        body,
     )
 
 

@@ -3,12 +3,14 @@ and an exact cross-check against genai-prices' own calculator. Pure, no emulator
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import genai_prices
 import pytest
 from genai_prices import types as gp
+from genai_prices.data import providers
 
 from functions import price_table, pricing
 from functions.price_table import Skipped, TableEntry
@@ -202,3 +204,49 @@ def test_costs_match_genai_prices_exactly(table: tuple[list[TableEntry], list[Sk
                         e.model, p.valid_from, tier, inp)
                     checked += 1
     assert checked > 500
+
+
+UNDER_BILLED = ["gpt-4o-audio-preview", "gpt-4o-mini-audio-preview", "gpt-audio",
+                "gpt-realtime", "gpt-4o-realtime-preview", "gpt-4o-transcribe",
+                "gpt-4o-mini-tts", "gpt-4o-search-preview", "gpt-4o-mini-search-preview",
+                "gpt-5-search-api"]
+
+
+def test_audit10_audio_and_search_models_are_left_unpriced(
+    table: tuple[list[TableEntry], list[Skipped]],
+) -> None:
+    entries, skipped = table
+    ids = {e.model for e in entries}
+    reasons = {s.model: s.reason for s in skipped}
+    for model in UNDER_BILLED:
+        assert model not in ids, model
+        assert "under-bill" in reasons[model], model
+    assert "gpt-4o-search-preview-2025-03-11" not in ids  # a skipped model's alias
+    assert "search" in reasons["gpt-4o-mini-search-preview"]  # an alias of gpt-4o-mini...
+    assert "gpt-4o-mini" in ids  # ...which stays priced
+    assert "o3-deep-research" in ids  # "research" is not "search"; its tools are refused
+    # No shipped id names a modality billed beyond text tokens.
+    words = {w for i in ids for w in re.split(r"[^a-z0-9]+", i)}
+    assert not words & {"audio", "realtime", "transcribe", "tts", "search", "image"}
+
+
+def test_audit10_audio_prices_and_request_fees_are_never_shipped(
+    table: tuple[list[TableEntry], list[Skipped]],
+) -> None:
+    # General, by price key: any audio price, any fee per request or call but tool fees.
+    provider = next(p for p in providers if p.id == "openai")
+    shipped = {e.model for e in table[0]}
+    for model in provider.models:
+        sets = [model.prices] if isinstance(model.prices, gp.ModelPrice) else [
+            c.prices for c in model.prices]
+        keys = {k for mp in [*sets, *(v.prices for v in model.price_variants or ())]
+                for k in price_table._keys(mp)}
+        if any("audio" in k or (k.endswith("_kcount") and k not in price_table._TOOL_FEES)
+               for k in keys):
+            assert model.id not in shipped, model.id
+    for extra in ({"input_audio_mtok": Decimal("40")}, {"output_audio_mtok": Decimal("80")},
+                  {"requests_kcount": Decimal("25")}, {"code_executions_kcount": Decimal("3")}):
+        info = gp.ModelInfo(id="gpt-x", match=gp.ClauseEquals("gpt-x"), prices=gp.ModelPrice(
+            input_mtok=Decimal("1"), output_mtok=Decimal("2"), **extra))
+        with pytest.raises(price_table._Unpriceable, match="under-bill"):
+            price_table._check_model(info)

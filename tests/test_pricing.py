@@ -126,6 +126,20 @@ def test_tier_selection_and_unpriced_tiers() -> None:
     assert pricing.rates_for(price(T0), "default", 10**7) == MINI  # no threshold: flat
 
 
+def test_audit9_auto_is_held_at_the_dearest_priced_tier() -> None:
+    tiers = ("default", "priority")
+    assert pricing.dearest_tier(G56_PRICE, tiers, 1_000, 500) == "priority"
+    # above the threshold priority has no price of its own: only default can be held
+    assert pricing.dearest_tier(G56_PRICE, tiers, 300_000, 500) == "default"
+    assert pricing.dearest_tier(price(T0), tiers, 1_000, 500) == "default"
+    assert pricing.dearest_tier(price(T0), ("flex", "priority"), 1_000, 500) is None
+    # "dearest" is the worst case of this call, not of one rate
+    odd = Price(valid_from=T0, valid_to=None, source="t", tiers={
+        "default": Rates(input=1, output=100), "priority": Rates(input=50, output=2)})
+    assert pricing.dearest_tier(odd, tiers, 10, 1_000) == "default"
+    assert pricing.dearest_tier(odd, tiers, 10_000, 1) == "priority"
+
+
 # --- estimate ---------------------------------------------------------------------------
 
 

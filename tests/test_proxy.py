@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from functions import pricing, tokens
-from tests.conftest import UPSTREAM_SECRET, bearer, make_price
+from tests.conftest import MINI, UPSTREAM_SECRET, bearer, make_price
 from tests.fake_upstream import Error, InvalidJSON, Stall
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}
@@ -316,3 +316,163 @@ def test_last_used_is_recorded_at_most_once_a_minute(client, world):
     assert first is not None
     assert post(client, world.keys["bob"], CHAT).status_code == 200
     assert ref.get().get("last_used_at") == first  # within the minute: no extra write
+
+
+# --- issue 14: every way to make upstream bill more than the hold ------------------------
+
+_ROUTE_OF = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
+             "/v1/responses": "responses", "/v1/embeddings": "embeddings"}
+
+
+def _exact_prompts(world):
+    """Upstream reports the prompt tokens Tollgate estimates, so cost <= hold is exact."""
+    world.upstream.prompt_tokens = lambda path, body: tokens.estimate_input_tokens(
+        _ROUTE_OF[path], body, body["model"])
+
+
+def test_audit5_completions_list_prompt_cannot_overshoot_the_budget(client, world):
+    # the audit's call: $0.0005 budget, 150 prompts of max_tokens 7 (4.8x the budget)
+    world.prov.add_price("gpt-3.5-turbo-instruct", make_price("1.50", None, "2.00"))
+    world.prov.update_project("demo", budget_nano=500_000, allowed_models=[
+        "gpt-4o-mini", "gpt-3.5-turbo-instruct"])
+    world.upstream.bill_cap = True
+    _exact_prompts(world)
+    body = {"model": "gpt-3.5-turbo-instruct", "max_tokens": 7, "prompt": ["x"] * 150}
+    r = post(client, world.keys["bob"], body, path="/v1/completions")
+    assert r.status_code == 429 and err(r)["code"] == "budget_exceeded"
+    assert world.upstream.received == [] and world.usage() == []
+
+    # with room for it, the hold covers every prompt's output and the bill stays inside it
+    world.prov.update_project("demo", budget_nano=10**8)
+    for prompt, n in ((["x"] * 150, 1), ([[1, 2, 3], [4, 5]], 2), ([7, 8, 9], 3)):
+        r = post(client, world.keys["bob"], {**body, "prompt": prompt, "n": n},
+                 path="/v1/completions")
+        assert r.status_code == 200
+    recs = sorted(world.usage(), key=lambda rec: rec["ts"])
+    assert [rec["output_tokens"] for rec in recs] == [7 * 150, 7 * 2 * 2, 7 * 3]
+    for rec in recs:
+        assert 0 < rec["cost_nano"] <= rec["estimate_nano"], rec
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert world.counter("p", "demo", month)["spent"] == sum(rec["cost_nano"] for rec in recs)
+
+
+def test_audit6_previous_response_id_this_project_did_not_create_is_refused(client, world):
+    world.prov.create_project("other", external_key="main", allowed_models=["gpt-4o-mini"])
+    world.prov.create_user("carol", "Carol", "carol@example.com")
+    carol = world.members.add_member("other", "carol")
+    theirs = post(client, carol, {"model": "gpt-4o-mini", "input": "a long secret chat"},
+                  path="/v1/responses")
+    assert theirs.status_code == 200
+    forwarded = len(world.upstream.received)
+    for rid in (theirs.get_json()["id"], "resp_never_seen_by_tollgate"):
+        r = post(client, world.keys["bob"], {"model": "gpt-4o-mini", "input": "go on",
+                                             "previous_response_id": rid}, path="/v1/responses")
+        assert r.status_code == 400
+        e = err(r)
+        assert (e["type"], e["code"], e["param"]) == (
+            "invalid_request_error", "invalid_request", "previous_response_id")
+        assert "this project" in e["message"]
+    assert len(world.upstream.received) == forwarded  # neither was forwarded
+    assert {rec["project"] for rec in world.usage()} == {"other"}
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"conversation": "conv_123"}, "conversation"),
+    ({"prompt": {"id": "pmpt_123", "version": "2"}}, "prompt"),
+    ({"input": [{"type": "item_reference", "id": "msg_123"}]}, "input[0]"),
+    ({"input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "Summarise"},
+        {"type": "input_file", "file_url": "https://example.com/big.pdf"}]}]},
+     "input[0].content[1]"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
+     "input[0].content[0]"),
+])
+def test_audit6_content_stored_elsewhere_is_refused_on_responses(client, world, body, param):
+    r = post(client, world.keys["bob"], {"model": "gpt-4o-mini", "input": "hi", **body},
+             path="/v1/responses")
+    assert r.status_code == 400
+    e = err(r)
+    assert (e["code"], e["param"]) == ("unsupported_parameter", param)
+    assert world.upstream.received == [] and world.usage() == []
+
+
+def test_audit6_chat_file_by_id_is_refused(client, world):
+    part = {"type": "file", "file": {"file_id": "file-abc"}}
+    r = post(client, world.keys["bob"], {**CHAT, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "read this"}, part]}]})
+    assert r.status_code == 400
+    assert (err(r)["code"], err(r)["param"]) == ("unsupported_parameter",
+                                                 "messages[0].content[1]")
+    assert world.upstream.received == []
+
+
+def test_audit7_a_tool_type_not_on_the_allow_list_is_refused(client, world):
+    body = {"model": "gpt-4o-mini", "input": "news?", "tools": [
+        {"type": "function", "name": "f", "parameters": {"type": "object"}},
+        {"type": "web_search_2025_08_26"}]}
+    r = post(client, world.keys["bob"], body, path="/v1/responses")
+    assert r.status_code == 400
+    assert (err(r)["code"], err(r)["param"]) == ("unsupported_parameter", "tools[1]")
+    assert world.upstream.received == []
+    # a project that prices the tool may use it
+    world.prov.update_project("demo", priced_tools=["web_search_2025_08_26"])
+    r = post(client, world.keys["alice"], body, path="/v1/responses")
+    assert r.status_code == 200 and len(world.upstream.received) == 1
+
+
+def test_audit8_duplicate_keys_are_refused_not_forwarded(client, world):
+    world.prov.update_project("demo", allowed_models=["*"])
+    world.prov.add_price("gpt-4o", make_price("2.50", "1.25", "10.00"))
+    for raw in (b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": '
+                b'[{"role": "user", "content": "hi"}]}',
+                b'{"model": "gpt-4o-mini", "max_tokens": 5, "messages": '
+                b'[{"role": "user", "content": "hi", "content": "bye"}], "max_tokens": 9}',
+                b'{"model": "gpt-4o-mini", "temperature": NaN, "messages": '
+                b'[{"role": "user", "content": "hi"}]}'):
+        r = post(client, world.keys["bob"], raw)
+        assert r.status_code == 400
+        assert err(r)["code"] == "invalid_request"
+    assert '"model"' in err(post(client, world.keys["bob"], (
+        b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}')))["message"]
+    assert world.upstream.received == [] and world.usage() == []
+
+
+def _priority_priced(world):
+    """gpt-4o-mini with a priority tier at twice the default rates."""
+    rates = make_price("0.30", "0.15", "1.20").tiers["default"]
+    world.prov.add_price("gpt-4o-mini", make_price(*MINI, since=datetime(2021, 1, 1, tzinfo=UTC),
+                                                   priority=rates))
+    return rates
+
+
+def test_audit9_no_tier_is_asked_as_default_so_a_priority_project_cannot_overshoot(
+        client, world):
+    priority = _priority_priced(world)
+    world.upstream.project_tier = "priority"  # the OpenAI project's default tier
+    world.upstream.bill_cap = True
+    _exact_prompts(world)
+    for path, body in (("/v1/chat/completions", CHAT),
+                       ("/v1/responses", {"model": "gpt-4o-mini", "input": "Say hi"})):
+        assert post(client, world.keys["bob"], body, path=path).status_code == 200
+    for rec in world.usage():
+        assert 0 < rec["cost_nano"] <= rec["estimate_nano"], rec
+        assert rec["service_tier"] == "default"
+    assert [r.json.get("service_tier") for r in world.upstream.received] == ["default"] * 2
+
+    # "auto" may be served at priority: it is held at priority and billed within the hold
+    r = post(client, world.keys["bob"], {**CHAT, "service_tier": "auto"})
+    assert r.status_code == 200
+    assert world.upstream.received[-1].json["service_tier"] == "auto"
+    [rec] = [x for x in world.usage() if x["call_id"] == r.headers["x-tollgate-call-id"]]
+    prompt = tokens.estimate_input_tokens("chat", CHAT, "gpt-4o-mini")
+    assert rec["estimate_nano"] == pricing.estimate_nano(priority, prompt, 256)
+    assert rec["service_tier"] == "priority" and rec["cost_nano"] == rec["estimate_nano"]
+
+
+def test_audit9_auto_without_a_priority_price_is_asked_as_default(client, world):
+    world.upstream.project_tier = "priority"
+    r = post(client, world.keys["bob"], {**CHAT, "service_tier": "auto"})
+    assert r.status_code == 200
+    assert world.upstream.received[-1].json["service_tier"] == "default"
+    [rec] = world.usage()
+    assert rec["service_tier"] == "default" and rec["cost_nano"] <= rec["estimate_nano"]

@@ -84,7 +84,8 @@ def test_default_cap_and_safety_identifier_are_added_without_touching_the_input(
 
 
 def test_client_cap_and_identifier_are_kept():
-    body = {**CHAT, "max_tokens": 50, "safety_identifier": "mine", "n": 3}
+    body = {**CHAT, "max_tokens": 50, "safety_identifier": "mine", "n": 3,
+            "service_tier": "default"}
     spec = routes.prepare(routes.CHAT, body, default_cap=256, safety_id="tg-x")
     assert spec.output_cap == 50 and spec.n == 3 and not spec.modified
     assert spec.body["safety_identifier"] == "mine"
@@ -112,3 +113,120 @@ def test_safety_identifier_is_stable_per_member_and_hides_the_name():
     assert a != routes.safety_identifier("demo", "bob", "")
     assert a != routes.safety_identifier("other", "alice", "")
     assert "alice" not in a and len(a) <= 64
+
+
+# --- issue 14: every way to make upstream bill more than the hold ------------------------
+
+def _completions(**body):
+    return routes.prepare(routes.COMPLETIONS, {"model": "m", "max_tokens": 7, **body},
+                          default_cap=9, safety_id="s")
+
+
+def test_audit5_completions_list_prompt_holds_every_prompt():
+    assert _completions(prompt=["x"] * 150).n == 150
+    assert _completions(prompt=[[1, 2], [3]], n=2, best_of=3).n == 2 * 3
+    assert _completions(prompt=[[1, 2]], n=2).n == 2
+    assert _completions(prompt=[1, 2, 3], n=2).n == 2  # one token array is one prompt
+    assert _completions(prompt="x", best_of=4).n == 4
+    with pytest.raises(InvalidRequest) as e:  # a hold too large for a budget counter
+        _completions(prompt=["x"] * 1000, max_tokens=10_000_000, n=128)
+    assert e.value.param == "prompt"
+
+
+@pytest.mark.parametrize("kind, body, param", [
+    (routes.RESPONSES, {"conversation": "conv_1"}, "conversation"),
+    (routes.RESPONSES, {"conversation": {"id": "conv_1"}}, "conversation"),
+    (routes.RESPONSES, {"prompt": {"id": "pmpt_1"}}, "prompt"),
+    (routes.RESPONSES, {"input": ["x", {"type": "item_reference", "id": "msg_1"}]}, "input[1]"),
+    (routes.RESPONSES, {"input": [{"role": "user", "content": [
+        {"type": "input_file", "file_id": "file-1"}]}]}, "input[0].content[0]"),
+    (routes.RESPONSES, {"input": [{"role": "user", "content": [
+        {"type": "input_file", "file_url": "https://x.test/a.pdf"}]}]}, "input[0].content[0]"),
+    (routes.RESPONSES, {"input": [{"role": "user", "content": [
+        {"type": "input_file", "filename": "a.pdf",
+         "file_data": "data:application/pdf;base64,JVBERi0="}]}]}, "input[0].content[0]"),
+    (routes.RESPONSES, {"input": [{"role": "user", "content": [
+        {"type": "input_image", "file_id": "file-1"}]}]}, "input[0].content[0]"),
+    (routes.RESPONSES, {"input": [{"type": "function_call_output", "call_id": "c", "output": [
+        {"type": "input_file", "file_id": "file-1"}]}]}, "input[0].output[0]"),
+    (routes.CHAT, {"messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_id": "file-1"}}]}]}, "messages[0].content[0]"),
+    (routes.CHAT, {"messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": "JVBERi0="}}]}]},
+     "messages[0].content[0]"),
+    (routes.CHAT, {"messages": [{"role": "user", "content": "hi"},
+                                {"role": "assistant", "audio": {"id": "audio_1"}},
+                                {"role": "user", "content": "again"}]}, "messages[1].audio"),
+])
+def test_audit6_content_stored_at_openai_is_refused_by_name(kind, body, param):
+    base = {"model": "m", "input": "x"} if kind == routes.RESPONSES else dict(CHAT)
+    with pytest.raises(UnsupportedParameter) as e:
+        routes.validate(kind, {**base, **body})
+    assert e.value.param == param and e.value.code == "unsupported_parameter"
+    assert param.split("[")[0].split(".")[0] in e.value.message
+
+
+def test_audit6_images_sent_inline_or_by_url_still_pass():
+    image = "data:image/png;base64,AAAA"
+    routes.validate(routes.RESPONSES, {"model": "m", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "what is this?"},
+        {"type": "input_image", "image_url": image},
+        {"type": "input_image", "image_url": "https://x.test/cat.png"}]}]})
+    routes.validate(routes.CHAT, {**CHAT, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": image}}]}]})
+    # reasoning and function-call items carry ids of their own, not references
+    routes.validate(routes.RESPONSES, {"model": "m", "input": [
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "function_call", "id": "fc_1", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c", "output": "42"}]})
+
+
+@pytest.mark.parametrize("kind", [routes.CHAT, routes.RESPONSES])
+def test_audit7_tools_are_an_allow_list_of_function_and_custom(kind):
+    base = {"model": "m", "input": "x"} if kind == routes.RESPONSES else dict(CHAT)
+    fn = {"type": "function", "name": "f"}
+    routes.validate(kind, {**base, "tools": [fn, {"type": "custom", "name": "g"}],
+                           "tool_choice": {"type": "function", "name": "f"}})
+    routes.validate(kind, {**base, "tools": [fn], "tool_choice": "required"})
+    for hosted in ("web_search_2025_08_26", "web_search", "apply_patch", "file_search",
+                   "image_generation", "some_future_tool"):
+        with pytest.raises(UnsupportedParameter) as e:
+            routes.validate(kind, {**base, "tools": [fn, {"type": hosted}]})
+        assert e.value.param == "tools[1]"
+        routes.validate(kind, {**base, "tools": [fn, {"type": hosted}]},
+                        priced_tools=(hosted,))  # priced by the project: allowed
+    for choice, param in (({"type": "web_search_preview"}, "tool_choice"),
+                          ({"type": "allowed_tools", "mode": "auto",
+                            "tools": [fn, {"type": "mcp"}]}, "tool_choice.tools[1]"),
+                          ({"type": "allowed_tools", "allowed_tools": {
+                              "mode": "auto", "tools": [{"type": "code_interpreter"}]}},
+                           "tool_choice.tools[0]")):
+        with pytest.raises(UnsupportedParameter) as e:
+            routes.validate(kind, {**base, "tools": [fn], "tool_choice": choice})
+        assert e.value.param == param
+    with pytest.raises(InvalidRequest) as e:
+        routes.validate(kind, {**base, "tool_choice": 3})
+    assert e.value.param == "tool_choice"
+
+
+def test_audit7_web_search_options_still_need_a_web_search_price():
+    with pytest.raises(UnsupportedParameter) as e:
+        routes.validate(routes.CHAT, {**CHAT, "web_search_options": {}})
+    assert e.value.param == "web_search_options"
+    routes.validate(routes.CHAT, {**CHAT, "web_search_options": {}}, priced_tools=("web_search",))
+
+
+def test_audit9_a_request_without_a_tier_is_sent_as_default():
+    for kind, body in ((routes.CHAT, CHAT), (routes.RESPONSES, {"model": "m", "input": "x"})):
+        spec = routes.prepare(kind, body, default_cap=9, safety_id="s")
+        assert spec.body["service_tier"] == spec.service_tier == "default" and spec.modified
+        assert "service_tier" not in body
+        for tier in ("auto", "flex", "priority", "default"):
+            spec = routes.prepare(kind, {**body, "service_tier": tier}, default_cap=9,
+                                  safety_id="s")
+            assert spec.body["service_tier"] == spec.service_tier == tier
+    # legacy completions and embeddings take no service_tier
+    assert "service_tier" not in _completions(prompt="x").body
+    spec = routes.prepare(routes.EMBEDDINGS, {"model": "m", "input": "x"}, default_cap=9,
+                          safety_id="s")
+    assert "service_tier" not in spec.body and not spec.modified

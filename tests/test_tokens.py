@@ -470,3 +470,18 @@ def test_deep_nesting_does_not_raise() -> None:
 def test_unknown_route_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="unknown route"):
         tokens.estimate_input_tokens("images", {"model": "gpt-4o"}, "gpt-4o")
+
+
+def test_audit5_every_prompt_and_token_array_is_counted() -> None:
+    def completions(prompt: Any) -> int:
+        return tokens.estimate_input_tokens("completions", {"prompt": prompt}, "gpt-4o")
+
+    one = completions("Say this is a test")
+    assert completions(["Say this is a test"] * 150) == 150 * one
+    assert completions([1, 2, 3, 4, 5]) == 5  # token ids count one each, by length
+    assert completions([[1, 2, 3], [4, 5]]) == 5
+    assert completions([[7] * 1000] * 3) == 3000
+    embed = tokens.estimate_input_tokens("embeddings", {"input": ["a cat"] * 40}, "gpt-4o")
+    assert embed == 40 * tokens.estimate_input_tokens("embeddings", {"input": "a cat"}, "gpt-4o")
+    assert tokens.estimate_input_tokens("embeddings", {"input": [[1, 2], [3, 4, 5]]},
+                                        "text-embedding-3-small") == 5
