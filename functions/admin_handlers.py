@@ -16,6 +16,7 @@ from functions.admin_members import MemberHandlers
 from functions.budget import doc_id, period_key
 from functions.errors import Conflict, InvalidRequest
 from functions.external_keys import check_upstream_key
+from functions.grants import exact_states
 from functions.ledger import utcnow
 from functions.membership import Membership
 from functions.provision import Provisioner
@@ -213,12 +214,13 @@ class Handlers(MemberHandlers):
 
     def _spend(self, project: dict[str, Any]) -> dict[str, Any]:
         period = period_key(project.get("budget_period", "monthly"), utcnow())
-        c = self.prov.ref("counters", doc_id("p", project["id"], period)).get().to_dict() or {}
-        spent, held = int(c.get("spent", 0)), int(c.get("held", 0))
+        cid = doc_id("p", project["id"], period)
+        st = exact_states(self.db, project["id"], [cid])[cid]
         budget = project.get("budget_nano")
-        return {"period": period, "spent_nano": spent, "held_nano": held,
-                "in_flight": int(c.get("inflight", 0)), "budget_nano": budget,
-                "remaining_nano": None if budget is None else budget - spent - held}
+        # held: estimates of calls in flight plus what busy instances reserved (escrow)
+        return {"period": period, "spent_nano": st.spent, "held_nano": st.held + st.escrow,
+                "escrow_nano": st.escrow, "in_flight": st.inflight, "budget_nano": budget,
+                "remaining_nano": None if budget is None else budget - st.taken}
 
     def list_projects(self, **_: Any) -> Resp:
         return ok({"data": sorted(self._all("projects"), key=lambda p: str(p.get("id")))})

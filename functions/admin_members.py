@@ -15,6 +15,7 @@ from functions import validate as v
 from functions.admin_json import Resp, ok
 from functions.budget import doc_id, period_key
 from functions.errors import InvalidRequest, PermissionDenied, ResourceNotFound
+from functions.grants import exact_states
 from functions.ledger import Ledger, utcnow
 from functions.membership import Membership, check_role
 from functions.pricing import format_usd
@@ -62,14 +63,12 @@ class MemberHandlers:
         proj = self.prov.get("projects", project, "project")
         period = period_key(proj.get("budget_period", "monthly"), utcnow())
         members = self.members.list_members(project)
-        refs = [self.prov.ref("counters", doc_id("m", project, str(m["user"]), period))
-                for m in members]
-        spent = {s.id: int((s.to_dict() or {}).get("spent", 0))
-                 for s in self.db.get_all(refs) if s.exists} if refs else {}
+        cids = [doc_id("m", project, str(m["user"]), period) for m in members]
+        states = exact_states(self.db, project, cids)
         out = []
-        for m, ref in zip(members, refs, strict=True):
+        for m, cid in zip(members, cids, strict=True):
             out.append({"user": m["user"], "role": m.get("role"),
-                        "budget_nano": m.get("budget_nano"), "spent_nano": spent.get(ref.id, 0),
+                        "budget_nano": m.get("budget_nano"), "spent_nano": states[cid].spent,
                         "created_at": m.get("created_at"),
                         "keys": self.members.list_keys(project, str(m["user"]))})
         return ok({"data": out, "period": period})

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from functions.pricing import format_usd
@@ -94,24 +95,37 @@ def limits_for(
 @dataclass(frozen=True)
 class CounterState:
     spent: int = 0
-    held: int = 0
+    held: int = 0  # estimates of calls in flight that hold budget one by one
     inflight: int = 0
+    escrow: int = 0  # budget reserved by instances' grants (escrow.py)
+
+    @property
+    def taken(self) -> int:
+        """What is not free: spent, held by calls, or reserved by grants."""
+        return self.spent + self.held + self.escrow
+
+    @classmethod
+    def of(cls, doc: dict[str, Any] | None) -> CounterState:
+        d = doc or {}
+        return cls(spent=int(d.get("spent", 0)), held=int(d.get("held", 0)),
+                   inflight=int(d.get("inflight", 0)), escrow=int(d.get("escrow", 0)))
 
 
 def first_breach(
     limits: Sequence[Limit], after: Sequence[CounterState]
 ) -> tuple[Limit, CounterState] | None:
-    """The first limit whose post-increment ``spent + held`` is over it, or None."""
+    """The first limit whose post-increment ``spent + held + escrow`` is over it, or None."""
     for limit, state in zip(limits, after, strict=True):
-        if limit.limit_nano is not None and state.spent + state.held > limit.limit_nano:
+        if limit.limit_nano is not None and state.taken > limit.limit_nano:
             return limit, state
     return None
 
 
 def remaining_nano(limits: Iterable[Limit], states: Iterable[CounterState]) -> int | None:
-    """Smallest ``limit - spent - held`` over the limited counters (None if unlimited)."""
+    """Smallest ``limit - spent - held - escrow`` over the limited counters (None if
+    unlimited)."""
     values = [
-        lim.limit_nano - st.spent - st.held
+        lim.limit_nano - st.taken
         for lim, st in zip(limits, states, strict=True)
         if lim.limit_nano is not None
     ]
@@ -125,10 +139,12 @@ def refusal_message(
     assert limit.limit_nano is not None
     held_by_others = after.held - estimate
     in_flight = max(0, after.inflight - 1)
+    reserved = (f", reserved ${format_usd(after.escrow)} by busy instances"
+                if after.escrow else "")
     return (
         f"Budget exceeded for {limit.label} ({period} budget, period {period_label}): "
         f"spent ${format_usd(after.spent)}, held ${format_usd(held_by_others)} by "
-        f"{in_flight} call(s) in flight, limit ${format_usd(limit.limit_nano)}; "
+        f"{in_flight} call(s) in flight{reserved}, limit ${format_usd(limit.limit_nano)}; "
         f"this call could cost up to ${format_usd(estimate)}. "
         "Lower max_tokens, or ask a project lead to raise the budget."
     )

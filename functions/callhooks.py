@@ -78,8 +78,7 @@ class CallHooks:
         self.db.collection("usage").document(plan.call_id).create(rec)
         headers = {"x-tollgate-cache": "hit", "x-tollgate-call-id": plan.call_id,
                    "x-tollgate-cost-usd": format_usd(0)}
-        states = [CounterState(spent=int(c.get("spent", 0)), held=int(c.get("held", 0)))
-                  for c in (docs.get(r.path, {}) for r in refs[1:])]
+        states = [CounterState.of(docs.get(r.path)) for r in refs[1:]]
         remaining = remaining_nano(limits, states)
         if remaining is not None:
             headers["x-tollgate-budget-remaining-usd"] = format_usd(remaining)

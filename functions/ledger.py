@@ -20,6 +20,8 @@ under concurrency (40 callers: 1 succeeded). So no write here reads a counter:
 from __future__ import annotations
 
 import logging
+import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +44,8 @@ from functions.budget import (
     retry_after_s,
 )
 from functions.errors import BudgetExceeded, RateLimited, ServiceUnavailable
+from functions.escrow import Grant, GrantBook, SyncPlan, breaches
+from functions.grants import GEN_UNKNOWN, GrantSweeper, add_sync, counter_delta, open_doc, sync_doc
 from functions.pricing import Usage
 
 log = logging.getLogger("tollgate.ledger")
@@ -106,11 +110,12 @@ def _counter_fields(limit: Limit, period_key: str) -> dict[str, Any]:
 
 def _states(results: Sequence[Any], n: int) -> list[CounterState]:
     # The client sorts field transforms by path, so each counter's results come back
-    # as [held, inflight, spent] (see platform notes §2.4).
+    # as [escrow, held, inflight, spent] (see platform notes §2.4): every counter write
+    # whose answer is read carries all four.
     out = []
     for wr in results[:n]:
-        held, inflight, spent = (v.integer_value for v in wr.transform_results)
-        out.append(CounterState(spent=spent, held=held, inflight=inflight))
+        escrow, held, inflight, spent = (v.integer_value for v in wr.transform_results)
+        out.append(CounterState(spent=spent, held=held, inflight=inflight, escrow=escrow))
     return out
 
 
@@ -134,10 +139,17 @@ def usage_record(plan: HoldPlan, outcome: Outcome, settled_at: datetime) -> dict
 
 
 class Ledger:
-    def __init__(self, db: firestore.Client, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, db: firestore.Client, clock: Callable[[], datetime] = utcnow,
+                 escrow: bool = True) -> None:
         self.db = db
         self.clock = clock
         self.writes = 0  # document writes issued, for the benchmark
+        self.escrow = escrow
+        self.book = GrantBook()
+        self.grant_sweeper = GrantSweeper(db)
+        # call id -> (grant, hold's update time) of calls drawn from a grant, until settled
+        self._drawn: dict[str, tuple[Grant, Any]] = {}
+        self._drawn_lock = threading.Lock()
 
     def _counter(self, cid: str) -> firestore.DocumentReference:
         return self.db.collection("counters").document(cid)
@@ -151,15 +163,23 @@ class Ledger:
     def _usage(self, call_id: str) -> firestore.DocumentReference:
         return self.db.collection("usage").document(call_id)
 
+    def _grant(self, grant_id: str) -> firestore.DocumentReference:
+        return self.db.collection("grants").document(grant_id)
+
     # --- reserve -------------------------------------------------------------
 
-    def reserve(self, plan: HoldPlan) -> list[CounterState]:
+    def reserve(self, plan: HoldPlan) -> list[CounterState] | None:
         """Hold the estimate against every limit, or raise BudgetExceeded.
 
         Expired holds are swept before anyone is refused, so a refusal never rests on
         a hold nobody will settle: they are booked ``orphaned`` at their estimate
         (which keeps the spend, since upstream may have billed them) and the refusal
-        reports only calls really in flight."""
+        reports only calls really in flight.
+
+        A call whose limit set has an escrow grant with room draws from it instead:
+        the only write is its own hold document (see ``escrow.py``)."""
+        if self._reserve_from_grant(plan):
+            return None
         states, windows = self._increment(plan)
         rate = rate_breach(plan.rate_limits, windows)
         breach = first_breach(plan.limits, states)
@@ -168,6 +188,7 @@ class Ledger:
                 # A new period (or a first call) starts: book holds orphaned in the
                 # last one now, rather than waiting for someone to be refused.
                 self.sweep(project=plan.project)
+            self.book.note_states(_key(plan), _limits(plan), states)
             return states
         self._release(plan)
         if rate is not None:
@@ -183,30 +204,72 @@ class Ledger:
         raise BudgetExceeded(refusal_message(limit, state, plan.estimate_nano,
                                              plan.budget_period, plan.period_key))
 
+    def _reserve_from_grant(self, plan: HoldPlan) -> bool:
+        if not self.escrow or plan.rate_limits or plan.estimate_nano <= 0:
+            return False  # rpm/tpm windows are decided per call
+        g = self.book.draw(_key(plan), _limits(plan), plan.estimate_nano)
+        if g is None:
+            return False
+        batch = self.db.batch()
+        batch.create(self._hold(plan.call_id), {**_hold_doc(plan), "grant": g.id})
+        try:
+            [result] = batch.commit()
+        except _TRANSIENT:
+            self.book.undraw(g, plan.estimate_nano)
+            # the hold may have landed: delete it (no counter moved, so nothing else to undo)
+            self._delete_hold(plan.call_id)
+            raise ServiceUnavailable("Tollgate could not reach its database in time; "
+                                     "retry the call.", headers={"retry-after": "1"}) from None
+        except Exception:
+            self.book.undraw(g, plan.estimate_nano)
+            raise
+        self.writes += 1
+        with self._drawn_lock:
+            self._drawn[plan.call_id] = (g, result.update_time)
+        return True
+
+    def _delete_hold(self, call_id: str) -> None:
+        batch = self.db.batch()
+        batch.delete(self._hold(call_id))
+        try:
+            self._commit_with_retry(batch)
+        except Exception as exc:  # noqa: BLE001 - the sweep books it at the estimate
+            log.error("could not delete the unused hold of %s (%s)", call_id,
+                      type(exc).__name__)
+
+    def remaining(self, plan: HoldPlan) -> int | None:
+        """``limit - spent - held - escrow`` as last seen for this call's limits: the
+        budget header of a call settled inside a grant, which wrote no counter."""
+        return self.book.free(_key(plan))
+
+    def cancel(self, plan: HoldPlan) -> None:
+        """Undo a reservation of a call that will not be forwarded after all."""
+        with self._drawn_lock:
+            drawn = self._drawn.pop(plan.call_id, None)
+        if drawn is not None:
+            self._delete_hold(plan.call_id)
+            self.book.undraw(drawn[0], plan.estimate_nano)
+        else:
+            self._release(plan)
+
     def _counter_state(self, counter_id: str, estimate: int) -> CounterState:
         """A counter as this (released) call would have seen it, for the message."""
-        d = self._counter(counter_id).get().to_dict() or {}
-        return CounterState(spent=int(d.get("spent", 0)), held=int(d.get("held", 0)) + estimate,
-                            inflight=int(d.get("inflight", 0)) + 1)
+        c = CounterState.of(self._counter(counter_id).get().to_dict())
+        return CounterState(spent=c.spent, held=c.held + estimate, inflight=c.inflight + 1,
+                            escrow=c.escrow)
 
     def _increment(self, plan: HoldPlan) -> tuple[list[CounterState], list[WindowState]]:
         batch = self.db.batch()
         for lim in plan.limits:
             batch.set(self._counter(lim.counter_id), {
                 **_counter_fields(lim, plan.period_key),
-                "held": Increment(plan.estimate_nano), "inflight": Increment(1),
-                "spent": Increment(0)}, merge=True)
+                "escrow": Increment(0), "held": Increment(plan.estimate_nano),
+                "inflight": Increment(1), "spent": Increment(0)}, merge=True)
         for rl in plan.rate_limits:
             batch.set(self._window(rl.counter_id), {
                 "project": plan.project, "requests": Increment(1),
                 "tokens": Increment(plan.estimate_tokens)}, merge=True)
-        batch.create(self._hold(plan.call_id), {
-            "call_id": plan.call_id, "project": plan.project, "user": plan.user,
-            "key_name": plan.key_name, "model": plan.model, "route": plan.route,
-            "period": plan.period_key, "counters": [lim.counter_id for lim in plan.limits],
-            "estimate_nano": plan.estimate_nano, "estimate_tokens": plan.estimate_tokens,
-            "created_at": plan.admitted_at, "expires_at": plan.expires_at,
-            "state": "live", "streamed": plan.streamed, "tag": plan.tag})
+        batch.create(self._hold(plan.call_id), _hold_doc(plan))
         try:
             results = batch.commit()
         except _TRANSIENT:
@@ -245,39 +308,225 @@ class Ledger:
                extra: Sequence[tuple[str, str, dict[str, Any]]] = ()
                ) -> list[CounterState] | None:
         """Book the call exactly once. Returns post-settlement counter values, or None
-        when the call had already been booked (by the sweep, or an earlier attempt).
+        when the call had already been booked (by the sweep, or an earlier attempt) or
+        was settled inside an escrow grant without touching the counters.
 
         ``extra`` documents (collection, id, fields; replaced whole) ride in the same write:
         the response-cache entry, the last rate-limit headers - no extra round trip."""
+        with self._drawn_lock:
+            drawn = self._drawn.pop(plan.call_id, None)
+        if drawn is not None:
+            return self._settle_drawn(plan, outcome, extra, *drawn)
+        return self._settle_direct(plan, outcome, extra, ride=self.escrow)
+
+    def _settle_docs(self, batch: Any, plan: HoldPlan, outcome: Outcome,
+                     extra: Sequence[tuple[str, str, dict[str, Any]]], now: datetime,
+                     hold: dict[str, Any], hold_option: Any = None) -> None:
+        """The call's own documents of a settlement batch."""
+        for collection, doc, fields in extra:
+            batch.set(self.db.collection(collection).document(doc), fields)
+        batch.create(self._usage(plan.call_id), usage_record(plan, outcome, now))
+        batch.update(self._hold(plan.call_id), {
+            "state": "settled", "settled_at": now, "purge_at": now + SETTLED_HOLD_TTL, **hold},
+            option=hold_option)
+        if plan.touch_key:
+            # merge, not update: a key document that vanished must not fail the booking
+            batch.set(self.db.collection("keys").document(plan.touch_key),
+                      {"last_used_at": now}, merge=True)
+
+    def _write_counters(self, batch: Any, deltas: dict[str, dict[str, int]]) -> None:
+        for cid, d in deltas.items():
+            batch.set(self._counter(cid), {k: Increment(v) for k, v in d.items()}, merge=True)
+
+    def _settle_direct(self, plan: HoldPlan, outcome: Outcome,
+                       extra: Sequence[tuple[str, str, dict[str, Any]]], *, ride: bool
+                       ) -> list[CounterState] | None:
         now = self.clock()
-        batch = self.db.batch()
+        key, limits = _key(plan), _limits(plan)
+        deltas: dict[str, dict[str, int]] = {}
         for lim in plan.limits:
-            batch.set(self._counter(lim.counter_id), {
-                "held": Increment(-plan.estimate_nano), "inflight": Increment(-1),
-                "spent": Increment(outcome.cost_nano)}, merge=True)
+            counter_delta(deltas, lim.counter_id, held=-plan.estimate_nano, inflight=-1,
+                          spent=outcome.cost_nano)
+        sp, opening = self._ride(plan, now) if ride else (None, None)
+        if sp is not None:
+            add_sync(deltas, sp)
+        if opening is not None:
+            for cid in key:
+                counter_delta(deltas, cid, escrow=opening.amount)
+        batch = self.db.batch()
+        self._write_counters(batch, deltas)
         used = outcome.usage.input_tokens + outcome.usage.output_tokens
         for rl in plan.rate_limits:
             # tokens per minute: the estimate counted at admission becomes the actual,
             # in the admission minute's window
             batch.set(self._window(rl.counter_id),
                       {"tokens": Increment(used - plan.estimate_tokens)}, merge=True)
-        for collection, doc, fields in extra:
-            batch.set(self.db.collection(collection).document(doc), fields)
-        batch.create(self._usage(plan.call_id), usage_record(plan, outcome, now))
-        batch.update(self._hold(plan.call_id), {
-            "state": "settled", "settled_at": now, "purge_at": now + SETTLED_HOLD_TTL})
-        if plan.touch_key:
-            # merge, not update: a key document that vanished must not fail the booking
-            batch.set(self.db.collection("keys").document(plan.touch_key),
-                      {"last_used_at": now}, merge=True)
+        self._settle_docs(batch, plan, outcome, extra, now, {})
+        self._grant_write(batch, sp, opening, now)
         try:
             results = self._commit_with_retry(batch)
         except gexc.AlreadyExists:
+            self._unride(sp, opening, landed=False)
             self._correct(plan, outcome)
             return None
-        self.writes += len(plan.limits) + len(plan.rate_limits) + 2 + len(extra) + bool(
-            plan.touch_key)
-        return _states(results, len(plan.limits))
+        except gexc.FailedPrecondition:
+            # the sweep closed the grant this settlement carried a sync of
+            self._unride(sp, opening, landed=None)
+            return self._settle_direct(plan, outcome, extra, ride=False)
+        except Exception:
+            self._unride(sp, opening, landed=None)
+            raise
+        states = _states(results, len(plan.limits))
+        self._after_ride(plan, sp, opening, results[-1].update_time, states)
+        self.book.note_states(key, limits, states)
+        self.writes += len(deltas) + len(plan.rate_limits) + 2 + len(extra) + bool(
+            plan.touch_key) + bool(sp or opening)
+        return states
+
+    def _settle_drawn(self, plan: HoldPlan, outcome: Outcome,
+                      extra: Sequence[tuple[str, str, dict[str, Any]]], g: Grant,
+                      hold_time: Any) -> list[CounterState] | None:
+        """Settle a call drawn from grant ``g``: its own documents only, plus the grant's
+        sync when one is due. The hold's precondition fails if the sweep closed the
+        grant meanwhile (it turned the hold into an ordinary one)."""
+        now = self.clock()
+        est, cost = plan.estimate_nano, outcome.cost_nano
+        sp = self.book.plan_sync(g, own=(est, cost)) if self.escrow else None
+        gen = 0 if sp is not None else self.book.begin_settle(g, est, cost)
+        deltas: dict[str, dict[str, int]] = {}
+        if sp is not None:
+            add_sync(deltas, sp)
+        batch = self.db.batch()
+        self._write_counters(batch, deltas)
+        self._settle_docs(batch, plan, outcome, extra, now, {"gen": gen, "cost_nano": cost},
+                          self.db.write_option(last_update_time=hold_time))
+        self._grant_write(batch, sp, None, now)
+        try:
+            results = self._commit_with_retry(batch)
+        except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound):
+            self._abandon(g, sp, gen, cost)
+            self._settle_fallback(plan, outcome, extra)
+            return None
+        except Exception:
+            self._abandon(g, sp, gen, cost)
+            raise
+        self.writes += len(deltas) + 2 + len(extra) + bool(plan.touch_key) + bool(sp)
+        if sp is None:
+            self.book.end_settle(g, gen, cost, landed=True)
+            return None
+        states = _states(results, len(deltas))
+        self._after_ride(plan, sp, None, results[-1].update_time, states)
+        self.book.note_states(_key(plan), _limits(plan), states)
+        return states
+
+    # --- escrow grants riding on settlements --------------------------------
+
+    def _ride(self, plan: HoldPlan, now: datetime) -> tuple[SyncPlan | None, Grant | None]:
+        """A due sync of this limit set's grant, or a grant to open, for this batch."""
+        if plan.rate_limits:
+            return None, None
+        key = _key(plan)
+        g = self.book.current(key)
+        if g is not None:
+            return self.book.plan_sync(g), None
+        amount = self.book.want_open(key, plan.estimate_nano)
+        if not amount:
+            return None, None
+        return None, Grant(id="grant_" + secrets.token_hex(10), project=plan.project,
+                           period=plan.period_key, counters=key, limits=_limits(plan),
+                           amount=amount, synced_at=time.monotonic())
+
+    def _grant_write(self, batch: Any, sp: SyncPlan | None, opening: Grant | None,
+                     now: datetime) -> None:
+        """The grant document's write; always the batch's last."""
+        if sp is not None:
+            batch.update(self._grant(sp.grant.id), sync_doc(sp, now),
+                         option=self.db.write_option(last_update_time=sp.grant.update_time))
+        elif opening is not None:
+            batch.create(self._grant(opening.id), open_doc(opening, now))
+
+    def _unride(self, sp: SyncPlan | None, opening: Grant | None,
+                landed: bool | None) -> None:
+        """A batch carrying a sync or an opening failed; ``landed`` None: unknown."""
+        if sp is not None:
+            self.book.synced(sp, None, None, ok=False)
+            if landed is None:
+                self.book.drop(sp.grant)
+        if opening is not None:
+            self.book.opened(opening.counters, None)
+
+    def _abandon(self, g: Grant, sp: SyncPlan | None, gen: int, cost: int) -> None:
+        """A drawn call's settlement did not land as planned: stop drawing from ``g``
+        (the sweep closes it from its document, which is the truth)."""
+        if sp is not None:
+            self.book.synced(sp, None, None, ok=False)
+        else:
+            self.book.end_settle(g, gen, cost, landed=False)
+        self.book.drop(g)
+
+    def _after_ride(self, plan: HoldPlan, sp: SyncPlan | None, opening: Grant | None,
+                    update_time: Any, states: list[CounterState]) -> None:
+        limits = _limits(plan)
+        if sp is not None:
+            self.book.synced(sp, update_time, states, ok=True)
+            growth = sp.held_delta
+            if growth > 0 and breaches(limits, states):
+                self._take_back(sp.grant, growth, sp.new_amount - growth)
+        if opening is not None:
+            if breaches(limits, states):
+                self._take_back(opening, opening.amount, 0, update_time=update_time)
+                self.book.opened(opening.counters, None)
+            else:
+                opening.update_time = update_time
+                self.book.opened(opening.counters, opening)
+
+    def _take_back(self, g: Grant, growth: int, amount: int, update_time: Any = None) -> None:
+        """Growth of a grant that put a counter over its limit is returned before any
+        call draws from it (draws never exceed the pre-growth amount meanwhile)."""
+        batch = self.db.batch()
+        self._write_counters(batch, {cid: {"escrow": -growth} for cid in g.counters})
+        batch.update(self._grant(g.id), {"amount": amount,
+                                         **({"state": "closed"} if amount == 0 else {})},
+                     option=self.db.write_option(
+                         last_update_time=update_time or g.update_time))
+        try:
+            results = self._commit_with_retry(batch)
+        except Exception as exc:  # noqa: BLE001 - the sweep closes it from its document
+            log.warning("could not take back grant growth (%s)", type(exc).__name__)
+            self.book.drop(g)
+            return
+        self.writes += len(g.counters) + 1
+        if amount == 0:
+            self.book.drop(g)
+        else:
+            self.book.shrink(g, amount, results[-1].update_time)
+
+    def _settle_fallback(self, plan: HoldPlan, outcome: Outcome,
+                         extra: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """Settle a drawn call whose grant was closed under it, from its hold document."""
+        hold_ref, usage_ref = self._hold(plan.call_id), self._usage(plan.call_id)
+
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> bool:
+            if usage_ref.get(transaction=tx).exists:
+                return False  # booked already (swept, or an earlier attempt landed)
+            h = hold_ref.get(transaction=tx).to_dict() or {}
+            now = self.clock()
+            if h.get("state") != "live":
+                return False
+            if h.get("grant") is None:  # an ordinary hold now: settle on the counters
+                for cid in h.get("counters", []):
+                    tx.set(self._counter(cid), {
+                        "held": Increment(-plan.estimate_nano), "inflight": Increment(-1),
+                        "spent": Increment(outcome.cost_nano)}, merge=True)
+                hold: dict[str, Any] = {}
+            else:  # still in an open grant this instance lost: flushed when it closes
+                hold = {"gen": GEN_UNKNOWN, "cost_nano": outcome.cost_nano}
+            self._settle_docs(tx, plan, outcome, extra, now, hold)
+            return True
+
+        if not run(self.db.transaction()):
+            self._correct(plan, outcome)
 
     def _commit_with_retry(self, batch: Any, attempts: int = 4) -> Any:
         # A batch is atomic, so retrying a transient failure is safe: if the first
@@ -318,12 +567,13 @@ class Ledger:
     # --- sweep ---------------------------------------------------------------
 
     def sweep(self, project: str | None = None, limit: int = 50) -> int:
-        """Book expired live holds as ``orphaned`` at their estimate. Returns the count."""
+        """Close lapsed escrow grants, then book expired live holds as ``orphaned`` at
+        their estimate. Returns the count of both."""
         now = self.clock()
+        swept = self.grant_sweeper.close_lapsed(now, project)
         equals = {"state": "live"} if project is None else {"state": "live", "project": project}
         q = indexes.query(self.db, "holds", equals=equals, ranges=[("expires_at", "<", now)],
                           limit=limit)
-        swept = 0
         for snap in q.stream():
             try:
                 swept += self._sweep_one(snap.reference, now)
@@ -341,6 +591,8 @@ class Ledger:
             h = hold.to_dict() or {}
             if h.get("state") != "live" or h.get("expires_at") is None or h["expires_at"] >= now:
                 return 0
+            if h.get("grant"):
+                return 0  # inside an open grant: booked when the grant is closed
             if usage_ref.get(transaction=tx).exists:
                 return 0
             est = int(h.get("estimate_nano", 0))
@@ -358,6 +610,24 @@ class Ledger:
         if n:
             log.warning("swept expired hold of call %s (booked orphaned)", hold_ref.id)
         return n
+
+
+def _key(plan: HoldPlan) -> tuple[str, ...]:
+    return tuple(lim.counter_id for lim in plan.limits)
+
+
+def _limits(plan: HoldPlan) -> tuple[int | None, ...]:
+    return tuple(lim.limit_nano for lim in plan.limits)
+
+
+def _hold_doc(plan: HoldPlan) -> dict[str, Any]:
+    return {
+        "call_id": plan.call_id, "project": plan.project, "user": plan.user,
+        "key_name": plan.key_name, "model": plan.model, "route": plan.route,
+        "period": plan.period_key, "counters": [lim.counter_id for lim in plan.limits],
+        "estimate_nano": plan.estimate_nano, "estimate_tokens": plan.estimate_tokens,
+        "created_at": plan.admitted_at, "expires_at": plan.expires_at,
+        "state": "live", "streamed": plan.streamed, "tag": plan.tag, "grant": None}
 
 
 def _windows(results: Sequence[Any]) -> list[WindowState]:

@@ -27,6 +27,7 @@ import flask
 from functions import auth, indexes, reports
 from functions.budget import doc_id, period_key
 from functions.errors import NotFound, PermissionDenied, TollgateError
+from functions.grants import exact_states
 from functions.httpio import error_response, internal_error, json_response
 from functions.ledger import utcnow
 from functions.pricing import format_usd
@@ -162,24 +163,23 @@ class LogApp:
             p = snap.to_dict() or {}
             m = {"role": viewer.role, "budget_nano": viewer.budget_nano}
             period = period_key(str(p.get("budget_period", "monthly")), now)
-            pc, mc = (self._counter(doc_id("p", snap.id, period)),
-                      self._counter(doc_id("m", snap.id, viewer.user, period)))
+            pid, mid = doc_id("p", snap.id, period), doc_id("m", snap.id, viewer.user, period)
+            states = exact_states(self.db, snap.id, [pid, mid])
+            pc, mc = states[pid], states[mid]
             entry = {"id": snap.id, "name": p.get("name", snap.id), "role": m.get("role"),
                      "period": period, "budget_period": p.get("budget_period"),
                      "budget_usd": _usd(p.get("budget_nano")),
-                     "spent_usd": format_usd(pc.get("spent", 0)),
-                     "held_usd": format_usd(pc.get("held", 0)),
+                     "spent_usd": format_usd(pc.spent),
+                     # held: calls in flight, and what busy instances reserved (escrow)
+                     "held_usd": format_usd(pc.held + pc.escrow),
                      "member_budget_usd": _usd(m.get("budget_nano")),
-                     "member_spent_usd": format_usd(mc.get("spent", 0))}
+                     "member_spent_usd": format_usd(mc.spent)}
             if m.get("role") == "lead":
                 entry["members"] = sorted(str(d.get("user")) for d in indexes.query(
                     self.db, "members", equals={"project": snap.id}).stream())
             out.append(entry)
         return {"user": {"id": viewer.user, "name": viewer.name},
                 "projects": sorted(out, key=lambda e: str(e["id"]))}
-
-    def _counter(self, cid: str) -> dict[str, Any]:
-        return self.store.ref("counters", cid).get().to_dict() or {}
 
     def _calls(self, f: reports.Filters, args: Any) -> flask.Response:
         if args.get("format") == "csv":

@@ -18,6 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,6 +81,8 @@ class Proxy:
         self.secrets = secrets_
         self.clock = clock
         self.hooks = CallHooks(store.db)
+        # places guessed holds while the configuration is read (see _guess)
+        self.holds = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tollgate-hold")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Proxy:
@@ -130,17 +133,24 @@ class Proxy:
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             routes.validate(kind, body)  # raises the precise 400
         now = self.clock()
-        ctx = auth.check_context(self.store.load_call_context(khash, body["model"]), now)
-        assert ctx.project is not None
-        routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
-        price = self._check_model(ctx, body["model"], now)
-        ckey = self.hooks.cache_key(ctx, kind, body, request.headers.get("x-tollgate-cache"))
-        if ckey is not None:
-            hit = self.hooks.cached_answer(ctx, kind, body, ckey, tag, now,
-                                           _budget_limits(ctx, body["model"], now))
-            if hit is not None:
+        model, cache_header = body["model"], request.headers.get("x-tollgate-cache")
+        count = functools.cache(lambda: tokens.estimate_input_tokens(kind, body, model))
+        guess = self._guess(kind, khash, body, tag, now, cache_header, count)
+        try:
+            ctx = auth.check_context(self.store.load_call_context(khash, model), now)
+            assert ctx.project is not None
+            routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
+            price = self._check_model(ctx, model, now)
+            ckey = self.hooks.cache_key(ctx, kind, body, cache_header)
+            hit = ckey and self.hooks.cached_answer(ctx, kind, body, ckey, tag, now,
+                                                    _budget_limits(ctx, model, now))
+            if hit:
+                self._drop(guess)
                 return hit
-        admitted = self._admit(kind, ctx, body, tag, now, price)
+            admitted = self._confirm(guess, self._plan(kind, ctx, body, tag, now, price, count))
+        except BaseException:
+            self._drop(guess)
+            raise
         admitted.cache_key = ckey
         try:
             resp = self._forward(admitted, request, raw)
@@ -156,6 +166,59 @@ class Proxy:
             resp.headers["x-tollgate-cache"] = "miss"
         return resp
 
+    # --- one round trip before upstream ------------------------------------------
+    #
+    # A call needs the key's configuration (to check it is still valid and to price the
+    # call) and a hold (before anything is forwarded). Done one after the other that is
+    # two sequential Firestore round trips. So when this instance has seen the key
+    # recently, the hold its last-seen configuration implies is placed *while* the fresh
+    # configuration is read; the hold is kept only if the fresh read gives the very same
+    # plan (same limits, estimate, period, windows) and passes every check. Otherwise it
+    # is taken back and the call is held again from the fresh read, as before. A revoked
+    # key, a disabled user or a lowered budget is therefore still seen by the very next
+    # call: nothing is forwarded before the fresh read has been checked.
+
+    def _guess(self, kind: str, khash: str, body: dict[str, Any], tag: str | None,
+               now: datetime, cache_header: str | None, count: Callable[[], int]
+               ) -> tuple[Admitted, Future[Any]] | None:
+        ctx = self.store.recent_context(khash, body["model"])
+        if ctx is None or body.get("previous_response_id") is not None:
+            return None  # (the earlier response's tokens need a query of their own)
+        try:
+            ctx = auth.check_context(ctx, now)
+            assert ctx.project is not None
+            routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
+            price = self._check_model(ctx, body["model"], now)
+            if self.hooks.cache_key(ctx, kind, body, cache_header) is not None:
+                return None
+            a = self._plan(kind, ctx, body, tag, now, price, count)
+        except TollgateError:
+            return None  # the fresh read decides, and says why
+        return a, self.holds.submit(self.ledger.reserve, a.plan)
+
+    def _confirm(self, guess: tuple[Admitted, Future[Any]] | None,
+                 fresh: Admitted) -> Admitted:
+        """The fresh plan, held: by the guess's hold if it is the same plan."""
+        if guess is not None:
+            g = guess[0].plan
+            if dataclasses.replace(fresh.plan, call_id=g.call_id, touch_key=g.touch_key) == g:
+                guess[1].result()  # its refusal (budget, rate) is this call's
+                fresh.plan = dataclasses.replace(fresh.plan, call_id=g.call_id)
+                return fresh
+            self._drop(guess)
+        self.ledger.reserve(fresh.plan)
+        return fresh
+
+    def _drop(self, guess: tuple[Admitted, Future[Any]] | None) -> None:
+        """Take back a guessed hold that will not be used."""
+        if guess is None:
+            return
+        try:
+            guess[1].result()
+        except Exception:  # noqa: BLE001 - refused or failed: nothing was held
+            return
+        self.ledger.cancel(guess[0].plan)
+
     def _check_model(self, ctx: CallContext, model: str, now: datetime) -> pricing.Price:
         assert ctx.project is not None
         if not ctx.project.allows(model):
@@ -167,15 +230,16 @@ class Proxy:
                                  "will not send it upstream.", param="model")
         return price
 
-    def _admit(self, kind: str, ctx: CallContext, body: dict[str, Any], tag: str | None,
-               now: datetime, price: pricing.Price) -> Admitted:
+    def _plan(self, kind: str, ctx: CallContext, body: dict[str, Any], tag: str | None,
+              now: datetime, price: pricing.Price, count: Callable[[], int]) -> Admitted:
+        """Everything about the call's hold, from its configuration; no write."""
         project, member, user = ctx.project, ctx.member, ctx.user
         assert project is not None and member is not None and user is not None
         model = body["model"]
         default_cap = project.default_max_output_tokens or self.settings.default_max_output_tokens
         spec = routes.prepare(kind, body, default_cap=default_cap, safety_id=routes.
                               safety_identifier(project.id, user.id, self.settings.safety_salt))
-        input_tokens = tokens.estimate_input_tokens(kind, body, model)
+        input_tokens = count()
         if spec.previous_response_id is not None:
             earlier = self.store.response_tokens(project.id, spec.previous_response_id)
             if earlier is None:
@@ -217,7 +281,6 @@ class Proxy:
                 project_limits=(project.rpm, project.tpm),
                 model_limits=_rpm_tpm(ctx.model_limit),
                 member_model_limits=_rpm_tpm(ctx.member_model_limit)))
-        self.ledger.reserve(plan)
         return Admitted(ctx, spec, plan, price, rates, input_tokens)
 
     def _secret_for(self, ctx: CallContext) -> tuple[str, str]:
@@ -317,7 +380,9 @@ class Proxy:
         headers["x-tollgate-call-id"] = a.plan.call_id
         if outcome.status == "ok":
             headers["x-tollgate-cost-usd"] = pricing.format_usd(outcome.cost_nano)
-        remaining = remaining_nano(a.plan.limits, states) if states is not None else None
+        # a call settled inside an escrow grant wrote no counter: the room as last seen
+        remaining = (remaining_nano(a.plan.limits, states) if states is not None
+                     else self.ledger.remaining(a.plan))
         if remaining is not None:
             headers["x-tollgate-budget-remaining-usd"] = pricing.format_usd(remaining)
         return flask.Response(resp.body, status=resp.status, headers=headers)

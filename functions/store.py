@@ -34,7 +34,8 @@ from functions.records import (
 )
 from functions.settings import Settings
 
-CONFIG_TTL_S = 30.0  # per-instance cache of configuration that is not money
+CONFIG_TTL_S = 30.0
+_RECENT_SIZE = 10_000  # per-instance cache of configuration that is not money
 
 
 # Firestore's reads (BatchGetDocuments, RunQuery, aggregations) are gRPC unary-stream
@@ -113,6 +114,9 @@ class Store:
     def __init__(self, db: firestore.Client) -> None:
         self.db = db
         self._owners = _KeyOwnerCache()
+        # (key hash, model) -> the context its last call read: what the proxy guesses a
+        # call's hold from while it reads the fresh one (proxy._guess); never trusted alone
+        self._recent: OrderedDict[tuple[str, str | None], CallContext] = OrderedDict()
         self._ext: dict[str, tuple[ExternalKeyRecord | None, float]] = {}
         self._lock = threading.Lock()
         self.reads = 0  # documents read, for the benchmark's per-call counts
@@ -157,7 +161,7 @@ class Store:
             key_doc = docs.get("key")
             if key_doc is None:
                 return None
-        return CallContext(
+        ctx = CallContext(
             key=KeyRecord.from_doc(key_hash, key_doc),
             user=UserRecord.from_doc(user, docs["user"]) if "user" in docs else None,
             member=MemberRecord.from_doc(docs["member"]) if "member" in docs else None,
@@ -169,6 +173,17 @@ class Store:
             member_model_limit=(LimitRecord.from_doc(docs["member_model_limit"])
                                 if "member_model_limit" in docs else None),
         )
+        with self._lock:
+            self._recent[(key_hash, model)] = ctx
+            self._recent.move_to_end((key_hash, model))
+            while len(self._recent) > _RECENT_SIZE:
+                self._recent.popitem(last=False)
+        return ctx
+
+    def recent_context(self, key_hash: str, model: str | None) -> CallContext | None:
+        """The context the last call of this key and model read on this instance."""
+        with self._lock:
+            return self._recent.get((key_hash, model))
 
     def external_key(self, key_id: str) -> ExternalKeyRecord | None:
         """The external key record, cached per instance for ``CONFIG_TTL_S``: it only

@@ -117,13 +117,22 @@ class World:
         return [s.to_dict() or {} for s in q.stream()]
 
     def counters(self) -> dict[str, dict[str, Any]]:
-        return {s.id: s.to_dict() or {} for s in self.db.collection("counters").stream()}
+        """Every counter as the spend pages see it (``grants.exact_states``: costs settled
+        inside a still-open escrow grant count as spent)."""
+        from functions.grants import exact_states
+
+        out = {}
+        for s in self.db.collection("counters").stream():
+            d = s.to_dict() or {}
+            st = exact_states(self.db, str(d.get("project")), [s.id])[s.id]
+            out[s.id] = {**d, "spent": st.spent, "held": st.held, "inflight": st.inflight,
+                         "escrow": st.escrow}
+        return out
 
     def counter(self, scope: str, *parts: str) -> dict[str, Any]:
         from functions.budget import doc_id
 
-        snap = self.db.collection("counters").document(doc_id(scope, *parts)).get()
-        return snap.to_dict() or {}
+        return self.counters().get(doc_id(scope, *parts), {})
 
 
 T = TypeVar("T")

@@ -476,3 +476,67 @@ def test_audit9_auto_without_a_priority_price_is_asked_as_default(client, world)
     assert world.upstream.received[-1].json["service_tier"] == "default"
     [rec] = world.usage()
     assert rec["service_tier"] == "default" and rec["cost_nano"] <= rec["estimate_nano"]
+
+
+# --- one round trip before upstream: the hold is placed while the configuration is read
+
+
+@pytest.fixture
+def timeline(monkeypatch):
+    """(what, start, end) of every configuration read and hold of the test."""
+    import threading
+    import time as _time
+
+    from functions.ledger import Ledger
+    from functions.store import Store
+
+    events: list[tuple[str, float, float]] = []
+    lock = threading.Lock()
+
+    def timed(name, real):
+        def run(*a, **kw):
+            t0 = _time.monotonic()
+            try:
+                return real(*a, **kw)
+            finally:
+                with lock:
+                    events.append((name, t0, _time.monotonic()))
+        return run
+
+    monkeypatch.setattr(Store, "load_call_context", timed("read", Store.load_call_context))
+    monkeypatch.setattr(Ledger, "reserve", timed("hold", Ledger.reserve))
+    return events
+
+
+def test_a_known_key_reads_and_holds_at_the_same_time(client, world, timeline):
+    for _ in range(3):
+        assert post(client, world.keys["bob"], CHAT).status_code == 200
+    reads = [e for e in timeline if e[0] == "read"]
+    holds = [e for e in timeline if e[0] == "hold"]
+    assert len(reads) == len(holds) == 3
+    # the first call of the key: read, then hold; later ones overlap the two
+    assert holds[0][1] >= reads[0][2]
+    for (_, r0, r1), (_, h0, h1) in zip(reads[1:], holds[1:], strict=True):
+        assert h0 < r1 and r0 < h1, "the hold waited for the read"
+    assert world.live_holds() == [] and len(world.usage()) == 3
+
+
+def test_a_revoked_key_is_refused_on_the_next_call_and_its_guessed_hold_undone(client, world):
+    bob = world.keys["bob"]
+    assert post(client, bob, CHAT).status_code == 200
+    world.members.revoke_by_key(bob)
+    r = post(client, bob, CHAT)
+    assert r.status_code == 401 and err(r)["code"] == "invalid_api_key"
+    assert len(world.upstream.received) == 1 and len(world.usage()) == 1
+    month = datetime.now(UTC).strftime("%Y-%m")
+    c = world.counter("p", "demo", month)
+    assert (c["held"], c["inflight"]) == (0, 0) and c["spent"] == world.usage()[0]["cost_nano"]
+
+
+def test_a_lowered_budget_is_seen_by_the_next_call_despite_the_guess(client, world):
+    bob = world.keys["bob"]
+    assert post(client, bob, CHAT).status_code == 200
+    world.prov.update_project("demo", budget_nano=1)
+    r = post(client, bob, CHAT)
+    assert r.status_code == 429 and err(r)["code"] == "budget_exceeded"
+    assert len(world.upstream.received) == 1 and world.live_holds() == []
