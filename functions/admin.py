@@ -24,8 +24,8 @@ import flask
 
 from functions import auth
 from functions.errors import InvalidApiKey, PermissionDenied, TollgateError
+from functions.holds import utcnow
 from functions.httpio import error_response, internal_error, parse_json, read_body
-from functions.ledger import utcnow
 from functions.records import CallContext
 from functions.secret_store import CachedSecrets, store_for
 from functions.settings import Settings

@@ -17,7 +17,7 @@ from functions.budget import doc_id, period_key
 from functions.errors import Conflict, InvalidRequest
 from functions.external_keys import check_upstream_key
 from functions.grants import exact_states
-from functions.ledger import utcnow
+from functions.holds import utcnow
 from functions.membership import Membership
 from functions.provision import Provisioner
 from functions.secret_store import CachedSecrets

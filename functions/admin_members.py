@@ -16,7 +16,8 @@ from functions.admin_json import Resp, ok
 from functions.budget import doc_id, period_key
 from functions.errors import InvalidRequest, PermissionDenied, ResourceNotFound
 from functions.grants import exact_states
-from functions.ledger import Ledger, utcnow
+from functions.holds import utcnow
+from functions.ledger import Ledger
 from functions.membership import Membership, check_role
 from functions.pricing import format_usd
 from functions.provision import Provisioner

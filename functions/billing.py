@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from functions import pricing, routes, tokens
-from functions.ledger import HoldPlan, Outcome
+from functions.holds import HoldPlan, Outcome
 from functions.records import CallContext
 
 USAGE_OF = {

@@ -22,7 +22,7 @@ from functions import cache
 from functions.alerts import DEFAULT_THRESHOLDS, Alerts
 from functions.billing import USAGE_OF, Admitted
 from functions.budget import CounterState, Limit, period_key, remaining_nano
-from functions.ledger import HoldPlan, Outcome, usage_record
+from functions.holds import HoldPlan, Outcome, usage_record
 from functions.pricing import Usage, format_usd
 from functions.records import CallContext
 from functions.upstream import UpstreamResponse

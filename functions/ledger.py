@@ -1,4 +1,4 @@
-"""Holds, settlement and the sweep: every write that moves money, on Firestore.
+"""Holds and settlement: every write that moves money on the counters, on Firestore.
 
 Design (measured on the emulator, see docs/data-model.md "Why increment-then-verify"):
 a read-modify-write transaction on a hot budget document serialises and aborts
@@ -13,8 +13,11 @@ under concurrency (40 callers: 1 succeeded). So no write here reads a counter:
   fails if the record exists, which makes the batch all-or-nothing idempotent: a
   retried settlement, or one that arrives after the sweep booked the call, falls
   back to ``_correct`` (a transaction reading only that call's own documents).
-* sweep: for each expired live hold, a transaction over the hold and its usage
-  record books the estimate as ``orphaned`` (upstream may have billed the call).
+* escrow: a busy limit set is served from a grant (``escrow.py``, ``grants.py``):
+  the counters are written when the grant opens or syncs, riding on a settlement
+  batch; a call drawn from it writes only its own hold and usage record.
+* sweep (``sweep.py``): lapsed grants are closed and expired live holds booked
+  ``orphaned`` at their estimate (upstream may have billed the call).
 """
 
 from __future__ import annotations
@@ -24,19 +27,15 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1 import Increment
 
-from functions import indexes
 from functions.budget import (
     CounterState,
-    Limit,
-    RateLimit,
     WindowState,
     first_breach,
     rate_breach,
@@ -45,97 +44,27 @@ from functions.budget import (
 )
 from functions.errors import BudgetExceeded, RateLimited, ServiceUnavailable
 from functions.escrow import Grant, GrantBook, SyncPlan, breaches
-from functions.grants import GEN_UNKNOWN, GrantSweeper, add_sync, counter_delta, open_doc, sync_doc
-from functions.pricing import Usage
+from functions.grants import GEN_UNKNOWN, add_sync, counter_delta, open_doc, sync_doc
+from functions.holds import (  # HoldPlan, Outcome, usage_record, utcnow: re-exported
+    SETTLED_HOLD_TTL,
+    HoldPlan,
+    Outcome,
+    counter_fields,
+    first_of_period,
+    hold_doc,
+    key_of,
+    limits_of,
+    states_of,
+    usage_record,
+    utcnow,
+    windows_of,
+)
+from functions.sweep import HoldSweeper
 
 log = logging.getLogger("tollgate.ledger")
 
-SETTLED_HOLD_TTL = timedelta(days=2)  # settled holds are only kept to debug; TTL purges them
 _TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError,
               gexc.Aborted, gexc.TooManyRequests)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class HoldPlan:
-    call_id: str
-    project: str
-    user: str
-    key_name: str
-    model: str
-    route: str
-    budget_period: str  # total | monthly | daily
-    period_key: str  # total | 2026-11 | 2026-11-23
-    limits: Sequence[Limit]
-    estimate_nano: int
-    admitted_at: datetime
-    expires_at: datetime
-    streamed: bool = False
-    tag: str | None = None
-    estimate_tokens: int = 0
-    touch_key: str | None = None  # key hash whose last_used_at the settlement updates
-    rate_limits: Sequence[RateLimit] = ()  # rpm/tpm windows of the admission minute
-
-
-@dataclass
-class Outcome:
-    """What to book for a call once it is over."""
-
-    status: str  # ok | upstream_error | upstream_timeout | upstream_unavailable | cut ...
-    cost_nano: int
-    http_status: int = 200
-    usage: Usage = field(default_factory=Usage)
-    estimated: bool = False
-    upstream_model: str | None = None
-    request_id: str | None = None
-    response_id: str | None = None
-    service_tier: str | None = None
-    latency_ms: int = 0
-    cached: bool = False
-    usage_raw: dict[str, Any] | None = None
-
-
-def _counter_fields(limit: Limit, period_key: str) -> dict[str, Any]:
-    fields: dict[str, Any] = {"scope": limit.scope, "project": limit.project,
-                              "period": period_key}
-    if limit.user:
-        fields["user"] = limit.user
-    if limit.model:
-        fields["model"] = limit.model
-    return fields
-
-
-def _states(results: Sequence[Any], n: int) -> list[CounterState]:
-    # The client sorts field transforms by path, so each counter's results come back
-    # as [escrow, held, inflight, spent] (see platform notes §2.4): every counter write
-    # whose answer is read carries all four.
-    out = []
-    for wr in results[:n]:
-        escrow, held, inflight, spent = (v.integer_value for v in wr.transform_results)
-        out.append(CounterState(spent=spent, held=held, inflight=inflight, escrow=escrow))
-    return out
-
-
-def usage_record(plan: HoldPlan, outcome: Outcome, settled_at: datetime) -> dict[str, Any]:
-    u = outcome.usage
-    return {
-        "call_id": plan.call_id, "ts": plan.admitted_at, "settled_at": settled_at,
-        "period": plan.period_key, "project": plan.project, "user": plan.user,
-        "key_name": plan.key_name, "model": plan.model, "route": plan.route,
-        "upstream_model": outcome.upstream_model, "status": outcome.status,
-        "http_status": outcome.http_status,
-        "input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,
-        "cache_write_tokens": u.cache_write_tokens, "output_tokens": u.output_tokens,
-        "reasoning_tokens": u.reasoning_tokens,
-        "cost_nano": outcome.cost_nano, "estimate_nano": plan.estimate_nano,
-        "latency_ms": outcome.latency_ms, "streamed": plan.streamed, "cached": outcome.cached,
-        "estimated": outcome.estimated, "tag": plan.tag, "request_id": outcome.request_id,
-        "response_id": outcome.response_id, "service_tier": outcome.service_tier,
-        "usage": outcome.usage_raw,
-    }
 
 
 class Ledger:
@@ -146,7 +75,7 @@ class Ledger:
         self.writes = 0  # document writes issued, for the benchmark
         self.escrow = escrow
         self.book = GrantBook()
-        self.grant_sweeper = GrantSweeper(db)
+        self.sweeper = HoldSweeper(db, clock)
         # call id -> (grant, hold's update time) of calls drawn from a grant, until settled
         self._drawn: dict[str, tuple[Grant, Any]] = {}
         self._drawn_lock = threading.Lock()
@@ -184,11 +113,11 @@ class Ledger:
         rate = rate_breach(plan.rate_limits, windows)
         breach = first_breach(plan.limits, states)
         if rate is None and breach is None:
-            if _first_of_period(states[0], plan.estimate_nano):
+            if first_of_period(states[0], plan.estimate_nano):
                 # A new period (or a first call) starts: book holds orphaned in the
                 # last one now, rather than waiting for someone to be refused.
                 self.sweep(project=plan.project)
-            self.book.note_states(_key(plan), _limits(plan), states)
+            self.book.note_states(key_of(plan), limits_of(plan), states)
             return states
         self._release(plan)
         if rate is not None:
@@ -207,11 +136,11 @@ class Ledger:
     def _reserve_from_grant(self, plan: HoldPlan) -> bool:
         if not self.escrow or plan.rate_limits or plan.estimate_nano <= 0:
             return False  # rpm/tpm windows are decided per call
-        g = self.book.draw(_key(plan), _limits(plan), plan.estimate_nano)
+        g = self.book.draw(key_of(plan), limits_of(plan), plan.estimate_nano)
         if g is None:
             return False
         batch = self.db.batch()
-        batch.create(self._hold(plan.call_id), {**_hold_doc(plan), "grant": g.id})
+        batch.create(self._hold(plan.call_id), {**hold_doc(plan), "grant": g.id})
         try:
             [result] = batch.commit()
         except _TRANSIENT:
@@ -240,7 +169,7 @@ class Ledger:
     def remaining(self, plan: HoldPlan) -> int | None:
         """``limit - spent - held - escrow`` as last seen for this call's limits: the
         budget header of a call settled inside a grant, which wrote no counter."""
-        return self.book.free(_key(plan))
+        return self.book.free(key_of(plan))
 
     def cancel(self, plan: HoldPlan) -> None:
         """Undo a reservation of a call that will not be forwarded after all."""
@@ -262,14 +191,14 @@ class Ledger:
         batch = self.db.batch()
         for lim in plan.limits:
             batch.set(self._counter(lim.counter_id), {
-                **_counter_fields(lim, plan.period_key),
+                **counter_fields(lim, plan.period_key),
                 "escrow": Increment(0), "held": Increment(plan.estimate_nano),
                 "inflight": Increment(1), "spent": Increment(0)}, merge=True)
         for rl in plan.rate_limits:
             batch.set(self._window(rl.counter_id), {
                 "project": plan.project, "requests": Increment(1),
                 "tokens": Increment(plan.estimate_tokens)}, merge=True)
-        batch.create(self._hold(plan.call_id), _hold_doc(plan))
+        batch.create(self._hold(plan.call_id), hold_doc(plan))
         try:
             results = batch.commit()
         except _TRANSIENT:
@@ -280,7 +209,7 @@ class Ledger:
                                      "retry the call.", headers={"retry-after": "1"}) from None
         n = len(plan.limits)
         self.writes += n + len(plan.rate_limits) + 1
-        return _states(results, n), _windows(results[n:n + len(plan.rate_limits)])
+        return states_of(results, n), windows_of(results[n:n + len(plan.rate_limits)])
 
     def _release(self, plan: HoldPlan) -> None:
         batch = self.db.batch()
@@ -342,7 +271,7 @@ class Ledger:
                        extra: Sequence[tuple[str, str, dict[str, Any]]], *, ride: bool
                        ) -> list[CounterState] | None:
         now = self.clock()
-        key, limits = _key(plan), _limits(plan)
+        key, limits = key_of(plan), limits_of(plan)
         deltas: dict[str, dict[str, int]] = {}
         for lim in plan.limits:
             counter_delta(deltas, lim.counter_id, held=-plan.estimate_nano, inflight=-1,
@@ -376,7 +305,7 @@ class Ledger:
         except Exception:
             self._unride(sp, opening, landed=None)
             raise
-        states = _states(results, len(plan.limits))
+        states = states_of(results, len(plan.limits))
         self._after_ride(plan, sp, opening, results[-1].update_time, states)
         self.book.note_states(key, limits, states)
         self.writes += len(deltas) + len(plan.rate_limits) + 2 + len(extra) + bool(
@@ -414,9 +343,9 @@ class Ledger:
         if sp is None:
             self.book.end_settle(g, gen, cost, landed=True)
             return None
-        states = _states(results, len(deltas))
+        states = states_of(results, len(deltas))
         self._after_ride(plan, sp, None, results[-1].update_time, states)
-        self.book.note_states(_key(plan), _limits(plan), states)
+        self.book.note_states(key_of(plan), limits_of(plan), states)
         return states
 
     # --- escrow grants riding on settlements --------------------------------
@@ -425,7 +354,7 @@ class Ledger:
         """A due sync of this limit set's grant, or a grant to open, for this batch."""
         if plan.rate_limits:
             return None, None
-        key = _key(plan)
+        key = key_of(plan)
         g = self.book.current(key)
         if g is not None:
             return self.book.plan_sync(g), None
@@ -433,7 +362,7 @@ class Ledger:
         if not amount:
             return None, None
         return None, Grant(id="grant_" + secrets.token_hex(10), project=plan.project,
-                           period=plan.period_key, counters=key, limits=_limits(plan),
+                           period=plan.period_key, counters=key, limits=limits_of(plan),
                            amount=amount, synced_at=time.monotonic())
 
     def _grant_write(self, batch: Any, sp: SyncPlan | None, opening: Grant | None,
@@ -466,7 +395,7 @@ class Ledger:
 
     def _after_ride(self, plan: HoldPlan, sp: SyncPlan | None, opening: Grant | None,
                     update_time: Any, states: list[CounterState]) -> None:
-        limits = _limits(plan)
+        limits = limits_of(plan)
         if sp is not None:
             self.book.synced(sp, update_time, states, ok=True)
             growth = sp.held_delta
@@ -567,90 +496,5 @@ class Ledger:
     # --- sweep ---------------------------------------------------------------
 
     def sweep(self, project: str | None = None, limit: int = 50) -> int:
-        """Close lapsed escrow grants, then book expired live holds as ``orphaned`` at
-        their estimate. Returns the count of both."""
-        now = self.clock()
-        swept = self.grant_sweeper.close_lapsed(now, project)
-        equals = {"state": "live"} if project is None else {"state": "live", "project": project}
-        q = indexes.query(self.db, "holds", equals=equals, ranges=[("expires_at", "<", now)],
-                          limit=limit)
-        for snap in q.stream():
-            try:
-                swept += self._sweep_one(snap.reference, now)
-            except (gexc.AlreadyExists, gexc.Aborted, ValueError):
-                # The call settled while we looked at it: it is booked, leave it.
-                continue
-        return swept
-
-    def _sweep_one(self, hold_ref: firestore.DocumentReference, now: datetime) -> int:
-        usage_ref = self._usage(hold_ref.id)
-
-        @firestore.transactional
-        def run(tx: firestore.Transaction) -> int:
-            hold = hold_ref.get(transaction=tx)
-            h = hold.to_dict() or {}
-            if h.get("state") != "live" or h.get("expires_at") is None or h["expires_at"] >= now:
-                return 0
-            if h.get("grant"):
-                return 0  # inside an open grant: booked when the grant is closed
-            if usage_ref.get(transaction=tx).exists:
-                return 0
-            est = int(h.get("estimate_nano", 0))
-            for cid in h.get("counters", []):
-                tx.set(self._counter(cid), {"held": Increment(-est), "inflight": Increment(-1),
-                                            "spent": Increment(est)}, merge=True)
-            plan = plan_from_hold(h)
-            tx.create(usage_ref, usage_record(plan, Outcome(
-                status="orphaned", cost_nano=est, http_status=0, estimated=True), now))
-            tx.update(hold_ref, {"state": "swept", "settled_at": now,
-                                 "purge_at": now + SETTLED_HOLD_TTL})
-            return 1
-
-        n = run(self.db.transaction())
-        if n:
-            log.warning("swept expired hold of call %s (booked orphaned)", hold_ref.id)
-        return n
-
-
-def _key(plan: HoldPlan) -> tuple[str, ...]:
-    return tuple(lim.counter_id for lim in plan.limits)
-
-
-def _limits(plan: HoldPlan) -> tuple[int | None, ...]:
-    return tuple(lim.limit_nano for lim in plan.limits)
-
-
-def _hold_doc(plan: HoldPlan) -> dict[str, Any]:
-    return {
-        "call_id": plan.call_id, "project": plan.project, "user": plan.user,
-        "key_name": plan.key_name, "model": plan.model, "route": plan.route,
-        "period": plan.period_key, "counters": [lim.counter_id for lim in plan.limits],
-        "estimate_nano": plan.estimate_nano, "estimate_tokens": plan.estimate_tokens,
-        "created_at": plan.admitted_at, "expires_at": plan.expires_at,
-        "state": "live", "streamed": plan.streamed, "tag": plan.tag, "grant": None}
-
-
-def _windows(results: Sequence[Any]) -> list[WindowState]:
-    # sorted field paths again: [requests, tokens]
-    out = []
-    for wr in results:
-        requests, tokens = (v.integer_value for v in wr.transform_results)
-        out.append(WindowState(requests=requests, tokens=tokens))
-    return out
-
-
-def _first_of_period(project_counter: CounterState, estimate: int) -> bool:
-    return (project_counter.spent == 0 and project_counter.inflight == 1
-            and project_counter.held == estimate)
-
-
-def plan_from_hold(h: dict[str, Any]) -> HoldPlan:
-    """Rebuild enough of a HoldPlan from a hold document to book it."""
-    return HoldPlan(
-        call_id=str(h.get("call_id")), project=str(h.get("project")), user=str(h.get("user")),
-        key_name=str(h.get("key_name", "")), model=str(h.get("model")),
-        route=str(h.get("route", "")), budget_period="", period_key=str(h.get("period", "")),
-        limits=(), estimate_nano=int(h.get("estimate_nano", 0)),
-        admitted_at=h.get("created_at") or utcnow(), expires_at=h.get("expires_at") or utcnow(),
-        streamed=bool(h.get("streamed", False)), tag=h.get("tag"),
-        estimate_tokens=int(h.get("estimate_tokens", 0)))
+        """Close lapsed escrow grants, then book expired live holds ``orphaned``."""
+        return self.sweeper.sweep(project, limit)

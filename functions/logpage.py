@@ -28,8 +28,8 @@ from functions import auth, indexes, reports
 from functions.budget import doc_id, period_key
 from functions.errors import NotFound, PermissionDenied, TollgateError
 from functions.grants import exact_states
+from functions.holds import utcnow
 from functions.httpio import error_response, internal_error, json_response
-from functions.ledger import utcnow
 from functions.pricing import format_usd
 from functions.settings import Settings
 from functions.store import Store, make_client

@@ -16,7 +16,7 @@ from google.cloud import firestore
 
 from functions import auth, indexes
 from functions.errors import Conflict, InvalidRequest, ResourceNotFound
-from functions.ledger import utcnow
+from functions.holds import utcnow
 from functions.provision import SYSTEM, Writer
 from functions.store import member_id
 

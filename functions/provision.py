@@ -20,7 +20,7 @@ from google.cloud import firestore
 from functions import indexes, pricing
 from functions.budget import doc_id
 from functions.errors import Conflict, InvalidRequest, ResourceNotFound
-from functions.ledger import utcnow
+from functions.holds import utcnow
 from functions.secret_store import SECRET_PREFIX, SecretStore
 from functions.store import limit_id
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 from functions import billing, sse
 from functions.billing import Admitted
-from functions.ledger import Outcome
+from functions.holds import Outcome
 from functions.upstream import StreamBroken, UpstreamResponse
 
 SettleFn = Callable[[Admitted, Outcome], object]

@@ -24,7 +24,8 @@ import pytest
 import requests
 
 from functions.budget import limits_for
-from functions.ledger import Ledger, Outcome, plan_from_hold
+from functions.holds import plan_from_hold
+from functions.ledger import Ledger, Outcome
 from functions.pricing import Usage
 from tests.conftest import ROOT, admin_auth
 from tests.emulator import free_port
