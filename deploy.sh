@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deploy Tollgate to a Google Cloud project: APIs, the Firestore database, one service
-# account per function, the admin-token secret, indexes, TTL policies and the three
-# functions. Safe to re-run: every step checks before it creates (docs/deploy.md).
+# account per function and one for their builds, the admin-token secret, indexes, TTL
+# policies, the three functions and their public access. Safe to re-run: every step
+# checks before it creates (docs/deploy.md).
 set -euo pipefail
 
 usage() {
@@ -19,6 +20,13 @@ exists is created again.
 
 PYTHON selects the interpreter that seeds tiktoken's files (default: .venv/bin/python,
 else python3); it needs the packages of requirements.txt. See docs/deploy.md.
+
+Exit status:
+  0  everything is deployed, and the three functions are public
+  1  a step failed, or a function did not deploy (the others are still deployed)
+  2  bad arguments, or a missing tool
+  3  the three functions are deployed but not all are public (e.g. an organisation
+     policy forbids allUsers): the warning at the end prints the commands that fix it
 EOF
 }
 
@@ -29,12 +37,18 @@ SECRET_PREFIX=tollgate-ext-            # functions/secret_store.py SECRET_PREFIX
 INDEX_FILE="$ROOT/functions/firestore.indexes.json"
 RUNTIME=python312
 OPENAI_TIMEOUT_S=900                   # long streams; holds expire after it (TOLLGATE_FUNCTION_TIMEOUT_S)
+# `gcloud firestore databases create` returns before the database exists: poll it, this
+# many times, this many seconds apart (tests shorten the interval).
+DB_WAIT_TRIES=60
+POLL_S="${TOLLGATE_DEPLOY_POLL_S:-5}"
+[[ "$POLL_S" =~ ^[0-9]+(\.[0-9]+)?$ ]] || POLL_S=5
 APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
       artifactregistry.googleapis.com firestore.googleapis.com secretmanager.googleapis.com
       iam.googleapis.com logging.googleapis.com)
 
 PROJECT="" REGION="" DRY_RUN=0 STAGE_DIR="" SHOW_TOKEN=0
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 2; }
+fail() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
 positional=()
 while (($#)); do
   case "$1" in
@@ -166,16 +180,35 @@ if exists firestore databases describe "--database=$DATABASE" "--project=$PROJEC
 else
   create firestore databases create "--database=$DATABASE" "--location=$REGION" \
     --type=firestore-native "--project=$PROJECT"
+  # The create only starts an operation: until it is done the database is not found, and
+  # creating its indexes (step 5) would fail. Poll until it can be described.
+  DB_DESCRIBE=(firestore databases describe "--database=$DATABASE" "--project=$PROJECT"
+               '--format=value(name)')
+  show "${DB_DESCRIBE[@]}"
+  if ((DRY_RUN == 0)); then
+    tries=0
+    until [[ -n "$(gcloud "${DB_DESCRIBE[@]}" 2>/dev/null)" ]]; do
+      ((++tries < DB_WAIT_TRIES)) ||
+        fail "the database '$DATABASE' was not ready after $DB_WAIT_TRIES checks, $POLL_S s" \
+             "apart; run deploy.sh again (it will find the database and go on)"
+      say "  waiting for the database to be created ..."
+      sleep "$POLL_S"
+    done
+    say "  ready"
+  fi
 fi
 
 step "3. Service accounts and their roles"
 sa() { printf 'tollgate-%s@%s.iam.gserviceaccount.com' "$1" "$PROJECT"; }
-for fn in openai admin log; do
-  if exists iam service-accounts describe "$(sa "$fn")" "--project=$PROJECT"; then
-    say "  $(sa "$fn") exists"
+for who in openai admin log build; do
+  if exists iam service-accounts describe "$(sa "$who")" "--project=$PROJECT"; then
+    say "  $(sa "$who") exists"
+  elif [[ "$who" == build ]]; then
+    create iam service-accounts create tollgate-build "--project=$PROJECT" \
+      "--display-name=Tollgate build" "--description=Builds the Tollgate functions (Cloud Build)"
   else
-    create iam service-accounts create "tollgate-$fn" "--project=$PROJECT" \
-      "--display-name=Tollgate $fn function" "--description=Runs the Tollgate $fn function"
+    create iam service-accounts create "tollgate-$who" "--project=$PROJECT" \
+      "--display-name=Tollgate $who function" "--description=Runs the Tollgate $who function"
   fi
 done
 # IAM conditions on Secret Manager resources match the project NUMBER, not its id.
@@ -203,11 +236,31 @@ grant admin roles/secretmanager.admin \
   "expression=$ADMIN_SECRETS,title=tollgate-ext-secrets-admin"
 # log: only reads Firestore (a member's calls and spend).
 grant log roles/datastore.viewer None
+# build: Cloud Build runs the functions' builds as this account (--build-service-account
+# below). Projects created since mid-2024 otherwise build as the Compute Engine default
+# account, which in most new projects has no role that can build: the deploy then fails
+# at build time, and gcloud's own check for that only runs when it may prompt (never here).
+grant build roles/cloudbuild.builds.builder None
 
 step "4. Admin token secret '$ADMIN_SECRET'"
 TOKEN=""
+new_token() { python3 -c 'import secrets; print("tga_" + secrets.token_urlsafe(32))'; }
 if exists secrets describe "$ADMIN_SECRET" "--project=$PROJECT"; then
   say "  exists"
+  # `secrets create --data-file` is two calls (the secret, then its first version): a run
+  # stopped between them leaves a secret without any version, which the admin function
+  # cannot read. Give such a secret its first version. One with versions, even disabled
+  # or destroyed ones, is left alone: that is an administrator's choice.
+  VERSIONS=(secrets versions list "$ADMIN_SECRET" "--project=$PROJECT" --limit=1
+            '--format=value(name)')
+  show "${VERSIONS[@]}"
+  versions="$(gcloud "${VERSIONS[@]}")"  # a failing list stops here: never a blind add
+  if [[ -z "$versions" ]]; then
+    say "  it has no version: adding its first one (a new admin token)"
+    TOKEN="$(new_token)"
+    printf '{"admin": "%s"}' "$TOKEN" | run secrets versions add "$ADMIN_SECRET" \
+      --data-file=- "--project=$PROJECT"
+  fi
 else
   # The value goes through stdin (printf is a builtin): never in argv, logs or a dry run.
   # A dry run pipes nothing: create() would return without reading, and printf would
@@ -216,7 +269,7 @@ else
     create secrets create "$ADMIN_SECRET" \
       --replication-policy=automatic --data-file=- "--project=$PROJECT"
   else
-    TOKEN="tga_$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    TOKEN="$(new_token)"
     printf '{"admin": "%s"}' "$TOKEN" | create secrets create "$ADMIN_SECRET" \
       --replication-policy=automatic --data-file=- "--project=$PROJECT"
   fi
@@ -312,26 +365,32 @@ env_flag() {  # --set-env-vars with a custom delimiter should a value ever hold 
   printf -- '--set-env-vars=%s' "$joined"
 }
 deploy() {  # deploy NAME MEMORY CONCURRENCY TIMEOUT_S [EXTRA_ENV...]
-  local name="$1" memory="$2" concurrency="$3" timeout="$4" env
+  local name="$1" memory="$2" concurrency="$3" timeout="$4" env rc=0
   shift 4
   env="$(env_flag "TOLLGATE_GCP_PROJECT=$PROJECT" "TOLLGATE_DATABASE=$DATABASE" \
     TOLLGATE_SECRET_BACKEND=gcp TIKTOKEN_CACHE_DIR=/workspace/tiktoken "THREADS=$concurrency" "$@")"
   # gen2 Python runs the source from /workspace, hence the encodings' path. THREADS (the
   # gunicorn threads) matches the concurrency, as Google advises for Python.
+  # No --allow-unauthenticated: with it, gcloud deploys the function and then exits
+  # non-zero if the allUsers binding is refused (an organisation policy), which cannot be
+  # told from a failed build. Public access is step 9, on its own. (Without the flag and
+  # without prompts, gcloud leaves an existing function's access as it is.)
   local cmd=(functions deploy "$name" --gen2 "--region=$REGION" "--project=$PROJECT"
     "--runtime=$RUNTIME" "--source=$SOURCE" "--entry-point=$name" --trigger-http
-    # Public: each function does its own auth (proxy keys, admin tokens, member keys).
-    --allow-unauthenticated
-    "--service-account=$(sa "$name")" --cpu=1 "--memory=$memory"
-    "--concurrency=$concurrency" "--timeout=${timeout}s" "$env")
+    "--service-account=$(sa "$name")"
+    "--build-service-account=projects/$PROJECT/serviceAccounts/$(sa build)"
+    --cpu=1 "--memory=$memory" "--concurrency=$concurrency" "--timeout=${timeout}s" "$env")
   show "${cmd[@]}"
   ((DRY_RUN)) && return 0
-  gcloud "${cmd[@]}" 2>&1 | tee "$WORK/deploy-$name.log"
-  if grep -qiE 'allowedPolicyMemberDomains|Setting IAM policy failed' "$WORK/deploy-$name.log"; then
-    say "WARNING: $name may not be public: an organisation policy (domain-restricted sharing," >&2
-    say "  constraints/iam.allowedPolicyMemberDomains) can forbid allUsers. See docs/deploy.md." >&2
+  # One function failing must not stop the others (set -e would): note it, go on.
+  gcloud "${cmd[@]}" || rc=$?
+  if ((rc)); then
+    say "deploy.sh: the function $name did not deploy (gcloud exited with $rc); going on" >&2
+    NOT_DEPLOYED+=("$name")
   fi
 }
+NOT_DEPLOYED=() NOT_PUBLIC=()
+deployed() { [[ " ${NOT_DEPLOYED[*]-} " != *" $1 "* ]]; }  # ${a[*]-}: bash 3.2 under set -u
 # --cpu=1 allows concurrency above one. Memory: tiktoken's encodings take ~110 MB, and a
 # call with a maximum-size (8 MiB) body holds ~24 MiB while it runs (raw, parsed, re-sent):
 # the benchmark measured a 907 MiB peak for 32 such calls at once, so 40 need 2 GiB.
@@ -339,13 +398,30 @@ deploy openai 2Gi 40 "$OPENAI_TIMEOUT_S" "TOLLGATE_FUNCTION_TIMEOUT_S=$OPENAI_TI
 deploy admin 512Mi 8 120
 deploy log 512Mi 16 60
 
-step "9. URLs"
+step "9. Public access (allUsers may invoke; each function does its own auth)"
+# Idempotent: an existing binding is kept. Refused where an organisation policy forbids
+# allUsers (constraints/iam.allowedPolicyMemberDomains, "domain restricted sharing").
+invoker() {  # the command that makes function $1 public
+  INVOKER=(functions add-invoker-policy-binding "$1" "--region=$REGION" "--project=$PROJECT"
+           --member=allUsers)
+}
+for fn in openai admin log; do
+  deployed "$fn" || continue
+  invoker "$fn"
+  show "${INVOKER[@]}" --format=none
+  ((DRY_RUN)) && continue
+  gcloud "${INVOKER[@]}" --format=none || NOT_PUBLIC+=("$fn")
+done
+
+step "10. URLs"
 URLS=()  # openai, admin, log (no associative array: macOS ships bash 3.2)
 for fn in openai admin log; do
   describe=(functions describe "$fn" --gen2 "--region=$REGION" "--project=$PROJECT"
             '--format=value(serviceConfig.uri)')
   show "${describe[@]}"
-  if ((DRY_RUN)); then URLS+=("<$fn URL>"); else URLS+=("$(gcloud "${describe[@]}")"); fi
+  if ((DRY_RUN)); then URLS+=("<$fn URL>")
+  elif ! deployed "$fn"; then URLS+=("(not deployed)")
+  else URLS+=("$(gcloud "${describe[@]}" || printf '(unknown)')"); fi
 done
 OPENAI_URL="${URLS[0]}" ADMIN_URL="${URLS[1]}" LOG_URL="${URLS[2]}"
 READ_TOKEN="gcloud secrets versions access latest --secret=$ADMIN_SECRET --project=$PROJECT"
@@ -375,3 +451,27 @@ elif [[ -n "$TOKEN" ]]; then
 elif ((DRY_RUN == 0)); then
   printf '\nThe admin token was not created by this run; read it with:\n  %s\n' "$READ_TOKEN"
 fi
+
+# Problems last, where they are seen, each with the commands that fix it.
+if ((${#NOT_PUBLIC[@]})); then
+  {
+    printf '\nWARNING: deployed, but not public: %s. Granting allUsers the invoker role was\n' \
+      "${NOT_PUBLIC[*]}"
+    printf 'refused (gcloud'"'"'s error is above). Usually an organisation policy forbids allUsers\n'
+    printf '(constraints/iam.allowedPolicyMemberDomains, "domain restricted sharing"); Tollgate\n'
+    printf 'needs public functions (callers use Tollgate keys, not Google accounts). Ask an\n'
+    printf 'organisation policy administrator to exempt project %s, then run:\n' "$PROJECT"
+    for fn in "${NOT_PUBLIC[@]}"; do
+      invoker "$fn"
+      printf '  gcloud %s\n' "$(quoted "${INVOKER[@]}")"
+    done
+    printf '(or run deploy.sh again). See docs/deploy.md, "If something goes wrong".\n'
+  } >&2
+fi
+if ((${#NOT_DEPLOYED[@]})); then
+  printf '\ndeploy.sh: not deployed: %s (gcloud'"'"'s errors are above). Fix the cause and run\n' \
+    "${NOT_DEPLOYED[*]}" >&2
+  printf 'deploy.sh again; it redeploys all three.\n' >&2
+  exit 1
+fi
+((${#NOT_PUBLIC[@]} == 0)) || exit 3

@@ -6,21 +6,31 @@
     python -m scripts.stack --smoke    # start, make the printed call, check it was booked, stop
 
 Real upstream: set OPENAI_API_KEY (and optionally OPENAI_BASE_URL) before starting.
+
+Ports: the functions use 8081-8083, or three free ports if any of those is taken.
+With --port (or TOLLGATE_PORT) they use exactly PORT..PORT+2, and a taken port is an error.
+Whatever this script started (emulator, functions, their whole process groups) is stopped
+when it exits, on a failure, on Ctrl-C, SIGTERM or SIGHUP alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import secrets
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 from google.cloud import firestore
 
@@ -28,14 +38,38 @@ from functions.admin import ADMIN_TOKENS_SECRET
 from functions.membership import Membership
 from functions.provision import Provisioner
 from functions.secret_store import LocalSecretStore
-from tests.emulator import Emulator, free_port
+from tests.emulator import Emulator
 from tests.fake_upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "demo-tollgate"
 FUNCTIONS = ("openai", "admin", "log")
+DEFAULT_PORT = 8081
 DEMO_MODELS = ("gpt-4o-mini", "gpt-4.1-nano", "text-embedding-3-small")
 FAKE_KEY = "sk-fake-local-upstream"
+# What each function answers to an unauthenticated GET: how we tell our function from any
+# other HTTP server that happens to answer on its port. (path, status, content type)
+PROBES = {"openai": ("/v1/models", 401, "application/json"),
+          "admin": ("/users", 401, "application/json"),
+          "log": ("/log", 200, "text/html")}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StackError(Exception):
+    """An expected failure, reported in one line (no traceback) before everything stops."""
+
+
+class Stopped(BaseException):
+    """A stop signal arrived. BaseException, so no ``except Exception`` on the way (client
+    libraries, retry loops) can swallow it before the clean-up in main() runs."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Stopped(signum)
 
 
 def seed(db: firestore.Client, secrets_file: Path, upstream_key: str,
@@ -60,25 +94,206 @@ def seed(db: firestore.Client, secrets_file: Path, upstream_key: str,
             "bob": members.add_member("demo", "bob", budget_usd="1")}
 
 
-def _wait_http(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+# ---- ports
+
+
+def port_free(port: int) -> bool:
+    """Whether 127.0.0.1:PORT can be listened on. SO_REUSEADDR as gunicorn sets it, so a
+    closed connection in TIME_WAIT does not count as taken; a listener (ours or anyone's,
+    on 127.0.0.1 or a wildcard address) still does."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310
-            return
-        except urllib.error.HTTPError:
-            return  # it answered
+            s.bind(("127.0.0.1", port))
         except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer in {timeout_s:.0f} s")
+            return False
+        return True
+
+
+def _ports(ports: list[int]) -> str:
+    return (f"port {ports[0]} is" if len(ports) == 1
+            else f"ports {', '.join(map(str, ports))} are")
+
+
+def choose_ports(first: int | None) -> tuple[list[int], str | None]:
+    """The functions' ports and, when the defaults were taken, a note saying so.
+
+    ``first`` given (--port, TOLLGATE_PORT): exactly first..first+2, or StackError.
+    Otherwise 8081-8083 if all are free, else three ports the kernel picks."""
+    if first is not None:
+        wanted = [first + i for i in range(len(FUNCTIONS))]
+        if not 1024 <= first <= 65535 - len(FUNCTIONS) + 1:
+            raise StackError(f"--port {first}: choose a first port between 1024 and "
+                             f"{65535 - len(FUNCTIONS) + 1}")
+        taken = [p for p in wanted if not port_free(p)]
+        if taken:
+            raise StackError(
+                f"{_ports(taken)} in use on 127.0.0.1 by another process; "
+                f"the functions need {wanted[0]}-{wanted[-1]}. Choose another --port (or "
+                "TOLLGATE_PORT), or give neither to let the stack pick free ports")
+        return wanted, None
+    wanted = [DEFAULT_PORT + i for i in range(len(FUNCTIONS))]
+    taken = [p for p in wanted if not port_free(p)]
+    if not taken:
+        return wanted, None
+    # Hold all three sockets at once so the kernel hands out three different ports.
+    socks = [socket.socket() for _ in FUNCTIONS]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        ports = [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    note = (f"{_ports(taken)} in use by another process: the functions use the free ports "
+            f"{', '.join(map(str, ports))} instead")
+    return ports, note
+
+
+# ---- who answers on a port (Linux: /proc)
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """Socket inodes listening on PORT (any address, IPv4 or IPv6); None without /proc."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return None
+    inodes = set()
+    for table in tables:
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            # local_address is HEXIP:HEXPORT; state 0A is LISTEN; field 9 is the inode
+            if len(f) > 9 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f[9])
+    return inodes
+
+
+def _group_members(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 2 and fields[2] == str(pgid):
+            pids.append(int(entry.name))
+    return pids
+
+
+def group_owns_listener(pgid: int, port: int) -> bool | None:
+    """Whether a process of the group PGID holds the socket listening on PORT. None where
+    this cannot be told (no /proc): the caller then relies on the answer's shape alone."""
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return None
+    for pid in _group_members(pgid):
+        fd_dir = Path(f"/proc/{pid}/fd")
+        try:
+            fds = list(fd_dir.iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+    return False
+
+
+def _get(url: str) -> tuple[int, str, bytes] | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+    try:
+        with opener.open(url, timeout=2) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read()
+    except OSError:  # nothing listening (yet), or a reset
+        return None
+
+
+def answers_as(target: str, status: int, content_type: str, body: bytes) -> bool:
+    """Whether an answer to PROBES[target] has the shape Tollgate's function gives."""
+    _path, want_status, want_type = PROBES[target]
+    if status != want_status or not content_type.startswith(want_type):
+        return False
+    if want_type == "text/html":
+        return b"<title>Tollgate" in body
+    try:
+        return isinstance(json.loads(body)["error"]["message"], str)
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def wait_for_function(target: str, proc: subprocess.Popen[bytes], port: int,
+                      timeout_s: float = 60.0) -> None:
+    """Return once the function started as PROC answers on PORT; StackError if it exits,
+    if another process answers there instead, or if nothing answers in time."""
+    path = PROBES[target][0]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rc = proc.poll()
+        if rc is not None:
+            raise StackError(
+                f"the {target} function (pid {proc.pid}) exited with status {rc} before it "
+                f"answered on port {port} (its log is above; 'Connection in use' means "
+                "another process took the port meanwhile: run again)")
+        answer = _get(f"http://127.0.0.1:{port}{path}")
+        if answer is not None:
+            owned = group_owns_listener(proc.pid, port)
+            if owned is False:
+                raise StackError(
+                    f"port {port} is answered by another process, not by the {target} "
+                    f"function started here (pid {proc.pid}): not using it")
+            if not answers_as(target, *answer):
+                raise StackError(
+                    f"what answers GET {path} on port {port} is not Tollgate's {target} "
+                    f"function (HTTP {answer[0]}, {answer[1] or 'no content type'})")
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"the {target} function did not answer on port {port} in "
+                             f"{timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+# ---- processes
 
 
 def start_function(target: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Its own process group: gunicorn's workers are children of the master, and stopping
+    # the group stops them all.
     return subprocess.Popen(
         [sys.executable, "-m", "functions_framework", "--source",
          str(ROOT / "functions" / "main.py"), "--target", target, "--host", "127.0.0.1",
          "--port", str(port)],
         env=env, cwd=ROOT, start_new_session=True, stdin=subprocess.DEVNULL)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM the process group led by PROC, wait, then SIGKILL whatever is left of it
+    (members can outlive the leader: gunicorn workers, the emulator's java)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # the whole group is gone already
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def smoke(url: str, key: str, db: firestore.Client) -> None:
@@ -98,25 +313,43 @@ def smoke(url: str, key: str, db: firestore.Client) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--port", type=int, default=int(os.environ.get("TOLLGATE_PORT", "8081")),
-                    help="first port; functions use PORT, PORT+1, ... (default 8081)")
+    env_port = os.environ.get("TOLLGATE_PORT")
+    ap.add_argument("--port", type=int, default=int(env_port) if env_port else None,
+                    help=f"first port; functions use PORT, PORT+1, PORT+2, and a taken one is "
+                         f"an error (default: {DEFAULT_PORT}-{DEFAULT_PORT + 2}, or free "
+                         "ports if those are taken)")
     ap.add_argument("--smoke", action="store_true", help="check one call end to end, then stop")
     args = ap.parse_args()
 
+    # Before anything is started: a signal from here on unwinds through the finally below.
+    # (A shell starts background jobs with SIGINT ignored; Ctrl-C must still stop us.)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _on_signal)
     procs: list[subprocess.Popen[bytes]] = []
     emulator = Emulator(log_path=ROOT / ".local" / "emulator.log")
+    emulator_ours = False
     fake: FakeUpstream | None = None
-    (ROOT / ".local").mkdir(exist_ok=True)
+    running = False
     try:
+        ports, note = choose_ports(args.port)
+        if note:
+            print(note, flush=True)
+        (ROOT / ".local").mkdir(exist_ok=True)
         print("starting the Firestore emulator ...", flush=True)
         emulator.start()
+        assert emulator.proc is not None
+        # Emulator.start() accepts any "Ok" on its port: make sure it is this emulator.
+        if group_owns_listener(emulator.proc.pid, emulator.port) is False:
+            raise StackError(f"port {emulator.port} is answered by another process, not by "
+                             f"the Firestore emulator started here (pid {emulator.proc.pid})")
+        emulator_ours = True
         os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
         real_key = os.environ.get("OPENAI_API_KEY")
         if real_key:
             base_url = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
             upstream_key = real_key
         else:
-            fake = FakeUpstream(port=free_port(), valid_keys=(FAKE_KEY,)).start()
+            fake = FakeUpstream(port=0, valid_keys=(FAKE_KEY,)).start()  # the kernel's port
             base_url, upstream_key = fake.base_url, FAKE_KEY
         secrets_file = ROOT / ".local" / "secrets.json"
         secrets_file.unlink(missing_ok=True)
@@ -128,36 +361,56 @@ def main() -> int:
                "TOLLGATE_SECRETS_FILE": str(secrets_file)}
         env.pop("OPENAI_API_KEY", None)  # the functions read keys from the secret store only
         urls = {}
-        for i, target in enumerate(FUNCTIONS):
-            port = args.port + i
+        for target, port in zip(FUNCTIONS, ports, strict=True):
             procs.append(start_function(target, port, env))
             urls[target] = f"http://127.0.0.1:{port}"
-        for url in urls.values():
-            _wait_http(url + "/")
+        for target, proc, port in zip(FUNCTIONS, procs, ports, strict=True):
+            wait_for_function(target, proc, port)
+        running = True
         _print_banner(urls, keys, admin_token, emulator.host, base_url, fake is not None)
         if args.smoke:
             smoke(urls["openai"], keys["alice"], db)
             return 0
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        # A shell starts background jobs with SIGINT ignored; Ctrl-C must still stop us.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        while all(p.poll() is None for p in procs):
+        while True:
+            for target, proc in zip(FUNCTIONS, procs, strict=True):
+                if proc.poll() is not None:
+                    raise StackError(f"the {target} function exited with status "
+                                     f"{proc.returncode}")
             time.sleep(0.5)
-        print("a function process exited; stopping", file=sys.stderr)
+    except StackError as e:
+        print(f"stack: {e}", file=sys.stderr, flush=True)
         return 1
-    except KeyboardInterrupt:
-        return 0
+    except Stopped as e:
+        name = signal.Signals(e.signum).name
+        print(f"\n{name}: stopping", file=sys.stderr, flush=True)
+        # Ctrl-C or SIGTERM is how a running stack is meant to stop; during start-up it is
+        # an interruption (the shell's 128 + signal number).
+        return 0 if running and e.signum != signal.SIGHUP else 128 + e.signum
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(p.pid, signal.SIGKILL)
-        if fake is not None:
-            fake.stop()
-        emulator.stop()
-        print("stopped.", flush=True)
+        _stop_all(procs, fake, emulator, emulator_ours)
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]], fake: FakeUpstream | None,
+              emulator: Emulator, emulator_ours: bool) -> None:
+    """Stop everything main() started. Never raises, and a second signal cannot cut it
+    short: it is what keeps a Java emulator from outliving us."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    steps: list[tuple[str, Callable[[], None]]] = [
+        (f"function pid {p.pid}", functools.partial(stop_group, p)) for p in procs]
+    if fake is not None:
+        steps.append(("fake upstream", fake.stop))
+    if emulator.proc is not None:
+        if emulator_ours:  # /shutdown first (clean), then its whole group
+            steps.append(("emulator", emulator.stop))
+        else:  # its port may be another emulator's: never send that one /shutdown
+            steps.append(("emulator", functools.partial(stop_group, emulator.proc, grace_s=5)))
+    for what, stop in steps:
+        try:
+            stop()
+        except Exception as e:  # keep stopping the rest
+            print(f"stack: could not stop the {what}: {e!r}", file=sys.stderr, flush=True)
+    print("stopped.", flush=True)
 
 
 def _print_banner(urls: dict[str, str], keys: dict[str, str], admin_token: str, emu: str,
