@@ -46,13 +46,23 @@ class Config:
     budget_latency_ms: float = 1000.0
     extra_tokens: int = 1000
     section_limit_s: float = 120.0  # no single load loop runs longer than this
+    # bench/hot.py: one project, one member, one key, 2 instances, open-loop paced load
+    hot_rate: float = 40.0  # calls/s offered
+    hot_duration_s: float = 60.0
+    runout_duration_s: float = 20.0  # the budget fits half of rate x duration
+    hot_pool: int = 64  # client threads (a bound on calls in flight)
+    hot_drain_s: float = 15.0  # after the last scheduled send, queued calls are dropped
+    hot_probe_s: float = 15.0  # lower-rate probes when the target rate is not sustained
+    exact2_callers: int = 100
+    exact2_n: int = 40
 
 
 FULL = Config("full")
 QUICK = Config("quick", latency_calls=40, warmup=15, streams=6, stream_chunks=6, rt_calls=6,
                tp_duration_s=1.0, overshoot_n=5, cold_starts=1, mem_concurrency=4,
                mem_body_mib=1.0, big_prompt_reps=1, budget_latency_ms=800.0,
-               section_limit_s=30.0)
+               section_limit_s=30.0, hot_rate=20.0, hot_duration_s=5.0,
+               runout_duration_s=5.0, hot_drain_s=10.0, hot_probe_s=0.0)
 
 
 # --------------------------------------------------------------------------- helpers

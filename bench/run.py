@@ -20,9 +20,15 @@ closed port). Then it measures, see ``bench/README.md``:
 6. budget overshoot with 100 concurrent callers (exact estimate; estimate too low);
 7. cold start: process start to first proxied 200;
 8. peak RSS of the worker with near-limit bodies at full concurrency, and a
-   100k-token prompt's latency.
+   100k-token prompt's latency;
+9. (issue 15) a hot project: one member, one key, an open-loop paced load over 2
+   instances whose every Firestore RPC is recorded: writes per document per 10 s,
+   writes and document operations per call, calls/s, latency, CPU per process;
+10. the same load against a budget that runs out halfway: successes, refusals,
+   spend vs limit (counters and usage records), overshoot, holds left, the gap;
+11. 100 callers over the 2 instances against a budget of exactly N calls.
 
-Targets of issue 8 are reported with pass/fail, never asserted. Every load loop is
+Targets of issues 8 and 15 are reported with pass/fail, never asserted. Every load loop is
 bounded in count and in time; every address is loopback.
 """
 
@@ -45,6 +51,7 @@ from typing import Any
 
 from bench.common import BENCH, FULL, PROD_RTT_MS, QUICK, log, r3
 from bench.floor import bench_round_trips
+from bench.hot import HotSetup, bench_exact_n, bench_hot, bench_runout, latency_summary, start_hot
 from bench.latency import bench_latency, bench_streaming
 from bench.load import (
     bench_cold_start_extra,
@@ -146,6 +153,22 @@ def main(argv: list[str] | None = None) -> int:
         with section(res, "cold_start") as box:
             st.fn.stop()  # one function process at a time on 2 cores
             box["value"] = bench_cold_start_extra(st, first)
+        # issue 15: one busy project over 2 recorded instances (st.fn is stopped now)
+        hs: HotSetup | None = None
+        with section(res, "hot") as box:
+            hs = start_hot(st)
+            box["value"] = bench_hot(st, hs)
+        with section(res, "hot_runout") as box:
+            if hs is None:
+                raise RuntimeError("the hot run's instances did not start")
+            box["value"] = bench_runout(st, hs)
+        with section(res, "exact_n_2_instances") as box:
+            if hs is None:
+                raise RuntimeError("the hot run's instances did not start")
+            box["value"] = bench_exact_n(st, hs)
+        if hs is not None:
+            for f in hs.instances:
+                f.stop()
     except Exception:
         traceback.print_exc()
         failed = True
@@ -153,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         for close in reversed(st.closers):
             with contextlib.suppress(Exception):
                 close()
+    res["added_latency"] = latency_summary(res)
     res["meta"]["duration_s"] = r3(time.perf_counter() - started)
     res["meta"]["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     res["targets"] = targets(res)

@@ -122,6 +122,9 @@ class Stack:
     fn_env: dict[str, str]
     db: Any
     closers: list[Callable[[], None]] = field(default_factory=list)
+    # process groups of the helpers (for CPU accounting): "upstream", "emulator"
+    pgids: dict[str, int] = field(default_factory=dict)
+    admin_token: str = ""
 
     @property
     def chat_url(self) -> str:
@@ -189,12 +192,15 @@ def _start_stack(cfg: Config, work: Path, args: argparse.Namespace,
         up_log.close()
 
     closers.append(stop_upstream)
+    pgids = {"upstream": upstream.pid}  # start_new_session: its pid is its group
     if args.emulator:
         emulator_host = args.emulator
     else:
         emu = emulator_cls(log_path=work / "emulator.log").start()
         closers.append(emu.stop)
         emulator_host = emu.host
+        if getattr(emu, "proc", None) is not None:
+            pgids["emulator"] = emu.proc.pid
     if seed_tk.wait(60) != 0:
         raise RuntimeError("python -m functions.tokens seed failed")
     assert upstream.stdout is not None
@@ -218,6 +224,12 @@ def _start_stack(cfg: Config, work: Path, args: argparse.Namespace,
     db = make_client(Settings.from_env())
     closers.append(db.close)
     keys, per_call = seed(db, secrets_file, urls, cfg)
+    admin_token = "tga_bench_" + os.urandom(16).hex()
+    from functions.admin import ADMIN_TOKENS_SECRET
+    from functions.secret_store import LocalSecretStore
+
+    # the admin API reads spend for the hot runs (bench/hot.py), as an operator would
+    LocalSecretStore(secrets_file).put(ADMIN_TOKENS_SECRET, json.dumps({"bench": admin_token}))
 
     fn_env = {**base_env, "TOLLGATE_GCP_PROJECT": gcp_project,
               "FIRESTORE_EMULATOR_HOST": emulator_host, "OPENAI_BASE_URL": urls["plain"],
@@ -231,7 +243,7 @@ def _start_stack(cfg: Config, work: Path, args: argparse.Namespace,
     fn = FunctionProcess(fn_env, work / "function.log")
     closers.append(fn.stop)
     return Stack(cfg, work, emulator_host, urls, gcp_project, keys, per_call, fn, fn_env, db,
-                 closers)
+                 closers, pgids, admin_token)
 
 
 def seed(db: Any, secrets_file: Path, urls: dict[str, str], cfg: Config
@@ -248,7 +260,7 @@ def seed(db: Any, secrets_file: Path, urls: dict[str, str], cfg: Config
     members = Membership(db)
     price = make_price(*MINI)
     prov.add_price(MODEL, price)
-    for name in ("plain", "exact", "over"):
+    for name in ("plain", "exact", "over", "hot"):
         prov.put_external_key(name, UPSTREAM_KEY, urls[name])
     users = ["alice", "bob", *(f"t{i}" for i in range(TP_USERS))]
     for uid in users:

@@ -9,9 +9,11 @@ one interpreter lock:
 * ``exact``: bills the request's output cap and, as prompt tokens, exactly the
   proxy's own estimate (``functions.tokens.estimate_input_tokens``): actual == estimate;
 * ``over``: like ``exact`` but reports ``--extra-tokens`` more prompt tokens than the
-  estimate allowed: actual > estimate, by a known amount per call.
+  estimate allowed: actual > estimate, by a known amount per call;
+* ``hot``: bills like ``exact`` (actual == estimate) with ``plain``'s latency: the hot
+  project runs of ``bench/hot.py``, where spend must land exactly on the limit.
 
-Prints one JSON line ``{"plain": URL, "exact": URL, "over": URL}`` and serves until
+Prints one JSON line ``{"plain": URL, "exact": URL, "over": URL, "hot": URL}`` and serves until
 its standard input closes (the parent exited) or it gets SIGTERM.
 """
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     # Real API servers (and gunicorn) set TCP_NODELAY; so does the fake here.
     fake_upstream._Handler.disable_nagle_algorithm = True
     servers = {name: FakeUpstream(valid_keys=(args.key,)).start()
-               for name in ("plain", "exact", "over")}
+               for name in ("plain", "exact", "over", "hot")}
     plain = servers["plain"]
     plain.latency_s = args.latency_ms / 1000
     spec = Stream(chunk_delay_s=args.chunk_delay_ms / 1000, chunks=args.chunks)
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         fake.bill_cap = True
         fake.prompt_tokens = _estimate(extra)
         fake.latency_s = args.budget_latency_ms / 1000
+    hot = servers["hot"]
+    hot.bill_cap = True
+    hot.prompt_tokens = _estimate(0)
+    hot.latency_s = args.latency_ms / 1000
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
