@@ -217,8 +217,8 @@ class Handlers(MemberHandlers):
         cid = doc_id("p", project["id"], period)
         st = exact_states(self.db, project["id"], [cid])[cid]
         budget = project.get("budget_nano")
-        # held: estimates of calls in flight plus what busy instances reserved (escrow)
-        return {"period": period, "spent_nano": st.spent, "held_nano": st.held + st.escrow,
+        # held: estimates of calls in flight; escrow: reserved by busy instances' grants
+        return {"period": period, "spent_nano": st.spent, "held_nano": st.held,
                 "escrow_nano": st.escrow, "in_flight": st.inflight, "budget_nano": budget,
                 "remaining_nano": None if budget is None else budget - st.taken}
 

@@ -17,7 +17,7 @@ from functions.budget import doc_id, period_key
 from functions.errors import InvalidRequest, PermissionDenied, ResourceNotFound
 from functions.grants import exact_states
 from functions.holds import utcnow
-from functions.ledger import Ledger
+from functions.ledger import ledger_for_settings
 from functions.membership import Membership, check_role
 from functions.pricing import format_usd
 from functions.provision import Provisioner
@@ -212,10 +212,12 @@ class MemberHandlers:
         return self.get_alerts(project)
 
     def sweep(self, actor: Any, **_: Any) -> Resp:
-        ledger, total = Ledger(self.db), 0
+        ledger, total = ledger_for_settings(self.db, self.settings), 0
         while (n := ledger.sweep(limit=100)) > 0 and total < 10_000:
             total += n
+        swept, closed = ledger.sweeper.holds_swept, ledger.sweeper.grants_closed
         batch = self.db.batch()
-        self.prov.audit(batch, actor.name, "holds.sweep", "*", {"swept": total})
+        self.prov.audit(batch, actor.name, "holds.sweep", "*",
+                        {"swept": swept, "grants_closed": closed})
         batch.commit()
-        return ok({"swept": total})
+        return ok({"swept": swept, "grants_closed": closed})

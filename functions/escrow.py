@@ -44,8 +44,11 @@ SYNC_EVERY_S = 5.0  # a grant in use is synced at least this often (~0.2 writes/
 DRAW_WINDOW_S = 15.0  # no draw after synced_at + this; the sweep may close it 60 s later
 CLOSE_MARGIN_S = 60.0  # clock skew and slow writes between a draw and its hold landing
 HORIZON_S = 10.0  # a grant is sized to last this long at the rate seen
-OPEN_AFTER_CALLS = 4  # calls of one limit set within RATE_WINDOW_S before a grant opens
+OPEN_AFTER_CALLS = 2  # calls of one limit set within RATE_WINDOW_S before a grant opens
 RATE_WINDOW_S = 10.0
+MIN_SPAN_S = 0.5  # a rate is calls over at least this long (two calls are not 1000/s)
+LOW_WATER_S = 1.0  # a grant with less than this much traffic left syncs at once
+OPEN_WAIT_S = 1.0  # a call waits at most this long for a grant being opened
 MIN_CALLS = 8  # smallest grant worth a write, in estimates
 # Grants exist only while the budget left is large: below this many estimates every
 # call is decided by its own increment on the shared counters, exactly as before, so
@@ -76,6 +79,20 @@ def target_amount(*, rate_per_s: float, mean_estimate: int, free: int | None,
     return min(want, around // SHARE)
 
 
+def rate_of(calls: int, span_s: float) -> float:
+    """Calls per second seen over ``span_s`` (the rate window, or less while it fills,
+    so a grant opened in a burst is sized for the burst)."""
+    return calls / max(MIN_SPAN_S, min(span_s, RATE_WINDOW_S))
+
+
+def too_close(limits: Sequence[int | None], states: Sequence[CounterState], mine: int,
+              estimate: int) -> bool:
+    """Whether a grant of ``mine`` (already counted in ``states``) sits within
+    MIN_FREE_ESTIMATES estimates of a limit, where every call must be decided alone."""
+    free = free_nano(limits, states)
+    return free is not None and free + mine < MIN_FREE_ESTIMATES * max(1, estimate)
+
+
 def breaches(limits: Sequence[int | None], states: Sequence[CounterState]) -> bool:
     return any(lim is not None and st.taken > lim
                for lim, st in zip(limits, states, strict=True))
@@ -100,7 +117,9 @@ class Grant:
     costs: dict[int, int] = field(default_factory=dict)  # gen -> unflushed settled cost
     pending: dict[int, int] = field(default_factory=dict)  # gen -> settlements in flight
     syncing: bool = False
-    draining: bool = False  # no more draws; returned as calls finish
+    synced_event: threading.Event = field(default_factory=threading.Event)  # set between syncs
+    draining: bool = False  # not grown any more: what is not committed goes back at syncs
+    stale: bool = False  # made under other limits (a budget changed): no draw at all
     closed: bool = False
     draws: deque[tuple[float, int]] = field(default_factory=deque)  # (time, estimate)
 
@@ -112,8 +131,10 @@ class Grant:
         amount = self.amount if self.cap is None else min(self.amount, self.cap)
         return amount - self.live - self.unflushed
 
-    def drawable(self, now: float) -> bool:
-        return not (self.closed or self.draining) and now < self.synced_at + DRAW_WINDOW_S
+    def drawable(self, now: float, window_s: float = DRAW_WINDOW_S) -> bool:
+        # A draining grant still serves draws: its money is reserved either way, and the
+        # last calls of a budget must not be refused while it sits there.
+        return not (self.closed or self.stale) and now < self.synced_at + window_s
 
     def rate(self, now: float) -> tuple[float, int]:
         """Draws per second over the rate window, and their mean estimate."""
@@ -122,7 +143,7 @@ class Grant:
         if not self.draws:
             return 0.0, 0
         total = sum(e for _, e in self.draws)
-        return len(self.draws) / RATE_WINDOW_S, total // len(self.draws)
+        return rate_of(len(self.draws), now - self.draws[0][0]), total // len(self.draws)
 
 
 @dataclass(frozen=True)
@@ -149,11 +170,13 @@ class GrantBook:
     """This instance's grants, one per limit set (the tuple of counters a call is
     booked against). Every method holds the lock only for arithmetic."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 draw_window_s: float = DRAW_WINDOW_S) -> None:
         self.clock = clock
+        self.draw_window_s = draw_window_s
         self._grants: dict[tuple[str, ...], Grant] = {}
         self._recent: dict[tuple[str, ...], deque[float]] = {}
-        self._opening: set[tuple[str, ...]] = set()
+        self._opening: dict[tuple[str, ...], threading.Event] = {}
         self._free: dict[tuple[str, ...], int | None] = {}
         self.lock = threading.Lock()
 
@@ -169,13 +192,19 @@ class GrantBook:
             recent.append(now)
             while recent and recent[0] < now - RATE_WINDOW_S:
                 recent.popleft()
+            opening = self._opening.get(counters)
+        if opening is not None and counters not in self._grants:
+            # a grant is being opened for this limit set (one write, a few ms): waiting
+            # for it beats a per-call write on the hot counters
+            opening.wait(OPEN_WAIT_S)
+        with self.lock:
             g = self._grants.get(counters)
             if g is None:
                 return None
             if g.limits != limits:
-                g.draining = True
+                g.stale = g.draining = True
                 return None
-            if not g.drawable(now) or g.available() < estimate:
+            if not g.drawable(now, self.draw_window_s) or g.available() < estimate:
                 return None
             g.live += estimate
             g.live_calls += 1
@@ -223,13 +252,20 @@ class GrantBook:
             recent = self._recent.get(counters, deque())
             if sum(1 for t in recent if t >= now - RATE_WINDOW_S) < OPEN_AFTER_CALLS:
                 return 0
-            if counters not in self._free:
-                return 0
-            amount = target_amount(rate_per_s=len(recent) / RATE_WINDOW_S,
-                                   mean_estimate=estimate, free=self._free[counters], mine=0)
+            # with no room seen yet (an instance's first calls) the opening write itself
+            # checks it (see ``too_close``)
+            amount = target_amount(rate_per_s=rate_of(len(recent), now - recent[0]),
+                                   mean_estimate=estimate, free=self._free.get(counters),
+                                   mine=0)
             if amount:
-                self._opening.add(counters)
+                self._opening[counters] = threading.Event()
             return amount
+
+    def wait_sync(self, g: Grant, timeout_s: float = OPEN_WAIT_S) -> bool:
+        """Wait for a sync in flight (a refusal may rest on what it gives back)."""
+        if not g.syncing:
+            return False
+        return g.synced_event.wait(timeout_s)
 
     def current(self, counters: tuple[str, ...]) -> Grant | None:
         with self.lock:
@@ -237,7 +273,9 @@ class GrantBook:
 
     def opened(self, counters: tuple[str, ...], g: Grant | None) -> None:
         with self.lock:
-            self._opening.discard(counters)
+            event = self._opening.pop(counters, None)
+            if event is not None:
+                event.set()
             if g is not None:
                 self._grants[counters] = g
 
@@ -253,7 +291,8 @@ class GrantBook:
             if g.syncing or g.closed:
                 return None
             rate, mean = g.rate(now)
-            low = g.available() < max(mean, 1) * 2
+            # low: less than about a second of the traffic seen is left
+            low = g.available() < max(mean, 1) * max(2.0, rate * LOW_WATER_S)
             due = force or g.draining or low or now - g.synced_at >= SYNC_EVERY_S
             if not due:
                 return None
@@ -270,6 +309,10 @@ class GrantBook:
                 flushed += own_cost
             rest = g.unflushed - sum(g.costs.get(gen, 0) for gen in gens)
             committed = g.live + rest
+            if low and not g.draining:
+                # it ran out before its sync was due: traffic is ramping up, so at
+                # least double it (still capped by the room around it)
+                rate = max(rate, 2 * g.amount / (HORIZON_S * max(mean, 1)))
             target = 0 if g.draining else target_amount(
                 rate_per_s=rate, mean_estimate=mean, free=self._free.get(g.counters),
                 mine=g.amount)
@@ -278,6 +321,7 @@ class GrantBook:
             new_amount = committed if g.draining else max(target, committed)
             close = g.draining and new_amount == 0 and g.live_calls == 0
             g.syncing = True
+            g.synced_event.clear()
             # While the write is in flight, draws must fit the old state (where the riding
             # call still holds its estimate) and the new one (where its cost is spent).
             g.cap = min(g.amount - own_estimate, new_amount + flushed - own_cost)
@@ -286,12 +330,13 @@ class GrantBook:
                             g.live_calls - g.synced_calls, close)
 
     def synced(self, plan: SyncPlan, update_time: Any, states: Sequence[CounterState] | None,
-               ok: bool) -> None:
+               ok: bool, amount: int | None = None) -> None:
         """The sync's write landed (``ok``) or failed; a grant whose document changed
         under it (closed by the sweep) is dropped: the sweep booked what it held."""
         g = plan.grant
         with self.lock:
             g.syncing = False
+            g.synced_event.set()
             g.cap = None
             if not ok:
                 return
@@ -299,7 +344,9 @@ class GrantBook:
                 g.costs.pop(gen, None)
                 g.pending.pop(gen, None)
             g.flushed_gen = plan.flushed_gen
-            g.amount = plan.new_amount
+            # ``amount``: less than written, when growth crossed a limit and is being
+            # taken back - nothing may draw from it meanwhile
+            g.amount = plan.new_amount if amount is None else amount
             g.synced_calls += plan.inflight_delta
             g.synced_at = self.clock()
             g.update_time = update_time
@@ -307,13 +354,6 @@ class GrantBook:
                 self._free[g.counters] = free_nano(g.limits, states)
             if plan.close:
                 self._close(g)
-
-    def shrink(self, g: Grant, amount: int, update_time: Any) -> None:
-        """Growth taken back after it crossed a limit."""
-        with self.lock:
-            g.amount = amount
-            g.update_time = update_time
-            g.draining = True
 
     def drop(self, g: Grant) -> None:
         with self.lock:

@@ -48,20 +48,22 @@ def add_sync(deltas: dict[str, dict[str, int]], sp: SyncPlan) -> None:
                       spent=sp.flushed)
 
 
-def sync_doc(sp: SyncPlan, now: datetime) -> dict[str, Any]:
+def sync_doc(sp: SyncPlan, now: datetime, draw_window_s: float = DRAW_WINDOW_S
+             ) -> dict[str, Any]:
     g = sp.grant
     return {"amount": sp.new_amount, "flushed_gen": sp.flushed_gen,
             "synced_calls": g.synced_calls + sp.inflight_delta, "synced_at": now,
-            "draw_until": now + timedelta(seconds=DRAW_WINDOW_S),
+            "draw_until": now + timedelta(seconds=draw_window_s),
             "state": "closed" if sp.close else "open",
             **({"closed_at": now} if sp.close else {})}
 
 
-def open_doc(g: Grant, now: datetime) -> dict[str, Any]:
+def open_doc(g: Grant, now: datetime, draw_window_s: float = DRAW_WINDOW_S
+             ) -> dict[str, Any]:
     return {"id": g.id, "project": g.project, "period": g.period,
             "counters": list(g.counters), "limits": list(g.limits), "amount": g.amount,
             "flushed_gen": 0, "synced_calls": 0, "created_at": now, "synced_at": now,
-            "draw_until": now + timedelta(seconds=DRAW_WINDOW_S), "state": "open"}
+            "draw_until": now + timedelta(seconds=draw_window_s), "state": "open"}
 
 
 class GrantSweeper:
@@ -69,13 +71,15 @@ class GrantSweeper:
     needs goes back to the counters, settled costs not yet flushed go to ``spent``,
     and their live calls become ordinary holds (settled or swept one by one)."""
 
-    def __init__(self, db: firestore.Client) -> None:
+    def __init__(self, db: firestore.Client, close_margin_s: float = CLOSE_MARGIN_S) -> None:
         self.db = db
+        self.close_margin_s = close_margin_s
 
     def close_lapsed(self, now: datetime, project: str | None = None, limit: int = 20) -> int:
         equals = {"state": "open"} if project is None else {"state": "open", "project": project}
         q = indexes.query(self.db, "grants", equals=equals,
-                          ranges=[("draw_until", "<", now - timedelta(seconds=CLOSE_MARGIN_S))],
+                          ranges=[("draw_until", "<",
+                                   now - timedelta(seconds=self.close_margin_s))],
                           limit=limit)
         closed = 0
         for snap in q.stream():
@@ -91,7 +95,7 @@ class GrantSweeper:
         @firestore.transactional
         def run(tx: firestore.Transaction) -> int:
             g = ref.get(transaction=tx).to_dict() or {}
-            cutoff = now - timedelta(seconds=CLOSE_MARGIN_S)
+            cutoff = now - timedelta(seconds=self.close_margin_s)
             if g.get("state") != "open" or g.get("draw_until") is None or (
                     g["draw_until"] >= cutoff):
                 return 0

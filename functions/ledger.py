@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
@@ -36,6 +36,7 @@ from google.cloud.firestore_v1 import Increment
 
 from functions.budget import (
     CounterState,
+    Limit,
     WindowState,
     first_breach,
     rate_breach,
@@ -43,7 +44,15 @@ from functions.budget import (
     retry_after_s,
 )
 from functions.errors import BudgetExceeded, RateLimited, ServiceUnavailable
-from functions.escrow import Grant, GrantBook, SyncPlan, breaches
+from functions.escrow import (
+    CLOSE_MARGIN_S,
+    DRAW_WINDOW_S,
+    Grant,
+    GrantBook,
+    SyncPlan,
+    breaches,
+    too_close,
+)
 from functions.grants import GEN_UNKNOWN, add_sync, counter_delta, open_doc, sync_doc
 from functions.holds import (  # HoldPlan, Outcome, usage_record, utcnow: re-exported
     SETTLED_HOLD_TTL,
@@ -59,9 +68,12 @@ from functions.holds import (  # HoldPlan, Outcome, usage_record, utcnow: re-exp
     utcnow,
     windows_of,
 )
+from functions.settings import Settings
 from functions.sweep import HoldSweeper
 
 log = logging.getLogger("tollgate.ledger")
+
+SWEEP_BEFORE_REFUSAL_S = 5.0
 
 _TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError,
               gexc.Aborted, gexc.TooManyRequests)
@@ -69,15 +81,20 @@ _TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServe
 
 class Ledger:
     def __init__(self, db: firestore.Client, clock: Callable[[], datetime] = utcnow,
-                 escrow: bool = True) -> None:
+                 escrow: bool = True, draw_window_s: float = DRAW_WINDOW_S,
+                 close_margin_s: float = CLOSE_MARGIN_S) -> None:
         self.db = db
         self.clock = clock
         self.writes = 0  # document writes issued, for the benchmark
         self.escrow = escrow
-        self.book = GrantBook()
-        self.sweeper = HoldSweeper(db, clock)
+        self.book = GrantBook(draw_window_s=draw_window_s)
+        self.draw_window_s = draw_window_s
+        self.sweeper = HoldSweeper(db, clock, close_margin_s)
         # call id -> (grant, hold's update time) of calls drawn from a grant, until settled
         self._drawn: dict[str, tuple[Grant, Any]] = {}
+        # call id -> its hold's update time, for calls held on the counters one by one
+        self._held: dict[str, Any] = {}
+        self._swept_at: dict[str, float] = {}  # project -> last sweep before a refusal
         self._drawn_lock = threading.Lock()
 
     def _counter(self, cid: str) -> firestore.DocumentReference:
@@ -107,11 +124,21 @@ class Ledger:
 
         A call whose limit set has an escrow grant with room draws from it instead:
         the only write is its own hold document (see ``escrow.py``)."""
-        if self._reserve_from_grant(plan):
+        if self._reserve_from_grant(plan) or self._open_for(plan):
             return None
+        self._refuse_if_full(plan)
         states, windows = self._increment(plan)
         rate = rate_breach(plan.rate_limits, windows)
         breach = first_breach(plan.limits, states)
+        if rate is None and breach is not None and self._return_unused(plan):
+            # this instance sat on part of the room (a grant made under other limits, or
+            # one draining near the end): it went back to the counters; decide again
+            with self._drawn_lock:
+                self._held.pop(plan.call_id, None)
+            self._release(plan)
+            states, windows = self._increment(plan)
+            rate = rate_breach(plan.rate_limits, windows)
+            breach = first_breach(plan.limits, states)
         if rate is None and breach is None:
             if first_of_period(states[0], plan.estimate_nano):
                 # A new period (or a first call) starts: book holds orphaned in the
@@ -119,6 +146,8 @@ class Ledger:
                 self.sweep(project=plan.project)
             self.book.note_states(key_of(plan), limits_of(plan), states)
             return states
+        with self._drawn_lock:
+            self._held.pop(plan.call_id, None)
         self._release(plan)
         if rate is not None:
             lim, what, value = rate
@@ -127,11 +156,72 @@ class Ledger:
             raise RateLimited(f"Rate limit reached for {lim.label}: {value} {unit} per minute. "
                               f"Retry in {wait} s.", retry_after_s=wait)
         assert breach is not None
-        limit, state = breach
-        if self.sweep(project=plan.project):
+        self._refuse(plan, *breach)
+
+    def _refuse(self, plan: HoldPlan, limit: Limit, state: CounterState) -> NoReturn:
+        """Raise the refusal, after sweeping expired holds (at most every
+        ``SWEEP_BEFORE_REFUSAL_S`` per project on this instance: a storm of refusals at
+        the end of a budget must not run a sweep query each)."""
+        now = self.clock().timestamp()  # the ledger's clock: tests move it
+        with self._drawn_lock:
+            due = now - self._swept_at.get(plan.project, -1e18) >= SWEEP_BEFORE_REFUSAL_S
+            if due:
+                self._swept_at[plan.project] = now
+        if due and self.sweep(project=plan.project):
             state = self._counter_state(limit.counter_id, plan.estimate_nano)
         raise BudgetExceeded(refusal_message(limit, state, plan.estimate_nano,
                                              plan.budget_period, plan.period_key))
+
+    def _refuse_if_full(self, plan: HoldPlan) -> None:
+        """Near the end of a budget, refuse without writing: when the room last seen is
+        smaller than the estimate, the counters are *read* (a read does not add to a hot
+        document's write load) and a call they have no room for is refused from that
+        read. A refusal from a read is as exact as one from an increment: at that
+        instant the budget, net of holds and grants, had no room for the estimate."""
+        free = self.book.free(key_of(plan))
+        if free is None or free >= plan.estimate_nano:
+            return
+        refs = [self._counter(lim.counter_id) for lim in plan.limits]
+        got = {snap.id: CounterState.of(snap.to_dict()) for snap in self.db.get_all(refs)}
+        states = [got.get(lim.counter_id, CounterState()) for lim in plan.limits]
+        self.book.note_states(key_of(plan), limits_of(plan), states)
+        after = [CounterState(spent=st.spent, held=st.held + plan.estimate_nano,
+                              inflight=st.inflight + 1, escrow=st.escrow) for st in states]
+        breach = first_breach(plan.limits, after)
+        if breach is None or self._return_unused(plan):
+            return  # room after all (or given back by this instance): hold it for real
+        self._refuse(plan, *breach)
+
+    def _return_unused(self, plan: HoldPlan) -> bool:
+        """Give back at once what this instance's grant for the call's limit set holds
+        but no call needs (before refusing anyone for lack of budget). True if any."""
+        g = self.book.current(key_of(plan))
+        if g is None or (not g.stale and g.available() <= 0):
+            return False
+        g.draining = True
+        sp = self.book.plan_sync(g, force=True)
+        if sp is None:
+            # another call is giving it back right now: decide after that write
+            return self.book.wait_sync(g)
+        if sp.held_delta >= 0:
+            if sp is not None:
+                self.book.synced(sp, None, None, ok=False)
+            return False
+        deltas: dict[str, dict[str, int]] = {}
+        add_sync(deltas, sp)
+        batch = self.db.batch()
+        self._write_counters(batch, deltas)
+        self._grant_write(batch, sp, None, self.clock())
+        try:
+            results = self._commit_with_retry(batch)
+        except Exception as exc:  # noqa: BLE001 - the sweep closes it from its document
+            log.warning("could not return an unused grant (%s)", type(exc).__name__)
+            self._unride(sp, None, landed=None)
+            return False
+        self.writes += len(deltas) + 1
+        states = states_of(results, len(deltas))
+        self.book.synced(sp, results[-1].update_time, states, ok=True)
+        return True
 
     def _reserve_from_grant(self, plan: HoldPlan) -> bool:
         if not self.escrow or plan.rate_limits or plan.estimate_nano <= 0:
@@ -157,6 +247,70 @@ class Ledger:
             self._drawn[plan.call_id] = (g, result.update_time)
         return True
 
+    def _open_for(self, plan: HoldPlan) -> bool:
+        """Open a grant for a limit set that just became busy, with this call as its first
+        draw: one batch adds the grant's amount to every counter's ``escrow`` and creates
+        the grant and the call's hold; if a counter is then over its limit, the batch is
+        taken back and the call goes the per-call way."""
+        if not self.escrow or plan.rate_limits or plan.estimate_nano <= 0:
+            return False
+        key = key_of(plan)
+        amount = self.book.want_open(key, plan.estimate_nano)
+        if not amount:
+            return False
+        amount = max(amount, plan.estimate_nano)
+        g = Grant(id="grant_" + secrets.token_hex(10), project=plan.project,
+                  period=plan.period_key, counters=key, limits=limits_of(plan), amount=amount,
+                  synced_at=time.monotonic(), live=plan.estimate_nano, live_calls=1)
+        g.draws.append((g.synced_at, plan.estimate_nano))
+        now = self.clock()
+        batch = self.db.batch()
+        for lim in plan.limits:
+            batch.set(self._counter(lim.counter_id), {
+                **counter_fields(lim, plan.period_key), "escrow": Increment(amount),
+                "held": Increment(0), "inflight": Increment(0), "spent": Increment(0)},
+                merge=True)
+        batch.create(self._hold(plan.call_id), {**hold_doc(plan), "grant": g.id})
+        batch.create(self._grant(g.id), open_doc(g, now, self.draw_window_s))
+        try:
+            results = batch.commit()
+        except _TRANSIENT:
+            self._unopen(g, plan)  # the batch may have landed
+            self.book.opened(key, None)
+            raise ServiceUnavailable("Tollgate could not reach its database in time; "
+                                     "retry the call.", headers={"retry-after": "1"}) from None
+        except Exception:
+            self.book.opened(key, None)
+            raise
+        n = len(plan.limits)
+        self.writes += n + 2
+        states = states_of(results, n)
+        self.book.note_states(key, limits_of(plan), states)
+        if breaches(limits_of(plan), states) or too_close(limits_of(plan), states, amount,
+                                                          plan.estimate_nano):
+            self._unopen(g, plan)
+            self.book.opened(key, None)
+            return False
+        g.update_time = results[-1].update_time
+        self.book.opened(key, g)
+        with self._drawn_lock:
+            self._drawn[plan.call_id] = (g, results[n].update_time)
+        return True
+
+    def _unopen(self, g: Grant, plan: HoldPlan) -> None:
+        """Take back an opening batch; a no-op if it never landed (the grant document's
+        existence is the batch's precondition)."""
+        batch = self.db.batch()
+        for cid in g.counters:
+            batch.set(self._counter(cid), {"escrow": Increment(-g.amount)}, merge=True)
+        batch.delete(self._hold(plan.call_id))
+        batch.delete(self._grant(g.id), option=self.db.write_option(exists=True))
+        try:
+            self._commit_with_retry(batch)
+        except gexc.NotFound:
+            return
+        self.writes += len(g.counters) + 2
+
     def _delete_hold(self, call_id: str) -> None:
         batch = self.db.batch()
         batch.delete(self._hold(call_id))
@@ -175,6 +329,7 @@ class Ledger:
         """Undo a reservation of a call that will not be forwarded after all."""
         with self._drawn_lock:
             drawn = self._drawn.pop(plan.call_id, None)
+            self._held.pop(plan.call_id, None)
         if drawn is not None:
             self._delete_hold(plan.call_id)
             self.book.undraw(drawn[0], plan.estimate_nano)
@@ -207,9 +362,11 @@ class Ledger:
             self._release(plan)
             raise ServiceUnavailable("Tollgate could not reach its database in time; "
                                      "retry the call.", headers={"retry-after": "1"}) from None
-        n = len(plan.limits)
-        self.writes += n + len(plan.rate_limits) + 1
-        return states_of(results, n), windows_of(results[n:n + len(plan.rate_limits)])
+        n, m = len(plan.limits), len(plan.rate_limits)
+        self.writes += n + m + 1
+        with self._drawn_lock:
+            self._held[plan.call_id] = results[n + m].update_time
+        return states_of(results, n), windows_of(results[n:n + m])
 
     def _release(self, plan: HoldPlan) -> None:
         batch = self.db.batch()
@@ -244,9 +401,15 @@ class Ledger:
         the response-cache entry, the last rate-limit headers - no extra round trip."""
         with self._drawn_lock:
             drawn = self._drawn.pop(plan.call_id, None)
+            held = self._held.pop(plan.call_id, None)
         if drawn is not None:
             return self._settle_drawn(plan, outcome, extra, *drawn)
-        return self._settle_direct(plan, outcome, extra, ride=self.escrow)
+        if held is not None:
+            return self._settle_direct(plan, outcome, extra, held)
+        # Not reserved by this instance (a retry, or a call whose instance died): only
+        # its hold document says whether it holds on the counters or inside a grant.
+        self._settle_fallback(plan, outcome, extra)
+        return None
 
     def _settle_docs(self, batch: Any, plan: HoldPlan, outcome: Outcome,
                      extra: Sequence[tuple[str, str, dict[str, Any]]], now: datetime,
@@ -268,7 +431,7 @@ class Ledger:
             batch.set(self._counter(cid), {k: Increment(v) for k, v in d.items()}, merge=True)
 
     def _settle_direct(self, plan: HoldPlan, outcome: Outcome,
-                       extra: Sequence[tuple[str, str, dict[str, Any]]], *, ride: bool
+                       extra: Sequence[tuple[str, str, dict[str, Any]]], hold_time: Any
                        ) -> list[CounterState] | None:
         now = self.clock()
         key, limits = key_of(plan), limits_of(plan)
@@ -276,7 +439,7 @@ class Ledger:
         for lim in plan.limits:
             counter_delta(deltas, lim.counter_id, held=-plan.estimate_nano, inflight=-1,
                           spent=outcome.cost_nano)
-        sp, opening = self._ride(plan, now) if ride else (None, None)
+        sp, opening = self._ride(plan, now) if self.escrow else (None, None)
         if sp is not None:
             add_sync(deltas, sp)
         if opening is not None:
@@ -290,18 +453,24 @@ class Ledger:
             # in the admission minute's window
             batch.set(self._window(rl.counter_id),
                       {"tokens": Increment(used - plan.estimate_tokens)}, merge=True)
-        self._settle_docs(batch, plan, outcome, extra, now, {})
+        self._settle_docs(batch, plan, outcome, extra, now, {},
+                          self.db.write_option(last_update_time=hold_time))
         self._grant_write(batch, sp, opening, now)
         try:
             results = self._commit_with_retry(batch)
         except gexc.AlreadyExists:
-            self._unride(sp, opening, landed=False)
+            # the usage record exists: an earlier attempt of this very batch may have
+            # landed (its answer lost and the batch re-sent), sync included - so the
+            # grant's state in memory is no longer known: drop it (``landed=None``)
+            self._unride(sp, opening, landed=None)
             self._correct(plan, outcome)
             return None
         except gexc.FailedPrecondition:
-            # the sweep closed the grant this settlement carried a sync of
+            # the hold changed (swept, or settled by a racing attempt), or the sweep
+            # closed the grant this settlement carried a sync of: decide from the hold
             self._unride(sp, opening, landed=None)
-            return self._settle_direct(plan, outcome, extra, ride=False)
+            self._settle_fallback(plan, outcome, extra)
+            return None
         except Exception:
             self._unride(sp, opening, landed=None)
             raise
@@ -369,10 +538,10 @@ class Ledger:
                      now: datetime) -> None:
         """The grant document's write; always the batch's last."""
         if sp is not None:
-            batch.update(self._grant(sp.grant.id), sync_doc(sp, now),
+            batch.update(self._grant(sp.grant.id), sync_doc(sp, now, self.draw_window_s),
                          option=self.db.write_option(last_update_time=sp.grant.update_time))
         elif opening is not None:
-            batch.create(self._grant(opening.id), open_doc(opening, now))
+            batch.create(self._grant(opening.id), open_doc(opening, now, self.draw_window_s))
 
     def _unride(self, sp: SyncPlan | None, opening: Grant | None,
                 landed: bool | None) -> None:
@@ -397,38 +566,44 @@ class Ledger:
                     update_time: Any, states: list[CounterState]) -> None:
         limits = limits_of(plan)
         if sp is not None:
-            self.book.synced(sp, update_time, states, ok=True)
             growth = sp.held_delta
             if growth > 0 and breaches(limits, states):
-                self._take_back(sp.grant, growth, sp.new_amount - growth)
+                # Growth that crossed a limit goes back while the sync still counts as in
+                # flight: no other sync can race the take-back, and draws stay capped to
+                # what the grant had before it grew.
+                shrunk = sp.new_amount - growth
+                taken = self._take_back(sp.grant, growth, shrunk, update_time)
+                self.book.synced(sp, taken, states, ok=True, amount=shrunk)
+                if taken is None:
+                    self.book.drop(sp.grant)
+                else:
+                    sp.grant.draining = True
+            else:
+                self.book.synced(sp, update_time, states, ok=True)
         if opening is not None:
-            if breaches(limits, states):
-                self._take_back(opening, opening.amount, 0, update_time=update_time)
+            if breaches(limits, states) or too_close(limits, states, opening.amount,
+                                                     plan.estimate_nano):
+                self._take_back(opening, opening.amount, 0, update_time)
                 self.book.opened(opening.counters, None)
             else:
                 opening.update_time = update_time
                 self.book.opened(opening.counters, opening)
 
-    def _take_back(self, g: Grant, growth: int, amount: int, update_time: Any = None) -> None:
-        """Growth of a grant that put a counter over its limit is returned before any
-        call draws from it (draws never exceed the pre-growth amount meanwhile)."""
+    def _take_back(self, g: Grant, growth: int, amount: int, update_time: Any) -> Any:
+        """Return a grant's growth to the counters; the grant document's new update time,
+        or None if the write failed (the sweep then closes it from its document)."""
         batch = self.db.batch()
         self._write_counters(batch, {cid: {"escrow": -growth} for cid in g.counters})
         batch.update(self._grant(g.id), {"amount": amount,
                                          **({"state": "closed"} if amount == 0 else {})},
-                     option=self.db.write_option(
-                         last_update_time=update_time or g.update_time))
+                     option=self.db.write_option(last_update_time=update_time))
         try:
             results = self._commit_with_retry(batch)
         except Exception as exc:  # noqa: BLE001 - the sweep closes it from its document
             log.warning("could not take back grant growth (%s)", type(exc).__name__)
-            self.book.drop(g)
-            return
+            return None
         self.writes += len(g.counters) + 1
-        if amount == 0:
-            self.book.drop(g)
-        else:
-            self.book.shrink(g, amount, results[-1].update_time)
+        return results[-1].update_time
 
     def _settle_fallback(self, plan: HoldPlan, outcome: Outcome,
                          extra: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
@@ -498,3 +673,8 @@ class Ledger:
     def sweep(self, project: str | None = None, limit: int = 50) -> int:
         """Close lapsed escrow grants, then book expired live holds ``orphaned``."""
         return self.sweeper.sweep(project, limit)
+
+
+def ledger_for_settings(db: firestore.Client, settings: Settings) -> Ledger:
+    return Ledger(db, escrow=settings.escrow, draw_window_s=settings.grant_draw_window_s,
+                  close_margin_s=settings.grant_close_margin_s)

@@ -170,8 +170,9 @@ class LogApp:
                      "period": period, "budget_period": p.get("budget_period"),
                      "budget_usd": _usd(p.get("budget_nano")),
                      "spent_usd": format_usd(pc.spent),
-                     # held: calls in flight, and what busy instances reserved (escrow)
-                     "held_usd": format_usd(pc.held + pc.escrow),
+                     "held_usd": format_usd(pc.held),  # by calls in flight
+                     # reserved by busy instances (escrow grants): not free either
+                     "reserved_usd": format_usd(pc.escrow),
                      "member_budget_usd": _usd(m.get("budget_nano")),
                      "member_spent_usd": format_usd(mc.spent)}
             if m.get("role") == "lead":

@@ -47,7 +47,7 @@ from functions.errors import (
     UpstreamUnavailable,
 )
 from functions.httpio import error_response, internal_error, json_response, parse_json, read_body
-from functions.ledger import HoldPlan, Ledger, Outcome, utcnow
+from functions.ledger import HoldPlan, Ledger, Outcome, ledger_for_settings, utcnow
 from functions.records import CallContext, LimitRecord
 from functions.secret_store import CachedSecrets, store_for
 from functions.settings import Settings
@@ -88,7 +88,7 @@ class Proxy:
     def from_settings(cls, settings: Settings) -> Proxy:
         db = make_client(settings)
         backend = store_for(settings.secret_backend, settings.secrets_file, settings.gcp_project)
-        return cls(settings, Store(db), Ledger(db),
+        return cls(settings, Store(db), ledger_for_settings(db, settings),
                    Upstream(settings.upstream_connect_timeout_s, settings.upstream_timeout_s),
                    CachedSecrets(backend))
 

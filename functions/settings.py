@@ -54,6 +54,11 @@ class Settings:
     default_max_output_tokens: int = 4096
     # gen2 cuts a streamed response at 10 MB; stop a little before, with an error event
     stream_cap_bytes: int = 9_500_000
+    # escrow grants (escrow.py): on, no draw 15 s after a grant's last sync, closed by
+    # the sweep 60 s after that
+    escrow: bool = True
+    grant_draw_window_s: int = 15
+    grant_close_margin_s: int = 60
 
     @property
     def hold_ttl_s(self) -> int:
@@ -96,4 +101,8 @@ class Settings:
             safety_salt=env.get("TOLLGATE_SAFETY_SALT", ""),
             default_max_output_tokens=_int(env, "TOLLGATE_DEFAULT_MAX_OUTPUT_TOKENS", 4096, 1),
             stream_cap_bytes=_int(env, "TOLLGATE_STREAM_CAP_BYTES", 9_500_000, 1024),
+            escrow=env.get("TOLLGATE_ESCROW", "on").strip().lower() not in ("0", "off", "false",
+                                                                           "no"),
+            grant_draw_window_s=_int(env, "TOLLGATE_GRANT_DRAW_WINDOW_S", 15, 1),
+            grant_close_margin_s=_int(env, "TOLLGATE_GRANT_CLOSE_MARGIN_S", 60, 1),
         )

@@ -15,6 +15,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1 import Increment
 
 from functions import indexes
+from functions.escrow import CLOSE_MARGIN_S
 from functions.grants import GrantSweeper
 from functions.holds import SETTLED_HOLD_TTL, Outcome, plan_from_hold, usage_record
 
@@ -22,16 +23,20 @@ log = logging.getLogger("tollgate.ledger")
 
 
 class HoldSweeper:
-    def __init__(self, db: firestore.Client, clock: Callable[[], datetime]) -> None:
+    def __init__(self, db: firestore.Client, clock: Callable[[], datetime],
+                 close_margin_s: float = CLOSE_MARGIN_S) -> None:
         self.db = db
         self.clock = clock
-        self.grants = GrantSweeper(db)
+        self.grants = GrantSweeper(db, close_margin_s)
+        self.holds_swept = self.grants_closed = 0  # since this sweeper was made
 
     def sweep(self, project: str | None = None, limit: int = 50) -> int:
         """Close lapsed escrow grants, then book expired live holds as ``orphaned`` at
         their estimate. Returns the count of both."""
         now = self.clock()
-        swept = self.grants.close_lapsed(now, project)
+        closed = self.grants.close_lapsed(now, project)
+        self.grants_closed += closed
+        swept = 0
         equals = {"state": "live"} if project is None else {"state": "live", "project": project}
         q = indexes.query(self.db, "holds", equals=equals, ranges=[("expires_at", "<", now)],
                           limit=limit)
@@ -41,7 +46,8 @@ class HoldSweeper:
             except (gexc.AlreadyExists, gexc.Aborted, ValueError):
                 # The call settled while we looked at it: it is booked, leave it.
                 continue
-        return swept
+        self.holds_swept += swept
+        return swept + closed
 
     def _sweep_one(self, hold_ref: firestore.DocumentReference, now: datetime) -> int:
         usage_ref = self.db.collection("usage").document(hold_ref.id)

@@ -297,10 +297,10 @@ def test_sweep_books_expired_holds(admin_client, world):
                                       member_model_limit=None),
                     estimate_nano=777, admitted_at=past, expires_at=past + timedelta(minutes=5))
     Ledger(world.db, clock=lambda: past).reserve(plan)  # placed two hours ago
-    assert call(admin_client, "POST", "/sweep", status=200) == {"swept": 1}
+    assert call(admin_client, "POST", "/sweep", status=200) == {"swept": 1, "grants_closed": 0}
     rec = world.db.collection("usage").document("call_dead").get().to_dict()
     assert rec["status"] == "orphaned" and rec["cost_nano"] == 777
-    assert call(admin_client, "POST", "/sweep", status=200) == {"swept": 0}
+    assert call(admin_client, "POST", "/sweep", status=200) == {"swept": 0, "grants_closed": 0}
 
 
 def test_cache_flush_of_more_entries_than_one_commit_takes(admin_client, world, monkeypatch):

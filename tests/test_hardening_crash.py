@@ -3,9 +3,12 @@
 The real ``openai`` function runs as its own process (functions-framework, as on Cloud
 Functions), with a 1 s function timeout and a 1 s hold margin so its holds expire fast.
 Three calls hang in the fake upstream; the process group gets SIGKILL while they hold
-budget. After expiry the sweep books each as ``orphaned`` at its estimate and frees the
-rest of the budget; a settlement that arrives late corrects its record; nothing is
-booked twice, and the counters always equal the sum of the records.
+budget: the first on the counters, the others drawn from the escrow grant the second
+call opens (draw window and close margin of 1 s, so the grant lapses fast). After
+expiry the sweep closes the grant (what it held but no call needed goes back), books
+each call as ``orphaned`` at its estimate and frees the rest of the budget; a
+settlement that arrives late corrects its record; nothing is booked twice, and the
+counters always equal the sum of the records.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def instance(world: Any, emulator: str, gcp_project: str) -> Any:
            "FIRESTORE_EMULATOR_HOST": emulator, "OPENAI_BASE_URL": world.upstream.base_url,
            "TOLLGATE_SECRET_BACKEND": "local", "TOLLGATE_SECRETS_FILE": str(world.secrets_file),
            "TOLLGATE_FUNCTION_TIMEOUT_S": "1", "TOLLGATE_HOLD_MARGIN_S": "1",
-           "TOLLGATE_UPSTREAM_TIMEOUT_S": "30", "THREADS": "8"}
+           "TOLLGATE_UPSTREAM_TIMEOUT_S": "30", "THREADS": "8",
+           "TOLLGATE_GRANT_DRAW_WINDOW_S": "1", "TOLLGATE_GRANT_CLOSE_MARGIN_S": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "functions_framework", "--source",
          str(ROOT / "functions" / "main.py"), "--target", "openai", "--host", "127.0.0.1",
@@ -79,6 +83,7 @@ def instance(world: Any, emulator: str, gcp_project: str) -> Any:
 def test_a_killed_instance_is_swept_and_a_late_settlement_corrects_it(
         instance: Any, world: Any, admin_client: Any, client: Any) -> None:
     url, proc = instance
+    os.environ["TOLLGATE_GRANT_CLOSE_MARGIN_S"] = "1"  # the admin function's sweep
     key = world.keys["bob"]
     world.upstream.push(*[Stall(4) for _ in range(CALLS)])
     errors: list[BaseException] = []
@@ -100,29 +105,37 @@ def test_a_killed_instance_is_swept_and_a_late_settlement_corrects_it(
     estimates = sum(h["estimate_nano"] for h in holds)
     period = holds[0]["period"]
     p = world.counter("p", "demo", period)
-    assert (p["held"], p["inflight"], p["spent"]) == (estimates, CALLS, 0)
+    # held one by one, or inside the grant's reservation (escrow)
+    assert p["inflight"] == CALLS and p["spent"] == 0
+    assert p["held"] + p["escrow"] >= estimates
+    drawn = [h for h in holds if h.get("grant")]
+    assert drawn, "no call drew from an escrow grant"
 
     os.killpg(proc.pid, signal.SIGKILL)  # the instance dies: no finally, no settlement
     proc.wait(10)
     for t in threads:
         t.join(10)
     assert len(errors) == CALLS and world.usage() == []
-    assert world.counter("p", "demo", period)["held"] == estimates  # still held
+    still = world.counter("p", "demo", period)
+    assert still["held"] + still["escrow"] >= estimates  # still held
 
-    # past expiry (admission + 1 s timeout + 1 s margin) the sweep books them
-    expiry = max(h["expires_at"] for h in holds)
-    time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds()) + 0.5)
+    # past expiry (admission + 1 s timeout + 1 s margin; the grant's 1 s draw window and
+    # 1 s margin) the sweep closes the grant and books the calls
+    [grant] = [g.to_dict() for g in world.db.collection("grants").stream()]
+    expiry = max([h["expires_at"] for h in holds] + [grant["draw_until"]])
+    time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds()) + 1.5)
     r = admin_client.post("/sweep", headers=admin_auth())
-    assert r.status_code == 200 and r.get_json() == {"swept": CALLS}
+    assert r.status_code == 200 and r.get_json() == {"swept": CALLS, "grants_closed": 1}
     recs = counters_match_records(world)
     assert sorted(r["call_id"] for r in recs) == sorted(h["call_id"] for h in holds)
     for rec in recs:
         assert rec["status"] == "orphaned" and rec["estimated"] is True
         assert rec["cost_nano"] == rec["estimate_nano"]
     p = world.counter("p", "demo", period)
-    assert (p["held"], p["inflight"], p["spent"]) == (0, 0, estimates)
+    assert (p["held"], p["inflight"], p["spent"], p["escrow"]) == (0, 0, estimates, 0)
     assert world.live_holds() == []
-    assert admin_client.post("/sweep", headers=admin_auth()).get_json() == {"swept": 0}
+    assert admin_client.post("/sweep", headers=admin_auth()).get_json() == {
+        "swept": 0, "grants_closed": 0}
 
     # the rest of the budget is usable at once
     ok = client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"})

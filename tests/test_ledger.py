@@ -50,7 +50,15 @@ def ledger(db, clock) -> Ledger:
 
 
 def counter(db, period: str = "2026-11") -> dict:
-    return db.collection("counters").document(f"p|demo|{period}").get().to_dict() or {}
+    """The project counter as the spend pages see it (costs settled inside a still-open
+    escrow grant count as spent; ``grants.exact_states``)."""
+    from functions.grants import exact_states
+
+    cid = f"p|demo|{period}"
+    raw = db.collection("counters").document(cid).get().to_dict() or {}
+    st = exact_states(db, "demo", [cid])[cid]
+    return {**raw, "spent": st.spent, "held": st.held, "inflight": st.inflight,
+            "escrow": st.escrow}
 
 
 def usage(db) -> dict[str, dict]:
