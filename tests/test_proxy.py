@@ -540,3 +540,20 @@ def test_a_lowered_budget_is_seen_by_the_next_call_despite_the_guess(client, wor
     r = post(client, bob, CHAT)
     assert r.status_code == 429 and err(r)["code"] == "budget_exceeded"
     assert len(world.upstream.received) == 1 and world.live_holds() == []
+
+
+def test_a_busy_key_drawing_from_a_grant_is_revoked_at_once(client, world):
+    """Revocation with an escrow grant out: the very next call is refused, nothing of it
+    is booked, and the spend pages stay exact."""
+    bob = world.keys["bob"]
+    for _ in range(6):
+        assert post(client, bob, CHAT).status_code == 200
+    assert [g.get("state") for g in world.db.collection("grants").stream()] == ["open"]
+    world.members.revoke_by_key(bob)
+    r = post(client, bob, CHAT)
+    assert r.status_code == 401 and err(r)["code"] == "invalid_api_key"
+    assert len(world.upstream.received) == 6 and len(world.usage()) == 6
+    month = datetime.now(UTC).strftime("%Y-%m")
+    c = world.counter("p", "demo", month)
+    assert c["spent"] == sum(u["cost_nano"] for u in world.usage())
+    assert (c["held"], c["inflight"]) == (0, 0)

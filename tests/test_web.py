@@ -88,11 +88,17 @@ def browser(tmp_path_factory: pytest.TempPathFactory, downloads: Path) -> Iterat
 
 @pytest.fixture
 def driver(browser: WebDriver) -> Iterator[WebDriver]:
-    """The shared browser, its console drained; each test's log_url is a new origin
-    (a new port), so localStorage starts empty."""
+    """The shared browser, its console drained. Each test's log_url is usually a new
+    origin (a new port), but the OS may hand a port out again: the stored key is
+    cleared after every test, or the next one on that port would open the page signed
+    in with a key of a world that no longer exists (a 401 instead of the no-key
+    message)."""
     browser.get_log("browser")
     yield browser
-    browser.get("about:blank")
+    try:
+        browser.execute_script("try { localStorage.clear(); } catch (e) {}")
+    finally:
+        browser.get("about:blank")
 
 
 def wait(driver: WebDriver, cond: Callable[[WebDriver], Any], what: str) -> Any:
