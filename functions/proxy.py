@@ -46,8 +46,9 @@ from functions.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from functions.holds import HoldPlan, Outcome, utcnow
 from functions.httpio import error_response, internal_error, json_response, parse_json, read_body
-from functions.ledger import HoldPlan, Ledger, Outcome, ledger_for_settings, utcnow
+from functions.ledger import Ledger, ledger_for_settings
 from functions.records import CallContext, LimitRecord
 from functions.secret_store import CachedSecrets, store_for
 from functions.settings import Settings

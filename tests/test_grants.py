@@ -136,7 +136,7 @@ def test_a_crash_with_a_grant_out_is_recovered_by_the_sweep(db, clock):
     inflight = [plan(EST, limit=BIG, ttl_s=3600) for _ in range(3)]
     for p in inflight:
         ledger.reserve(p)  # drawn from the grant; then the instance dies (kill -9)
-    assert ledger._drawn and grants(db)[0]["state"] == "open"
+    assert ledger.desk._drawn and grants(db)[0]["state"] == "open"
     del ledger
     # before the grant lapses, nothing is touched
     assert Ledger(db, clock).sweep() == 0
@@ -159,7 +159,7 @@ def test_a_settlement_after_its_grant_was_closed_books_on_the_counters(db, clock
         call(ledger)
     late = plan(EST, limit=BIG, ttl_s=3600)
     ledger.reserve(late)
-    assert late.call_id in ledger._drawn
+    assert ledger.desk.drawn(late.call_id)
     clock.now = NOW + timedelta(seconds=escrow.DRAW_WINDOW_S + escrow.CLOSE_MARGIN_S + 1)
     assert Ledger(db, clock).sweep() >= 1  # another instance's sweep closes the grant
     assert ledger.settle(late, ok(400)) is None  # the hold's precondition fails: fallback

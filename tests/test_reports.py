@@ -307,7 +307,7 @@ def test_every_usage_record_carries_the_summed_fields(db: firestore.Client) -> N
     # and cost alike. So every record the ledger writes must carry the four fields.
     db.collection("usage").document("x").set({"ts": T, "cost_nano": 2})
     assert reports.aggregate(db, Filters(), None)["data"][0]["calls"] == 0
-    from functions.ledger import HoldPlan, Outcome, usage_record
+    from functions.holds import HoldPlan, Outcome, usage_record
 
     plan = HoldPlan(call_id="c", project="p", user="u", key_name="k", model="m", route="chat",
                     budget_period="total", period_key="total", limits=(), estimate_nano=5,

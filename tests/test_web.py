@@ -36,7 +36,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from functions.budget import doc_id, period_key
-from functions.ledger import HoldPlan, Outcome, usage_record
+from functions.holds import HoldPlan, Outcome, usage_record
 from functions.pricing import Usage
 from functions.reports import CSV_COLUMNS
 from tests.conftest import ROOT, World, bearer
