@@ -328,11 +328,12 @@ while IFS=$'\t' read -r -a parts; do
 done <<<"$missing"
 say "  (indexes build in the background; watch: gcloud firestore indexes composite list --database=$DATABASE --project=$PROJECT)"
 
-step "6. TTL policies: settled holds and cache entries only"
+step "6. TTL policies: settled holds, closed escrow grants and cache entries only"
 # holds.purge_at is written only when a hold is settled or swept: a live (unsettled) hold
 # carries no TTL field, so Firestore can never delete one before it is booked (its budget
-# would stay held forever). Nothing else in the database expires.
-TTLS=("holds purge_at" "cache_entries expires_at")
+# would stay held forever). Likewise grants.purge_at is written only when an escrow grant is
+# closed. Nothing else in the database expires.
+TTLS=("holds purge_at" "grants purge_at" "cache_entries expires_at")
 TTL_LIST=(firestore fields ttls list "--database=$DATABASE" "--project=$PROJECT" '--format=value(name)')
 show "${TTL_LIST[@]}"
 have_ttls=""

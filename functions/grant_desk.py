@@ -21,7 +21,7 @@ from functions.books import TRANSIENT, Books
 from functions.budget import CounterState
 from functions.errors import ServiceUnavailable
 from functions.escrow import DRAW_WINDOW_S, Grant, GrantBook, SyncPlan, breaches, too_close
-from functions.grants import GEN_UNKNOWN, add_sync, open_doc, sync_doc
+from functions.grants import CLOSED_GRANT_TTL, GEN_UNKNOWN, add_sync, open_doc, sync_doc
 from functions.holds import (
     HoldPlan,
     Outcome,
@@ -284,8 +284,8 @@ class GrantDesk:
         or None if the write failed (the sweep then closes it from its document)."""
         batch = self.io.db.batch()
         self.io.write_counters(batch, {cid: {"escrow": -growth} for cid in g.counters})
-        batch.update(self.io.grant(g.id), {"amount": amount,
-                                         **({"state": "closed"} if amount == 0 else {})},
+        closed = {"state": "closed", "purge_at": self.io.clock() + CLOSED_GRANT_TTL}
+        batch.update(self.io.grant(g.id), {"amount": amount, **(closed if amount == 0 else {})},
                      option=self.io.db.write_option(last_update_time=update_time))
         try:
             results = self.io.commit_with_retry(batch)

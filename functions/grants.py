@@ -28,6 +28,9 @@ from functions.escrow import CLOSE_MARGIN_S, DRAW_WINDOW_S, Grant, SyncPlan
 
 log = logging.getLogger("tollgate.ledger")
 
+# Closed grants are kept for a while to debug, then Firestore's TTL purges them; an open
+# grant never carries ``purge_at``, so TTL cannot delete one whose money is still out.
+CLOSED_GRANT_TTL = timedelta(days=2)
 GEN_UNKNOWN = 2**62  # a settled hold whose generation the instance lost: flushed at close
 
 
@@ -55,7 +58,7 @@ def sync_doc(sp: SyncPlan, now: datetime, draw_window_s: float = DRAW_WINDOW_S
             "synced_calls": g.synced_calls + sp.inflight_delta, "synced_at": now,
             "draw_until": now + timedelta(seconds=draw_window_s),
             "state": "closed" if sp.close else "open",
-            **({"closed_at": now} if sp.close else {})}
+            **({"closed_at": now, "purge_at": now + CLOSED_GRANT_TTL} if sp.close else {})}
 
 
 def open_doc(g: Grant, now: datetime, draw_window_s: float = DRAW_WINDOW_S
@@ -116,6 +119,7 @@ class GrantSweeper:
                 # From now on the call settles (or is swept) on the counters itself.
                 tx.update(holds.document(s.id), {"grant": None, "from_grant": ref.id})
             tx.update(ref, {"state": "closed", "closed_at": now, "closed_by": "sweep",
+                            "purge_at": now + CLOSED_GRANT_TTL,
                             "closed_live": len(live), "closed_unflushed": unflushed})
             return 1
 

@@ -106,7 +106,8 @@ elif words[-1] == "list" and "indexes" in words:
                       "fields": ix["fields"] + [{"fieldPath": "__name__", "order": "ASCENDING"}]}
                      for n, ix in enumerate(wanted)]))
 elif words[-1] == "list" and "ttls" in words and full:
-    for group, field in (("holds", "purge_at"), ("cache_entries", "expires_at")):
+    for group, field in (("holds", "purge_at"), ("grants", "purge_at"),
+                         ("cache_entries", "expires_at")):
         print(f"projects/p/databases/tollgate/collectionGroups/{group}/fields/{field}")
 elif "describe" in words and k:
     seen = state["seen"][k] = state["seen"].get(k, 0) + 1
@@ -205,8 +206,9 @@ def test_dry_run_prints_every_step_in_order(dry_run: list[list[str]]) -> None:
             for f in ix["fields"]]
     ttls = [i for i, argv in enumerate(cmds) if argv[1:5] == ["firestore", "fields", "ttls",
                                                                  "update"]]
-    assert sorted(cmds[i][5:9] for i in ttls) == [  # settled holds and cache entries only
+    assert sorted(cmds[i][5:9] for i in ttls) == [  # settled holds, closed grants, cache
         ["expires_at", "--collection-group=cache_entries", "--enable-ttl", "--database=tollgate"],
+        ["purge_at", "--collection-group=grants", "--enable-ttl", "--database=tollgate"],
         ["purge_at", "--collection-group=holds", "--enable-ttl", "--database=tollgate"]]
     deploys = [next(i for i, argv in enumerate(cmds) if argv[1:4] == ["functions", "deploy", fn])
                for fn in SIZES]
@@ -240,7 +242,7 @@ def test_converges_and_never_shows_the_token_unasked(tmp_path: Path) -> None:
     assert created.count(["iam", "service-accounts", "create"]) == 4  # 3 functions, 1 build
     assert created.count(["secrets", "create", "tollgate-admin-tokens"]) == 1
     assert created.count(["firestore", "indexes", "composite"]) == len(indexes())
-    assert sum("ttls" in c["argv"] for c in calls) == 3  # one list, two updates
+    assert sum("ttls" in c["argv"] for c in calls) == 4  # one list, three updates
     assert any(EXT.format("123456789012") in a for c in calls for a in c["argv"])
     token = json.loads(next(c["stdin"] for c in calls if c["stdin"]))["admin"]
     assert len(token) > 40 and first.stdout.count(token) == 1  # --show-admin-token: once

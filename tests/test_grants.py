@@ -76,7 +76,8 @@ def assert_exact(db) -> None:
         booked = sum(r["cost_nano"] for r in recs
                      if cid == f"p|demo|{r['period']}" or cid == f"m|demo|bob|{r['period']}")
         assert (st.spent, st.held, st.escrow, st.inflight) == (booked, 0, 0, 0), cid
-    assert all(g["state"] == "closed" for g in grants(db))
+    # closed grants carry the TTL field; an open one never does (see the busy test)
+    assert all(g["state"] == "closed" and g.get("purge_at") for g in grants(db))
 
 
 def test_a_busy_limit_set_writes_its_counters_per_sync_not_per_call(db, clock, writes):
@@ -90,7 +91,7 @@ def test_a_busy_limit_set_writes_its_counters_per_sync_not_per_call(db, clock, w
     grant_calls = sum(1 for r in usage(db).values() if r["status"] == "ok")
     assert grant_calls == 200
     [g] = grants(db)
-    assert g["state"] == "open" and g["amount"] > 0
+    assert g["state"] == "open" and g["amount"] > 0 and "purge_at" not in g
     st = counters(db)["p|demo|2026-11"]
     assert st.held == 0 and st.escrow == g["amount"]
     close_everything(db, clock)
