@@ -16,12 +16,20 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1 import Increment
 
+from functions.errors import ServiceUnavailable
 from functions.holds import SETTLED_HOLD_TTL, HoldPlan, Outcome, usage_record
 
 log = logging.getLogger("tollgate.ledger")
 
 TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError,
              gexc.Aborted, gexc.TooManyRequests)
+
+
+def unreachable() -> ServiceUnavailable:
+    """The answer to a call whose reservation met a transient database failure (it was
+    taken back, or was a no-op): the client may simply retry."""
+    return ServiceUnavailable("Tollgate could not reach its database in time; retry the "
+                              "call.", headers={"retry-after": "1"})
 
 
 class Books:

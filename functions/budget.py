@@ -104,6 +104,12 @@ class CounterState:
         """What is not free: spent, held by calls, or reserved by grants."""
         return self.spent + self.held + self.escrow
 
+    def with_call(self, estimate: int) -> CounterState:
+        """This counter with one more call holding ``estimate`` (what a reservation of
+        it would leave, or would have left)."""
+        return CounterState(spent=self.spent, held=self.held + estimate,
+                            inflight=self.inflight + 1, escrow=self.escrow)
+
     @classmethod
     def of(cls, doc: dict[str, Any] | None) -> CounterState:
         d = doc or {}

@@ -152,13 +152,14 @@ class SyncPlan:
 
     grant: Grant
     flush_gens: tuple[int, ...]
-    flushed: int  # cost moved from held to spent
+    flushed: int  # settled cost moved from the grant (escrow) to spent
     new_amount: int
     inflight_delta: int
     close: bool  # the grant ends with this write (nothing live, nothing left)
 
     @property
-    def held_delta(self) -> int:
+    def escrow_delta(self) -> int:
+        """How the counters' ``escrow`` moves for this grant."""
         return self.new_amount - self.grant.amount
 
     @property
@@ -301,14 +302,13 @@ class GrantBook:
                 if g.pending.get(gen, 0):
                     break
                 gens.append(gen)
-            flushed = sum(g.costs.get(gen, 0) for gen in gens)
+            gens_cost = sum(g.costs.get(gen, 0) for gen in gens)
             own_estimate, own_cost = own or (0, 0)
             if own is not None:
                 g.live -= own_estimate
                 g.live_calls -= 1
-                flushed += own_cost
-            rest = g.unflushed - sum(g.costs.get(gen, 0) for gen in gens)
-            committed = g.live + rest
+            flushed = gens_cost + own_cost
+            committed = g.live + g.unflushed - gens_cost
             if low and not g.draining:
                 # it ran out before its sync was due: traffic is ramping up, so at
                 # least double it (still capped by the room around it)

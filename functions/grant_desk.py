@@ -17,9 +17,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1 import Increment
 
-from functions.books import TRANSIENT, Books
+from functions.books import TRANSIENT, Books, unreachable
 from functions.budget import CounterState
-from functions.errors import ServiceUnavailable
 from functions.escrow import DRAW_WINDOW_S, Grant, GrantBook, SyncPlan, breaches, too_close
 from functions.grants import CLOSED_GRANT_TTL, GEN_UNKNOWN, add_sync, open_doc, sync_doc
 from functions.holds import (
@@ -65,9 +64,8 @@ class GrantDesk:
         if sp is None:
             # another call is giving it back right now: decide after that write
             return self.book.wait_sync(g)
-        if sp.held_delta >= 0:
-            if sp is not None:
-                self.book.synced(sp, None, None, ok=False)
+        if sp.escrow_delta >= 0:
+            self.book.synced(sp, None, None, ok=False)
             return False
         deltas: dict[str, dict[str, int]] = {}
         add_sync(deltas, sp)
@@ -85,9 +83,22 @@ class GrantDesk:
         self.book.synced(sp, results[-1].update_time, states, ok=True)
         return True
 
+    def _eligible(self, plan: HoldPlan) -> bool:
+        # rpm/tpm windows are decided per call; a free call holds nothing to draw
+        return self.escrow and not plan.rate_limits and plan.estimate_nano > 0
+
+    def _new_grant(self, plan: HoldPlan, amount: int, **drawn: Any) -> Grant:
+        return Grant(id="grant_" + secrets.token_hex(10), project=plan.project,
+                     period=plan.period_key, counters=key_of(plan), limits=limits_of(plan),
+                     amount=amount, synced_at=time.monotonic(), **drawn)
+
+    def _remember(self, call_id: str, g: Grant, hold_time: Any) -> None:
+        with self._drawn_lock:
+            self._drawn[call_id] = (g, hold_time)
+
     def reserve_from_grant(self, plan: HoldPlan) -> bool:
-        if not self.escrow or plan.rate_limits or plan.estimate_nano <= 0:
-            return False  # rpm/tpm windows are decided per call
+        if not self._eligible(plan):
+            return False
         g = self.book.draw(key_of(plan), limits_of(plan), plan.estimate_nano)
         if g is None:
             return False
@@ -99,14 +110,12 @@ class GrantDesk:
             self.book.undraw(g, plan.estimate_nano)
             # the hold may have landed: delete it (no counter moved, so nothing else to undo)
             self.io.delete_hold(plan.call_id)
-            raise ServiceUnavailable("Tollgate could not reach its database in time; "
-                                     "retry the call.", headers={"retry-after": "1"}) from None
+            raise unreachable() from None
         except Exception:
             self.book.undraw(g, plan.estimate_nano)
             raise
         self.io.writes += 1
-        with self._drawn_lock:
-            self._drawn[plan.call_id] = (g, result.update_time)
+        self._remember(plan.call_id, g, result.update_time)
         return True
 
     def open_for(self, plan: HoldPlan) -> bool:
@@ -114,16 +123,14 @@ class GrantDesk:
         draw: one batch adds the grant's amount to every counter's ``escrow`` and creates
         the grant and the call's hold; if a counter is then over its limit, the batch is
         taken back and the call goes the per-call way."""
-        if not self.escrow or plan.rate_limits or plan.estimate_nano <= 0:
+        if not self._eligible(plan):
             return False
         key = key_of(plan)
         amount = self.book.want_open(key, plan.estimate_nano)
         if not amount:
             return False
         amount = max(amount, plan.estimate_nano)
-        g = Grant(id="grant_" + secrets.token_hex(10), project=plan.project,
-                  period=plan.period_key, counters=key, limits=limits_of(plan), amount=amount,
-                  synced_at=time.monotonic(), live=plan.estimate_nano, live_calls=1)
+        g = self._new_grant(plan, amount, live=plan.estimate_nano, live_calls=1)
         g.draws.append((g.synced_at, plan.estimate_nano))
         now = self.io.clock()
         batch = self.io.db.batch()
@@ -139,8 +146,7 @@ class GrantDesk:
         except TRANSIENT:
             self.unopen(g, plan)  # the batch may have landed
             self.book.opened(key, None)
-            raise ServiceUnavailable("Tollgate could not reach its database in time; "
-                                     "retry the call.", headers={"retry-after": "1"}) from None
+            raise unreachable() from None
         except Exception:
             self.book.opened(key, None)
             raise
@@ -155,8 +161,7 @@ class GrantDesk:
             return False
         g.update_time = results[-1].update_time
         self.book.opened(key, g)
-        with self._drawn_lock:
-            self._drawn[plan.call_id] = (g, results[n].update_time)
+        self._remember(plan.call_id, g, results[n].update_time)
         return True
 
     def unopen(self, g: Grant, plan: HoldPlan) -> None:
@@ -174,8 +179,8 @@ class GrantDesk:
         self.io.writes += len(g.counters) + 2
 
     def settle_drawn(self, plan: HoldPlan, outcome: Outcome,
-                      extra: Sequence[tuple[str, str, dict[str, Any]]], g: Grant,
-                      hold_time: Any) -> list[CounterState] | None:
+                     extra: Sequence[tuple[str, str, dict[str, Any]]], g: Grant,
+                     hold_time: Any) -> list[CounterState] | None:
         """Settle a call drawn from grant ``g``: its own documents only, plus the grant's
         sync when one is due. The hold's precondition fails if the sweep closed the
         grant meanwhile (it turned the hold into an ordinary one)."""
@@ -189,7 +194,7 @@ class GrantDesk:
         batch = self.io.db.batch()
         self.io.write_counters(batch, deltas)
         self.io.settle_docs(batch, plan, outcome, extra, now, {"gen": gen, "cost_nano": cost},
-                          self.io.db.write_option(last_update_time=hold_time))
+                            self.io.db.write_option(last_update_time=hold_time))
         self.grant_write(batch, sp, None, now)
         try:
             results = self.io.commit_with_retry(batch)
@@ -211,21 +216,17 @@ class GrantDesk:
 
     def ride(self, plan: HoldPlan, now: datetime) -> tuple[SyncPlan | None, Grant | None]:
         """A due sync of this limit set's grant, or a grant to open, for this batch."""
-        if plan.rate_limits:
+        if not self.escrow or plan.rate_limits:
             return None, None
         key = key_of(plan)
         g = self.book.current(key)
         if g is not None:
             return self.book.plan_sync(g), None
         amount = self.book.want_open(key, plan.estimate_nano)
-        if not amount:
-            return None, None
-        return None, Grant(id="grant_" + secrets.token_hex(10), project=plan.project,
-                           period=plan.period_key, counters=key, limits=limits_of(plan),
-                           amount=amount, synced_at=time.monotonic())
+        return None, (self._new_grant(plan, amount) if amount else None)
 
     def grant_write(self, batch: Any, sp: SyncPlan | None, opening: Grant | None,
-                     now: datetime) -> None:
+                    now: datetime) -> None:
         """The grant document's write; always the batch's last."""
         if sp is not None:
             batch.update(self.io.grant(sp.grant.id), sync_doc(sp, now, self.draw_window_s),
@@ -234,7 +235,7 @@ class GrantDesk:
             batch.create(self.io.grant(opening.id), open_doc(opening, now, self.draw_window_s))
 
     def unride(self, sp: SyncPlan | None, opening: Grant | None,
-                landed: bool | None) -> None:
+               landed: bool | None) -> None:
         """A batch carrying a sync or an opening failed; ``landed`` None: unknown."""
         if sp is not None:
             self.book.synced(sp, None, None, ok=False)
@@ -253,10 +254,10 @@ class GrantDesk:
         self.book.drop(g)
 
     def after_ride(self, plan: HoldPlan, sp: SyncPlan | None, opening: Grant | None,
-                    update_time: Any, states: list[CounterState]) -> None:
+                   update_time: Any, states: list[CounterState]) -> None:
         limits = limits_of(plan)
         if sp is not None:
-            growth = sp.held_delta
+            growth = sp.escrow_delta
             if growth > 0 and breaches(limits, states):
                 # Growth that crossed a limit goes back while the sync still counts as in
                 # flight: no other sync can race the take-back, and draws stay capped to
@@ -296,7 +297,7 @@ class GrantDesk:
         return results[-1].update_time
 
     def settle_fallback(self, plan: HoldPlan, outcome: Outcome,
-                         extra: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+                        extra: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
         """Settle a drawn call whose grant was closed under it, from its hold document."""
         hold_ref, usage_ref = self.io.hold(plan.call_id), self.io.usage(plan.call_id)
 

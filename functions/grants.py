@@ -47,7 +47,7 @@ def counter_delta(deltas: dict[str, dict[str, int]], counter: str, *, held: int 
 
 def add_sync(deltas: dict[str, dict[str, int]], sp: SyncPlan) -> None:
     for cid in sp.grant.counters:
-        counter_delta(deltas, cid, escrow=sp.held_delta, inflight=sp.inflight_delta,
+        counter_delta(deltas, cid, escrow=sp.escrow_delta, inflight=sp.inflight_delta,
                       spent=sp.flushed)
 
 
@@ -67,6 +67,17 @@ def open_doc(g: Grant, now: datetime, draw_window_s: float = DRAW_WINDOW_S
             "counters": list(g.counters), "limits": list(g.limits), "amount": g.amount,
             "flushed_gen": 0, "synced_calls": 0, "created_at": now, "synced_at": now,
             "draw_until": now + timedelta(seconds=draw_window_s), "state": "open"}
+
+
+def grant_holds(db: firestore.Client, grant_id: str, grant: dict[str, Any],
+                tx: Any = None) -> tuple[list[firestore.DocumentSnapshot], int]:
+    """A grant's live holds, and the costs of its settled holds that no sync has moved
+    to ``spent`` yet (generations after the grant document's ``flushed_gen``)."""
+    live = list(indexes.query(db, "holds", equals={"grant": grant_id, "state": "live"})
+                .stream(transaction=tx))
+    settled = indexes.query(db, "holds", equals={"grant": grant_id, "state": "settled"},
+                            ranges=[("gen", ">", int(grant.get("flushed_gen") or 0))])
+    return live, sum(int(h.get("cost_nano") or 0) for h in settled.stream(transaction=tx))
 
 
 class GrantSweeper:
@@ -102,13 +113,8 @@ class GrantSweeper:
             if g.get("state") != "open" or g.get("draw_until") is None or (
                     g["draw_until"] >= cutoff):
                 return 0
-            live = list(indexes.query(self.db, "holds", equals={
-                "grant": ref.id, "state": "live"}).stream(transaction=tx))
-            settled = list(indexes.query(self.db, "holds", equals={
-                "grant": ref.id, "state": "settled"},
-                ranges=[("gen", ">", int(g.get("flushed_gen", 0)))]).stream(transaction=tx))
+            live, unflushed = grant_holds(self.db, ref.id, g, tx)
             live_nano = sum(int(s.get("estimate_nano") or 0) for s in live)
-            unflushed = sum(int(s.get("cost_nano") or 0) for s in settled)
             for cid in g.get("counters", []):
                 tx.set(self.db.collection("counters").document(cid), {
                     "escrow": Increment(-int(g.get("amount", 0))),
@@ -144,14 +150,10 @@ def exact_states(db: firestore.Client, project: str,
         touched = [cid for cid in g.get("counters") or [] if cid in out]
         if not touched:
             continue
-        q = indexes.query(db, "holds", equals={"grant": g.id, "state": "settled"},
-                          ranges=[("gen", ">", int(g.get("flushed_gen") or 0))])
-        unflushed = sum(int(h.get("cost_nano") or 0) for h in q.stream())
-        live = sum(1 for _ in indexes.query(db, "holds", equals={
-            "grant": g.id, "state": "live"}).stream())
+        live, unflushed = grant_holds(db, g.id, g.to_dict() or {})
         for cid in touched:
             c = out[cid]
             out[cid] = CounterState(
                 spent=c.spent + unflushed, held=c.held, escrow=c.escrow - unflushed,
-                inflight=c.inflight - int(g.get("synced_calls") or 0) + live)
+                inflight=c.inflight - int(g.get("synced_calls") or 0) + len(live))
     return out

@@ -32,7 +32,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1 import Increment
 
-from functions.books import TRANSIENT, Books
+from functions.books import TRANSIENT, Books, unreachable
 from functions.budget import (
     CounterState,
     Limit,
@@ -42,7 +42,7 @@ from functions.budget import (
     refusal_message,
     retry_after_s,
 )
-from functions.errors import BudgetExceeded, RateLimited, ServiceUnavailable
+from functions.errors import BudgetExceeded, RateLimited
 from functions.escrow import (
     CLOSE_MARGIN_S,
     DRAW_WINDOW_S,
@@ -80,7 +80,6 @@ class Ledger:
         self.io = Books(db, clock)
         self.desk = GrantDesk(self.io, escrow=escrow, draw_window_s=draw_window_s)
         self.sweeper = HoldSweeper(db, clock, close_margin_s)
-        self.escrow = escrow
         self._lock = threading.Lock()
         # call id -> its hold's update time, for calls held on the counters one by one
         self._held: dict[str, Any] = {}
@@ -124,8 +123,6 @@ class Ledger:
         if rate is None and breach is not None and self.desk.return_unused(plan):
             # this instance sat on part of the room (a grant made under other limits, or
             # one draining near the end): it went back to the counters; decide again
-            with self._lock:
-                self._held.pop(plan.call_id, None)
             self._release(plan)
             states, windows = self._increment(plan)
             rate = rate_breach(plan.rate_limits, windows)
@@ -137,8 +134,6 @@ class Ledger:
                 self.sweep(project=plan.project)
             self.desk.book.note_states(key_of(plan), limits_of(plan), states)
             return states
-        with self._lock:
-            self._held.pop(plan.call_id, None)
         self._release(plan)
         if rate is not None:
             lim, what, value = rate
@@ -176,9 +171,7 @@ class Ledger:
         got = {snap.id: CounterState.of(snap.to_dict()) for snap in self.io.db.get_all(refs)}
         states = [got.get(lim.counter_id, CounterState()) for lim in plan.limits]
         self.desk.book.note_states(key_of(plan), limits_of(plan), states)
-        after = [CounterState(spent=st.spent, held=st.held + plan.estimate_nano,
-                              inflight=st.inflight + 1, escrow=st.escrow) for st in states]
-        breach = first_breach(plan.limits, after)
+        breach = first_breach(plan.limits, [st.with_call(plan.estimate_nano) for st in states])
         if breach is None or self.desk.return_unused(plan):
             return  # room after all (or given back by this instance): hold it for real
         self._refuse(plan, *breach)
@@ -191,8 +184,6 @@ class Ledger:
     def cancel(self, plan: HoldPlan) -> None:
         """Undo a reservation of a call that will not be forwarded after all."""
         drawn = self.desk.pop_drawn(plan.call_id)
-        with self._lock:
-            self._held.pop(plan.call_id, None)
         if drawn is not None:
             self.io.delete_hold(plan.call_id)
             self.desk.book.undraw(drawn[0], plan.estimate_nano)
@@ -201,9 +192,7 @@ class Ledger:
 
     def _counter_state(self, counter_id: str, estimate: int) -> CounterState:
         """A counter as this (released) call would have seen it, for the message."""
-        c = CounterState.of(self.io.counter(counter_id).get().to_dict())
-        return CounterState(spent=c.spent, held=c.held + estimate, inflight=c.inflight + 1,
-                            escrow=c.escrow)
+        return CounterState.of(self.io.counter(counter_id).get().to_dict()).with_call(estimate)
 
     def _increment(self, plan: HoldPlan) -> tuple[list[CounterState], list[WindowState]]:
         batch = self.io.db.batch()
@@ -223,8 +212,7 @@ class Ledger:
             # The answer is lost, the write may or may not have landed: take it back
             # (a no-op if it never landed) and let the client retry the call.
             self._release(plan)
-            raise ServiceUnavailable("Tollgate could not reach its database in time; "
-                                     "retry the call.", headers={"retry-after": "1"}) from None
+            raise unreachable() from None
         n, m = len(plan.limits), len(plan.rate_limits)
         self.io.writes += n + m + 1
         with self._lock:
@@ -232,6 +220,9 @@ class Ledger:
         return states_of(results, n), windows_of(results[n:n + m])
 
     def _release(self, plan: HoldPlan) -> None:
+        """Take a per-call reservation back (the call is refused or not forwarded)."""
+        with self._lock:
+            self._held.pop(plan.call_id, None)
         batch = self.io.db.batch()
         for lim in plan.limits:
             batch.set(self.io.counter(lim.counter_id), {
@@ -283,7 +274,7 @@ class Ledger:
         for lim in plan.limits:
             counter_delta(deltas, lim.counter_id, held=-plan.estimate_nano, inflight=-1,
                           spent=outcome.cost_nano)
-        sp, opening = self.desk.ride(plan, now) if self.escrow else (None, None)
+        sp, opening = self.desk.ride(plan, now)
         if sp is not None:
             add_sync(deltas, sp)
         if opening is not None:
@@ -298,7 +289,7 @@ class Ledger:
             batch.set(self.io.window(rl.counter_id),
                       {"tokens": Increment(used - plan.estimate_tokens)}, merge=True)
         self.io.settle_docs(batch, plan, outcome, extra, now, {},
-                          self.io.db.write_option(last_update_time=hold_time))
+                            self.io.db.write_option(last_update_time=hold_time))
         self.desk.grant_write(batch, sp, opening, now)
         try:
             results = self.io.commit_with_retry(batch)

@@ -138,11 +138,8 @@ class Proxy:
         count = functools.cache(lambda: tokens.estimate_input_tokens(kind, body, model))
         guess = self._guess(kind, khash, body, tag, now, cache_header, count)
         try:
-            ctx = auth.check_context(self.store.load_call_context(khash, model), now)
-            assert ctx.project is not None
-            routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
-            price = self._check_model(ctx, model, now)
-            ckey = self.hooks.cache_key(ctx, kind, body, cache_header)
+            ctx, price, ckey = self._checked(
+                kind, self.store.load_call_context(khash, model), body, now, cache_header)
             hit = ckey and self.hooks.cached_answer(ctx, kind, body, ckey, tag, now,
                                                     _budget_limits(ctx, model, now))
             if hit:
@@ -182,15 +179,12 @@ class Proxy:
     def _guess(self, kind: str, khash: str, body: dict[str, Any], tag: str | None,
                now: datetime, cache_header: str | None, count: Callable[[], int]
                ) -> tuple[Admitted, Future[Any]] | None:
-        ctx = self.store.recent_context(khash, body["model"])
-        if ctx is None or body.get("previous_response_id") is not None:
+        recent = self.store.recent_context(khash, body["model"])
+        if recent is None or body.get("previous_response_id") is not None:
             return None  # (the earlier response's tokens need a query of their own)
         try:
-            ctx = auth.check_context(ctx, now)
-            assert ctx.project is not None
-            routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
-            price = self._check_model(ctx, body["model"], now)
-            if self.hooks.cache_key(ctx, kind, body, cache_header) is not None:
+            ctx, price, ckey = self._checked(kind, recent, body, now, cache_header)
+            if ckey is not None:
                 return None
             a = self._plan(kind, ctx, body, tag, now, price, count)
         except TollgateError:
@@ -219,6 +213,16 @@ class Proxy:
         except Exception:  # noqa: BLE001 - refused or failed: nothing was held
             return
         self.ledger.cancel(guess[0].plan)
+
+    def _checked(self, kind: str, ctx: CallContext | None, body: dict[str, Any], now: datetime,
+                 cache_header: str | None) -> tuple[CallContext, pricing.Price, str | None]:
+        """Every check a call's configuration must pass: the key and its owners, the body
+        against the project's priced tools, the model; and the call's cache key."""
+        ctx = auth.check_context(ctx, now)
+        assert ctx.project is not None
+        routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
+        price = self._check_model(ctx, body["model"], now)
+        return ctx, price, self.hooks.cache_key(ctx, kind, body, cache_header)
 
     def _check_model(self, ctx: CallContext, model: str, now: datetime) -> pricing.Price:
         assert ctx.project is not None

@@ -312,7 +312,7 @@ def prepare(kind: str, body: dict[str, Any], *, default_cap: int, safety_id: str
     if kind in (CHAT, RESPONSES) and body.get("service_tier") is None:
         # No tier means "the tier set in the OpenAI project", which may be priority,
         # billed above the default rates the hold would use. Ask for standard processing
-        # outright. ("auto" is held at the dearest tier it may get: proxy._admit.)
+        # outright. ("auto" is held at the dearest tier it may get: proxy._plan.)
         out["service_tier"] = "default"
         modified = True
     n = 1
@@ -320,10 +320,11 @@ def prepare(kind: str, body: dict[str, Any], *, default_cap: int, safety_id: str
         n = body.get("n") or 1
     elif kind == COMPLETIONS:
         # Every prompt of a list gets its own n choices (best_of candidates billed).
-        n = prompt_count(body.get("prompt")) * max(body.get("n") or 1, body.get("best_of") or 1)
+        prompts = prompt_count(body.get("prompt"))
+        n = prompts * max(body.get("n") or 1, body.get("best_of") or 1)
         if cap * n > _MAX_OUTPUT:
             raise InvalidRequest(
-                f"'prompt' holds {prompt_count(body.get('prompt'))} prompts: with "
+                f"'prompt' holds {prompts} prompts: with "
                 f"'max_tokens', 'n' and 'best_of' that asks for {cap * n} output tokens, "
                 f"more than {_MAX_OUTPUT}.", param="prompt")
     return CallSpec(
