@@ -163,6 +163,14 @@ class SyncPlan:
         return self.new_amount - self.grant.amount
 
     @property
+    def growth(self) -> int:
+        """How much more the counters take (``spent + held + escrow``) after this sync:
+        the flushed costs leave ``escrow`` for ``spent``, so a sync only reserves more
+        when the new amount exceeds the old one *net of what it flushes*. Positive
+        growth must be verified against the limits like any increment."""
+        return self.flushed + self.escrow_delta
+
+    @property
     def flushed_gen(self) -> int:
         return max(self.flush_gens, default=self.grant.flushed_gen)
 

@@ -257,11 +257,11 @@ class GrantDesk:
                    update_time: Any, states: list[CounterState]) -> None:
         limits = limits_of(plan)
         if sp is not None:
-            growth = sp.escrow_delta
+            growth = sp.growth
             if growth > 0 and breaches(limits, states):
                 # Growth that crossed a limit goes back while the sync still counts as in
                 # flight: no other sync can race the take-back, and draws stay capped to
-                # what the grant had before it grew.
+                # what the grant had before it grew (its old amount less what it flushed).
                 shrunk = sp.new_amount - growth
                 taken = self.take_back(sp.grant, growth, shrunk, update_time)
                 self.book.synced(sp, taken, states, ok=True, amount=shrunk)

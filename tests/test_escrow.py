@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from functions import escrow
 from functions.budget import CounterState
-from functions.escrow import Grant, GrantBook, free_nano, target_amount
+from functions.escrow import Grant, GrantBook, SyncPlan, free_nano, target_amount
 
 KEY = ("p|demo|2026-11", "m|demo|bob|2026-11")
 LIMITS = (10**12, None)
@@ -95,6 +95,9 @@ def test_calls_never_spend_more_than_the_grant_reserves(amount: int, script) -> 
         elif op == "sync" and in_flight is None:
             in_flight = book.plan_sync(g, force=True)
         elif op == "land" and in_flight is not None:
+            # what the counters take grows by exactly ``growth``; never without a check
+            assert (in_flight.new_amount + spent + in_flight.flushed) - (reserved + spent) == (
+                in_flight.growth)
             reserved, spent = in_flight.new_amount, spent + in_flight.flushed
             book.synced(in_flight, None, None, ok=True)
             in_flight = None
@@ -103,3 +106,14 @@ def test_calls_never_spend_more_than_the_grant_reserves(amount: int, script) -> 
         reserved, spent = in_flight.new_amount, spent + in_flight.flushed
         book.synced(in_flight, None, None, ok=True)
     check()
+
+
+def test_a_sync_that_flushes_and_regrows_counts_as_growth():
+    """A grant of 10 whose 5 settled units are flushed and which is resized to 8 takes 3
+    more from the budget (escrow 10 -> 8, spent +5), although its escrow shrinks: that
+    growth must be checked against the limit like any other (it was not, and a busy
+    grant near a limit could overshoot by what it flushed)."""
+    g = opened(GrantBook(), 10)
+    sp = SyncPlan(g, flush_gens=(1,), flushed=5, new_amount=8, inflight_delta=0, close=False)
+    assert sp.escrow_delta == -2 and sp.growth == 3
+    assert SyncPlan(g, (1,), 5, 5, 0, False).growth == 0  # flushed and resized to the rest
