@@ -123,6 +123,15 @@ def bench_overshoot(st: Stack, project: str) -> dict[str, Any]:
             s.close()
 
     wall, returned = run_threads(cfg.overshoot_callers, call, 120)
+    # an answer is settled just after its last byte: wait (at most 30 s) for the last
+    # settlements before reading the counters
+    live_q = st.db.collection("holds").where(
+        filter=FieldFilter("project", "==", project)).where(
+        filter=FieldFilter("state", "==", "live"))
+    t0 = time.monotonic()
+    while any(True for _ in live_q.stream()) and time.monotonic() - t0 < 30:
+        time.sleep(0.1)
+    waited = time.monotonic() - t0
     period = period_key("monthly", datetime.now(UTC))
     # the project's counter of this period, found by its fields (not by how ids are built)
     counters = [c.to_dict() or {} for c in st.db.collection("counters").where(
@@ -131,9 +140,7 @@ def bench_overshoot(st: Stack, project: str) -> dict[str, Any]:
                     and not c.get("user") and not c.get("model")), {})
     usage = [s.to_dict() or {} for s in st.db.collection("usage").where(
         filter=FieldFilter("project", "==", project)).stream()]
-    live = [s.id for s in st.db.collection("holds").where(
-        filter=FieldFilter("project", "==", project)).where(
-        filter=FieldFilter("state", "==", "live")).stream()]
+    live = [s.id for s in live_q.stream()]
     ok_recs = [u for u in usage if u.get("status") == "ok"]
     spend = int(counter.get("spent", 0))
     excess = sum(int(u["cost_nano"]) - int(u["estimate_nano"]) for u in ok_recs)
@@ -148,6 +155,7 @@ def bench_overshoot(st: Stack, project: str) -> dict[str, Any]:
             int(u.get("cost_nano", 0)) for u in usage),
         "held_after_nano": int(counter.get("held", 0)),
         "inflight_after": int(counter.get("inflight", 0)),
+        "waited_for_settlements_s": round(waited, 3),
         "live_holds_after": len(live), "all_callers_returned": returned == cfg.overshoot_callers,
         "wall_s": r3(wall), "upstream_latency_ms": cfg.budget_latency_ms,
         "extra_prompt_tokens_per_call": cfg.extra_tokens if project == "over" else 0,

@@ -181,6 +181,13 @@ class Ledger:
         budget header of a call settled inside a grant, which wrote no counter."""
         return self.desk.book.free(key_of(plan))
 
+    def remaining_after(self, plan: HoldPlan, cost_nano: int) -> int | None:
+        """The room this call will leave once settled at ``cost_nano``, as last seen:
+        the reservation noted this call's estimate as taken; settlement swaps it for
+        the cost. Lets the reply carry the header before the settlement is written."""
+        free = self.remaining(plan)
+        return None if free is None else free + plan.estimate_nano - cost_nano
+
     def cancel(self, plan: HoldPlan) -> None:
         """Undo a reservation of a call that will not be forwarded after all."""
         drawn = self.desk.pop_drawn(plan.call_id)

@@ -305,7 +305,7 @@ class Proxy:
         started = time.monotonic()
         outcome = Outcome(status="proxy_error", cost_nano=0, http_status=500)
         states = None
-        handed_off = False
+        handed_off = False  # the stream's generator, or the reply's close, settles it
         try:
             secret, base = self._secret_for(a.ctx)
             data = json.dumps(a.spec.body).encode() if a.spec.modified else raw
@@ -316,11 +316,13 @@ class Proxy:
                                       forward_headers(dict(request.headers), secret),
                                       stream=a.spec.stream)
             if resp.raw is not None:
-                handed_off = True  # the stream's generator settles it, however it ends
+                handed_off = True
                 return self._stream(a, resp, started)
             outcome = self._outcome(a, resp)
             self.hooks.ratelimits(a, resp, self.clock())
             self.hooks.remember(a, resp, outcome, self.clock())
+            handed_off = True
+            return self._reply_then_settle(a, resp, outcome, started)
         except UpstreamUnavailable as err:
             outcome = Outcome(status="upstream_unavailable", cost_nano=0, http_status=err.status)
             raise
@@ -381,16 +383,44 @@ class Proxy:
 
     def _reply(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
                states: list[CounterState] | None) -> flask.Response:
+        """The answer of a call already settled (by the error paths of ``_forward``)."""
+        # a call settled inside an escrow grant wrote no counter: the room as last seen
+        remaining = (remaining_nano(a.plan.limits, states) if states is not None
+                     else self.ledger.remaining(a.plan))
+        return flask.Response(resp.body, status=resp.status,
+                              headers=self._headers(a, resp, outcome, remaining))
+
+    def _reply_then_settle(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
+                           started: float) -> flask.Response:
+        """The answer, settled when the WSGI server closes the response: after its last
+        byte is written, so the settlement commit is not between upstream and the
+        client (one Firestore round trip less on the critical path).
+
+        The request is still open while ``close()`` runs, so on Cloud Run the instance
+        still has CPU (platform notes 1.2, the same reason streams settle in their
+        generator's ``finally``); both gunicorn and werkzeug call ``close()`` whether
+        or not the client stayed. Were it never called, the hold expires and the
+        sweep books the call at its estimate, as for a crash."""
+        remaining = self.ledger.remaining_after(a.plan, outcome.cost_nano)
+        reply = flask.Response(resp.body, status=resp.status,
+                               headers=self._headers(a, resp, outcome, remaining))
+
+        def settle() -> None:
+            outcome.latency_ms = int((time.monotonic() - started) * 1000)
+            self._settle(a, outcome)
+        reply.call_on_close(settle)
+        return reply
+
+    @staticmethod
+    def _headers(a: Admitted, resp: UpstreamResponse, outcome: Outcome,
+                 remaining: int | None) -> dict[str, str]:
         headers = response_headers(resp.headers)
         headers["x-tollgate-call-id"] = a.plan.call_id
         if outcome.status == "ok":
             headers["x-tollgate-cost-usd"] = pricing.format_usd(outcome.cost_nano)
-        # a call settled inside an escrow grant wrote no counter: the room as last seen
-        remaining = (remaining_nano(a.plan.limits, states) if states is not None
-                     else self.ledger.remaining(a.plan))
         if remaining is not None:
             headers["x-tollgate-budget-remaining-usd"] = pricing.format_usd(remaining)
-        return flask.Response(resp.body, status=resp.status, headers=headers)
+        return headers
 
     def _settle(self, a: Admitted, outcome: Outcome) -> list[CounterState] | None:
         try:

@@ -305,7 +305,13 @@ def smoke(url: str, key: str, db: firestore.Client) -> None:
     with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
         answer = json.load(r)
         call_id = r.headers["x-tollgate-call-id"]
-    rec = db.collection("usage").document(call_id).get().to_dict()
+    # the answer is settled just after its last byte: give the booking a moment
+    deadline = time.monotonic() + 10
+    rec = None
+    while rec is None and time.monotonic() < deadline:
+        rec = db.collection("usage").document(call_id).get().to_dict()
+        if rec is None:
+            time.sleep(0.05)
     assert rec and rec["status"] == "ok" and rec["cost_nano"] > 0, rec
     print(f"smoke: {answer['choices'][0]['message']['content']!r} booked as {call_id}, "
           f"cost ${rec['cost_nano'] / 1e9:.9f}")

@@ -22,6 +22,7 @@ import pytest
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from werkzeug.serving import make_server
+from werkzeug.wsgi import ClosingIterator
 
 from functions import pricing
 from functions.membership import Membership
@@ -110,15 +111,18 @@ class World:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def usage(self) -> list[dict[str, Any]]:
+        SERVED.wait_idle()
         return [s.to_dict() or {} for s in self.db.collection("usage").stream()]
 
     def live_holds(self) -> list[dict[str, Any]]:
+        SERVED.wait_idle()
         q = self.db.collection("holds").where(filter=FieldFilter("state", "==", "live"))
         return [s.to_dict() or {} for s in q.stream()]
 
     def counters(self) -> dict[str, dict[str, Any]]:
         """Every counter as the spend pages see it (``grants.exact_states``: costs settled
         inside a still-open escrow grant count as spent)."""
+        SERVED.wait_idle()
         from functions.grants import exact_states
 
         out = {}
@@ -215,13 +219,59 @@ def world(db: firestore.Client, gcp_project: str, upstream: FakeUpstream,
 
 def _app(target: str) -> Any:
     import functions_framework
+    from flask.testing import FlaskClient
 
-    return functions_framework.create_app(target=target,
-                                         source=str(ROOT / "functions" / "main.py"))
+    class Client(FlaskClient):
+        """Buffered unless told otherwise: the body is read and the response closed
+        before ``post`` returns, as a WSGI server does after the last byte. A plain
+        answer is settled in its ``close()``, so a test sees it booked. Stream tests
+        that read event by event pass ``buffered=False``."""
+
+        def open(self, *args: Any, buffered: bool = True, **kwargs: Any) -> Any:
+            return super().open(*args, buffered=buffered, **kwargs)
+
+    app = functions_framework.create_app(target=target,
+                                        source=str(ROOT / "functions" / "main.py"))
+    app.test_client_class = Client
+    return app
+
+
+class _Unfinished:
+    """Requests the loopback servers answered but have not finished: a plain answer is
+    settled in its ``close()``, after the client has its last byte (as on Cloud Run).
+    ``World``'s readers wait (a bounded while) until every request has finished, so a
+    test that reads the books right after an answer sees it booked."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.cv = threading.Condition()
+
+    def wrap(self, app: Any) -> Any:
+        def served(environ: Any, start_response: Any) -> Any:
+            with self.cv:
+                self.n += 1
+            try:
+                return ClosingIterator(app(environ, start_response), self._done)
+            except BaseException:
+                self._done()
+                raise
+        return served
+
+    def _done(self) -> None:
+        with self.cv:
+            self.n -= 1
+            self.cv.notify_all()
+
+    def wait_idle(self, timeout_s: float = 5.0) -> None:
+        with self.cv:
+            self.cv.wait_for(lambda: self.n <= 0, timeout_s)
+
+
+SERVED = _Unfinished()
 
 
 def _serve(app: Any) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server = make_server("127.0.0.1", 0, SERVED.wrap(app), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"

@@ -18,7 +18,7 @@ from functions.budget import limits_for, rate_limits_for, retry_after_s
 from functions.errors import RateLimited
 from functions.ledger import HoldPlan, Ledger, Outcome
 from functions.pricing import Usage
-from tests.conftest import admin_auth, bearer, burst
+from tests.conftest import admin_auth, bearer, burst, wait_for_usage
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 T0 = datetime(2026, 11, 23, 12, 0, 10, tzinfo=UTC)
@@ -115,7 +115,7 @@ def test_tpm_from_many_threads_admits_what_fits_and_books_within_it(proxy_url, w
     assert all("tokens (estimated at admission) per minute" in r.json()["error"]["message"]
                for r in answers if r.status_code != 200)
     # settled: the window holds the actual tokens of the admitted calls, within tpm
-    recs = world.usage()
+    recs = wait_for_usage(world, 3)
     [window] = [s.to_dict() for s in world.db.collection("windows").stream()]
     booked = sum(r["input_tokens"] + r["output_tokens"] for r in recs)
     assert len(recs) == 3 and window["requests"] == 3

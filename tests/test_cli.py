@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from functions import cli, pricing
-from tests.conftest import ADMIN_TOKEN, ROOT, UPSTREAM_SECRET, admin_auth, bearer
+from tests.conftest import ADMIN_TOKEN, ROOT, UPSTREAM_SECRET, admin_auth, bearer, wait_for_usage
 from tests.emulator import free_port
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -149,7 +149,7 @@ def test_create_user_project_member_call_and_report(run, world, admin_url, proxy
     r = requests.post(proxy_url + "/v1/chat/completions", json=CHAT, headers=bearer(key),
                       timeout=30)
     assert r.status_code == 200, r.text
-    [rec] = [u for u in world.usage() if u["project"] == "lab"]
+    [rec] = [u for u in wait_for_usage(world) if u["project"] == "lab"]
     cost = pricing.format_usd(rec["cost_nano"])
     assert rec["cost_nano"] > 0
 

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from functions import pricing, tokens
-from tests.conftest import MINI, burst, make_price
+from tests.conftest import MINI, burst, make_price, wait_for_usage
 
 RATES = make_price(*MINI).tiers["default"]
 ROUTE_OF = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
@@ -29,20 +29,21 @@ def test_sdk_chat(sdk, world):
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
     chat = raw.parse()
     assert chat.choices[0].message.content and chat.usage.prompt_tokens > 0
-    assert raw.headers["x-tollgate-call-id"] == world.usage()[0]["call_id"]
-    assert raw.headers["x-tollgate-cost-usd"] == pricing.format_usd(world.usage()[0]["cost_nano"])
+    [rec] = wait_for_usage(world)  # settled just after the answer's last byte
+    assert raw.headers["x-tollgate-call-id"] == rec["call_id"]
+    assert raw.headers["x-tollgate-cost-usd"] == pricing.format_usd(rec["cost_nano"])
 
 
 def test_sdk_completions(sdk, world):
     out = sdk.completions.create(model="gpt-4o-mini", prompt="Once upon", max_tokens=5)
-    assert out.choices[0].text and world.usage()[0]["route"] == "completions"
+    assert out.choices[0].text and wait_for_usage(world)[0]["route"] == "completions"
 
 
 def test_sdk_embeddings_base64_roundtrip(sdk, world):
     out = sdk.embeddings.create(model="text-embedding-3-small", input=["a", "b", "c"])
     assert len(out.data) == 3 and len(out.data[0].embedding) == 8
     assert world.upstream.received[-1].json["encoding_format"] == "base64"
-    [rec] = world.usage()
+    [rec] = wait_for_usage(world)
     assert rec["cost_nano"] == pricing.cost_nano(
         make_price("0.02", None, "0").tiers["default"],
         pricing.Usage(input_tokens=out.usage.prompt_tokens))
@@ -50,7 +51,7 @@ def test_sdk_embeddings_base64_roundtrip(sdk, world):
 
 def test_sdk_responses(sdk, world):
     out = sdk.responses.create(model="gpt-4o-mini", input="hi", instructions="be brief")
-    assert out.output_text and world.usage()[0]["response_id"] == out.id
+    assert out.output_text and wait_for_usage(world)[0]["response_id"] == out.id
 
 
 def test_sdk_models_list_and_get_show_only_allowed_priced_models(sdk, world):

@@ -83,6 +83,35 @@ def test_bare_seed_urls_are_chat(client, world, path):
     assert r.status_code == 200 and r.get_json()["object"] == "chat.completion"
 
 
+
+def test_a_plain_answer_reaches_the_client_before_its_settlement_is_written(client, world):
+    # The settlement commit is not between upstream and the client: the whole answer is
+    # there while the call is still held, and the server's close() after the last byte
+    # books it - even when the client never read the body (it hung up).
+    def call() -> object:
+        return client.post("/v1/chat/completions", data=json.dumps(CHAT), buffered=False,
+                           headers=bearer(world.keys["bob"]), content_type="application/json")
+
+    r = call()
+    answer = json.loads(r.get_data())
+    assert answer["choices"][0]["message"]["content"]
+    assert int(r.headers["content-length"]) == len(r.get_data())
+    assert [h["call_id"] for h in world.live_holds()] == [r.headers["x-tollgate-call-id"]]
+    assert world.usage() == []
+    r.close()
+    [rec] = world.usage()
+    assert rec["call_id"] == r.headers["x-tollgate-call-id"] and rec["status"] == "ok"
+    assert world.live_holds() == []
+    # the budget header, written before the settlement, is what the settlement left
+    cost = rec["cost_nano"]
+    assert r.headers["x-tollgate-budget-remaining-usd"] == pricing.format_usd(10**10 - cost)
+
+    hung_up = call()
+    hung_up.close()  # no byte read
+    assert len(world.usage()) == 2 and world.live_holds() == []
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert world.counter("p", "demo", month)["spent"] == 2 * cost
+
 def test_client_cap_is_kept_and_estimate_times_n(client, world):
     r = post(client, world.keys["bob"], {**CHAT, "max_tokens": 40, "n": 3})
     assert r.status_code == 200
