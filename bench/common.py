@@ -28,7 +28,7 @@ TP_USERS = 8
 class Config:
     name: str
     latency_calls: int = 600
-    warmup: int = 150
+    warmup: int = 400  # the emulator JVM and the worker warm up over a few hundred calls
     streams: int = 60
     stream_chunks: int = 12
     rt_calls: int = 30
