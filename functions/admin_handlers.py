@@ -13,7 +13,7 @@ from functions import indexes, pricing
 from functions import validate as v
 from functions.admin_json import Resp, ok
 from functions.admin_members import MemberHandlers
-from functions.budget import doc_id, period_key
+from functions.budget import PERIODS, doc_id, period_key
 from functions.errors import Conflict, InvalidRequest
 from functions.external_keys import check_upstream_key
 from functions.grants import exact_states
@@ -199,7 +199,7 @@ class Handlers(MemberHandlers):
         fields = {
             "name": v.text(b, "name"),
             "external_key": v.ident(b, "external_key", required=creating),
-            "budget_period": v.one_of(b, "budget_period", ("total", "monthly", "daily")),
+            "budget_period": v.one_of(b, "budget_period", PERIODS),
             "allowed_models": v.string_list(b, "allowed_models"),
             "default_max_output_tokens": v.integer(b, "default_max_output_tokens", lo=1,
                                                    hi=1_000_000),

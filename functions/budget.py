@@ -18,17 +18,23 @@ from urllib.parse import quote
 
 from functions.pricing import format_usd
 
-PERIODS = ("total", "monthly", "daily")
+PERIODS = ("total", "monthly", "weekly", "daily")
 
 
 def period_key(period: str, at: datetime) -> str:
-    """The UTC calendar period a call at ``at`` is booked in: ``total``, ``2026-11``
-    or ``2026-11-23``. A new period is a new counter, so nothing has to reset it."""
+    """The UTC calendar period a call at ``at`` is booked in: ``total``, ``2026-11``,
+    ``2026-W48`` (ISO week, Monday to Sunday) or ``2026-11-23``. A new period is a new
+    counter, so nothing has to reset it."""
     at = at.astimezone(UTC)
     if period == "total":
         return "total"
     if period == "monthly":
         return at.strftime("%Y-%m")
+    if period == "weekly":
+        # the ISO year, not the calendar year: 2026-12-31 is in week 2026-W53, and
+        # 2027-01-01 too (a week is never split across two counters)
+        year, week, _ = at.isocalendar()
+        return f"{year}-W{week:02d}"
     if period == "daily":
         return at.strftime("%Y-%m-%d")
     raise ValueError(f"unknown budget period {period!r}; use one of {', '.join(PERIODS)}")

@@ -140,7 +140,7 @@ def prices_load(api: Api, a: A) -> Out:
 @command("project create", "create a project", "id",
          ("--external-key", {"required": True, "help": "id of an external key"}),
          "--name", ("--budget", {**USD, "help": "the project's budget per period"}),
-         ("--period", {"choices": ("total", "monthly", "daily")}),
+         ("--period", {"choices": ("total", "monthly", "weekly", "daily")}),
          ("--models", {"help": "comma-separated allowed models (default: any priced)"}),
          ("--default-max-output", {"type": int, "metavar": "N",
                                    "help": "max output tokens when a request sets none"}),

@@ -26,7 +26,20 @@ def test_periods_are_utc_calendar_periods():
     assert period_key("monthly", plus_one) == "2026-11"
     assert period_key("monthly", T + timedelta(seconds=1)) == "2026-12"
     with pytest.raises(ValueError, match="weekly"):
-        period_key("weekly", T)
+        period_key("fortnightly", T)
+
+
+def test_weekly_periods_are_iso_weeks_in_utc():
+    # Monday 00:00 UTC starts a week; Sunday 23:59:59 still ends the previous one
+    assert period_key("weekly", datetime(2026, 11, 30, 0, 0, tzinfo=UTC)) == "2026-W49"
+    assert period_key("weekly", datetime(2026, 11, 29, 23, 59, 59, tzinfo=UTC)) == "2026-W48"
+    # the ISO year: the days around New Year belong to one week, one counter
+    assert period_key("weekly", datetime(2026, 12, 31, tzinfo=UTC)) == "2026-W53"
+    assert period_key("weekly", datetime(2027, 1, 3, 23, 0, tzinfo=UTC)) == "2026-W53"
+    assert period_key("weekly", datetime(2027, 1, 4, tzinfo=UTC)) == "2027-W01"
+    # 00:30 Monday in UTC+1 is still Sunday in UTC
+    plus_one = datetime(2026, 11, 30, 0, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert period_key("weekly", plus_one) == "2026-W48"
 
 
 def test_doc_ids_survive_slashes_in_model_names():

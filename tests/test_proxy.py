@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from functions import pricing, tokens
-from tests.conftest import MINI, UPSTREAM_SECRET, bearer, make_price
+from tests.conftest import MINI, UPSTREAM_SECRET, admin_auth, bearer, make_price
 from tests.fake_upstream import Error, InvalidJSON, Stall
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}]}
@@ -248,6 +248,23 @@ def test_daily_and_total_periods_key_their_counters(client, world):
     world.prov.update_project("demo", budget_period="total")
     assert post(client, world.keys["bob"], CHAT).status_code == 200
     assert world.counter("p", "demo", "total")["spent"] > 0
+    world.prov.update_project("demo", budget_period="weekly")
+    assert post(client, world.keys["bob"], CHAT).status_code == 200
+    year, week, _ = datetime.now(UTC).isocalendar()
+    assert world.counter("p", "demo", f"{year}-W{week:02d}")["spent"] > 0
+
+
+def test_a_weekly_budget_is_set_through_the_admin_api_and_refuses_past_it(
+        client, admin_client, world):
+    r = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
+                           json={"budget_period": "weekly", "budget_usd": "0.000001"})
+    assert r.status_code == 200, r.get_data(True)
+    assert r.get_json()["budget_period"] == "weekly"
+    r = post(client, world.keys["bob"], CHAT)
+    assert r.status_code == 429 and "weekly budget, period 20" in err(r)["message"]
+    bad = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
+                             json={"budget_period": "fortnightly"})
+    assert bad.status_code == 400 and "budget_period" in bad.get_json()["error"]["message"]
 
 
 # --- upstream faults ---------------------------------------------------------------
