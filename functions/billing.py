@@ -46,6 +46,12 @@ def _str(v: Any) -> str | None:
 def from_usage(a: Admitted, usage_raw: Any, *, tier: Any, model: Any, request_id: str | None,
                response_id: Any, http_status: int = 200, status: str = "ok") -> Outcome:
     """Book from upstream's usage object. Without one, book the hold (estimated)."""
+    if a.spec.route in routes.FREE_ROUTES:
+        # OpenAI reports no usage for these and bills nothing: $0, exactly; the input
+        # tokens are the proxy's own count, for the reports
+        return Outcome(status=status, cost_nano=0, http_status=http_status,
+                       usage=pricing.Usage(input_tokens=a.input_tokens),
+                       upstream_model=_str(model), request_id=request_id)
     if not isinstance(usage_raw, dict):
         return Outcome(status=status, cost_nano=a.plan.estimate_nano, http_status=http_status,
                        estimated=True, upstream_model=_str(model), request_id=request_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any
 
@@ -39,6 +39,11 @@ class Price:
     long_context_threshold: int | None = None
     long_context_tiers: Mapping[str, Rates] = field(default_factory=dict)
     source: str = ""
+
+
+# What a route OpenAI does not bill (moderations) costs: nothing, at any time.
+FREE = Price(valid_from=datetime(2000, 1, 1, tzinfo=UTC), valid_to=None,
+             tiers={"default": Rates(input=0, output=0)}, source="free route")
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ class Proxy:
     def _call(self, kind: str, khash: str, request: flask.Request) -> flask.Response:
         tag = _tag(request)
         raw = read_body(request, self.settings.max_body_bytes)
-        body = parse_json(raw)
+        body = routes.with_default_model(kind, parse_json(raw))
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             routes.validate(kind, body)  # raises the precise 400
         now = self.clock()
@@ -221,7 +221,8 @@ class Proxy:
         ctx = auth.check_context(ctx, now)
         assert ctx.project is not None
         routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
-        price = self._check_model(ctx, body["model"], now)
+        price = (pricing.FREE if kind in routes.FREE_ROUTES
+                 else self._check_model(ctx, body["model"], now))
         return ctx, price, self.hooks.cache_key(ctx, kind, body, cache_header)
 
     def _check_model(self, ctx: CallContext, model: str, now: datetime) -> pricing.Price:

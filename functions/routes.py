@@ -15,7 +15,13 @@ from functions.errors import InvalidRequest, NotFound, UnsupportedParameter
 from functions.validate import is_name
 
 CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES = "chat", "completions", "embeddings", "responses"
+MODERATIONS = "moderations"
 MODELS_LIST, MODEL_GET = "models_list", "model_get"
+# Routes OpenAI does not bill: forwarded for any project (no allowed-models entry, no
+# price needed) and booked at $0, so a team needs no organisation key for them.
+FREE_ROUTES = (MODERATIONS,)
+DEFAULT_MODERATION_MODEL = "omni-moderation-latest"
+_MODERATION_MODELS = ("omni-moderation-", "text-moderation-")
 
 POST_ROUTES = {
     "/v1/chat/completions": CHAT,
@@ -24,12 +30,14 @@ POST_ROUTES = {
     "/v1/completions": COMPLETIONS,
     "/v1/embeddings": EMBEDDINGS,
     "/v1/responses": RESPONSES,
+    "/v1/moderations": MODERATIONS,
 }
 UPSTREAM_PATH = {
     CHAT: "/chat/completions",
     COMPLETIONS: "/completions",
     EMBEDDINGS: "/embeddings",
     RESPONSES: "/responses",
+    MODERATIONS: "/moderations",
 }
 # Output-cap parameter per route, in the order it is looked up; the first is the one
 # the proxy sends when the client gave none.
@@ -38,6 +46,7 @@ CAP_FIELDS = {
     COMPLETIONS: ("max_tokens",),
     RESPONSES: ("max_output_tokens",),
     EMBEDDINGS: (),
+    MODERATIONS: (),
 }
 # Tool types that cost only tokens: the model writes the call, the client runs it. Every
 # other type (web search in any version, file search, code interpreter, image generation,
@@ -64,7 +73,8 @@ def match(method: str, path: str) -> Route:
     if method == "GET" and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
         return Route(MODEL_GET, path[len("/v1/models/"):])
     raise NotFound(f"Invalid URL ({method} {path[:200]}): Tollgate serves /v1/chat/completions, "
-                   "/v1/completions, /v1/embeddings, /v1/responses and /v1/models.")
+                   "/v1/completions, /v1/embeddings, /v1/responses, /v1/moderations and "
+                   "/v1/models.")
 
 
 @dataclass(frozen=True)
@@ -194,6 +204,18 @@ def _path(node: tuple[Any, Any, Any]) -> str:
     return str(node[2]) + "".join(reversed(parts))
 
 
+def with_default_model(kind: str, body: Any) -> Any:
+    """Moderations may leave out ``model`` (OpenAI then uses its latest moderation
+    model): name it, so the call is booked to the model that answers it."""
+    if kind == MODERATIONS and isinstance(body, dict) and body.get("model") is None:
+        return {**body, "model": DEFAULT_MODERATION_MODEL}
+    return body
+
+
+def is_moderation_model(model: str) -> bool:
+    return model.startswith(_MODERATION_MODELS)
+
+
 def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> None:
     """Raise a 400 naming the first field that is missing or of the wrong type."""
     if not isinstance(body, dict):
@@ -237,6 +259,17 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
         _require_type(body, "input", (str, list), "a string or an array", required=True)
         if not body["input"]:
             raise InvalidRequest("'input' must not be empty.", param="input")
+    elif kind == MODERATIONS:
+        # free at OpenAI, so only moderation models: any other model name here would
+        # be a way around the project's allowed list and prices
+        if not is_moderation_model(model):
+            raise InvalidRequest(f"'{model}' is not a moderation model; use "
+                                 f"'{DEFAULT_MODERATION_MODEL}'.", param="model")
+        _require_type(body, "input", (str, list), "a string or an array", required=True)
+        if not body["input"]:
+            raise InvalidRequest("'input' must not be empty.", param="input")
+        if body.get("stream"):
+            raise InvalidRequest("Moderations are not streamed.", param="stream")
     elif kind == RESPONSES:
         _require_type(body, "input", (str, list), "a string or an array")
         _require_type(body, "instructions", (str,), "a string")

@@ -383,6 +383,12 @@ def estimate_input_tokens(route: str, body: dict[str, Any], model: str) -> int:
         t.prompt(body.get("input"))
     elif route == "responses":
         _responses(t, body)
+    elif route == "moderations":
+        inp = body.get("input")
+        if isinstance(inp, list) and any(isinstance(x, dict) for x in inp):
+            t.content(inp)  # text and image parts
+        else:
+            t.prompt(inp)
     else:
         raise ValueError(f"unknown route {route!r}")
     return t.total()

@@ -530,7 +530,7 @@ def _validate(request: Any, required: tuple[str, ...]) -> dict[str, Any] | None:
                 param=name,
                 code="missing_required_parameter",
             )
-    if not isinstance(request["model"], str):
+    if "model" in request and not isinstance(request["model"], str):  # optional: moderations
         return _error_body("Invalid type for 'model': expected a string.", param="model")
     return None
 
@@ -776,6 +776,27 @@ def _embeddings(fake: FakeUpstream, route: str, body: dict[str, Any]) -> dict[st
     }
 
 
+_MODERATION_CATEGORIES = ("harassment", "hate", "illicit", "self-harm", "sexual", "violence")
+
+
+def _moderation(fake: FakeUpstream, route: str, body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's moderation object: one result per input; no ``usage`` (it is free).
+    An input containing "kill" is flagged as violence."""
+    results = []
+    for item in _items(body["input"]):
+        text = json.dumps(item).lower()
+        hit = "kill" in text
+        results.append({
+            "flagged": hit,
+            "categories": {c: hit and c == "violence" for c in _MODERATION_CATEGORIES},
+            "category_scores": {c: (0.93 if hit and c == "violence" else 0.0001)
+                                for c in _MODERATION_CATEGORIES},
+            "category_applied_input_types": {c: ["text"] for c in _MODERATION_CATEGORIES},
+        })
+    return {"id": f"modr-{_hex()}", "model": body.get("model") or "omni-moderation-latest",
+            "results": results}
+
+
 def _response(fake: FakeUpstream, route: str, body: dict[str, Any]) -> dict[str, Any]:
     cap = _cap(body, "max_output_tokens")
     tokens = _tokens(fake, route, body, "input", cap, 1)
@@ -942,6 +963,7 @@ _ROUTES: dict[str, _Route] = {
     "/v1/completions": _Route(("model", "prompt"), _text_completion, _completion_events),
     "/v1/embeddings": _Route(("model", "input"), _embeddings),
     "/v1/responses": _Route(("model",), _response, _response_events),
+    "/v1/moderations": _Route(("input",), _moderation),
 }
 
 

@@ -49,6 +49,13 @@ def test_sdk_embeddings_base64_roundtrip(sdk, world):
         pricing.Usage(input_tokens=out.usage.prompt_tokens))
 
 
+def test_sdk_moderations_are_free(sdk, world):
+    out = sdk.moderations.create(input=["kill it", "fine"])
+    assert [r.flagged for r in out.results] == [True, False]
+    [rec] = wait_for_usage(world)
+    assert rec["route"] == "moderations" and rec["cost_nano"] == 0 and rec["status"] == "ok"
+
+
 def test_sdk_responses(sdk, world):
     out = sdk.responses.create(model="gpt-4o-mini", input="hi", instructions="be brief")
     assert out.output_text and wait_for_usage(world)[0]["response_id"] == out.id

@@ -267,6 +267,51 @@ def test_a_weekly_budget_is_set_through_the_admin_api_and_refuses_past_it(
     assert bad.status_code == 400 and "budget_period" in bad.get_json()["error"]["message"]
 
 
+# --- moderations: forwarded, booked at $0 --------------------------------------------
+
+def test_moderations_are_forwarded_and_booked_at_zero_in_any_project(client, world):
+    # the project allows only gpt-4o-mini and no moderation model has a price: the route
+    # is free at OpenAI, so neither is needed
+    r = post(client, world.keys["bob"], {"input": ["I will kill the process", "hello"]},
+             path="/v1/moderations")
+    assert r.status_code == 200, r.get_data(True)
+    answer = r.get_json()
+    assert [x["flagged"] for x in answer["results"]] == [True, False]
+    assert r.headers["x-tollgate-cost-usd"] == pricing.format_usd(0)
+    sent = world.upstream.received[-1]
+    assert sent.path == "/v1/moderations" and "model" not in sent.json
+    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_SECRET}"
+    assert "safety_identifier" not in sent.json and "service_tier" not in sent.json
+    [rec] = world.usage()
+    assert (rec["route"], rec["model"], rec["status"], rec["cost_nano"]) == (
+        "moderations", "omni-moderation-latest", "ok", 0)
+    assert rec["estimated"] is False and rec["input_tokens"] > 0
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert world.counter("p", "demo", month)["spent"] == 0
+    assert world.live_holds() == []
+
+
+def test_moderations_take_only_moderation_models(client, world):
+    # anything else here would be a way around the allowed list and the prices
+    for model in ("gpt-4o-mini", "gpt-4o"):
+        r = post(client, world.keys["bob"], {"model": model, "input": "hi"},
+                 path="/v1/moderations")
+        assert r.status_code == 400 and err(r)["param"] == "model"
+        assert "not a moderation model" in err(r)["message"]
+    r = post(client, world.keys["bob"], {"model": "text-moderation-stable", "input": []},
+             path="/v1/moderations")
+    assert r.status_code == 400 and err(r)["param"] == "input"
+    assert world.upstream.received == [] and world.usage() == []
+    ok = post(client, world.keys["bob"], {"model": "text-moderation-stable", "input": "hi"},
+              path="/v1/moderations")
+    assert ok.status_code == 200 and world.usage()[0]["model"] == "text-moderation-stable"
+
+
+def test_moderations_need_a_valid_key(client, world):
+    r = post(client, "tg_" + "0" * 40, {"input": "hi"}, path="/v1/moderations")
+    assert r.status_code == 401 and world.upstream.received == []
+
+
 # --- upstream faults ---------------------------------------------------------------
 
 def test_upstream_error_passes_through_and_books_nothing(client, world):

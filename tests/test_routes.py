@@ -12,7 +12,7 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     ("POST", "/v1/chat/completions", routes.CHAT), ("POST", "/", routes.CHAT),
     ("POST", "/openai", routes.CHAT), ("POST", "/v1/completions", routes.COMPLETIONS),
     ("POST", "/v1/embeddings", routes.EMBEDDINGS), ("POST", "/v1/responses", routes.RESPONSES),
-    ("GET", "/v1/models", routes.MODELS_LIST),
+    ("POST", "/v1/moderations", routes.MODERATIONS), ("GET", "/v1/models", routes.MODELS_LIST),
 ])
 def test_served_routes(method, path, kind):
     assert routes.match(method, path).kind == kind
@@ -57,6 +57,11 @@ def test_chat_body_errors_name_the_field(body, param):
     (routes.RESPONSES, {"model": "m", "input": 3}, "input"),
     (routes.RESPONSES, {"model": "m", "input": "x", "previous_response_id": 4},
      "previous_response_id"),
+    (routes.MODERATIONS, {"model": "gpt-4o-mini", "input": "x"}, "model"),
+    (routes.MODERATIONS, {"model": "omni-moderation-latest"}, "input"),
+    (routes.MODERATIONS, {"model": "omni-moderation-latest", "input": 3}, "input"),
+    (routes.MODERATIONS, {"model": "omni-moderation-latest", "input": "x", "stream": True},
+     "stream"),
 ])
 def test_other_routes_validate_their_input(kind, body, param):
     with pytest.raises(InvalidRequest) as e:
@@ -230,3 +235,11 @@ def test_audit9_a_request_without_a_tier_is_sent_as_default():
     spec = routes.prepare(routes.EMBEDDINGS, {"model": "m", "input": "x"}, default_cap=9,
                           safety_id="s")
     assert "service_tier" not in spec.body and not spec.modified
+
+
+def test_a_moderation_without_a_model_is_booked_to_openais_default():
+    named = routes.with_default_model(routes.MODERATIONS, {"input": "x"})
+    assert named == {"input": "x", "model": routes.DEFAULT_MODERATION_MODEL}
+    routes.validate(routes.MODERATIONS, named)
+    # other routes still need their model
+    assert routes.with_default_model(routes.EMBEDDINGS, {"input": "x"}) == {"input": "x"}
