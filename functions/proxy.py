@@ -24,7 +24,7 @@ from typing import Any
 
 import flask
 
-from functions import auth, billing, pricing, routes, tokens
+from functions import auth, billing, pricing, quote, routes, tokens
 from functions.billing import Admitted
 from functions.budget import (
     CounterState,
@@ -46,6 +46,7 @@ from functions.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from functions.grants import exact_states
 from functions.holds import HoldPlan, Outcome, utcnow
 from functions.httpio import error_response, internal_error, json_response, parse_json, read_body
 from functions.ledger import Ledger, ledger_for_settings
@@ -136,6 +137,8 @@ class Proxy:
         now = self.clock()
         model, cache_header = body["model"], request.headers.get("x-tollgate-cache")
         count = functools.cache(lambda: tokens.estimate_input_tokens(kind, body, model))
+        if quote.wants_dry_run(request.headers.get(quote.HEADER)):
+            return self._quote(kind, khash, body, tag, now, count)
         guess = self._guess(kind, khash, body, tag, now, cache_header, count)
         try:
             ctx, price, ckey = self._checked(
@@ -163,6 +166,20 @@ class Proxy:
         if ckey is not None:
             resp.headers["x-tollgate-cache"] = "miss"
         return resp
+
+    def _quote(self, kind: str, khash: str, body: dict[str, Any], tag: str | None,
+               now: datetime, count: Callable[[], int]) -> flask.Response:
+        """Every check of a real call, then the quote; no hold, no upstream, no record."""
+        ctx, price, _ = self._checked(kind, self.store.load_call_context(khash, body["model"]),
+                                      body, now, None)
+        a = self._plan(kind, ctx, body, tag, now, price, count)
+        states = exact_states(self.store.db, a.plan.project,
+                              [lim.counter_id for lim in a.plan.limits])
+        answer = quote.build(a, states)
+        headers = {quote.HEADER: "1"}
+        if answer["remaining_usd"] is not None:
+            headers["x-tollgate-budget-remaining-usd"] = answer["remaining_usd"]
+        return json_response(answer, headers=headers)
 
     # --- one round trip before upstream ------------------------------------------
     #
