@@ -25,7 +25,7 @@ from functions.settings import Settings
 
 _PROJECT_FIELDS = {"id", "name", "external_key", "budget_usd", "budget_period",
                    "allowed_models", "default_max_output_tokens", "cache", "priced_tools",
-                   "rpm", "tpm"}
+                   "rpm", "tpm", "clamp_output"}
 
 
 def _price_json(p: pricing.Price) -> dict[str, Any]:
@@ -206,6 +206,7 @@ class Handlers(MemberHandlers):
             "priced_tools": v.string_list(b, "priced_tools"), "cache": cache,
             "rpm": v.integer(b, "rpm", lo=1, hi=10**9),
             "tpm": v.integer(b, "tpm", lo=1, hi=10**12),
+            "clamp_output": v.boolean(b, "clamp_output"),
         }
         out: dict[str, Any] = {k: x for k, x in fields.items() if x is not None}
         if "budget_usd" in b:

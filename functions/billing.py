@@ -35,6 +35,7 @@ class Admitted:
     rates: pricing.Rates  # the rates its estimate used
     input_tokens: int  # the estimate's prompt tokens
     cache_key: str | None = None  # set when the answer may be cached
+    clamped_to: int | None = None  # the output cap was lowered to fit the budget
     # documents written together with the settlement (cache entry, rate-limit headers)
     extra: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
 

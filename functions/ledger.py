@@ -188,6 +188,15 @@ class Ledger:
         free = self.remaining(plan)
         return None if free is None else free + plan.estimate_nano - cost_nano
 
+    def room(self, plan: HoldPlan) -> int:
+        """What the tightest of the call's limits has left now (``limit - spent - held -
+        escrow``, read from the counters): what a clamped call may still hold."""
+        limited = [lim for lim in plan.limits if lim.limit_nano is not None]
+        refs = [self.io.counter(lim.counter_id) for lim in limited]
+        got = {snap.id: CounterState.of(snap.to_dict()) for snap in self.io.db.get_all(refs)}
+        return min((int(lim.limit_nano or 0) - got.get(lim.counter_id, CounterState()).taken
+                    for lim in limited), default=0)
+
     def cancel(self, plan: HoldPlan) -> None:
         """Undo a reservation of a call that will not be forwarded after all."""
         drawn = self.desk.pop_drawn(plan.call_id)

@@ -254,6 +254,22 @@ def usage_from_embeddings(u: Mapping[str, Any] | None) -> Usage:
     return Usage(input_tokens=_count(u.get("prompt_tokens"))) if isinstance(u, Mapping) else Usage()
 
 
+def largest_cap(rates: Rates, input_tokens: int, n: int, room_nano: int, upto: int) -> int:
+    """The largest output cap (at most ``upto``) whose estimate fits in ``room_nano``,
+    or 0 when not even the prompt fits. The estimate grows with the cap, so a binary
+    search over it is exact whatever the rounding."""
+    if estimate_nano(rates, input_tokens, 0, n) > room_nano:
+        return 0
+    lo, hi = 0, upto  # estimate(lo) fits; find the last cap that does
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if estimate_nano(rates, input_tokens, mid, n) <= room_nano:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def format_usd(nano: int) -> str:
     """Exact USD with 9 decimals for headers: 123_450 -> "0.000123450", -1 -> "-0.000000001"."""
     sign, a = ("-" if nano < 0 else ""), abs(nano)

@@ -36,6 +36,7 @@ from functions.budget import (
 )
 from functions.callhooks import CallHooks
 from functions.errors import (
+    BudgetExceeded,
     InvalidRequest,
     ModelNotAllowed,
     ModelNotFound,
@@ -61,6 +62,9 @@ log = logging.getLogger("tollgate.proxy")
 
 _TAG_MAX = 64
 _LAST_USED_EVERY = timedelta(seconds=60)
+# Degrading a call to fit the budget stops short of answers too small to be of use.
+MIN_CLAMPED_OUTPUT = 16
+CLAMPED_HEADER = "x-tollgate-max-tokens-clamped"
 
 
 def _tag(request: flask.Request) -> str | None:
@@ -148,7 +152,11 @@ class Proxy:
             if hit:
                 self._drop(guess)
                 return hit
-            admitted = self._confirm(guess, self._plan(kind, ctx, body, tag, now, price, count))
+            fresh = self._plan(kind, ctx, body, tag, now, price, count)
+            try:
+                admitted = self._confirm(guess, fresh)
+            except BudgetExceeded as refused:
+                admitted = self._clamped(fresh, body, tag, now, count, refused)
         except BaseException:
             self._drop(guess)
             raise
@@ -220,6 +228,29 @@ class Proxy:
             self._drop(guess)
         self.ledger.reserve(fresh.plan)
         return fresh
+
+    def _clamped(self, a: Admitted, body: dict[str, Any], tag: str | None, now: datetime,
+                 count: Callable[[], int], refused: BudgetExceeded) -> Admitted:
+        """Degrade instead of refuse, for a project that opted in: the call is held again
+        with the largest output cap the tightest budget still pays for, and sent with
+        that cap. The refusal stands when not even ``MIN_CLAMPED_OUTPUT`` tokens fit,
+        or when another call took the room in between (the second hold is verified
+        like the first: nothing here can overspend)."""
+        project = a.ctx.project
+        assert project is not None
+        if not project.clamp_output or not routes.CAP_FIELDS[a.spec.route]:
+            raise refused
+        cap = pricing.largest_cap(a.rates, a.input_tokens, a.spec.n,
+                                  self.ledger.room(a.plan), a.spec.output_cap - 1)
+        if cap < MIN_CLAMPED_OUTPUT:
+            raise refused
+        clamped = self._plan(a.spec.route, a.ctx, routes.with_cap(a.spec.route, body, cap),
+                             tag, now, a.price, count)
+        # the body sent upstream must carry the lowered cap
+        clamped.spec = dataclasses.replace(clamped.spec, modified=True)
+        clamped.clamped_to = cap
+        self.ledger.reserve(clamped.plan)
+        return clamped
 
     def _drop(self, guess: tuple[Admitted, Future[Any]] | None) -> None:
         """Take back a guessed hold that will not be used."""
@@ -366,6 +397,8 @@ class Proxy:
     def _stream(self, a: Admitted, resp: UpstreamResponse, started: float) -> flask.Response:
         headers = response_headers(resp.headers)
         headers["x-tollgate-call-id"] = a.plan.call_id
+        if a.clamped_to is not None:
+            headers[CLAMPED_HEADER] = str(a.clamped_to)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
         body = relay(a, resp, cap_bytes=self.settings.stream_cap_bytes, started=started,
@@ -434,6 +467,8 @@ class Proxy:
                  remaining: int | None) -> dict[str, str]:
         headers = response_headers(resp.headers)
         headers["x-tollgate-call-id"] = a.plan.call_id
+        if a.clamped_to is not None:
+            headers[CLAMPED_HEADER] = str(a.clamped_to)
         if outcome.status == "ok":
             headers["x-tollgate-cost-usd"] = pricing.format_usd(outcome.cost_nano)
         if remaining is not None:

@@ -82,8 +82,10 @@ class ProjectRecord:
     cache_ttl_s: int = 3600
     rpm: int | None = None
     tpm: int | None = None
+    clamp_output: bool = False  # lower the output cap to the budget left, not refuse
     alert_webhook: str | None = None
     alert_thresholds: tuple[int, ...] = ()
+    alert_format: str = "json"
 
     def allows(self, model: str) -> bool:
         return "*" in self.allowed_models or model in self.allowed_models
@@ -106,8 +108,10 @@ class ProjectRecord:
             cache_ttl_s=int(cache.get("ttl_s", 3600)),
             rpm=d.get("rpm"),
             tpm=d.get("tpm"),
+            clamp_output=bool(d.get("clamp_output", False)),
             alert_webhook=alerts.get("webhook_url") or None,
             alert_thresholds=tuple(alerts.get("thresholds") or ()),
+            alert_format=str(alerts.get("format") or "json"),
         )
 
 

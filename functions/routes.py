@@ -298,6 +298,13 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
         _check_tools(body, priced_tools)
 
 
+def with_cap(kind: str, body: dict[str, Any], cap: int) -> dict[str, Any]:
+    """``body`` asking for at most ``cap`` output tokens per choice: every cap field the
+    client sent is lowered (OpenAI takes the smaller of two), or the route's own is added."""
+    fields = [f for f in CAP_FIELDS[kind] if body.get(f) is not None] or list(CAP_FIELDS[kind][:1])
+    return {**body, **{f: cap for f in fields}}
+
+
 def prompt_count(prompt: Any) -> int:
     """Prompts in a completions ``prompt``: a string or one token array is one; any other
     list is one prompt per element (strings or token arrays). OpenAI answers every prompt

@@ -469,3 +469,17 @@ def test_price_from_doc_rejects_malformed(patch) -> None:
     doc = {**pricing.price_to_doc(price(T0)), **patch}
     with pytest.raises(ValueError):
         pricing.price_from_doc(doc)
+
+
+@given(st.integers(0, 10**6), st.integers(1, 8), st.integers(0, 10**7), st.integers(1, 10**5),
+       st.integers(1, 10**6), st.integers(0, 10**6))
+def test_largest_cap_is_the_last_cap_whose_estimate_fits(inp, n, room, upto, out_rate, in_rate):
+    rates = Rates(input=in_rate, output=out_rate)
+    cap = pricing.largest_cap(rates, inp, n, room, upto)
+    assert 0 <= cap <= upto
+    if pricing.estimate_nano(rates, inp, 0, n) > room:
+        assert cap == 0  # not even the prompt fits
+        return
+    assert pricing.estimate_nano(rates, inp, cap, n) <= room
+    if cap < upto:
+        assert pricing.estimate_nano(rates, inp, cap + 1, n) > room

@@ -267,6 +267,60 @@ def test_a_weekly_budget_is_set_through_the_admin_api_and_refuses_past_it(
     assert bad.status_code == 400 and "budget_period" in bad.get_json()["error"]["message"]
 
 
+# --- degrade instead of refuse (a project's opt-in) --------------------------------------
+
+def test_a_call_that_does_not_fit_is_sent_with_the_cap_the_budget_pays_for(client, world):
+    body = {**CHAT, "max_tokens": 200}
+    input_tokens = tokens.estimate_input_tokens("chat", body, "gpt-4o-mini")
+    full = pricing.estimate_nano(RATES, input_tokens, 200)
+    world.prov.update_project("demo", budget_nano=full // 3)
+    assert post(client, world.keys["bob"], body).status_code == 429  # not opted in
+    world.prov.update_project("demo", clamp_output=True)
+    r = post(client, world.keys["bob"], body)
+    assert r.status_code == 200, r.get_data(True)
+    cap = int(r.headers["x-tollgate-max-tokens-clamped"])
+    assert 16 <= cap < 200
+    # the largest cap that fits: one token more would not
+    assert pricing.estimate_nano(RATES, input_tokens, cap) <= full // 3
+    assert pricing.estimate_nano(RATES, input_tokens, cap + 1) > full // 3
+    assert world.upstream.received[-1].json["max_tokens"] == cap
+    [rec] = world.usage()
+    assert rec["estimate_nano"] <= full // 3 and rec["cost_nano"] <= rec["estimate_nano"]
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert world.counter("p", "demo", month)["spent"] <= full // 3
+
+
+def test_clamping_stops_short_of_an_answer_too_small_to_use(client, world):
+    body = {**CHAT, "max_tokens": 200}
+    input_tokens = tokens.estimate_input_tokens("chat", body, "gpt-4o-mini")
+    world.prov.update_project("demo", clamp_output=True, budget_nano=pricing.estimate_nano(
+        RATES, input_tokens, 15))  # room for 15 output tokens: under the minimum of 16
+    r = post(client, world.keys["bob"], body)
+    assert r.status_code == 429 and err(r)["code"] == "budget_exceeded"
+    assert "x-tollgate-max-tokens-clamped" not in r.headers
+    assert world.upstream.received == [] and world.live_holds() == []
+
+
+def test_a_clamped_stream_sends_the_lowered_cap_and_says_so(client, world):
+    body = {**CHAT, "max_completion_tokens": 300, "stream": True}
+    input_tokens = tokens.estimate_input_tokens("chat", body, "gpt-4o-mini")
+    world.prov.update_project("demo", clamp_output=True, budget_nano=pricing.estimate_nano(
+        RATES, input_tokens, 100))
+    r = post(client, world.keys["bob"], body)
+    assert r.status_code == 200 and r.headers["x-tollgate-max-tokens-clamped"] == "100"
+    assert b"[DONE]" in r.get_data()
+    assert world.upstream.received[-1].json["max_completion_tokens"] == 100
+
+
+def test_clamping_is_switched_on_per_project_through_the_admin_api(admin_client, world):
+    r = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
+                           json={"clamp_output": True})
+    assert r.status_code == 200 and r.get_json()["clamp_output"] is True
+    bad = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
+                             json={"clamp_output": "sometimes"})
+    assert bad.status_code == 400 and bad.get_json()["error"]["param"] == "clamp_output"
+
+
 # --- moderations: forwarded, booked at $0 --------------------------------------------
 
 def test_moderations_are_forwarded_and_booked_at_zero_in_any_project(client, world):

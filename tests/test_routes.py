@@ -243,3 +243,12 @@ def test_a_moderation_without_a_model_is_booked_to_openais_default():
     routes.validate(routes.MODERATIONS, named)
     # other routes still need their model
     assert routes.with_default_model(routes.EMBEDDINGS, {"input": "x"}) == {"input": "x"}
+
+
+def test_a_clamped_cap_lowers_every_cap_field_sent_or_adds_the_routes_own():
+    both = {**CHAT, "max_tokens": 500, "max_completion_tokens": 400}
+    assert routes.with_cap(routes.CHAT, both, 64) == {**CHAT, "max_tokens": 64,
+                                                      "max_completion_tokens": 64}
+    assert routes.with_cap(routes.CHAT, CHAT, 64) == {**CHAT, "max_completion_tokens": 64}
+    resp = {"model": "m", "input": "x"}
+    assert routes.with_cap(routes.RESPONSES, resp, 9) == {**resp, "max_output_tokens": 9}
