@@ -84,6 +84,7 @@ ROUTES = [
     _r("POST", "/projects/{project}/members/{user}/keys", "add_key"),
     _r("POST", "/projects/{project}/members/{user}/keys/{name}/rotate", "rotate_key",
        lead=True),
+    _r("PATCH", "/projects/{project}/members/{user}/keys/{name}", "update_key", lead=True),
     _r("DELETE", "/projects/{project}/members/{user}/keys/{name}", "revoke_key"),
     _r("GET", "/projects/{project}/limits", "list_limits"),
     _r("PUT", "/projects/{project}/limits/{model}", "set_limit"),

@@ -112,20 +112,64 @@ class MemberHandlers:
 
     def list_keys(self, project: str, user: str, **_: Any) -> Resp:
         self.prov.get("members", member_id(project, user), "member")
-        return ok({"data": self.members.list_keys(project, user)})
+        keys = self.members.list_keys(project, user)
+        # a key with a budget: its spend this period, as the member's is shown
+        proj = self.prov.get("projects", project, "project")
+        period = period_key(proj.get("budget_period", "monthly"), utcnow())
+        cids = {str(k["name"]): doc_id("k", project, user, str(k["name"]), period)
+                for k in keys if k.get("budget_nano") is not None and not k["revoked_at"]}
+        states = exact_states(self.db, project, list(cids.values())) if cids else {}
+        for k in keys:
+            cid = cids.get(str(k["name"])) if not k["revoked_at"] else None
+            if cid is not None:
+                st = states[cid]
+                k.update(spent_nano=st.spent, held_nano=st.held,
+                         remaining_nano=int(k["budget_nano"]) - st.taken)
+        return ok({"data": keys})
 
     def _expiry(self, b: dict[str, Any]) -> datetime | None:
         if b.get("expires_at") is None:
             return None
         return v.timestamp(b["expires_at"], "expires_at")
 
+    def _key_limits(self, b: dict[str, Any], project: str) -> dict[str, Any]:
+        """The limits given in ``b`` (``budget_usd``, ``rpm``, ``allowed_models``), as
+        stored; a key given null loses that limit. Its models must be the project's."""
+        out: dict[str, Any] = {}
+        if "budget_usd" in b:
+            out["budget_nano"] = self._member_budget(b, project)
+        if "rpm" in b:
+            out["rpm"] = v.integer(b, "rpm", lo=1, hi=10**9)
+        if "allowed_models" in b:
+            models = v.string_list(b, "allowed_models") or []
+            allowed = self.prov.get("projects", project, "project").get("allowed_models") or []
+            outside = [m for m in models if m not in allowed and "*" not in allowed]
+            if outside:
+                raise InvalidRequest(f"'allowed_models' of a key must be models of project "
+                                     f"'{project}'; not: {', '.join(outside[:5])}.",
+                                     param="allowed_models")
+            out["allowed_models"] = models or None
+        return out
+
     def add_key(self, actor: Any, body: Any, project: str, user: str, **_: Any) -> Resp:
         b = v.body_object(body)
-        v.only_fields(b, {"name", "expires_at"})
+        v.only_fields(b, {"name", "expires_at", "budget_usd", "rpm", "allowed_models"})
         name = v.ident(b, "name") or ""
         expires = self._expiry(b)
-        key = self.members.add_key(project, user, name, expires, actor=actor.name)
-        return ok({"name": name, "key": key, "last4": key[-4:], "expires_at": expires}, 201)
+        limits = {k: x for k, x in self._key_limits(b, project).items() if x is not None}
+        key = self.members.add_key(project, user, name, expires, limits, actor=actor.name)
+        return ok({"name": name, "key": key, "last4": key[-4:], "expires_at": expires,
+                   **limits}, 201)
+
+    def update_key(self, actor: Any, body: Any, project: str, user: str, name: str,
+                   **_: Any) -> Resp:
+        b = v.body_object(body)
+        v.only_fields(b, {"budget_usd", "rpm", "allowed_models"})
+        self._may_manage(actor, project, user)  # a lead: members' keys, never their own
+        limits = self._key_limits(b, project)
+        if not limits:
+            raise InvalidRequest("Nothing to change: give budget_usd, rpm or allowed_models.")
+        return ok(self.members.set_key_limits(project, user, name, limits, actor=actor.name))
 
     def rotate_key(self, actor: Any, body: Any, project: str, user: str, name: str,
                    **_: Any) -> Resp:

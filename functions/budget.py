@@ -78,6 +78,8 @@ def limits_for(
     member_limit: int | None,
     model_limit: int | None,
     member_model_limit: int | None,
+    key_name: str = "",
+    key_limit: int | None = None,
 ) -> list[Limit]:
     """Counters a call touches. Project and member counters are always written (they
     feed the spend pages); per-model counters only exist while a limit is set, so a
@@ -95,6 +97,9 @@ def limits_for(
         out.append(Limit("member_model", f"member '{user}' on model '{model}'",
                          doc_id("pum", project, user, model, period), member_model_limit,
                          project, user, model))
+    if key_limit is not None:
+        out.append(Limit("key", f"key '{key_name}' of member '{user}'",
+                         doc_id("k", project, user, key_name, period), key_limit, project, user))
     return out
 
 
@@ -186,7 +191,8 @@ def minute_key(at: datetime) -> str:
 def rate_limits_for(*, project: str, user: str, model: str, at: datetime,
                     project_limits: tuple[int | None, int | None],
                     model_limits: tuple[int | None, int | None],
-                    member_model_limits: tuple[int | None, int | None]) -> list[RateLimit]:
+                    member_model_limits: tuple[int | None, int | None],
+                    key_name: str = "", key_rpm: int | None = None) -> list[RateLimit]:
     """The (project), (project, model) and (project, user, model) windows that have
     an rpm or tpm limit; no counter is written for a scope without one."""
     minute = minute_key(at)
@@ -196,6 +202,8 @@ def rate_limits_for(*, project: str, user: str, model: str, at: datetime,
          model_limits),
         (f"member '{user}' on model '{model}'", doc_id("rl", project, user, model, minute),
          member_model_limits),
+        (f"key '{key_name}' of member '{user}'", doc_id("rlk", project, user, key_name, minute),
+         (key_rpm, None)),
     ]
     return [RateLimit(label, cid, rpm, tpm) for label, cid, (rpm, tpm) in scopes
             if rpm is not None or tpm is not None]

@@ -20,12 +20,16 @@ from functions.holds import utcnow
 from functions.provision import SYSTEM, Writer
 from functions.store import member_id
 
+# What a named key may carry of its own: a budget (in the project's period), an rpm
+# limit and the models it may call (a subset of the project's).
+KEY_LIMIT_FIELDS = ("budget_nano", "rpm", "allowed_models")
 
-def key_doc(project: str, user: str, key: str, name: str,
-            expires_at: datetime | None) -> dict[str, Any]:
+
+def key_doc(project: str, user: str, key: str, name: str, expires_at: datetime | None,
+            limits: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"project": project, "user": user, "name": name, "last4": key[-4:],
             "created_at": utcnow(), "expires_at": expires_at, "revoked_at": None,
-            "last_used_at": None}
+            "last_used_at": None, **(limits or {})}
 
 
 class Membership(Writer):
@@ -98,7 +102,8 @@ class Membership(Writer):
         return run(self.db.transaction())
 
     def add_key(self, project: str, user: str, name: str,
-                expires_at: datetime | None = None, *, actor: str = SYSTEM) -> str:
+                expires_at: datetime | None = None, limits: dict[str, Any] | None = None, *,
+                actor: str = SYSTEM) -> str:
         key = auth.new_key()
 
         @firestore.transactional
@@ -107,9 +112,9 @@ class Membership(Writer):
             if self._active_key(project, user, name, tx) is not None:
                 raise Conflict(f"'{user}' already has a key named '{name}' in '{project}'.")
             tx.create(self.ref("keys", auth.key_hash(key)),
-                      key_doc(project, user, key, name, expires_at))
+                      key_doc(project, user, key, name, expires_at, limits))
             self.audit(tx, actor, "key.add", f"{member_id(project, user)}|{name}",
-                       {"last4": key[-4:], "expires_at": expires_at})
+                       {"last4": key[-4:], "expires_at": expires_at, **(limits or {})})
 
         run(self.db.transaction())
         return key
@@ -131,13 +136,33 @@ class Membership(Writer):
         @firestore.transactional
         def run(tx: firestore.Transaction) -> None:
             old = self._revoke_active(project, user, name, tx)
+            # the new key keeps the old one's limits
+            fields = old.to_dict() or {}  # (a snapshot's get() raises on a missing field)
+            kept = {f: fields[f] for f in KEY_LIMIT_FIELDS if fields.get(f) is not None}
             tx.create(self.ref("keys", auth.key_hash(key)), key_doc(
-                project, user, key, name, expires_at or old.get("expires_at")))
+                project, user, key, name, expires_at or old.get("expires_at"), kept))
             self.audit(tx, actor, "key.rotate", f"{member_id(project, user)}|{name}",
                        {"old_last4": old.get("last4"), "new_last4": key[-4:]})
 
         run(self.db.transaction())
         return key
+
+    def set_key_limits(self, project: str, user: str, name: str, limits: dict[str, Any], *,
+                       actor: str = SYSTEM) -> dict[str, Any]:
+        """Change the limits of the active key ``name`` (a None value removes one)."""
+
+        @firestore.transactional
+        def run(tx: firestore.Transaction) -> None:
+            old = self._active_key(project, user, name, tx)
+            if old is None:
+                raise ResourceNotFound(
+                    f"'{user}' has no active key named '{name}' in '{project}'.")
+            tx.update(old.reference, limits)
+            self.audit(tx, actor, "key.limits", f"{member_id(project, user)}|{name}", limits)
+
+        run(self.db.transaction())
+        return next(k for k in self.list_keys(project, user)
+                    if k["name"] == name and k["revoked_at"] is None)
 
     def revoke_key(self, project: str, user: str, name: str, *, actor: str = SYSTEM) -> None:
         @firestore.transactional
@@ -160,7 +185,7 @@ class Membership(Writer):
         for snap in self._keys(project, user):
             d = snap.to_dict() or {}
             out.append({k: d.get(k) for k in ("name", "last4", "created_at", "last_used_at",
-                                              "expires_at", "revoked_at")})
+                                              "expires_at", "revoked_at", *KEY_LIMIT_FIELDS)})
         return sorted(out, key=lambda k: (k["revoked_at"] is not None, str(k["name"])))
 
     def list_members(self, project: str) -> list[dict[str, Any]]:

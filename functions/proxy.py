@@ -119,7 +119,8 @@ class Proxy:
         allowed = ctx.project.allowed_models
         found = self.store.models(None if "*" in allowed else list(allowed))
         usable = [m for m in found
-                  if ctx.project.allows(m.id) and pricing.price_in_force(m.prices, now)]
+                  if ctx.project.allows(m.id) and pricing.price_in_force(m.prices, now)
+                  and (not ctx.key.allowed_models or m.id in ctx.key.allowed_models)]
         objs = {m.id: {"id": m.id, "object": "model", "created": m.created,
                        "owned_by": "openai"} for m in usable}
         if route.kind == routes.MODELS_LIST:
@@ -278,6 +279,9 @@ class Proxy:
         if not ctx.project.allows(model):
             raise ModelNotAllowed(f"The model '{model}' is not allowed in project "
                                   f"'{ctx.project.id}'.", param="model")
+        if ctx.key.allowed_models and model not in ctx.key.allowed_models:
+            raise ModelNotAllowed(f"The model '{model}' is not allowed for the key "
+                                  f"'{ctx.key.name}'.", param="model")
         price = pricing.price_in_force(ctx.model.prices, now) if ctx.model else None
         if price is None:
             raise ModelNotPriced(f"The model '{model}' has no price in force, so Tollgate "
@@ -334,7 +338,8 @@ class Proxy:
                 project=project.id, user=user.id, model=model, at=now,
                 project_limits=(project.rpm, project.tpm),
                 model_limits=_rpm_tpm(ctx.model_limit),
-                member_model_limits=_rpm_tpm(ctx.member_model_limit)))
+                member_model_limits=_rpm_tpm(ctx.member_model_limit),
+                key_name=ctx.key.name, key_rpm=ctx.key.rpm))
         return Admitted(ctx, spec, plan, price, rates, input_tokens)
 
     def _secret_for(self, ctx: CallContext) -> tuple[str, str]:
@@ -500,7 +505,8 @@ def _budget_limits(ctx: CallContext, model: str, now: datetime) -> list[Limit]:
         project_limit=ctx.project.budget_nano, member_limit=ctx.member.budget_nano,
         model_limit=ctx.model_limit.budget_nano if ctx.model_limit else None,
         member_model_limit=(ctx.member_model_limit.budget_nano
-                            if ctx.member_model_limit else None))
+                            if ctx.member_model_limit else None),
+        key_name=ctx.key.name, key_limit=ctx.key.budget_nano)
 
 
 def _rpm_tpm(limit: LimitRecord | None) -> tuple[int | None, int | None]:

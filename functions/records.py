@@ -25,6 +25,10 @@ class KeyRecord:
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    # limits of this key alone, inside its member's and project's (None/empty: none)
+    budget_nano: int | None = None
+    rpm: int | None = None
+    allowed_models: tuple[str, ...] = ()
 
     @classmethod
     def from_doc(cls, key_hash: str, d: Mapping[str, Any]) -> KeyRecord:
@@ -38,6 +42,9 @@ class KeyRecord:
             expires_at=d.get("expires_at"),
             revoked_at=d.get("revoked_at"),
             last_used_at=d.get("last_used_at"),
+            budget_nano=d.get("budget_nano"),
+            rpm=d.get("rpm"),
+            allowed_models=tuple(d.get("allowed_models") or ()),
         )
 
 
