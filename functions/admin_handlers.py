@@ -9,7 +9,7 @@ from typing import Any
 import flask
 from google.cloud import firestore
 
-from functions import indexes, pricing
+from functions import cors, indexes, pricing
 from functions import validate as v
 from functions.admin_json import Resp, ok
 from functions.admin_members import MemberHandlers
@@ -25,7 +25,7 @@ from functions.settings import Settings
 
 _PROJECT_FIELDS = {"id", "name", "external_key", "budget_usd", "budget_period",
                    "allowed_models", "default_max_output_tokens", "cache", "priced_tools",
-                   "rpm", "tpm", "clamp_output"}
+                   "rpm", "tpm", "clamp_output", "cors_origins"}
 
 
 def _price_json(p: pricing.Price) -> dict[str, Any]:
@@ -207,6 +207,8 @@ class Handlers(MemberHandlers):
             "rpm": v.integer(b, "rpm", lo=1, hi=10**9),
             "tpm": v.integer(b, "tpm", lo=1, hi=10**12),
             "clamp_output": v.boolean(b, "clamp_output"),
+            "cors_origins": (cors.check_origins(b["cors_origins"])
+                             if b.get("cors_origins") is not None else None),
         }
         out: dict[str, Any] = {k: x for k, x in fields.items() if x is not None}
         if "budget_usd" in b:

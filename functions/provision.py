@@ -149,14 +149,16 @@ class Provisioner(Writer):
                        default_max_output_tokens: int | None = None, name: str = "",
                        priced_tools: Iterable[str] = (), cache: dict[str, Any] | None = None,
                        rpm: int | None = None, tpm: int | None = None,
-                       clamp_output: bool = False, actor: str = SYSTEM) -> dict[str, Any]:
+                       clamp_output: bool = False, cors_origins: Iterable[str] = (),
+                       actor: str = SYSTEM) -> dict[str, Any]:
         doc = {"id": pid, "name": name or pid, "external_key": external_key,
                "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
                "budget_period": budget_period, "allowed_models": list(allowed_models),
                "default_max_output_tokens": default_max_output_tokens, "archived": False,
                "priced_tools": list(priced_tools),
                "cache": cache or {"enabled": False, "ttl_s": 3600}, "rpm": rpm, "tpm": tpm,
-               "clamp_output": clamp_output, "created_at": utcnow()}
+               "clamp_output": clamp_output, "cors_origins": list(cors_origins),
+               "created_at": utcnow()}
 
         @firestore.transactional
         def run(tx: firestore.Transaction) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import flask
 
-from functions import auth, billing, pricing, quote, routes, tokens
+from functions import auth, billing, cors, pricing, quote, routes, tokens
 from functions.billing import Admitted
 from functions.budget import (
     CounterState,
@@ -41,6 +41,7 @@ from functions.errors import (
     ModelNotAllowed,
     ModelNotFound,
     ModelNotPriced,
+    PermissionDenied,
     TollgateError,
     UpstreamAuthError,
     UpstreamBadResponse,
@@ -99,23 +100,47 @@ class Proxy:
                    CachedSecrets(backend))
 
     def handle(self, request: flask.Request) -> flask.Response:
+        origin = request.headers.get("Origin")
         try:
+            if request.method == "OPTIONS":
+                return self._preflight(request, origin)
             route = routes.match(request.method, request.path)
             key = auth.key_from_header(request.headers.get("Authorization"))
             if route.kind in (routes.MODELS_LIST, routes.MODEL_GET):
-                return self._models(route, auth.key_hash(key))
-            return self._call(route.kind, auth.key_hash(key), request)
+                resp = self._models(route, auth.key_hash(key), origin)
+            else:
+                resp = self._call(route.kind, auth.key_hash(key), request, origin)
+            if origin is not None:  # the key's project lists it (checked before anything)
+                resp.headers.update(cors.response_headers(origin))
+            return resp
         except TollgateError as err:
-            return error_response(err)
+            resp = error_response(err)
+            if origin is not None and self.store.origin_listed(origin):
+                resp.headers.update(cors.response_headers(origin))  # the page may read why
+            return resp
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             return internal_error(exc, "openai")
 
+    def _preflight(self, request: flask.Request, origin: str | None) -> flask.Response:
+        """A browser asks whether ``origin`` may call: yes if some live project lists it
+        (the key, which a preflight does not carry, is checked on the call itself)."""
+        routes.match("GET" if request.path.startswith("/v1/models") else "POST", request.path)
+        if origin is None:
+            return flask.Response(status=204, headers={"Allow": "GET, POST, OPTIONS"})
+        if not self.store.origin_listed(origin):
+            raise PermissionDenied(f"The origin '{origin[:100]}' is not allowed by any "
+                                   "project; a project lead can ask an administrator to add "
+                                   "it to the project's cors_origins.")
+        return flask.Response(status=204, headers=cors.preflight_headers(
+            origin, request.headers.get("Access-Control-Request-Headers")))
+
     # --- models ----------------------------------------------------------------
 
-    def _models(self, route: routes.Route, khash: str) -> flask.Response:
+    def _models(self, route: routes.Route, khash: str, origin: str | None) -> flask.Response:
         now = self.clock()
         ctx = auth.check_context(self.store.load_call_context(khash, None), now)
         assert ctx.project is not None
+        _check_origin(ctx, origin)
         allowed = ctx.project.allowed_models
         found = self.store.models(None if "*" in allowed else list(allowed))
         usable = [m for m in found
@@ -133,7 +158,8 @@ class Proxy:
 
     # --- proxied calls ---------------------------------------------------------
 
-    def _call(self, kind: str, khash: str, request: flask.Request) -> flask.Response:
+    def _call(self, kind: str, khash: str, request: flask.Request,
+              origin: str | None) -> flask.Response:
         tag = _tag(request)
         raw = read_body(request, self.settings.max_body_bytes)
         body = routes.with_default_model(kind, parse_json(raw))
@@ -143,11 +169,12 @@ class Proxy:
         model, cache_header = body["model"], request.headers.get("x-tollgate-cache")
         count = functools.cache(lambda: tokens.estimate_input_tokens(kind, body, model))
         if quote.wants_dry_run(request.headers.get(quote.HEADER)):
-            return self._quote(kind, khash, body, tag, now, count)
-        guess = self._guess(kind, khash, body, tag, now, cache_header, count)
+            return self._quote(kind, khash, body, tag, now, count, origin)
+        guess = self._guess(kind, khash, body, tag, now, cache_header, count, origin)
         try:
             ctx, price, ckey = self._checked(
-                kind, self.store.load_call_context(khash, model), body, now, cache_header)
+                kind, self.store.load_call_context(khash, model), body, now, cache_header,
+                origin)
             hit = ckey and self.hooks.cached_answer(ctx, kind, body, ckey, tag, now,
                                                     _budget_limits(ctx, model, now))
             if hit:
@@ -177,10 +204,10 @@ class Proxy:
         return resp
 
     def _quote(self, kind: str, khash: str, body: dict[str, Any], tag: str | None,
-               now: datetime, count: Callable[[], int]) -> flask.Response:
+               now: datetime, count: Callable[[], int], origin: str | None) -> flask.Response:
         """Every check of a real call, then the quote; no hold, no upstream, no record."""
         ctx, price, _ = self._checked(kind, self.store.load_call_context(khash, body["model"]),
-                                      body, now, None)
+                                      body, now, None, origin)
         a = self._plan(kind, ctx, body, tag, now, price, count)
         states = exact_states(self.store.db, a.plan.project,
                               [lim.counter_id for lim in a.plan.limits])
@@ -203,13 +230,13 @@ class Proxy:
     # call: nothing is forwarded before the fresh read has been checked.
 
     def _guess(self, kind: str, khash: str, body: dict[str, Any], tag: str | None,
-               now: datetime, cache_header: str | None, count: Callable[[], int]
-               ) -> tuple[Admitted, Future[Any]] | None:
+               now: datetime, cache_header: str | None, count: Callable[[], int],
+               origin: str | None) -> tuple[Admitted, Future[Any]] | None:
         recent = self.store.recent_context(khash, body["model"])
         if recent is None or body.get("previous_response_id") is not None:
             return None  # (the earlier response's tokens need a query of their own)
         try:
-            ctx, price, ckey = self._checked(kind, recent, body, now, cache_header)
+            ctx, price, ckey = self._checked(kind, recent, body, now, cache_header, origin)
             if ckey is not None:
                 return None
             a = self._plan(kind, ctx, body, tag, now, price, count)
@@ -264,11 +291,14 @@ class Proxy:
         self.ledger.cancel(guess[0].plan)
 
     def _checked(self, kind: str, ctx: CallContext | None, body: dict[str, Any], now: datetime,
-                 cache_header: str | None) -> tuple[CallContext, pricing.Price, str | None]:
-        """Every check a call's configuration must pass: the key and its owners, the body
-        against the project's priced tools, the model; and the call's cache key."""
+                 cache_header: str | None, origin: str | None
+                 ) -> tuple[CallContext, pricing.Price, str | None]:
+        """Every check a call's configuration must pass: the key and its owners, the
+        browser origin, the body against the project's priced tools, the model; and the
+        call's cache key."""
         ctx = auth.check_context(ctx, now)
         assert ctx.project is not None
+        _check_origin(ctx, origin)
         routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
         price = (pricing.FREE if kind in routes.FREE_ROUTES
                  else self._check_model(ctx, body["model"], now))
@@ -494,6 +524,15 @@ class Proxy:
         if states is not None:
             self.hooks.after_settle(a, outcome, states, self.clock())
         return states
+
+
+def _check_origin(ctx: CallContext, origin: str | None) -> None:
+    """A call from a browser page goes through only if the key's project lists the
+    page's origin (a request without ``Origin`` is not a browser's)."""
+    assert ctx.project is not None
+    if origin is not None and not cors.allowed(origin, ctx.project.cors_origins):
+        raise PermissionDenied(f"Calls from the origin '{origin[:100]}' are not allowed in "
+                               f"project '{ctx.project.id}'.")
 
 
 def _budget_limits(ctx: CallContext, model: str, now: datetime) -> list[Limit]:

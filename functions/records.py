@@ -90,6 +90,7 @@ class ProjectRecord:
     rpm: int | None = None
     tpm: int | None = None
     clamp_output: bool = False  # lower the output cap to the budget left, not refuse
+    cors_origins: tuple[str, ...] = ()  # browser origins whose pages may call
     alert_webhook: str | None = None
     alert_thresholds: tuple[int, ...] = ()
     alert_format: str = "json"
@@ -116,6 +117,7 @@ class ProjectRecord:
             rpm=d.get("rpm"),
             tpm=d.get("tpm"),
             clamp_output=bool(d.get("clamp_output", False)),
+            cors_origins=tuple(d.get("cors_origins") or ()),
             alert_webhook=alerts.get("webhook_url") or None,
             alert_thresholds=tuple(alerts.get("thresholds") or ()),
             alert_format=str(alerts.get("format") or "json"),

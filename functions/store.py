@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from google.cloud import firestore
 from google.cloud.firestore_v1 import base_client
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions import indexes
 from functions.budget import doc_id
@@ -179,6 +180,17 @@ class Store:
             while len(self._recent) > _RECENT_SIZE:
                 self._recent.popitem(last=False)
         return ctx
+
+    def origin_listed(self, origin: str) -> bool:
+        """Whether a live project lists this browser origin (for a preflight, which
+        carries no key). Single-field array-contains queries need no composite index."""
+        q = self.db.collection("projects").where(
+            filter=FieldFilter("cors_origins", "array_contains", origin)).limit(10)
+        for snap in q.stream():
+            self.reads += 1
+            if not (snap.to_dict() or {}).get("archived"):
+                return True
+        return False
 
     def recent_context(self, key_hash: str, model: str | None) -> CallContext | None:
         """The context the last call of this key and model read on this instance."""
