@@ -11,6 +11,9 @@ there; a lead's key also sees every member's calls in that project. The user's o
 memberships are never consulted: a lead who adds a user of another project to their
 own and receives that user's new key must not see the other project through it. The
 filters are built here from the key - a ``user`` given in the query string is ignored.
+The same holds for the groups of ``/api/usage`` (by tag, key, model, member or day) and
+for the burn rates of ``/api/me`` (``burn.py``): a lead's key projects every member of
+the project, a member's key only themselves.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ import functools
 import hashlib
 import mimetypes
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import flask
 
-from functions import auth, indexes, reports
+from functions import auth, burn, indexes, reports
 from functions.budget import doc_id, period_key
-from functions.errors import NotFound, PermissionDenied, TollgateError
+from functions.errors import InvalidRequest, NotFound, PermissionDenied, TollgateError
 from functions.grants import exact_states
 from functions.holds import utcnow
 from functions.httpio import error_response, internal_error, json_response
@@ -45,6 +49,8 @@ CALL_FIELDS = ("ts", "call_id", "project", "user", "key_name", "model", "upstrea
                "reasoning_tokens", "cost_usd", "latency_ms", "streamed", "cached", "estimated",
                "tag")
 CSV_MAX_ROWS = 10_000
+# the log API's group_by values -> the report's (a log page speaks of members)
+LOG_GROUP_BY = {"day": "day", "model": "model", "member": "user", "key": "key", "tag": "tag"}
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,8 @@ class LogApp:
             return self._calls(f, request.args)
         if name == "daily":
             return json_response({"data": self._daily(f)})
+        if name == "usage":
+            return json_response(self._usage(f, request.args))
         if name == "totals":
             row = reports.aggregate(self.db, f, None)["data"][0]
             return json_response({k: v for k, v in row.items() if k != "group"})
@@ -150,37 +158,46 @@ class LogApp:
         else:
             # a lead sees everyone in their project unless they name one member
             user = None if member is None and viewer.lead else viewer.user
-        model = reports.filter_value(args, "model")
-        return reports.Filters(user=user, project=viewer.project, model=model,
+        return reports.Filters(user=user, project=viewer.project,
+                               model=reports.filter_value(args, "model"),
+                               tag=reports.tag_value(args), key=reports.filter_value(args, "key"),
                                after=base.after, before=base.before)
 
     def _me(self, viewer: Viewer) -> dict[str, Any]:
         now = utcnow()
-        out = []
-        for snap in [self.store.ref("projects", viewer.project).get()]:
-            if not snap.exists or snap.get("archived"):
-                continue
-            p = snap.to_dict() or {}
-            m = {"role": viewer.role, "budget_nano": viewer.budget_nano}
-            period = period_key(str(p.get("budget_period", "monthly")), now)
-            pid, mid = doc_id("p", snap.id, period), doc_id("m", snap.id, viewer.user, period)
-            states = exact_states(self.db, snap.id, [pid, mid])
-            pc, mc = states[pid], states[mid]
-            entry = {"id": snap.id, "name": p.get("name", snap.id), "role": m.get("role"),
-                     "period": period, "budget_period": p.get("budget_period"),
-                     "budget_usd": _usd(p.get("budget_nano")),
-                     "spent_usd": format_usd(pc.spent),
-                     "held_usd": format_usd(pc.held),  # by calls in flight
-                     # reserved by busy instances (escrow grants): not free either
-                     "reserved_usd": format_usd(pc.escrow),
-                     "member_budget_usd": _usd(m.get("budget_nano")),
-                     "member_spent_usd": format_usd(mc.spent)}
-            if m.get("role") == "lead":
-                entry["members"] = sorted(str(d.get("user")) for d in indexes.query(
-                    self.db, "members", equals={"project": snap.id}).stream())
-            out.append(entry)
-        return {"user": {"id": viewer.user, "name": viewer.name},
-                "projects": sorted(out, key=lambda e: str(e["id"]))}
+        snap = self.store.ref("projects", viewer.project).get()
+        out = [self._project(viewer, snap, now)] if snap.exists and not snap.get(
+            "archived") else []
+        return {"user": {"id": viewer.user, "name": viewer.name}, "projects": out}
+
+    def _project(self, viewer: Viewer, snap: Any, now: datetime) -> dict[str, Any]:
+        p = snap.to_dict() or {}
+        budget_period = str(p.get("budget_period", "monthly"))
+        period = period_key(budget_period, now)
+        # whose budgets the page projects: a lead's whole project, a member themselves
+        members = ({str(d.get("user")): d.get("budget_nano") for d in indexes.query(
+            self.db, "members", equals={"project": snap.id}).stream()}
+            if viewer.lead else {viewer.user: viewer.budget_nano})
+        pid, mid = doc_id("p", snap.id, period), doc_id("m", snap.id, viewer.user, period)
+        mids = {u: doc_id("m", snap.id, u, period) for u in members}
+        states = exact_states(self.db, snap.id, list(dict.fromkeys([pid, mid, *mids.values()])))
+        pc, mc = states[pid], states[mid]
+        entry = {"id": snap.id, "name": p.get("name", snap.id), "role": viewer.role,
+                 "period": period, "budget_period": p.get("budget_period"),
+                 "budget_usd": _usd(p.get("budget_nano")),
+                 "spent_usd": format_usd(pc.spent),
+                 "held_usd": format_usd(pc.held),  # by calls in flight
+                 # reserved by busy instances (escrow grants): not free either
+                 "reserved_usd": format_usd(pc.escrow),
+                 "member_budget_usd": _usd(viewer.budget_nano),
+                 "member_spent_usd": format_usd(mc.spent)}
+        if viewer.lead:
+            entry["members"] = sorted(members)
+        budgets = [burn.Budget(None, p.get("budget_nano"), pc.spent, pc.held)] + [
+            burn.Budget(u, None if b is None else int(b), states[mids[u]].spent,
+                        states[mids[u]].held) for u, b in sorted(members.items())]
+        entry["burn"] = burn.burn_report(self.db, snap.id, budget_period, budgets, now)
+        return entry
 
     def _calls(self, f: reports.Filters, args: Any) -> flask.Response:
         if args.get("format") == "csv":
@@ -196,15 +213,31 @@ class LogApp:
         return json_response({"data": calls, "next_page_token": token})
 
     def _daily(self, f: reports.Filters) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+        """Every UTC day of the range, newest first, days without calls included (the
+        page's chart shows quiet days as such, not as a gap that closes up)."""
+        now = utcnow()
+        _, days = reports.day_window(f, now)
+        seen: dict[str, dict[str, Any]] = {}
         token = None
         while True:
-            page = reports.aggregate(self.db, f, "day", limit=200, page_token=token)
-            out += [{"day": r["group"], "calls": r["calls"], "cost_usd": r["cost_usd"]}
-                    for r in page["data"]]
+            page = reports.aggregate(self.db, f, "day", limit=200, page_token=token, now=now)
+            seen.update((r["group"], r) for r in page["data"])
             token = page["next_page_token"]
             if not token:
-                return out
+                break
+        zero = {"calls": 0, "cost_usd": format_usd(0)}
+        return [{"day": d, **{k: seen.get(d, zero)[k] for k in ("calls", "cost_usd")}}
+                for d in days]
+
+    def _usage(self, f: reports.Filters, args: Any) -> dict[str, Any]:
+        """Aggregates grouped by ``group_by`` (``member`` is the admin API's ``user``)."""
+        group_by = args.get("group_by") or None
+        if group_by not in (None, *LOG_GROUP_BY):
+            raise InvalidRequest(f"'group_by' must be one of {', '.join(LOG_GROUP_BY)}.",
+                                 param="group_by")
+        limit = reports.parse_limit(args.get("limit"), default=50, maximum=200)
+        return reports.aggregate(self.db, f, LOG_GROUP_BY.get(group_by or "", group_by),
+                                 limit=limit, page_token=args.get("page_token"))
 
 
 def _usd(nano: Any) -> str | None:

@@ -748,7 +748,7 @@ def log_request(draw: Any, world: Any) -> Req:
         name = draw(st.one_of(st.sampled_from(["", "nope", "me/", "calls/x", "ME", "../me",
                                                "calls.csv", "x" * 5000]),
                               st.text(string.ascii_letters + "/._", max_size=20).filter(
-                                  lambda s: s not in ("me", "calls", "daily", "totals"))))
+                                  lambda s: s not in ("me", "calls", "daily", "totals", "usage"))))
         return Req("GET", prefix + name, headers, None, None, authed=True)
     if shape == "method":
         return Req(draw(st.sampled_from([m for m in METHODS if m not in ("GET", "HEAD")])),

@@ -106,11 +106,12 @@ def seed(db: firestore.Client) -> None:
         for i in ids:
             db.collection(coll).document(i).set({"id": i})
     db.collection("members").document("p|u").set({"project": "p", "user": "u"})
-    db.collection("keys").document("h").set({"project": "p", "user": "u"})
-    db.collection("usage").document("c1").set({
-        "call_id": "c1", "ts": NOW - timedelta(days=1), "project": "p", "user": "u",
-        "model": "m", "input_tokens": 1, "cached_tokens": 0, "output_tokens": 1,
-        "cost_nano": 5, "response_id": "resp_x"})
+    db.collection("keys").document("h").set({"project": "p", "user": "u", "name": "k"})
+    for cid, tag in (("c1", "t"), ("c2", None)):
+        db.collection("usage").document(cid).set({
+            "call_id": cid, "ts": NOW - timedelta(days=1), "project": "p", "user": "u",
+            "model": "m", "key_name": "k", "tag": tag, "input_tokens": 1, "cached_tokens": 0,
+            "output_tokens": 1, "cost_nano": 5, "response_id": "resp_" + cid})
     db.collection("audit").document("a").set({"ts": NOW, "actor": "x", "action": "y",
                                               "target": "z", "details": {}})
 
@@ -118,10 +119,14 @@ def seed(db: firestore.Client) -> None:
 def test_every_query_shape_is_covered_by_a_declared_index(db: firestore.Client) -> None:
     seed(db)
     after, before = NOW - timedelta(days=3), NOW
-    for (user, project, model), (a, b) in itertools.product(
-            itertools.product((None, "u"), (None, "p"), (None, "m")),
-            ((None, None), (after, None), (None, before), (after, before))):
-        f = Filters(user=user, project=project, model=model, after=a, before=b)
+    # Every combination of the five equality filters (the shapes do not depend on which
+    # time bounds are given: ts is ordered on either way), with and without bounds.
+    for (user, project, model, tag, key), (a, b) in itertools.product(
+            itertools.product((None, "u"), (None, "p"), (None, "m"), (None, "t"),
+                              (None, "k")),
+            ((None, None), (after, before))):
+        f = Filters(user=user, project=project, model=model, after=a, before=b, tag=tag,
+                    key=key)
         for group_by in (None, *reports.GROUP_BY):
             page = reports.aggregate(db, f, group_by, limit=1, now=NOW)
             if page["next_page_token"]:
@@ -134,14 +139,23 @@ def test_every_query_shape_is_covered_by_a_declared_index(db: firestore.Client) 
     ledger = Ledger(db, clock=lambda: NOW)
     ledger.sweep()
     ledger.sweep(project="p")
-    Store(db).response_tokens("p", "resp_x")
+    Store(db).response_tokens("p", "resp_c1")
 
     shapes = indexes.seen()
     usage = {s.equals for s in shapes if s.collection == "usage" and s.range_field == "ts"}
-    assert len(usage) == 8  # every subset of {model, project, user} was really exercised
+    assert len(usage) == 32  # every subset of the five filterable fields was exercised
+    # the tag skip scan, under every subset of the other four equality filters
+    scans = {s.equals for s in shapes if s.collection == "usage" and s.range_field == "tag"}
+    assert len(scans) == 16
     assert Shape("holds", ("project", "state"), "expires_at", ()) in shapes  # the sweep's
     assert Shape("usage", ("response_id",), None, ()) in shapes  # previous_response_id
     decl = declared()
     missing = sorted({(s.collection, needed_index(s) or ()) for s in shapes
                       if not covered(s, decl)})
     assert not missing, f"add these to functions/firestore.indexes.json: {missing}"
+    # and no usage index is dead weight (each one slows every settlement's write)
+    used = {(frozenset(s.equals), need[len(s.equals):]) for s in shapes
+            if s.collection == "usage" and (need := needed_index(s))}
+    unused = [ix.fields for ix in decl if ix.collection == "usage"
+              and (frozenset(f for f, _ in ix.fields[:-1]), ix.fields[-1:]) not in used]
+    assert not unused, f"no query needs these usage indexes: {unused}"

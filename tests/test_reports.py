@@ -9,6 +9,7 @@ import base64
 import csv
 import io
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,11 @@ ROWS: list[tuple[str, datetime, str, str, str, int, int, int, int]] = [
     ("c5", datetime(2026, 11, 22, 9, 30, tzinfo=UTC), "other", "bob", "m2", 500, 50, 5, 5),
     ("c6", datetime(2026, 11, 22, 9, 30, tzinfo=UTC), "demo", "alice", "m1", 600, 0, 60, 6),
 ]
+# x-tollgate-tag and key name of each row (None: sent without a tag)
+TAGS = {"c1": "nightly", "c2": "nightly", "c3": None, "c4": "<img src=x onerror=1>",
+        "c5": None, "c6": "adhoc"}
+KEYS = {"c1": "default", "c2": "ci", "c3": "laptop", "c4": "default", "c5": "default",
+        "c6": "ci"}
 
 
 def usage_doc(cid: str, ts: datetime, project: str, user: str, model: str, inp: int,
@@ -56,25 +62,49 @@ def seeded(db: firestore.Client) -> firestore.Client:
         db.collection("models").document(mid).set({"id": mid})
     for p, u in (("demo", "alice"), ("demo", "bob"), ("other", "alice")):
         db.collection("members").document(f"{p}|{u}").set({"project": p, "user": u})
-        db.collection("keys").document(f"h-{p}-{u}").set({"project": p, "user": u})
+        db.collection("keys").document(f"h-{p}-{u}").set(
+            {"project": p, "user": u, "name": "default"})
     # bob was removed from "other": no member document, but his revoked key remains.
     db.collection("keys").document("h-other-bob").set(
         {"project": "other", "user": "bob", "revoked_at": NOW})
+    for p, u, name in (("demo", "alice", "laptop"), ("demo", "alice", "ci"),
+                       ("demo", "bob", "ci"), ("demo", "bob", "spare")):  # spare: no calls
+        db.collection("keys").document(f"h-{p}-{u}-{name}").set(
+            {"project": p, "user": u, "name": name})
     for r in ROWS:
-        db.collection("usage").document(r[0]).set(usage_doc(*r))
+        db.collection("usage").document(r[0]).set(
+            usage_doc(*r, tag=TAGS[r[0]], key_name=KEYS[r[0]]))
     return db
 
 
-def expected(f: Filters, key: int | None = None, day: bool = False) -> dict[Any, dict]:
-    """Reference aggregation: group key column index (2 project, 3 user, 4 model)."""
+# group_by -> the reference's group of a row
+GROUP_OF: dict[str, Callable[[tuple], Any]] = {
+    "project": lambda r: r[2], "user": lambda r: r[3], "model": lambda r: r[4],
+    "tag": lambda r: TAGS[r[0]], "key": lambda r: KEYS[r[0]],
+    "day": lambda r: r[1].date().isoformat()}
+
+
+def matches(f: Filters, r: tuple) -> bool:
+    _, ts, project, user, model = r[:5]
+    tag = TAGS[r[0]]
+    return not ((f.user and user != f.user) or (f.project and project != f.project)
+                or (f.model and model != f.model) or (f.after and ts < f.after)
+                or (f.before and ts >= f.before) or (f.key and KEYS[r[0]] != f.key)
+                or (f.tag is not None and tag != (f.tag or None)))
+
+
+def expected(f: Filters, key: int | str | None = None, day: bool = False) -> dict[Any, dict]:
+    """Reference aggregation: group by column index (2 project, 3 user, 4 model) or by
+    a group_by name."""
     out: dict[Any, dict] = {}
     for r in ROWS:
         _, ts, project, user, model, inp, cached, outp, cost = r
-        if ((f.user and user != f.user) or (f.project and project != f.project)
-                or (f.model and model != f.model) or (f.after and ts < f.after)
-                or (f.before and ts >= f.before)):
+        if not matches(f, r):
             continue
-        g = ts.date().isoformat() if day else (r[key] if key is not None else None)
+        if day or isinstance(key, str):
+            g = GROUP_OF["day" if day else str(key)](r)
+        else:
+            g = r[key] if key is not None else None
         a = out.setdefault(g, {"calls": 0, "input_tokens": 0, "cached_tokens": 0,
                                "output_tokens": 0, "cost": 0})
         for k, v in (("calls", 1), ("input_tokens", inp), ("cached_tokens", cached),
@@ -139,17 +169,57 @@ def test_group_by_day_newest_first(seeded: firestore.Client) -> None:
     assert e.value.param == "after" and "366" in e.value.message
 
 
+def page_order(rows: dict[Any, dict]) -> list[dict]:
+    """Groups ascending, the untagged (None) group last."""
+    return [rows[g] for g in sorted(rows, key=lambda g: (g is None, g or ""))]
+
+
 def test_every_filter_combination_matches_reference(seeded: firestore.Client) -> None:
     bounds = [(None, None), (ROWS[2][1], None), (None, ROWS[4][1]), (T, ROWS[3][1])]
-    for (user, project, model), (after, before) in itertools.product(
-            itertools.product((None, "alice"), (None, "demo"), (None, "m1")), bounds):
-        f = Filters(user=user, project=project, model=model, after=after, before=before)
+    for (user, project, model, tag, key), (after, before) in itertools.product(
+            itertools.product((None, "alice"), (None, "demo"), (None, "m1"),
+                              (None, "nightly"), (None, "default")), bounds):
+        if (tag or key) and (after or before) and (after, before) != bounds[-1]:
+            continue  # tag and key with one set of bounds: the shapes are the same
+        f = Filters(user=user, project=project, model=model, after=after, before=before,
+                    tag=tag, key=key)
         total = reports.aggregate(seeded, f, None)["data"][0]
         assert total["calls"] == sum(r["calls"] for r in expected(f).values())
-        for group_by, key in (("user", 3), ("project", 2), ("model", 4)):
+        for group_by, col in (("user", 3), ("project", 2), ("model", 4), ("tag", "tag"),
+                              ("key", "key")):
             got = reports.aggregate(seeded, f, group_by)["data"]
-            assert got == sorted(expected(f, key=key).values(), key=lambda r: r["group"]), (
-                f, group_by)
+            assert got == page_order(expected(f, key=col)), (f, group_by)
+
+
+def test_group_by_tag_and_key(seeded: firestore.Client) -> None:
+    by_tag = reports.aggregate(seeded, Filters(), "tag")["data"]
+    # tags ascending (as Firestore orders strings), then the calls without a tag
+    assert [(r["group"], r["calls"]) for r in by_tag] == [
+        ("<img src=x onerror=1>", 1), ("adhoc", 1), ("nightly", 2), (None, 2)]
+    assert by_tag == page_order(expected(Filters(), key="tag"))
+    assert sum(r["calls"] for r in by_tag) == len(ROWS)  # every call in exactly one group
+    # filtered on the grouped field: one group; a tag nobody used: none
+    one = reports.aggregate(seeded, Filters(tag="nightly"), "tag")["data"]
+    assert [(r["group"], r["cost_usd"]) for r in one] == [("nightly", format_usd(1000 + 2001))]
+    assert reports.aggregate(seeded, Filters(tag="nope"), "tag")["data"] == []
+    # the untagged calls as a filter (internal: the group's narrowing)
+    recs, _ = reports.records(seeded, Filters(tag=reports.UNTAGGED))
+    assert [r["call_id"] for r in recs] == ["c5", "c3"]
+    # tags are read under the report's equality filters: bob in demo used one tag
+    assert [r["group"] for r in reports.aggregate(
+        seeded, Filters(user="bob", project="demo"), "tag")["data"]] == ["nightly"]
+
+    by_key = reports.aggregate(seeded, Filters(), "key")["data"]
+    assert [(r["group"], r["calls"]) for r in by_key] == [
+        ("ci", 2), ("default", 3), ("laptop", 1)]  # "spare" made no call
+    assert by_key == page_order(expected(Filters(), key="key"))
+    demo_bob = reports.aggregate(seeded, Filters(project="demo", user="bob"), "key")["data"]
+    assert [(r["group"], r["calls"]) for r in demo_bob] == [("ci", 1)]
+    recs, _ = reports.records(seeded, Filters(key="ci", tag="adhoc"))
+    assert [r["call_id"] for r in recs] == ["c6"]
+    # a key filter with another grouping
+    by_user = reports.aggregate(seeded, Filters(key="default"), "user")["data"]
+    assert [(r["group"], r["calls"]) for r in by_user] == [("alice", 2), ("bob", 1)]
 
 
 def test_after_inclusive_before_exclusive(seeded: firestore.Client) -> None:
@@ -177,6 +247,15 @@ def test_parse_filters() -> None:
         with pytest.raises(InvalidRequest) as e:
             reports.parse_filters(args)
         assert e.value.param == param and e.value.status == 400
+    f = reports.parse_filters({"tag": "nightly run #3", "key": "ci", "model": ""})
+    assert f == Filters(tag="nightly run #3", key="ci")
+    for args, param in (({"tag": "x" * 65}, "tag"), ({"tag": "caf\u00e9"}, "tag"),
+                        ({"tag": "a\nb"}, "tag"), ({"key": "k" * 257}, "key"),
+                        ({"key": "\x00"}, "key")):
+        with pytest.raises(InvalidRequest) as e:
+            reports.parse_filters(args)
+        assert e.value.param == param and e.value.status == 400
+    assert reports.parse_filters({"tag": "x" * 64}).tag == "x" * 64
     assert reports.parse_limit(None, default=50, maximum=200) == 50
     for bad in ("0", "201", "x"):
         with pytest.raises(InvalidRequest) as e:
@@ -199,7 +278,7 @@ def test_bad_group_by_and_limits(seeded: firestore.Client) -> None:
 
 
 def test_group_pagination_walks_every_group_once(seeded: firestore.Client) -> None:
-    for group_by in ("user", "project", "model", "day"):
+    for group_by in ("user", "project", "model", "day", "tag", "key"):
         whole = reports.aggregate(seeded, Filters(), group_by, limit=200, now=NOW)
         assert whole["next_page_token"] is None
         assert walk(seeded, Filters(), group_by, 1) == whole["data"]
@@ -212,6 +291,20 @@ def test_group_pagination_walks_every_group_once(seeded: firestore.Client) -> No
     assert e.value.param == "page_token"
     # The last full page has no token when nothing with calls follows (carol, m3).
     assert reports.aggregate(seeded, Filters(), "user", limit=2)["next_page_token"] is None
+    # The untagged group is last, so no token names it: one that does is forged.
+    forged = base64.urlsafe_b64encode(b'{"k":"g:tag","v":null}').decode().rstrip("=")
+    with pytest.raises(InvalidRequest) as e:
+        reports.aggregate(seeded, Filters(), "tag", page_token=forged)
+    assert e.value.param == "page_token"
+    # A tag page continues after the last tag shown, past ones used since it was made.
+    first = reports.aggregate(seeded, Filters(), "tag", limit=2)
+    assert [r["group"] for r in first["data"]] == ["<img src=x onerror=1>", "adhoc"]
+    seeded.collection("usage").document("c8").set(usage_doc(
+        "c8", T, "demo", "bob", "m1", 1, 0, 1, 1, tag="aardvark", key_name="ci"))
+    rest = reports.aggregate(seeded, Filters(), "tag", limit=2,
+                             page_token=first["next_page_token"])
+    assert [r["group"] for r in rest["data"]] == ["nightly", None]
+    assert rest["next_page_token"] is None
 
 
 def test_removed_member_still_grouped_by_project(seeded: firestore.Client) -> None:
@@ -272,7 +365,10 @@ def test_record_json_and_csv(seeded: firestore.Client) -> None:
     assert row["input_tokens"] == "1" and row["streamed"] == "false"
     assert row["ts"] == "2026-11-23T12:00:00Z"
     alice = dict(zip(rows[0], rows[2], strict=True))
-    assert alice["call_id"] == "c6" and alice["tag"] == "" and alice["model"] == "m1"
+    assert alice["call_id"] == "c6" and alice["tag"] == "adhoc" and alice["model"] == "m1"
+    untagged = dict(zip(rows[0], rows[4], strict=True))
+    assert untagged["call_id"] == "c3" and untagged["tag"] == ""
+    assert untagged["key_name"] == "laptop"
 
 
 def test_audit_list_order_and_pagination(db: firestore.Client) -> None:
@@ -330,3 +426,83 @@ def test_audit14_csv_guards_every_cell_a_spreadsheet_could_split_off(value: str,
     row = dict(zip(*list(csv.reader(io.StringIO(text))), strict=True))
     assert row["tag"] == want and row["model"] == want
 
+
+
+# --- through the admin API, with calls made through the proxy ---------------------------
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_admin_usage_and_queries_by_tag_and_key(client: Any, admin_client: Any,
+                                                world: Any) -> None:
+    from tests.conftest import admin_auth, bearer
+
+    ci = world.members.add_key("demo", "bob", "ci")
+    for key, tag in ((world.keys["bob"], "nightly"), (ci, "nightly"), (ci, None),
+                     (world.keys["alice"], "<b>adhoc</b>")):
+        headers = {**bearer(key), **({"x-tollgate-tag": tag} if tag else {})}
+        assert client.post("/v1/chat/completions", json=CHAT, headers=headers).status_code == 200
+
+    def get(path: str, status: int = 200, **args: str) -> Any:
+        r = admin_client.get(path, query_string=args, headers=admin_auth())
+        assert r.status_code == status, r.get_data(True)
+        return r
+
+    rows = get("/usage", group_by="tag").get_json()["data"]
+    assert [(r["group"], r["calls"]) for r in rows] == [
+        ("<b>adhoc</b>", 1), ("nightly", 2), (None, 1)]
+    rows = get("/usage", group_by="key", project="demo").get_json()["data"]
+    assert [(r["group"], r["calls"]) for r in rows] == [("ci", 2), ("default", 2)]
+    rows = get("/usage", group_by="user", tag="nightly").get_json()["data"]
+    assert [(r["group"], r["calls"]) for r in rows] == [("bob", 2)]
+    recs = get("/queries", key="ci", tag="nightly").get_json()["data"]
+    assert [(r["user"], r["key_name"], r["tag"]) for r in recs] == [("bob", "ci", "nightly")]
+    text = get("/queries", key="default", format="csv").get_data(True)
+    assert {r["key_name"] for r in csv.DictReader(io.StringIO(text))} == {"default"}
+    total = get("/usage", key="ci").get_json()["data"][0]
+    assert total["calls"] == 2 and total["group"] is None
+    for args, param in (({"tag": "t" * 65}, "tag"), ({"key": "\t"}, "key"),
+                        ({"group_by": "tags"}, "group_by")):
+        for path in ("/usage", "/queries"):
+            if path == "/queries" and "group_by" in args:
+                continue
+            e = get(path, 400, **args).get_json()["error"]
+            assert e["param"] == param and e["type"] == "invalid_request_error"
+
+
+def test_cli_usage_and_queries_by_tag_and_key(world: Any, proxy_url: str, admin_url: str,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import requests
+
+    from functions import cli
+    from tests.conftest import ADMIN_TOKEN, SERVED, bearer
+
+    monkeypatch.setenv("TOLLGATE_ADMIN_URL", admin_url)
+    monkeypatch.setenv("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+    ci = world.members.add_key("demo", "bob", "ci")
+    for key, tag in ((ci, "nightly"), (ci, None), (world.keys["bob"], "nightly")):
+        r = requests.post(proxy_url + "/v1/chat/completions", json=CHAT, timeout=30,
+                          headers={**bearer(key), **({"x-tollgate-tag": tag} if tag else {})})
+        assert r.status_code == 200, r.text
+    SERVED.wait_idle()
+
+    def run(*argv: str) -> str:
+        capsys.readouterr()
+        assert cli.main(list(argv)) == 0
+        return capsys.readouterr().out
+
+    lines = run("usage", "--project", "demo", "--group-by", "tag").splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [["nightly", "2"], ["(no", "tag)"]]
+    out = json.loads(run("--json", "usage", "--group-by", "key"))
+    assert [(g["group"], g["calls"]) for g in out["data"]] == [("ci", 2), ("default", 1)]
+    out = json.loads(run("--json", "usage", "--key", "ci", "--tag", "nightly"))
+    assert out["data"][0]["calls"] == 1
+    rows = list(csv.DictReader(io.StringIO(run("queries", "--key", "ci", "--csv"))))
+    assert sorted(r["tag"] for r in rows) == ["", "nightly"]
+    table = run("queries", "--tag", "nightly").splitlines()
+    assert table[0].split()[:6] == ["ts", "user", "project", "key", "model", "tag"]
+    assert len(table) == 3 and all("nightly" in line for line in table[1:])
+    assert "tag" in run("usage", "--help") and "key" in run("queries", "--help")

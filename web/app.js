@@ -1,4 +1,5 @@
-// Tollgate log page: a member's budgets, calls, totals and cost per day.
+// Tollgate log page: a member's budgets and burn rate, calls, totals, cost per day and
+// cost by tag, key, model or member.
 //
 // Rules this file keeps (docs/log-api.md):
 // * every URL is relative and starts with "log/", so the page works at /log and at /;
@@ -26,6 +27,8 @@ const state = {
   params: null,      // the filters of the last load: Load more and CSV reuse them
   nextToken: null,
   models: new Set(), // every model seen, to fill the model filter
+  keys: new Set(),   // every key name seen, for the key filter
+  tags: new Set(),   // every tag seen, offered by the tag filter
   days: [],          // the last api/daily answer, to redraw the chart on resize
   generation: 0,     // bumped per load, so a slow stale answer never overwrites a newer one
 };
@@ -47,12 +50,56 @@ function svg(tag, attrs) {
 
 // ---- formatting -----------------------------------------------------------------
 
-// Money arrives as decimal strings with 9 decimals; trim zeros as text (no float
-// rounding) but keep cents: "10.000000000" -> "$10.00", "0.000004500" -> "$0.0000045".
+// Money arrives as decimal strings with 9 decimals. usd() is the exact amount, zeros
+// trimmed as text but cents kept: "10.000000000" -> "$10.00", "0.029347113" ->
+// "$0.029347113"; it is what a hover shows (and the CSV keeps).
 function usd(value) {
   if (value === null || value === undefined) return "no budget";
-  const [whole, frac = ""] = String(value).split(".");
-  return "$" + whole + "." + frac.replace(/0+$/, "").padEnd(2, "0");
+  const text = String(value);
+  const sign = text.startsWith("-") ? "-" : "";
+  const [whole, frac = ""] = text.replace(/^-/, "").split(".");
+  return sign + "$" + whole + "." + frac.replace(/0+$/, "").padEnd(2, "0");
+}
+
+// "12.345678900" -> 12345678900n nano-dollars: rounding is done in integers, so no
+// amount is ever shown a cent off by float drift.
+function nano(value) {
+  const text = String(value);
+  const [whole, frac = ""] = text.replace(/^-/, "").split(".");
+  const n = BigInt(whole || "0") * 1000000000n + BigInt((frac + "000000000").slice(0, 9));
+  return text.startsWith("-") ? -n : n;
+}
+
+// Money for people, rounded half up: $1 and more to the cent ("$1,234.57"), less than
+// $1 to two significant digits, trailing zeros after the cents dropped ("$0.43",
+// "$0.029", "$0.001", "$0.0000045"), nothing as "$0.00".
+function money(value) {
+  if (value === null || value === undefined) return "no budget";
+  let n = nano(value);
+  const sign = n < 0n ? "-" : "";
+  if (n < 0n) n = -n;
+  if (n === 0n) return "$0.00";
+  let decimals = n >= 1000000000n ? 2 : Math.min(9, Math.max(2, 11 - n.toString().length));
+  const unit = 10n ** BigInt(9 - decimals);
+  let rounded = (n + unit / 2n) / unit;
+  if (decimals > 2 && rounded >= 100n) { rounded /= 10n; decimals -= 1; } // $0.0996 -> $0.10
+  const digits = rounded.toString().padStart(decimals + 1, "0");
+  const whole = digits.slice(0, -decimals).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  const frac = digits.slice(-decimals).replace(/0+$/, "").padEnd(2, "0"); // $0.0010 -> $0.001
+  return `${sign}$${whole}.${frac}`;
+}
+
+// A rounded amount whose exact value shows on hover (title) and to screen readers.
+function moneyEl(value, className) {
+  const node = el("span", "money" + (className ? " " + className : ""), money(value));
+  if (value !== null && value !== undefined) node.title = usd(value);
+  return node;
+}
+
+// A UTC calendar day ("2026-11-27") for people: "Fri, Nov 27" in the viewer's language.
+function dayText(iso) {
+  return new Date(iso + "T00:00:00Z").toLocaleDateString(undefined, {
+    timeZone: "UTC", weekday: "short", month: "short", day: "numeric" });
 }
 
 const int = (n) => Number(n || 0).toLocaleString();
@@ -128,9 +175,11 @@ function setBusy(busy) {
 
 function clearView() {
   state.me = null; state.params = null; state.nextToken = null; state.days = [];
-  state.models.clear();
-  for (const id of ["projects", "call-rows", "chart", "who"]) $(id).replaceChildren();
-  for (const id of ["project", "member", "model"]) fillSelect($(id), []);
+  state.models.clear(); state.keys.clear(); state.tags.clear();
+  for (const id of ["projects", "call-rows", "group-rows", "chart", "who", "tag-options"]) {
+    $(id).replaceChildren();
+  }
+  for (const id of ["project", "member", "model", "key-name"]) fillSelect($(id), []);
   $("view").hidden = true;
 }
 
@@ -156,11 +205,22 @@ function updateMemberFilter() {
   const lead = Boolean(project && project.role === "lead" && project.members);
   $("member-label").hidden = !lead;
   fillSelect($("member"), lead ? project.members.map((m) => [m, m]) : []);
+  $("group-by-member").hidden = !lead;
+  if (!lead && $("group-by").value === "member") $("group-by").value = "tag";
 }
 
-function fillModelFilter(calls) {
-  for (const call of calls) state.models.add(call.model);
+// The model and key filters offer what the calls seen so far used; the tag filter is
+// free text (any tag may be typed) with the tags seen as suggestions.
+function fillCallFilters(calls) {
+  for (const call of calls) {
+    state.models.add(call.model);
+    if (call.key_name) state.keys.add(call.key_name);
+    if (call.tag) state.tags.add(call.tag);
+  }
   fillSelect($("model"), [...state.models].sort().map((m) => [m, m]));
+  fillSelect($("key-name"), [...state.keys].sort().map((k) => [k, k]));
+  const seen = [...state.tags].sort().map((t) => { const o = el("option"); o.value = t; return o; });
+  $("tag-options").replaceChildren(...seen);
 }
 
 function filterParams() {
@@ -170,6 +230,8 @@ function filterParams() {
   if ($("project").value) params.set("project", $("project").value);
   if (!$("member-label").hidden && $("member").value) params.set("member", $("member").value);
   if ($("model").value) params.set("model", $("model").value);
+  if ($("key-name").value) params.set("key", $("key-name").value);
+  if ($("tag").value.trim()) params.set("tag", $("tag").value.trim());
   return params;
 }
 
@@ -184,6 +246,13 @@ function renderMe(me) {
   updateMemberFilter();
 }
 
+// A paragraph of text and rounded amounts (each with its exact value on hover).
+function figures(className, parts) {
+  const p = el("p", className);
+  p.append(...parts.map((part) => (typeof part === "string" ? part : moneyEl(part.usd))));
+  return p;
+}
+
 function projectCard(p) {
   const card = el("article", "project");
   card.dataset.project = p.id;
@@ -191,15 +260,72 @@ function projectCard(p) {
   head.append(el("h3", "project-name", p.name || p.id), el("span", "badge " + p.role, p.role));
   card.append(head, budgetBar(p.spent_usd, p.held_usd, p.budget_usd, p.name || p.id));
   const period = p.budget_period === "total" ? "in total" : `this period (${p.period})`;
-  const line = p.budget_usd === null
-    ? `${usd(p.spent_usd)} spent ${period}, ${usd(p.held_usd)} held · no budget`
-    : `${usd(p.spent_usd)} spent + ${usd(p.held_usd)} held of ${usd(p.budget_usd)} ${period}`;
-  card.append(el("p", "figures", line));
+  const [spent, held, budget] = [{ usd: p.spent_usd }, { usd: p.held_usd }, { usd: p.budget_usd }];
+  card.append(p.budget_usd === null
+    ? figures("figures", [spent, ` spent ${period}, `, held, " held · no budget"])
+    : figures("figures", [spent, " spent + ", held, " held of ", budget, ` ${period}`]));
   if (p.member_budget_usd !== null && p.member_budget_usd !== undefined) {
-    card.append(el("p", "figures mine",
-      `Your budget: ${usd(p.member_spent_usd)} spent of ${usd(p.member_budget_usd)}`));
+    card.append(figures("figures mine", ["Your budget: ", { usd: p.member_spent_usd },
+                                         " spent of ", { usd: p.member_budget_usd }]));
   }
+  if (p.burn) card.append(burnTable(p));
   return card;
+}
+
+// Burn rate and projected run-out: the project's, then each member's a lead sees (a
+// member sees their own). Computed by the API (docs/log-api.md).
+function burnTable(p) {
+  const b = p.burn;
+  const table = el("table", "burn");
+  const since = new Date(b.since).toLocaleDateString(undefined, { month: "short", day: "numeric" });
+  table.append(el("caption", "", `Spend per day since ${since}, and when each budget runs out at that pace`));
+  const head = el("tr");
+  for (const [text, cls] of [["", ""], ["Per day", "num"], ["Left", "num"], ["Runs out", ""]]) {
+    const th = el("th", cls, text);
+    th.scope = "col";
+    head.append(th);
+  }
+  const body = el("tbody");
+  const rows = [["Project", b.project, "project"],
+                ...b.members.map((m) => [m.user === state.me.user.id ? `You (${m.user})` : m.user, m, m.user])];
+  for (const [label, burn, who] of rows) {
+    if (!burn) continue;
+    const tr = el("tr", "burn-row");
+    tr.dataset.who = who;
+    const th = el("th", "", label);
+    th.scope = "row";
+    const left = el("td", "num");
+    if (burn.remaining_usd === null) left.textContent = "–";
+    else left.append(moneyEl(burn.remaining_usd));
+    const perDay = el("td", "num");
+    perDay.append(moneyEl(burn.per_day_usd));
+    tr.append(th, perDay, left, runOutCell(burn, b.period_ends, who === "project"));
+    body.append(tr);
+  }
+  table.append(el("thead"), body);
+  table.tHead.append(head);
+  return table;
+}
+
+function runOutCell(burn, periodEnds, isProject) {
+  const td = el("td", "runs-out " + burn.outlook);
+  td.dataset.outlook = burn.outlook;
+  if (burn.outlook === "runs_out") {
+    td.dataset.runsOut = burn.runs_out;
+    td.textContent = dayText(burn.runs_out);
+    td.title = `${burn.runs_out} (UTC) at ${money(burn.per_day_usd)} a day`;
+  } else if (burn.outlook === "exhausted") {
+    td.textContent = "used up";
+  } else if (burn.outlook === "lasts") {
+    td.textContent = periodEnds ? "lasts the period" : "beyond a year";
+    if (periodEnds) td.title = `the period ends ${periodEnds} (UTC)`;
+  } else if (burn.outlook === "idle") {
+    td.textContent = "no recent spend";
+  } else {
+    td.textContent = isProject ? "no budget" : "project budget";
+    if (!isProject) td.title = "no budget of their own: the project's budget applies";
+  }
+  return td;
 }
 
 // Spent and held (reserved by calls in flight) as two segments of one bar.
@@ -209,7 +335,7 @@ function budgetBar(spent, held, budget, label) {
   bar.setAttribute("aria-label", `Budget used in ${label}`);
   if (budget === null) {
     bar.classList.add("unlimited");
-    bar.setAttribute("aria-valuetext", `${usd(spent)} spent, no budget`);
+    bar.setAttribute("aria-valuetext", `${money(spent)} spent, no budget`);
     bar.append(el("span", "bar-note", "no budget"));
     return bar;
   }
@@ -218,7 +344,8 @@ function budgetBar(spent, held, budget, label) {
   bar.setAttribute("aria-valuemin", "0");
   bar.setAttribute("aria-valuemax", "100");
   bar.setAttribute("aria-valuenow", spentPct.toFixed(1));
-  bar.setAttribute("aria-valuetext", `${usd(spent)} of ${usd(budget)} spent, ${usd(held)} held`);
+  bar.setAttribute("aria-valuetext",
+                   `${money(spent)} of ${money(budget)} spent, ${money(held)} held`);
   const spentSeg = el("span", "seg spent");
   spentSeg.style.width = spentPct + "%";
   const heldSeg = el("span", "seg held");
@@ -228,11 +355,15 @@ function budgetBar(spent, held, budget, label) {
   return bar;
 }
 
+function setMoney(id, value) {
+  $(id).replaceChildren(moneyEl(value));
+}
+
 function renderTotals(t) {
   $("total-calls").textContent = int(t.calls);
   $("total-tokens").textContent = int(Number(t.input_tokens) + Number(t.output_tokens));
-  $("total-cost").textContent = usd(t.cost_usd);
-  $("total-avg").textContent = t.calls ? usd(t.avg_cost_usd) : "–";
+  setMoney("total-cost", t.cost_usd);
+  if (t.calls) setMoney("total-avg", t.avg_cost_usd); else $("total-avg").textContent = "–";
   $("token-detail").textContent = `${int(t.input_tokens)} input (${int(t.cached_tokens)} cached)` +
     ` · ${int(t.output_tokens)} output`;
 }
@@ -240,14 +371,15 @@ function renderTotals(t) {
 function callRow(c) {
   const tr = el("tr", c.status === "ok" ? "" : "failed");
   const cells = [
-    [new Date(c.ts).toLocaleString(), "time"], [c.user, ""], [c.model, "model"],
+    [new Date(c.ts).toLocaleString(), "time"], [c.user, ""], [c.key_name, "key"],
+    [c.model, "model"], [c.tag, "tag"],
     [int(c.input_tokens), "num"], [int(c.cached_tokens), "num"], [int(c.output_tokens), "num"],
-    [c.cost_usd, "num cost"], [c.status, "status"], [int(c.latency_ms), "num"],
+    [null, "num cost"], [c.status, "status"], [int(c.latency_ms), "num"],
     [check(c.streamed), "flag"], [check(c.cached), "flag"], [check(c.estimated), "flag"],
   ];
   for (const [text, cls] of cells) tr.append(el("td", cls, text));
   tr.firstChild.title = c.ts;
-  if (c.tag) tr.cells[2].title = "tag: " + c.tag;
+  tr.querySelector(".cost").append(moneyEl(c.cost_usd));
   return tr;
 }
 
@@ -255,7 +387,7 @@ function renderCalls(page, append) {
   const rows = $("call-rows");
   if (!append) rows.replaceChildren();
   rows.append(...page.data.map(callRow));
-  fillModelFilter(page.data);
+  fillCallFilters(page.data);
   state.nextToken = page.next_page_token || null;
   $("more").hidden = !state.nextToken;
   const empty = rows.children.length === 0;
@@ -265,37 +397,87 @@ function renderCalls(page, append) {
   $("csv").disabled = empty;
 }
 
-// Cost per day as inline SVG bars, oldest on the left; each bar carries a <title>
-// (tooltip and accessible text) with the day, calls and cost. Drawn at the box's
+const GROUP_NAMES = { tag: "Tag", key: "Key", model: "Model", member: "Member" };
+
+// Cost by tag, key, model or member, dearest first, each with its share of the cost.
+function renderGroups(page, groupBy) {
+  const rows = page.data.slice().sort((a, b) => {
+    const d = nano(b.cost_usd) - nano(a.cost_usd);
+    return d > 0n ? 1 : d < 0n ? -1 : 0;
+  });
+  const total = rows.reduce((sum, r) => sum + nano(r.cost_usd), 0n);
+  $("group-head").textContent = GROUP_NAMES[groupBy];
+  $("group-rows").replaceChildren(...rows.map((r) => {
+    const tr = el("tr");
+    const name = r.group === null
+      ? el("td", "group none", groupBy === "tag" ? "(no tag)" : "(none)")
+      : el("td", "group", r.group);
+    const cost = el("td", "num");
+    cost.append(moneyEl(r.cost_usd));
+    const share = total > 0n ? Number((nano(r.cost_usd) * 1000n) / total) / 10 : 0;
+    const bar = el("span", "share-bar");
+    bar.style.width = share * 0.7 + "%"; // leaves room for the figure beside it
+    const shareCell = el("td", "share");
+    const shareText = share === 0 && nano(r.cost_usd) > 0n ? "< 0.1 %" : share.toFixed(1) + " %";
+    shareCell.append(bar, el("span", "share-text", shareText));
+    tr.append(name, el("td", "num", int(r.calls)), el("td", "num", int(r.input_tokens)),
+              el("td", "num", int(r.output_tokens)), cost, shareCell);
+    if (groupBy === "tag" && r.group) state.tags.add(r.group);
+    return tr;
+  }));
+  const empty = rows.length === 0;
+  $("groups").hidden = empty;
+  $("groups-empty").hidden = !empty;
+  $("groups-empty").textContent = empty ? "No calls in this range." : "";
+  $("groups-caption").textContent = page.next_page_token
+    ? `The first ${rows.length} groups by name; narrow the filters to see others.` : "";
+}
+
+// Cost per day as inline SVG bars, oldest on the left, one slot for every day of the
+// range (the API lists quiet days too, so a gap in spending shows as one): a day
+// without calls gets a thin pale stub. Each day carries a <title> (tooltip and
+// accessible text) with its calls and cost, exact cost included. Drawn at the box's
 // real pixel width rather than scaled, so labels keep their size: redrawn on resize.
 function renderChart(days) {
   state.days = days;
   const box = $("chart");
   box.replaceChildren();
-  if (!days.length) { box.append(el("p", "empty", "No spend in this range.")); return; }
+  if (!days.some((d) => d.calls > 0)) {
+    box.append(el("p", "empty", "No spend in this range."));
+    return;
+  }
   const data = days.slice().reverse();
   const W = Math.max(320, box.clientWidth - 24), H = 210, L = 88, R = 12, T = 26, B = 40;
-  const max = Math.max(...data.map((d) => Number(d.cost_usd))) || 1;
+  const dearest = data.reduce((a, d) => (nano(d.cost_usd) > nano(a.cost_usd) ? d : a));
+  const max = Number(dearest.cost_usd) || 1;
   const slot = (W - L - R) / data.length;
   const width = Math.max(2, Math.min(slot * 0.7, 48));
   const labelEvery = Math.ceil(data.length / Math.max(1, Math.floor((W - L - R) / 56)));
+  const busy = data.filter((d) => d.calls > 0).length;
   const chart = svg("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img",
                              class: "chart-svg",
-                             "aria-label": `Cost per day, ${data.length} days with calls` });
+                             "aria-label": `Cost per day, ${data.length} days, ${busy} with calls` });
   chart.append(svg("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }),
                svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" }));
-  chart.append(axisText(L - 6, T + 4, usd(max.toFixed(9)), "end"),
+  chart.append(axisText(L - 6, T + 4, money(dearest.cost_usd), "end"),
                axisText(L - 6, H - B, "$0", "end"));
   chart.append(axisText(L, 12, "Cost (USD)", "middle"));
   data.forEach((d, i) => {
-    const h = Math.max(1, (Number(d.cost_usd) / max) * (H - T - B));
+    const zero = !(d.calls > 0);
+    const h = zero ? 2 : Math.max(1, (Number(d.cost_usd) / max) * (H - T - B));
     const x = L + i * slot + (slot - width) / 2;
-    const bar = svg("rect", { x, y: H - B - h, width, height: h, class: "day-bar" });
-    bar.dataset.day = d.day;
+    const day = svg("g", { class: "day" + (zero ? " zero" : "") });
+    day.dataset.day = d.day;
     const title = svg("title");
-    title.textContent = `${d.day}: ${int(d.calls)} calls, ${usd(d.cost_usd)}`;
-    bar.append(title);
-    chart.append(bar);
+    title.textContent = zero ? `${d.day}: no calls`
+      : `${d.day}: ${int(d.calls)} calls, ${money(d.cost_usd)} (exactly ${usd(d.cost_usd)})`;
+    // the whole column answers the pointer, so a short bar or a quiet day is easy to hover
+    const hit = svg("rect", { x: L + i * slot, y: T, width: slot, height: H - T - B, class: "day-hit" });
+    const bar = svg("rect", { x, y: H - B - h, width, height: h,
+                              class: "day-bar" + (zero ? " zero" : "") });
+    bar.dataset.day = d.day;
+    day.append(title, hit, bar);
+    chart.append(day);
     if (i % labelEvery === 0) chart.append(axisText(x + width / 2, H - B + 16, d.day.slice(5), "middle"));
   });
   chart.append(axisText((L + W - R) / 2, H - 4, "Day (MM-DD, UTC)", "middle"));
@@ -322,14 +504,17 @@ async function load() {
     const params = filterParams();
     const page = new URLSearchParams(params);
     page.set("limit", String(PAGE_SIZE));
-    const [totals, daily, calls] = await Promise.all(
-      [apiJson("totals", params), apiJson("daily", params), apiJson("calls", page)]);
+    const groupBy = $("group-by").value;
+    const [totals, daily, groups, calls] = await Promise.all(
+      [apiJson("totals", params), apiJson("daily", params),
+       apiJson("usage", groupParams(params, groupBy)), apiJson("calls", page)]);
     if (generation !== state.generation) return;
     state.params = params;
     hideMessage();
     $("view").hidden = false; // before drawing: the chart sizes itself to its box
     renderTotals(totals);
     renderChart(daily.data);
+    renderGroups(groups, groupBy);
     renderCalls(calls, false);
     $("calls-caption").textContent =
       `Newest first · times in ${Intl.DateTimeFormat().resolvedOptions().timeZone}`;
@@ -337,6 +522,29 @@ async function load() {
     if (generation === state.generation) showError(err);
   } finally {
     if (generation === state.generation) setBusy(false);
+  }
+}
+
+function groupParams(params, groupBy) {
+  const query = new URLSearchParams(params);
+  query.set("group_by", groupBy);
+  query.set("limit", "50");
+  return query;
+}
+
+// Another grouping of the same filters: only the breakdown is fetched again.
+async function regroup() {
+  if (!state.params) return;
+  const generation = state.generation;
+  const groupBy = $("group-by").value;
+  try {
+    const page = await apiJson("usage", groupParams(state.params, groupBy));
+    if (generation === state.generation && groupBy === $("group-by").value) {
+      renderGroups(page, groupBy);
+      fillCallFilters([]);
+    }
+  } catch (err) {
+    showError(err);
   }
 }
 
@@ -411,6 +619,7 @@ function init() {
   $("filters").addEventListener("submit", (e) => { e.preventDefault(); load(); });
   $("project").addEventListener("change", updateMemberFilter);
   $("more").addEventListener("click", loadMore);
+  $("group-by").addEventListener("change", regroup);
   $("csv").addEventListener("click", downloadCsv);
   let pending = false;
   window.addEventListener("resize", () => {
