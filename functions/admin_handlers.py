@@ -25,7 +25,7 @@ from functions.settings import Settings
 
 _PROJECT_FIELDS = {"id", "name", "external_key", "budget_usd", "budget_period",
                    "allowed_models", "default_max_output_tokens", "cache", "priced_tools",
-                   "rpm", "tpm", "clamp_output", "cors_origins"}
+                   "rpm", "tpm", "clamp_output", "cors_origins", "budget_soft"}
 
 
 def _price_json(p: pricing.Price) -> dict[str, Any]:
@@ -207,6 +207,7 @@ class Handlers(MemberHandlers):
             "rpm": v.integer(b, "rpm", lo=1, hi=10**9),
             "tpm": v.integer(b, "tpm", lo=1, hi=10**12),
             "clamp_output": v.boolean(b, "clamp_output"),
+            "budget_soft": v.boolean(b, "budget_soft"),
             "cors_origins": (cors.check_origins(b["cors_origins"])
                              if b.get("cors_origins") is not None else None),
         }

@@ -13,6 +13,7 @@ from google.cloud import firestore
 from functions import indexes
 from functions import validate as v
 from functions.admin_json import Resp, ok
+from functions.alerts import DEFAULT_THRESHOLDS, FORMATS, Alerts, guess_format
 from functions.budget import doc_id, period_key
 from functions.errors import InvalidRequest, PermissionDenied, ResourceNotFound
 from functions.grants import exact_states
@@ -91,11 +92,13 @@ class MemberHandlers:
 
     def update_member(self, actor: Any, body: Any, project: str, user: str, **_: Any) -> Resp:
         b = v.body_object(body)
-        v.only_fields(b, {"budget_usd", "role"})
+        v.only_fields(b, {"budget_usd", "budget_soft", "role"})
         self._may_manage(actor, project, user)
         fields: dict[str, Any] = {}
         if "budget_usd" in b:
             fields["budget_nano"] = self._member_budget(b, project)
+        if "budget_soft" in b:
+            fields["budget_soft"] = bool(v.boolean(b, "budget_soft"))
         if "role" in b:
             if actor.lead_of:
                 raise PermissionDenied("A project lead may change budgets, not roles.",
@@ -140,6 +143,8 @@ class MemberHandlers:
             out["budget_nano"] = self._member_budget(b, project)
         if "rpm" in b:
             out["rpm"] = v.integer(b, "rpm", lo=1, hi=10**9)
+        if "budget_soft" in b:
+            out["budget_soft"] = bool(v.boolean(b, "budget_soft"))
         if "allowed_models" in b:
             models = v.string_list(b, "allowed_models") or []
             allowed = self.prov.get("projects", project, "project").get("allowed_models") or []
@@ -153,7 +158,8 @@ class MemberHandlers:
 
     def add_key(self, actor: Any, body: Any, project: str, user: str, **_: Any) -> Resp:
         b = v.body_object(body)
-        v.only_fields(b, {"name", "expires_at", "budget_usd", "rpm", "allowed_models"})
+        v.only_fields(b, {"name", "expires_at", "budget_usd", "budget_soft", "rpm",
+                          "allowed_models"})
         name = v.ident(b, "name") or ""
         expires = self._expiry(b)
         limits = {k: x for k, x in self._key_limits(b, project).items() if x is not None}
@@ -164,7 +170,7 @@ class MemberHandlers:
     def update_key(self, actor: Any, body: Any, project: str, user: str, name: str,
                    **_: Any) -> Resp:
         b = v.body_object(body)
-        v.only_fields(b, {"budget_usd", "rpm", "allowed_models"})
+        v.only_fields(b, {"budget_usd", "budget_soft", "rpm", "allowed_models"})
         self._may_manage(actor, project, user)  # a lead: members' keys, never their own
         limits = self._key_limits(b, project)
         if not limits:
@@ -195,13 +201,15 @@ class MemberHandlers:
     def set_limit(self, actor: Any, body: Any, project: str, model: str,
                   user: str | None = None, **_: Any) -> Resp:
         b = v.body_object(body)
-        v.only_fields(b, {"budget_usd", "rpm", "tpm"})
+        v.only_fields(b, {"budget_usd", "budget_soft", "rpm", "tpm"})
         self.prov.get("projects", project, "project")
         if user is not None:
             self.prov.get("members", member_id(project, user), "member")
         doc = self.prov.set_limit(project, model, user, budget_nano=v.usd_nano(b),
                                   rpm=v.integer(b, "rpm", lo=1, hi=10**9),
-                                  tpm=v.integer(b, "tpm", lo=1, hi=10**12), actor=actor.name)
+                                  tpm=v.integer(b, "tpm", lo=1, hi=10**12),
+                                  budget_soft=bool(v.boolean(b, "budget_soft")),
+                                  actor=actor.name)
         return ok(doc)
 
     def delete_limit(self, actor: Any, project: str, model: str, user: str | None = None,
@@ -231,17 +239,16 @@ class MemberHandlers:
         return ok({"flushed": len(refs)})
 
     def get_alerts(self, project: str, **_: Any) -> Resp:
-        from functions.alerts import DEFAULT_THRESHOLDS
-
         d = self.prov.get("projects", project, "project")
         sent = [s.to_dict() or {} for s in indexes.query(
             self.db, "alerts_sent", equals={"project": project}).stream()]
-        config = d.get("alerts") or {"webhook_url": None, "thresholds": list(DEFAULT_THRESHOLDS)}
+        config = {"webhook_url": None, "thresholds": list(DEFAULT_THRESHOLDS),
+                  "format": "json", **(d.get("alerts") or {})}
         return ok({"config": config, "sent": sorted(sent, key=lambda a: a["ts"], reverse=True)})
 
     def set_alerts(self, actor: Any, body: Any, project: str, **_: Any) -> Resp:
         b = v.body_object(body)
-        v.only_fields(b, {"webhook_url", "thresholds"})
+        v.only_fields(b, {"webhook_url", "thresholds", "format"})
         url = v.text(b, "webhook_url", max_len=500)
         if url is not None and not url.startswith(("http://", "https://")):
             raise InvalidRequest("'webhook_url' must be an http(s) URL.", param="webhook_url")
@@ -251,7 +258,9 @@ class MemberHandlers:
                            for t in thresholds)):
             raise InvalidRequest("'thresholds' must be a list of 1-10 whole percentages "
                                  "(1-1000).", param="thresholds")
-        alerts = {"webhook_url": url, "thresholds": sorted(set(thresholds))}
+        # no format given: the one the webhook's host takes (Slack, Google Chat) or json
+        fmt = v.one_of(b, "format", FORMATS) or guess_format(url)
+        alerts = {"webhook_url": url, "thresholds": sorted(set(thresholds)), "format": fmt}
         self.prov.update_project(project, actor=actor.name, alerts=alerts)
         return self.get_alerts(project)
 
@@ -260,8 +269,9 @@ class MemberHandlers:
         while (n := ledger.sweep(limit=100)) > 0 and total < 10_000:
             total += n
         swept, closed = ledger.sweeper.holds_swept, ledger.sweeper.grants_closed
+        counts = {"swept": swept, "grants_closed": closed,
+                  "alerts_resent": Alerts(self.db).resend_due()}
         batch = self.db.batch()
-        self.prov.audit(batch, actor.name, "holds.sweep", "*",
-                        {"swept": swept, "grants_closed": closed})
+        self.prov.audit(batch, actor.name, "holds.sweep", "*", counts)
         batch.commit()
-        return ok({"swept": swept, "grants_closed": closed})
+        return ok(counts)

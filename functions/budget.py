@@ -66,6 +66,16 @@ class Limit:
     project: str
     user: str | None = None
     model: str | None = None
+    # a soft budget: crossing it alerts and marks the calls, never refuses one (so
+    # ``limit_nano`` is None and the counter only tracks)
+    soft_nano: int | None = None
+
+
+def _limit(scope: str, label: str, counter_id: str, value: int | None, soft: bool,
+           project: str, user: str | None = None, model: str | None = None) -> Limit:
+    if soft and value is not None:
+        return Limit(scope, label, counter_id, None, project, user, model, soft_nano=value)
+    return Limit(scope, label, counter_id, value, project, user, model)
 
 
 def limits_for(
@@ -80,27 +90,39 @@ def limits_for(
     member_model_limit: int | None,
     key_name: str = "",
     key_limit: int | None = None,
+    soft: frozenset[str] = frozenset(),
 ) -> list[Limit]:
     """Counters a call touches. Project and member counters are always written (they
     feed the spend pages); per-model counters only exist while a limit is set, so a
-    model limit counts spend from the moment it was set."""
+    model limit counts spend from the moment it was set. ``soft`` names the scopes
+    whose budget is soft."""
     out = [
-        Limit("project", f"project '{project}'", doc_id("p", project, period),
-              project_limit, project),
-        Limit("member", f"member '{user}'", doc_id("m", project, user, period),
-              member_limit, project, user),
+        _limit("project", f"project '{project}'", doc_id("p", project, period),
+               project_limit, "project" in soft, project),
+        _limit("member", f"member '{user}'", doc_id("m", project, user, period),
+               member_limit, "member" in soft, project, user),
     ]
     if model_limit is not None:
-        out.append(Limit("model", f"model '{model}' in project '{project}'",
-                         doc_id("pm", project, model, period), model_limit, project, None, model))
+        out.append(_limit("model", f"model '{model}' in project '{project}'",
+                          doc_id("pm", project, model, period), model_limit,
+                          "model" in soft, project, None, model))
     if member_model_limit is not None:
-        out.append(Limit("member_model", f"member '{user}' on model '{model}'",
-                         doc_id("pum", project, user, model, period), member_model_limit,
-                         project, user, model))
+        out.append(_limit("member_model", f"member '{user}' on model '{model}'",
+                          doc_id("pum", project, user, model, period), member_model_limit,
+                          "member_model" in soft, project, user, model))
     if key_limit is not None:
-        out.append(Limit("key", f"key '{key_name}' of member '{user}'",
-                         doc_id("k", project, user, key_name, period), key_limit, project, user))
+        out.append(_limit("key", f"key '{key_name}' of member '{user}'",
+                          doc_id("k", project, user, key_name, period), key_limit,
+                          "key" in soft, project, user))
     return out
+
+
+def soft_crossed(limits: Sequence[Limit], spent_before: Sequence[int | None],
+                 cost: int) -> list[str]:
+    """Labels of the soft budgets a call of ``cost`` leaves overspent, given each
+    counter's spend as last seen before it (None: not seen, counted as 0)."""
+    return [lim.label for lim, seen in zip(limits, spent_before, strict=True)
+            if lim.soft_nano is not None and (seen or 0) + cost > lim.soft_nano]
 
 
 @dataclass(frozen=True)

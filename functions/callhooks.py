@@ -8,10 +8,13 @@ settlement write, and an alert is posted only by the call that crosses a thresho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +22,7 @@ import flask
 from google.cloud import firestore
 
 from functions import cache
-from functions.alerts import DEFAULT_THRESHOLDS, Alerts
+from functions.alerts import DEFAULT_THRESHOLDS, AlertConfig, Alerts, crossings
 from functions.billing import USAGE_OF, Admitted
 from functions.budget import CounterState, Limit, period_key, remaining_nano
 from functions.holds import HoldPlan, Outcome, usage_record
@@ -117,16 +120,60 @@ class CallHooks:
 
     def after_settle(self, a: Admitted, outcome: Outcome, states: list[CounterState],
                      now: datetime) -> None:
+        """Record the thresholds this call crossed, and post them once the client has
+        its answer: at once when settling in the answer's ``close()`` or a stream's
+        end; on ``close()`` when an error path settled before the answer existed."""
         project = a.ctx.project
         assert project is not None
         try:
-            self.alerts.notify(project=a.plan.project, period=a.plan.period_key,
-                               webhook=project.alert_webhook,
-                               thresholds=project.alert_thresholds or DEFAULT_THRESHOLDS,
-                               limits=a.plan.limits, after=states, cost=outcome.cost_nano,
-                               now=now)
+            crossed = crossings(a.plan.limits, states, outcome.cost_nano,
+                                project.alert_thresholds or DEFAULT_THRESHOLDS)
+            if not crossed:
+                return
+            config = AlertConfig(project.alert_webhook, project.alert_format)
+            pending = self.alerts.record(project=a.plan.project, period=a.plan.period_key,
+                                         period_kind=a.plan.budget_period, config=config,
+                                         crossed=crossed, now=now)
         except Exception as exc:  # noqa: BLE001 - an alert must never fail the call
             log.warning("budget alert check failed: %s", type(exc).__name__)
+            return
+        if pending and config.webhook:
+            _after_the_answer(lambda: self.alerts.deliver(config, pending))
+
+
+# Set while a stream settles (after its last event, before the chunked body's end is
+# written): posts queued here run at the stream response's close(), once the client has
+# its whole answer.
+_DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar("tollgate_deferred",
+                                                                     default=None)
+
+
+@contextlib.contextmanager
+def deferring(sink: list[Callable[[], None]]) -> Iterator[None]:
+    token = _DEFERRED.set(sink)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def _after_the_answer(post: Callable[[], None]) -> None:
+    """Run ``post`` once the client has its answer. In a stream's settlement: queued for
+    the stream's ``close()``. Without a request context we are in the answer's
+    ``close()``: that is now. With one, an error path settled before its answer exists:
+    at that answer's ``close()``."""
+    sink = _DEFERRED.get()
+    if sink is not None:
+        sink.append(post)
+        return
+    if not flask.has_request_context():
+        post()
+        return
+
+    @flask.after_this_request
+    def post_on_close(reply: flask.Response) -> flask.Response:
+        reply.call_on_close(post)
+        return reply
 
 
 def _saved_usage(kind: str, body: bytes) -> Usage:

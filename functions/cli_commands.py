@@ -34,6 +34,8 @@ COMMANDS: dict[str, Command] = {}
 USD = {"metavar": "USD"}
 PRICE = {"metavar": "USD", "help": "USD per 1M tokens"}
 FILTERS: tuple[Arg, ...] = ("--user", "--project", "--model",
+                            ("--tag", {"help": "calls sent with this x-tollgate-tag"}),
+                            ("--key", {"help": "calls made with keys of this name"}),
                             ("--after", {"help": "ISO 8601 with a zone, inclusive"}),
                             ("--before", {"help": "ISO 8601 with a zone, exclusive"}))
 
@@ -251,18 +253,22 @@ def limit_list(api: Api, a: A) -> Out:
 
 
 def _filters(a: A) -> dict[str, Any]:
-    return {k: getattr(a, k) for k in ("user", "project", "model", "after", "before")}
+    return {k: getattr(a, k) for k in ("user", "project", "model", "tag", "key", "after",
+                                       "before")}
 
 
 @command("usage", "aggregated usage: calls, tokens and cost (every page)", *FILTERS,
-         ("--group-by", {"choices": ("user", "project", "model", "day")}),
-         epilog="--project lab --after 2026-11-01T00:00:00Z --group-by user")
+         ("--group-by", {"choices": ("user", "project", "model", "day", "tag", "key")}),
+         epilog="--project lab --after 2026-11-01T00:00:00Z --group-by tag")
 def usage(api: Api, a: A) -> Out:
     rows = list(api.pages("/usage", group_by=a.group_by, limit=200, **_filters(a)))
+    # without --group-by the one row is the total; by tag, null is the untagged calls
+    nameless = "(no tag)" if a.group_by == "tag" else "(all)"
     return {"data": rows}, table(
         ["group", "calls", "input", "cached", "output", "cost $", "avg $/call"],
-        [[r["group"] or "(all)", r["calls"], r["input_tokens"], r["cached_tokens"],
-          r["output_tokens"], r["cost_usd"], r["avg_cost_usd"]] for r in rows])
+        [[nameless if r["group"] is None else r["group"], r["calls"], r["input_tokens"],
+          r["cached_tokens"], r["output_tokens"], r["cost_usd"], r["avg_cost_usd"]]
+         for r in rows])
 
 
 @command("queries", "the usage records, newest first (every page)", *FILTERS,
@@ -280,28 +286,35 @@ def queries(api: Api, a: A) -> Out:
                 return None, ""
     rows = list(api.pages("/queries", limit=1000, **_filters(a)))
     return {"data": rows}, table(
-        ["ts", "user", "project", "model", "status", "input", "cached", "output", "cost $"],
-        [[r.get("ts"), r.get("user"), r.get("project"), r.get("model"), r.get("status"),
-          r.get("input_tokens"), r.get("cached_tokens"), r.get("output_tokens"),
-          r.get("cost_usd")] for r in rows])
+        ["ts", "user", "project", "key", "model", "tag", "status", "input", "cached",
+         "output", "cost $"],
+        [[r.get("ts"), r.get("user"), r.get("project"), r.get("key_name"), r.get("model"),
+          r.get("tag"), r.get("status"), r.get("input_tokens"), r.get("cached_tokens"),
+          r.get("output_tokens"), r.get("cost_usd")] for r in rows])
 
 
 @command("project alerts", "show or set a project's budget alerts and list those sent",
-         "project", ("--webhook", {"help": "URL that gets a JSON POST per threshold crossed"}),
+         "project",
+         ("--webhook", {"help": "URL that gets a POST per threshold crossed ('' removes it)"}),
          ("--thresholds", {"help": "percentages of any budget, e.g. 50,80,100"}),
-         epilog="lab --webhook https://hooks.example.com/tollgate --thresholds 80,100")
+         ("--format", {"choices": ["json", "slack", "google_chat"],
+                       "help": "body shape; default: slack or google_chat for their "
+                               "webhook hosts, json otherwise"}),
+         epilog="lab --webhook https://hooks.slack.com/services/T0/B0/XXX --thresholds 80,100")
 def project_alerts(api: Api, a: A) -> Out:
-    if a.webhook is not None or a.thresholds is not None:
+    if a.webhook is not None or a.thresholds is not None or a.format is not None:
         try:
             thresholds = ([int(t) for t in a.thresholds.split(",")]
                           if a.thresholds is not None else None)
         except ValueError:
             raise Failure("--thresholds must be whole percentages, e.g. 50,80,100") from None
         api("PUT", seg("projects", a.project, "alerts"),
-            given(webhook_url=a.webhook, thresholds=thresholds))
+            _alerts_body(api("GET", seg("projects", a.project, "alerts"))["config"], a,
+                         thresholds))
     r = api("GET", seg("projects", a.project, "alerts"))
     c = r["config"]
     head = (f"webhook: {c.get('webhook_url') or '(none: alerts are only recorded)'}\n"
+            f"format: {c.get('format', 'json')}\n"
             f"thresholds: {', '.join(f'{t} %' for t in c['thresholds'])}")
     if not r["sent"]:
         return r, head + "\nno alert sent yet"
@@ -309,6 +322,19 @@ def project_alerts(api: Api, a: A) -> Out:
         ["ts", "limit", "threshold %", "spent $", "budget $", "period", "delivered"],
         [[x["ts"], x["limit"], x["threshold_percent"], x["spent_usd"], x["budget_usd"],
           x["period"], x.get("delivered")] for x in r["sent"]])
+
+
+def _alerts_body(current: dict[str, Any], a: A, thresholds: list[int] | None
+                 ) -> dict[str, Any]:
+    """The PUT body: what was given, the rest as it is (a PUT replaces the config). A new
+    webhook without --format lets the server pick the format its host takes; an empty
+    --webhook removes it."""
+    webhook = current.get("webhook_url") if a.webhook is None else a.webhook or None
+    body = {"webhook_url": webhook,
+            "thresholds": thresholds or current.get("thresholds")}
+    if a.format is not None or a.webhook is None:
+        body["format"] = a.format or current.get("format")
+    return given(**body)
 
 
 @command("project flush-cache", "empty a project's response cache", "project")

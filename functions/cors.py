@@ -19,7 +19,8 @@ from functions.errors import InvalidRequest
 # What the browser may read of an answer besides the CORS-safelisted headers.
 EXPOSED = ("x-request-id", "x-tollgate-call-id", "x-tollgate-cost-usd",
            "x-tollgate-budget-remaining-usd", "x-tollgate-max-tokens-clamped",
-           "x-tollgate-cache", "x-tollgate-dry-run", "retry-after")
+           "x-tollgate-cache", "x-tollgate-dry-run", "x-tollgate-soft-limit-exceeded",
+           "retry-after")
 MAX_AGE_S = 600
 _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
 _HEADER_LIST = re.compile(r"^[A-Za-z0-9-]+(\s*,\s*[A-Za-z0-9-]+)*$")

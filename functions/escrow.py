@@ -187,6 +187,7 @@ class GrantBook:
         self._recent: dict[tuple[str, ...], deque[float]] = {}
         self._opening: dict[tuple[str, ...], threading.Event] = {}
         self._free: dict[tuple[str, ...], int | None] = {}
+        self._spent: dict[str, int] = {}  # counter id -> spent as last seen (soft budgets)
         self.lock = threading.Lock()
 
     # --- admission ---------------------------------------------------------------
@@ -251,6 +252,14 @@ class GrantBook:
         """Remember the counters' room as last seen (from any write's answer)."""
         with self.lock:
             self._free[counters] = free_nano(limits, states)
+            for cid, st in zip(counters, states, strict=False):
+                self._spent[cid] = st.spent
+
+    def spent_seen(self, counter_id: str) -> int | None:
+        """A counter's ``spent`` as last seen (settled costs flushed by grant syncs, so at
+        most a sync interval behind), or None."""
+        with self.lock:
+            return self._spent.get(counter_id)
 
     def want_open(self, counters: tuple[str, ...], estimate: int) -> int:
         """The amount to open a grant with now, or 0."""

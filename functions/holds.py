@@ -57,6 +57,7 @@ class Outcome:
     latency_ms: int = 0
     cached: bool = False
     usage_raw: dict[str, Any] | None = None
+    soft_exceeded: tuple[str, ...] | None = None  # soft budgets overspent (None: not known)
 
 
 def counter_fields(limit: Limit, period_key: str) -> dict[str, Any]:
@@ -96,6 +97,7 @@ def usage_record(plan: HoldPlan, outcome: Outcome, settled_at: datetime) -> dict
         "estimated": outcome.estimated, "tag": plan.tag, "request_id": outcome.request_id,
         "response_id": outcome.response_id, "service_tier": outcome.service_tier,
         "usage": outcome.usage_raw,
+        "soft_limits_exceeded": list(outcome.soft_exceeded or ()),
     }
 
 

@@ -41,6 +41,7 @@ from functions.budget import (
     rate_breach,
     refusal_message,
     retry_after_s,
+    soft_crossed,
 )
 from functions.errors import BudgetExceeded, RateLimited
 from functions.escrow import (
@@ -181,6 +182,12 @@ class Ledger:
         budget header of a call settled inside a grant, which wrote no counter."""
         return self.desk.book.free(key_of(plan))
 
+    def soft_exceeded(self, plan: HoldPlan, cost_nano: int) -> tuple[str, ...]:
+        """The soft budgets this call leaves overspent, from the counters as last seen
+        on this instance (exact on the per-call path, a sync behind inside a grant)."""
+        seen = [self.desk.book.spent_seen(lim.counter_id) for lim in plan.limits]
+        return tuple(soft_crossed(plan.limits, seen, cost_nano))
+
     def remaining_after(self, plan: HoldPlan, cost_nano: int) -> int | None:
         """The room this call will leave once settled at ``cost_nano``, as last seen:
         the reservation noted this call's estimate as taken; settlement swaps it for
@@ -269,6 +276,8 @@ class Ledger:
 
         ``extra`` documents (collection, id, fields; replaced whole) ride in the same write:
         the response-cache entry, the last rate-limit headers - no extra round trip."""
+        if outcome.soft_exceeded is None:
+            outcome.soft_exceeded = self.soft_exceeded(plan, outcome.cost_nano)
         drawn = self.desk.pop_drawn(plan.call_id)
         with self._lock:
             held = self._held.pop(plan.call_id, None)

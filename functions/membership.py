@@ -22,7 +22,7 @@ from functions.store import member_id
 
 # What a named key may carry of its own: a budget (in the project's period), an rpm
 # limit and the models it may call (a subset of the project's).
-KEY_LIMIT_FIELDS = ("budget_nano", "rpm", "allowed_models")
+KEY_LIMIT_FIELDS = ("budget_nano", "budget_soft", "rpm", "allowed_models")
 
 
 def key_doc(project: str, user: str, key: str, name: str, expires_at: datetime | None,

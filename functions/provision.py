@@ -150,6 +150,7 @@ class Provisioner(Writer):
                        priced_tools: Iterable[str] = (), cache: dict[str, Any] | None = None,
                        rpm: int | None = None, tpm: int | None = None,
                        clamp_output: bool = False, cors_origins: Iterable[str] = (),
+                       budget_soft: bool = False,
                        actor: str = SYSTEM) -> dict[str, Any]:
         doc = {"id": pid, "name": name or pid, "external_key": external_key,
                "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
@@ -158,6 +159,7 @@ class Provisioner(Writer):
                "priced_tools": list(priced_tools),
                "cache": cache or {"enabled": False, "ttl_s": 3600}, "rpm": rpm, "tpm": tpm,
                "clamp_output": clamp_output, "cors_origins": list(cors_origins),
+               "budget_soft": budget_soft,
                "created_at": utcnow()}
 
         @firestore.transactional
@@ -218,11 +220,11 @@ class Provisioner(Writer):
 
     def set_limit(self, project: str, model: str, user: str | None = None, *,
                   budget_usd: str | None = None, budget_nano: int | None = None,
-                  rpm: int | None = None, tpm: int | None = None,
+                  rpm: int | None = None, tpm: int | None = None, budget_soft: bool = False,
                   actor: str = SYSTEM) -> dict[str, Any]:
         doc = {"project": project, "model": model, "user": user,
                "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
-               "rpm": rpm, "tpm": tpm}
+               "rpm": rpm, "tpm": tpm, "budget_soft": budget_soft}
         batch = self.db.batch()
         batch.set(self.ref("limits", limit_id(project, model, user)), doc)
         self.audit(batch, actor, "limit.set", limit_id(project, model, user), doc)

@@ -34,7 +34,7 @@ from functions.budget import (
     rate_limits_for,
     remaining_nano,
 )
-from functions.callhooks import CallHooks
+from functions.callhooks import CallHooks, deferring
 from functions.errors import (
     BudgetExceeded,
     InvalidRequest,
@@ -66,6 +66,7 @@ _LAST_USED_EVERY = timedelta(seconds=60)
 # Degrading a call to fit the budget stops short of answers too small to be of use.
 MIN_CLAMPED_OUTPUT = 16
 CLAMPED_HEADER = "x-tollgate-max-tokens-clamped"
+SOFT_HEADER = "x-tollgate-soft-limit-exceeded"  # the soft budgets this call overspent
 
 
 def _tag(request: flask.Request) -> str | None:
@@ -436,12 +437,20 @@ class Proxy:
             headers[CLAMPED_HEADER] = str(a.clamped_to)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
+        later: list[Callable[[], None]] = []  # alert posts: after the body's last byte
+
+        def settle(a: Admitted, outcome: Outcome) -> list[CounterState] | None:
+            with deferring(later):
+                return self._settle(a, outcome)
+
         body = relay(a, resp, cap_bytes=self.settings.stream_cap_bytes, started=started,
-                     settle=self._settle)
+                     settle=settle)
         # content_type, not mimetype: Flask appends "; charset=utf-8" to a text/* mimetype,
         # which doubled the charset upstream already sends.
-        return flask.Response(body, status=200, headers=headers,
-                              content_type=headers.pop("content-type", "text/event-stream"))
+        reply = flask.Response(body, status=200, headers=headers,
+                               content_type=headers.pop("content-type", "text/event-stream"))
+        reply.call_on_close(lambda: [post() for post in later])
+        return reply
 
     def _outcome(self, a: Admitted, resp: UpstreamResponse) -> Outcome:
         rid = resp.headers.get("x-request-id")
@@ -488,6 +497,7 @@ class Proxy:
         or not the client stayed. Were it never called, the hold expires and the
         sweep books the call at its estimate, as for a crash."""
         remaining = self.ledger.remaining_after(a.plan, outcome.cost_nano)
+        outcome.soft_exceeded = self.ledger.soft_exceeded(a.plan, outcome.cost_nano)
         reply = flask.Response(resp.body, status=resp.status,
                                headers=self._headers(a, resp, outcome, remaining))
 
@@ -508,6 +518,8 @@ class Proxy:
             headers["x-tollgate-cost-usd"] = pricing.format_usd(outcome.cost_nano)
         if remaining is not None:
             headers["x-tollgate-budget-remaining-usd"] = pricing.format_usd(remaining)
+        if outcome.soft_exceeded:
+            headers[SOFT_HEADER] = "; ".join(outcome.soft_exceeded)
         return headers
 
     def _settle(self, a: Admitted, outcome: Outcome) -> list[CounterState] | None:
@@ -545,7 +557,13 @@ def _budget_limits(ctx: CallContext, model: str, now: datetime) -> list[Limit]:
         model_limit=ctx.model_limit.budget_nano if ctx.model_limit else None,
         member_model_limit=(ctx.member_model_limit.budget_nano
                             if ctx.member_model_limit else None),
-        key_name=ctx.key.name, key_limit=ctx.key.budget_nano)
+        key_name=ctx.key.name, key_limit=ctx.key.budget_nano,
+        soft=frozenset(scope for scope, soft in (
+            ("project", ctx.project.budget_soft), ("member", ctx.member.budget_soft),
+            ("model", ctx.model_limit is not None and ctx.model_limit.budget_soft),
+            ("member_model", (ctx.member_model_limit is not None
+                              and ctx.member_model_limit.budget_soft)),
+            ("key", ctx.key.budget_soft)) if soft))
 
 
 def _rpm_tpm(limit: LimitRecord | None) -> tuple[int | None, int | None]:

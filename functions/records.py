@@ -29,6 +29,7 @@ class KeyRecord:
     budget_nano: int | None = None
     rpm: int | None = None
     allowed_models: tuple[str, ...] = ()
+    budget_soft: bool = False
 
     @classmethod
     def from_doc(cls, key_hash: str, d: Mapping[str, Any]) -> KeyRecord:
@@ -45,6 +46,7 @@ class KeyRecord:
             budget_nano=d.get("budget_nano"),
             rpm=d.get("rpm"),
             allowed_models=tuple(d.get("allowed_models") or ()),
+            budget_soft=bool(d.get("budget_soft", False)),
         )
 
 
@@ -67,11 +69,13 @@ class MemberRecord:
     user: str
     role: str = "member"
     budget_nano: int | None = None
+    budget_soft: bool = False
 
     @classmethod
     def from_doc(cls, d: Mapping[str, Any]) -> MemberRecord:
         return cls(str(d.get("project", "")), str(d.get("user", "")),
-                   str(d.get("role", "member")), d.get("budget_nano"))
+                   str(d.get("role", "member")), d.get("budget_nano"),
+                   bool(d.get("budget_soft", False)))
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class ProjectRecord:
     rpm: int | None = None
     tpm: int | None = None
     clamp_output: bool = False  # lower the output cap to the budget left, not refuse
+    budget_soft: bool = False  # the budget alerts and marks calls, never refuses
     cors_origins: tuple[str, ...] = ()  # browser origins whose pages may call
     alert_webhook: str | None = None
     alert_thresholds: tuple[int, ...] = ()
@@ -117,6 +122,7 @@ class ProjectRecord:
             rpm=d.get("rpm"),
             tpm=d.get("tpm"),
             clamp_output=bool(d.get("clamp_output", False)),
+            budget_soft=bool(d.get("budget_soft", False)),
             cors_origins=tuple(d.get("cors_origins") or ()),
             alert_webhook=alerts.get("webhook_url") or None,
             alert_thresholds=tuple(alerts.get("thresholds") or ()),
@@ -141,10 +147,12 @@ class LimitRecord:
     budget_nano: int | None = None
     rpm: int | None = None
     tpm: int | None = None
+    budget_soft: bool = False
 
     @classmethod
     def from_doc(cls, d: Mapping[str, Any]) -> LimitRecord:
-        return cls(d.get("budget_nano"), d.get("rpm"), d.get("tpm"))
+        return cls(d.get("budget_nano"), d.get("rpm"), d.get("tpm"),
+                   bool(d.get("budget_soft", False)))
 
 
 @dataclass(frozen=True)

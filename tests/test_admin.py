@@ -208,7 +208,7 @@ def test_project_lifecycle_with_spend(admin_client, client, world):
                )[0] == 409
     status, e = err(admin_client, "POST", "/projects", {"id": "x", "external_key": "none"})
     assert status == 400 and e["param"] == "external_key"
-    for bad, param in [({"budget_period": "weekly"}, "budget_period"),
+    for bad, param in [({"budget_period": "fortnightly"}, "budget_period"),
                        ({"budget_usd": "1.0000000001"}, "budget_usd"),
                        ({"allowed_models": "gpt-4o"}, "allowed_models"),
                        ({"default_max_output_tokens": 0}, "default_max_output_tokens")]:
@@ -297,10 +297,12 @@ def test_sweep_books_expired_holds(admin_client, world):
                                       member_model_limit=None),
                     estimate_nano=777, admitted_at=past, expires_at=past + timedelta(minutes=5))
     Ledger(world.db, clock=lambda: past).reserve(plan)  # placed two hours ago
-    assert call(admin_client, "POST", "/sweep", status=200) == {"swept": 1, "grants_closed": 0}
+    assert call(admin_client, "POST", "/sweep", status=200) == {
+        "swept": 1, "grants_closed": 0, "alerts_resent": 0}
     rec = world.db.collection("usage").document("call_dead").get().to_dict()
     assert rec["status"] == "orphaned" and rec["cost_nano"] == 777
-    assert call(admin_client, "POST", "/sweep", status=200) == {"swept": 0, "grants_closed": 0}
+    assert call(admin_client, "POST", "/sweep", status=200) == {
+        "swept": 0, "grants_closed": 0, "alerts_resent": 0}
 
 
 def test_cache_flush_of_more_entries_than_one_commit_takes(admin_client, world, monkeypatch):

@@ -12,6 +12,7 @@ from functions.budget import (
     period_key,
     refusal_message,
     remaining_nano,
+    soft_crossed,
 )
 
 T = datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC)
@@ -88,3 +89,19 @@ def test_refusal_names_limit_spent_held_in_flight_and_figures_before_this_call()
     assert "spent $0.090000000" in msg
     assert "held $0.010000000 by 2 call(s) in flight" in msg
     assert "limit $0.000000100" in msg and "up to $0.020000000" in msg
+
+
+def test_a_soft_budget_tracks_without_refusing():
+    lims = limits_for(project="p", user="u", model="m", period="2026-12", project_limit=100,
+                      member_limit=50, model_limit=30, member_model_limit=None,
+                      soft=frozenset({"member", "model"}))
+    project, member, model = lims
+    assert project.limit_nano == 100 and project.soft_nano is None
+    assert (member.limit_nano, member.soft_nano) == (None, 50)
+    assert (model.limit_nano, model.soft_nano) == (None, 30)
+    # nothing soft ever refuses: only the project's hard limit does
+    over = [CounterState(spent=60), CounterState(spent=60), CounterState(spent=60)]
+    assert first_breach(lims, over) is None
+    assert soft_crossed(lims, [60, 49, None], cost=2) == ["member 'u'"]
+    assert soft_crossed(lims, [60, 40, 29], cost=1) == []
+    assert soft_crossed(lims, [60, 40, 29], cost=2) == ["model 'm' in project 'p'"]

@@ -301,7 +301,7 @@ def test_alerts_cache_flush_and_ratelimits(run, world, admin_url, proxy_url):
               "--thresholds", "80,100")
     assert "webhook: https://hooks.example.com/t" in out and "thresholds: 80 %, 100 %" in out
     assert get(admin_url, "/projects/demo/alerts")["config"] == {
-        "webhook_url": "https://hooks.example.com/t", "thresholds": [80, 100]}
+        "webhook_url": "https://hooks.example.com/t", "thresholds": [80, 100], "format": "json"}
     assert "whole percentages" in run("project", "alerts", "demo", "--thresholds", "lots",
                                       code=1)
     world.db.collection("alerts_sent").document("x|80").set({

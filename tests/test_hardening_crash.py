@@ -125,7 +125,8 @@ def test_a_killed_instance_is_swept_and_a_late_settlement_corrects_it(
     expiry = max([h["expires_at"] for h in holds] + [grant["draw_until"]])
     time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds()) + 1.5)
     r = admin_client.post("/sweep", headers=admin_auth())
-    assert r.status_code == 200 and r.get_json() == {"swept": CALLS, "grants_closed": 1}
+    assert r.status_code == 200 and r.get_json() == {
+        "swept": CALLS, "grants_closed": 1, "alerts_resent": 0}
     recs = counters_match_records(world)
     assert sorted(r["call_id"] for r in recs) == sorted(h["call_id"] for h in holds)
     for rec in recs:
@@ -135,7 +136,7 @@ def test_a_killed_instance_is_swept_and_a_late_settlement_corrects_it(
     assert (p["held"], p["inflight"], p["spent"], p["escrow"]) == (0, 0, estimates, 0)
     assert world.live_holds() == []
     assert admin_client.post("/sweep", headers=admin_auth()).get_json() == {
-        "swept": 0, "grants_closed": 0}
+        "swept": 0, "grants_closed": 0, "alerts_resent": 0}
 
     # the rest of the budget is usable at once
     ok = client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"})

@@ -321,6 +321,41 @@ def test_clamping_is_switched_on_per_project_through_the_admin_api(admin_client,
     assert bad.status_code == 400 and bad.get_json()["error"]["param"] == "clamp_output"
 
 
+# --- soft budgets: alert and mark, never refuse --------------------------------------------
+
+def test_a_soft_project_budget_lets_calls_through_and_marks_them(client, admin_client, world):
+    r = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
+                           json={"budget_usd": "0.000001", "budget_soft": True})
+    assert r.status_code == 200 and r.get_json()["budget_soft"] is True
+    answers = [post(client, world.keys["bob"], CHAT) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert all(a.headers["x-tollgate-soft-limit-exceeded"] == "project 'demo'"
+               for a in answers)
+    recs = world.usage()
+    assert all(u["soft_limits_exceeded"] == ["project 'demo'"] for u in recs)
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert world.counter("p", "demo", month)["spent"] == sum(u["cost_nano"] for u in recs)
+    # made hard again, it refuses at once
+    admin_client.patch("/admin/projects/demo", headers=admin_auth(), json={"budget_soft": False})
+    assert post(client, world.keys["bob"], CHAT).status_code == 429
+
+
+def test_soft_member_and_model_budgets_mark_only_past_the_line(client, admin_client, world):
+    r = admin_client.patch("/admin/projects/demo/members/bob", headers=admin_auth(),
+                           json={"budget_usd": "0.00001", "budget_soft": True})
+    assert r.status_code == 200, r.get_data(True)
+    r = admin_client.put("/admin/projects/demo/limits/gpt-4o-mini", headers=admin_auth(),
+                         json={"budget_usd": "1", "budget_soft": True})
+    assert r.status_code == 200
+    first = post(client, world.keys["bob"], CHAT)  # ~$0.000005: under both lines
+    assert first.status_code == 200 and "x-tollgate-soft-limit-exceeded" not in first.headers
+    marks = [post(client, world.keys["bob"], CHAT).headers.get(
+        "x-tollgate-soft-limit-exceeded") for _ in range(3)]
+    assert "member 'bob'" in marks  # crossed on the way, never refused
+    assert all(m is None or m == "member 'bob'" for m in marks)
+    assert len(world.usage()) == 4
+
+
 # --- moderations: forwarded, booked at $0 --------------------------------------------
 
 def test_moderations_are_forwarded_and_booked_at_zero_in_any_project(client, world):
