@@ -86,6 +86,8 @@ ROUTES = [
        lead=True),
     _r("PATCH", "/projects/{project}/members/{user}/keys/{name}", "update_key", lead=True),
     _r("DELETE", "/projects/{project}/members/{user}/keys/{name}", "revoke_key"),
+    _r("GET", "/projects/{project}/topups", "list_topups", lead=True),
+    _r("POST", "/projects/{project}/topups", "add_topup", lead=True),
     _r("GET", "/projects/{project}/limits", "list_limits"),
     _r("PUT", "/projects/{project}/limits/{model}", "set_limit"),
     _r("PUT", "/projects/{project}/limits/{model}/users/{user}", "set_limit"),

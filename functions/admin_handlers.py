@@ -12,7 +12,7 @@ from google.cloud import firestore
 from functions import cors, indexes, pricing
 from functions import validate as v
 from functions.admin_json import Resp, ok
-from functions.admin_members import MemberHandlers
+from functions.admin_topups import TopupHandlers
 from functions.budget import PERIODS, doc_id, period_key
 from functions.errors import Conflict, InvalidRequest
 from functions.external_keys import check_upstream_key
@@ -25,7 +25,7 @@ from functions.settings import Settings
 
 _PROJECT_FIELDS = {"id", "name", "external_key", "budget_usd", "budget_period",
                    "allowed_models", "default_max_output_tokens", "cache", "priced_tools",
-                   "rpm", "tpm", "clamp_output", "cors_origins", "budget_soft"}
+                   "rpm", "tpm", "clamp_output", "cors_origins", "budget_soft", "windows"}
 
 
 def _price_json(p: pricing.Price) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def _model_id(value: Any, name: str = "id") -> str:
     return value
 
 
-class Handlers(MemberHandlers):
+class Handlers(TopupHandlers):
     def __init__(self, settings: Settings, db: firestore.Client, secrets: CachedSecrets) -> None:
         self.settings = settings
         self.db = db
@@ -186,7 +186,8 @@ class Handlers(MemberHandlers):
 
     # --- projects ---------------------------------------------------------------------------
 
-    def _project_fields(self, b: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+    def _project_fields(self, b: dict[str, Any], *, creating: bool,
+                        period: str = "monthly") -> dict[str, Any]:
         v.only_fields(b, _PROJECT_FIELDS if creating else _PROJECT_FIELDS - {"id"})
         cache = b.get("cache")
         if cache is not None:
@@ -208,6 +209,7 @@ class Handlers(MemberHandlers):
             "tpm": v.integer(b, "tpm", lo=1, hi=10**12),
             "clamp_output": v.boolean(b, "clamp_output"),
             "budget_soft": v.boolean(b, "budget_soft"),
+            "windows": v.windows(b, b.get("budget_period") or period, PERIODS),
             "cors_origins": (cors.check_origins(b["cors_origins"])
                              if b.get("cors_origins") is not None else None),
         }
@@ -241,7 +243,9 @@ class Handlers(MemberHandlers):
         return ok(d | {"spend": self._spend(d)})
 
     def update_project(self, actor: Any, body: Any, project: str, **_: Any) -> Resp:
-        fields = self._project_fields(v.body_object(body), creating=False)
+        current = self.prov.get("projects", project, "project")
+        fields = self._project_fields(v.body_object(body), creating=False,
+                                      period=str(current.get("budget_period", "monthly")))
         if not fields:
             raise InvalidRequest("Nothing to change.")
         if "external_key" in fields and not self.prov.ref(

@@ -14,7 +14,7 @@ from functions import indexes
 from functions import validate as v
 from functions.admin_json import Resp, ok
 from functions.alerts import DEFAULT_THRESHOLDS, FORMATS, Alerts, guess_format
-from functions.budget import doc_id, period_key
+from functions.budget import PERIODS, doc_id, period_key
 from functions.errors import InvalidRequest, PermissionDenied, ResourceNotFound
 from functions.grants import exact_states
 from functions.holds import utcnow
@@ -92,9 +92,12 @@ class MemberHandlers:
 
     def update_member(self, actor: Any, body: Any, project: str, user: str, **_: Any) -> Resp:
         b = v.body_object(body)
-        v.only_fields(b, {"budget_usd", "budget_soft", "role"})
+        v.only_fields(b, {"budget_usd", "budget_soft", "windows", "role"})
         self._may_manage(actor, project, user)
         fields: dict[str, Any] = {}
+        if "windows" in b:
+            period = self.prov.get("projects", project, "project").get("budget_period")
+            fields["windows"] = v.windows(b, str(period or "monthly"), PERIODS) or []
         if "budget_usd" in b:
             fields["budget_nano"] = self._member_budget(b, project)
         if "budget_soft" in b:
@@ -105,7 +108,8 @@ class MemberHandlers:
                                        param="role")
             fields["role"] = check_role(b["role"])
         if not fields:
-            raise InvalidRequest("Nothing to change: send budget_usd or role.")
+            raise InvalidRequest("Nothing to change: send budget_usd, budget_soft, windows "
+                                 "or role.")
         return ok(self.members.update_member(project, user, fields, actor=actor.name))
 
     def remove_member(self, actor: Any, project: str, user: str, **_: Any) -> Resp:

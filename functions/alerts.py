@@ -134,6 +134,7 @@ def alert_fields(project: str, period: str, period_kind: str, lim: Limit, thresh
                  spent: int) -> dict[str, Any]:
     """The structured alert (exact money, as everywhere in the API) and its sentence."""
     budget = budget_of(lim) or 0
+    period, period_kind = lim.period or period, lim.period_kind or period_kind  # a window
     fields: dict[str, Any] = {
         "project": project, "limit": lim.label, "scope": lim.scope, "user": lim.user,
         "model": lim.model, "period": period, "period_kind": period_kind,

@@ -69,13 +69,32 @@ class Limit:
     # a soft budget: crossing it alerts and marks the calls, never refuses one (so
     # ``limit_nano`` is None and the counter only tracks)
     soft_nano: int | None = None
+    # an extra window of its scope (a daily budget inside a monthly one): its own period
+    # kind and key; None for the scope's main budget, in the call's period
+    period_kind: str | None = None
+    period: str | None = None
 
 
 def _limit(scope: str, label: str, counter_id: str, value: int | None, soft: bool,
-           project: str, user: str | None = None, model: str | None = None) -> Limit:
+           project: str, user: str | None = None, model: str | None = None,
+           period_kind: str | None = None, period: str | None = None) -> Limit:
     if soft and value is not None:
-        return Limit(scope, label, counter_id, None, project, user, model, soft_nano=value)
-    return Limit(scope, label, counter_id, value, project, user, model)
+        return Limit(scope, label, counter_id, None, project, user, model, soft_nano=value,
+                     period_kind=period_kind, period=period)
+    return Limit(scope, label, counter_id, value, project, user, model,
+                 period_kind=period_kind, period=period)
+
+
+Window = tuple[str, str, int]  # (period kind, period key now, budget in nano-dollars)
+
+
+def topped_up(base: int | None, topups: Iterable[tuple[int, datetime]],
+              now: datetime) -> int | None:
+    """A main budget with the top-ups in force at ``now`` added: a top-up ends at its
+    ``until`` by itself, nothing has to remove it. No budget stays no budget."""
+    if base is None:
+        return None
+    return base + sum(amount for amount, until in topups if until > now)
 
 
 def limits_for(
@@ -91,6 +110,8 @@ def limits_for(
     key_name: str = "",
     key_limit: int | None = None,
     soft: frozenset[str] = frozenset(),
+    project_windows: Sequence[Window] = (),
+    member_windows: Sequence[Window] = (),
 ) -> list[Limit]:
     """Counters a call touches. Project and member counters are always written (they
     feed the spend pages); per-model counters only exist while a limit is set, so a
@@ -102,6 +123,18 @@ def limits_for(
         _limit("member", f"member '{user}'", doc_id("m", project, user, period),
                member_limit, "member" in soft, project, user),
     ]
+    # Several windows of one scope (a daily budget inside a monthly one): each is a
+    # counter of its own period, checked in the same increment as every other limit.
+    for kind, key, nano in project_windows:
+        if key != period:
+            out.append(_limit("project", f"project '{project}' ({kind})",
+                              doc_id("p", project, key), nano, "project" in soft, project,
+                              period_kind=kind, period=key))
+    for kind, key, nano in member_windows:
+        if key != period:
+            out.append(_limit("member", f"member '{user}' ({kind})",
+                              doc_id("m", project, user, key), nano, "member" in soft, project,
+                              user, period_kind=kind, period=key))
     if model_limit is not None:
         out.append(_limit("model", f"model '{model}' in project '{project}'",
                           doc_id("pm", project, model, period), model_limit,
@@ -176,6 +209,7 @@ def refusal_message(
 ) -> str:
     """Explain a budget refusal with the figures as they were *before* this call."""
     assert limit.limit_nano is not None
+    period, period_label = limit.period_kind or period, limit.period or period_label
     held_by_others = after.held - estimate
     in_flight = max(0, after.inflight - 1)
     reserved = (f", reserved ${format_usd(after.escrow)} by busy instances"

@@ -62,7 +62,7 @@ class Outcome:
 
 def counter_fields(limit: Limit, period_key: str) -> dict[str, Any]:
     fields: dict[str, Any] = {"scope": limit.scope, "project": limit.project,
-                              "period": period_key}
+                              "period": limit.period or period_key}
     if limit.user:
         fields["user"] = limit.user
     if limit.model:

@@ -29,12 +29,13 @@ from typing import Any
 import flask
 
 from functions import auth, burn, indexes, reports
-from functions.budget import doc_id, period_key
+from functions.budget import doc_id, period_key, topped_up
 from functions.errors import InvalidRequest, NotFound, PermissionDenied, TollgateError
 from functions.grants import exact_states
 from functions.holds import utcnow
 from functions.httpio import error_response, internal_error, json_response
 from functions.pricing import format_usd
+from functions.records import topups_of
 from functions.settings import Settings
 from functions.store import Store, make_client
 
@@ -62,6 +63,7 @@ class Viewer:
     project: str
     role: str
     budget_nano: int | None
+    topups: tuple[tuple[int, datetime], ...] = ()  # the member's, added to their budget
 
     @property
     def lead(self) -> bool:
@@ -124,7 +126,7 @@ class LogApp:
         ctx = auth.check_context(self.store.load_call_context(auth.key_hash(key), None), utcnow())
         assert ctx.user is not None and ctx.member is not None and ctx.project is not None
         return Viewer(ctx.user.id, ctx.user.name, ctx.project.id, ctx.member.role,
-                      ctx.member.budget_nano)
+                      ctx.member.budget_nano, ctx.member.topups)
 
     def _api(self, name: str, request: flask.Request) -> flask.Response:
         viewer = self._viewer(request)
@@ -175,25 +177,33 @@ class LogApp:
         budget_period = str(p.get("budget_period", "monthly"))
         period = period_key(budget_period, now)
         # whose budgets the page projects: a lead's whole project, a member themselves
-        members = ({str(d.get("user")): d.get("budget_nano") for d in indexes.query(
-            self.db, "members", equals={"project": snap.id}).stream()}
-            if viewer.lead else {viewer.user: viewer.budget_nano})
+        # budgets as enforced now: with their top-ups in force
+        members = ({str(d.get("user")): topped_up(d.get("budget_nano"), topups_of(d), now)
+                    for d in (m.to_dict() or {} for m in indexes.query(
+                        self.db, "members", equals={"project": snap.id}).stream())}
+                   if viewer.lead else {})
+        mine = topped_up(viewer.budget_nano, viewer.topups, now)
+        members[viewer.user] = mine
+        project_budget = topped_up(p.get("budget_nano"), topups_of(p), now)
         pid, mid = doc_id("p", snap.id, period), doc_id("m", snap.id, viewer.user, period)
         mids = {u: doc_id("m", snap.id, u, period) for u in members}
         states = exact_states(self.db, snap.id, list(dict.fromkeys([pid, mid, *mids.values()])))
         pc, mc = states[pid], states[mid]
         entry = {"id": snap.id, "name": p.get("name", snap.id), "role": viewer.role,
                  "period": period, "budget_period": p.get("budget_period"),
-                 "budget_usd": _usd(p.get("budget_nano")),
+                 "budget_usd": _usd(project_budget),
+                 "topups": _topups(p.get("topups"), None, now)
+                 + _topups([{"amount_nano": a, "until": u} for a, u in viewer.topups],
+                           viewer.user, now),
                  "spent_usd": format_usd(pc.spent),
                  "held_usd": format_usd(pc.held),  # by calls in flight
                  # reserved by busy instances (escrow grants): not free either
                  "reserved_usd": format_usd(pc.escrow),
-                 "member_budget_usd": _usd(viewer.budget_nano),
+                 "member_budget_usd": _usd(mine),
                  "member_spent_usd": format_usd(mc.spent)}
         if viewer.lead:
             entry["members"] = sorted(members)
-        budgets = [burn.Budget(None, p.get("budget_nano"), pc.spent, pc.held)] + [
+        budgets = [burn.Budget(None, project_budget, pc.spent, pc.held)] + [
             burn.Budget(u, None if b is None else int(b), states[mids[u]].spent,
                         states[mids[u]].held) for u, b in sorted(members.items())]
         entry["burn"] = burn.burn_report(self.db, snap.id, budget_period, budgets, now)
@@ -247,3 +257,11 @@ def _usd(nano: Any) -> str | None:
 @functools.cache
 def log_for(settings: Settings) -> LogApp:
     return LogApp.from_settings(settings)
+
+
+def _topups(stored: Any, user: str | None, now: datetime) -> list[dict[str, Any]]:
+    """Top-ups in force, for the page: who gets them, how much, until when."""
+    return [{"user": user, "amount_usd": format_usd(int(t["amount_nano"])),
+             "until": t["until"].isoformat(), "note": t.get("note") or ""}
+            for t in stored or () if isinstance(t, dict) and t.get("until") is not None
+            and t["until"] > now]

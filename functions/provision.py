@@ -150,7 +150,7 @@ class Provisioner(Writer):
                        priced_tools: Iterable[str] = (), cache: dict[str, Any] | None = None,
                        rpm: int | None = None, tpm: int | None = None,
                        clamp_output: bool = False, cors_origins: Iterable[str] = (),
-                       budget_soft: bool = False,
+                       budget_soft: bool = False, windows: Iterable[dict[str, Any]] = (),
                        actor: str = SYSTEM) -> dict[str, Any]:
         doc = {"id": pid, "name": name or pid, "external_key": external_key,
                "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
@@ -159,7 +159,7 @@ class Provisioner(Writer):
                "priced_tools": list(priced_tools),
                "cache": cache or {"enabled": False, "ttl_s": 3600}, "rpm": rpm, "tpm": tpm,
                "clamp_output": clamp_output, "cors_origins": list(cors_origins),
-               "budget_soft": budget_soft,
+               "budget_soft": budget_soft, "windows": list(windows),
                "created_at": utcnow()}
 
         @firestore.transactional

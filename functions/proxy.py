@@ -33,6 +33,7 @@ from functions.budget import (
     period_key,
     rate_limits_for,
     remaining_nano,
+    topped_up,
 )
 from functions.callhooks import CallHooks, deferring
 from functions.errors import (
@@ -553,11 +554,14 @@ def _budget_limits(ctx: CallContext, model: str, now: datetime) -> list[Limit]:
     return limits_for(
         project=ctx.project.id, user=ctx.member.user, model=model,
         period=period_key(ctx.project.budget_period, now),
-        project_limit=ctx.project.budget_nano, member_limit=ctx.member.budget_nano,
+        project_limit=topped_up(ctx.project.budget_nano, ctx.project.topups, now),
+        member_limit=topped_up(ctx.member.budget_nano, ctx.member.topups, now),
         model_limit=ctx.model_limit.budget_nano if ctx.model_limit else None,
         member_model_limit=(ctx.member_model_limit.budget_nano
                             if ctx.member_model_limit else None),
         key_name=ctx.key.name, key_limit=ctx.key.budget_nano,
+        project_windows=[(k, period_key(k, now), n) for k, n in ctx.project.windows],
+        member_windows=[(k, period_key(k, now), n) for k, n in ctx.member.windows],
         soft=frozenset(scope for scope, soft in (
             ("project", ctx.project.budget_soft), ("member", ctx.member.budget_soft),
             ("model", ctx.model_limit is not None and ctx.model_limit.budget_soft),

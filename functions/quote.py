@@ -55,8 +55,10 @@ def build(a: Admitted, states: Mapping[str, CounterState]) -> dict[str, Any]:
     for lim, st in zip(limits, now, strict=True):
         room = None if lim.limit_nano is None else lim.limit_nano - st.taken
         budgets.append({
-            "scope": lim.scope, "label": lim.label, "period": plan.period_key,
-            "budget_period": plan.budget_period, "budget_usd": _usd(lim.limit_nano),
+            "scope": lim.scope, "label": lim.label, "period": lim.period or plan.period_key,
+            "budget_period": lim.period_kind or plan.budget_period,
+            "budget_usd": _usd(lim.limit_nano if lim.limit_nano is not None
+                               else lim.soft_nano), "soft": lim.soft_nano is not None,
             "spent_usd": _usd(st.spent), "held_usd": _usd(st.held),
             "reserved_usd": _usd(st.escrow), "remaining_usd": _usd(room),
             "fits": room is None or room >= plan.estimate_nano})

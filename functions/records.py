@@ -63,6 +63,18 @@ class UserRecord:
                    bool(d.get("disabled", False)))
 
 
+def topups_of(d: Mapping[str, Any]) -> tuple[tuple[int, datetime], ...]:
+    """A scope's top-ups as (nano-dollars, until), stored as ``[{"amount_nano", "until"}]``."""
+    return tuple((int(t["amount_nano"]), t["until"]) for t in d.get("topups") or ()
+                 if isinstance(t, Mapping) and isinstance(t.get("until"), datetime))
+
+
+def windows_of(d: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    """A scope's extra budget windows, stored as ``[{"period", "budget_nano"}]``."""
+    return tuple((str(w["period"]), int(w["budget_nano"])) for w in d.get("windows") or ()
+                 if isinstance(w, Mapping) and w.get("budget_nano") is not None)
+
+
 @dataclass(frozen=True)
 class MemberRecord:
     project: str
@@ -70,12 +82,14 @@ class MemberRecord:
     role: str = "member"
     budget_nano: int | None = None
     budget_soft: bool = False
+    windows: tuple[tuple[str, int], ...] = ()  # extra budgets: (period kind, nano)
+    topups: tuple[tuple[int, datetime], ...] = ()  # (nano, until) added to the budget
 
     @classmethod
     def from_doc(cls, d: Mapping[str, Any]) -> MemberRecord:
         return cls(str(d.get("project", "")), str(d.get("user", "")),
                    str(d.get("role", "member")), d.get("budget_nano"),
-                   bool(d.get("budget_soft", False)))
+                   bool(d.get("budget_soft", False)), windows_of(d), topups_of(d))
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,8 @@ class ProjectRecord:
     tpm: int | None = None
     clamp_output: bool = False  # lower the output cap to the budget left, not refuse
     budget_soft: bool = False  # the budget alerts and marks calls, never refuses
+    windows: tuple[tuple[str, int], ...] = ()  # extra budgets: (period kind, nano)
+    topups: tuple[tuple[int, datetime], ...] = ()  # (nano, until) added to the budget
     cors_origins: tuple[str, ...] = ()  # browser origins whose pages may call
     alert_webhook: str | None = None
     alert_thresholds: tuple[int, ...] = ()
@@ -123,6 +139,8 @@ class ProjectRecord:
             tpm=d.get("tpm"),
             clamp_output=bool(d.get("clamp_output", False)),
             budget_soft=bool(d.get("budget_soft", False)),
+            windows=windows_of(d),
+            topups=topups_of(d),
             cors_origins=tuple(d.get("cors_origins") or ()),
             alert_webhook=alerts.get("webhook_url") or None,
             alert_thresholds=tuple(alerts.get("thresholds") or ()),

@@ -153,3 +153,34 @@ def only_fields(body: dict[str, Any], allowed: set[str]) -> None:
     extra = sorted(set(body) - allowed)
     if extra:
         raise InvalidRequest(f"Unknown field '{extra[0]}'.", param=extra[0])
+
+
+def windows(body: dict[str, Any], main_period: str, periods: tuple[str, ...],
+            name: str = "windows") -> list[dict[str, Any]] | None:
+    """Extra budget windows of a scope, ``[{"period": "daily", "budget_usd": "5"}]``: at
+    most one per period, none in the period of the scope's main budget (that is the
+    main budget). Stored as ``[{"period", "budget_nano"}]``; ``[]`` removes them all."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise InvalidRequest(f"'{name}' must be a list of {{\"period\", \"budget_usd\"}}.",
+                             param=name)
+    out: list[dict[str, Any]] = []
+    for i, w in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(w, dict) or set(w) != {"period", "budget_usd"}:
+            raise InvalidRequest(f"'{where}' must be {{\"period\", \"budget_usd\"}}.",
+                                 param=where)
+        kind = w["period"]
+        if kind not in periods or kind == main_period:
+            raise InvalidRequest(f"'{where}.period' must be one of "
+                                 f"{', '.join(p for p in periods if p != main_period)} (the "
+                                 f"main budget is {main_period}).", param=f"{where}.period")
+        if any(o["period"] == kind for o in out):
+            raise InvalidRequest(f"'{name}' has two {kind} budgets.", param=where)
+        nano = usd_nano(w, "budget_usd")
+        if nano is None:
+            raise InvalidRequest(f"'{where}.budget_usd' is required.", param=where)
+        out.append({"period": kind, "budget_nano": nano})
+    return out

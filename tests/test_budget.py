@@ -105,3 +105,22 @@ def test_a_soft_budget_tracks_without_refusing():
     assert soft_crossed(lims, [60, 49, None], cost=2) == ["member 'u'"]
     assert soft_crossed(lims, [60, 40, 29], cost=1) == []
     assert soft_crossed(lims, [60, 40, 29], cost=2) == ["model 'm' in project 'p'"]
+
+
+def test_a_scope_may_carry_several_windows_each_with_its_own_counter():
+    lims = limits_for(project="p", user="u", model="m", period="2026-12", project_limit=100,
+                      member_limit=None, model_limit=None, member_model_limit=None,
+                      project_windows=[("daily", "2026-12-03", 10), ("weekly", "2026-W49", 40),
+                                       ("monthly", "2026-12", 999)],  # the main: skipped
+                      member_windows=[("daily", "2026-12-03", 5)])
+    assert [(lim.counter_id, lim.limit_nano, lim.period) for lim in lims] == [
+        (doc_id("p", "p", "2026-12"), 100, None), (doc_id("m", "p", "u", "2026-12"), None, None),
+        (doc_id("p", "p", "2026-12-03"), 10, "2026-12-03"),
+        (doc_id("p", "p", "2026-W49"), 40, "2026-W49"),
+        (doc_id("m", "p", "u", "2026-12-03"), 5, "2026-12-03")]
+    daily = lims[2]
+    assert first_breach(lims, [CounterState(spent=50)] * 2 + [CounterState(spent=11)]
+                        + [CounterState()] * 2) == (daily, CounterState(spent=11))
+    msg = refusal_message(daily, CounterState(spent=11, held=1, inflight=1), 1, "monthly",
+                          "2026-12")
+    assert "project 'p' (daily) (daily budget, period 2026-12-03)" in msg

@@ -401,6 +401,24 @@ def test_moderations_need_a_valid_key(client, world):
     assert r.status_code == 401 and world.upstream.received == []
 
 
+def test_windows_are_set_through_the_admin_api_and_each_refuses(client, admin_client, world):
+    r = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
+                           json={"windows": [{"period": "monthly", "budget_usd": "1"}]})
+    assert r.status_code == 400 and r.get_json()["error"]["param"] == "windows[0].period"
+    r = admin_client.patch("/admin/projects/demo/members/bob", headers=admin_auth(),
+                           json={"windows": [{"period": "daily", "budget_usd": "0.000001"}]})
+    assert r.status_code == 200, r.get_data(True)
+    assert r.get_json()["windows"] == [{"period": "daily", "budget_nano": 1000,
+                                        "budget_usd": "0.000001000"}]
+    r = post(client, world.keys["bob"], CHAT)
+    assert r.status_code == 429
+    assert "member 'bob' (daily) (daily budget, period " in err(r)["message"]
+    assert post(client, world.keys["alice"], CHAT).status_code == 200  # bob's window only
+    r = admin_client.patch("/admin/projects/demo/members/bob", headers=admin_auth(),
+                           json={"windows": []})
+    assert r.status_code == 200 and post(client, world.keys["bob"], CHAT).status_code == 200
+
+
 # --- upstream faults ---------------------------------------------------------------
 
 def test_upstream_error_passes_through_and_books_nothing(client, world):

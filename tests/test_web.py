@@ -415,9 +415,15 @@ def test_names_from_data_render_as_text(driver: WebDriver, world: World,
                tag=tag, key_name=key_name)
     world.db.collection("keys").document("hostile-key").set(
         {"project": "demo", "user": "bob", "name": key_name})
+    note = "<b>launch</b>"  # a top-up's note, shown on the project card
+    world.db.collection("projects").document("demo").update({"topups": [
+        {"amount_nano": 2 * 10**9, "until": datetime.now(UTC) + timedelta(days=2),
+         "note": note}]})
 
     sign_in(driver, log_url + "/log", world.keys["bob"])
     [row] = wait_rows(driver, 1)
+    topup = driver.find_element(By.CSS_SELECTOR, ".project .topup").text
+    assert topup.startswith("Project top-up: +$2.00 until ") and topup.endswith(f"({note})")
 
     assert row[3] == model and row[4] == tag and row[2] == key_name
     # the breakdown by tag and by key shows them as text

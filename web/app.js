@@ -268,6 +268,13 @@ function projectCard(p) {
     card.append(figures("figures mine", ["Your budget: ", { usd: p.member_spent_usd },
                                          " spent of ", { usd: p.member_budget_usd }]));
   }
+  // top-ups in force (already inside the budgets above): who, how much, until when
+  for (const t of p.topups || []) {
+    const until = new Date(t.until).toLocaleDateString(undefined, { month: "short", day: "numeric" });
+    const who = t.user ? `Top-up for ${t.user}: +` : "Project top-up: +";
+    card.append(figures("figures topup", [who, { usd: t.amount_usd },
+                                          ` until ${until}${t.note ? ` (${t.note})` : ""}`]));
+  }
   if (p.burn) card.append(burnTable(p));
   return card;
 }
