@@ -86,24 +86,33 @@ def test_sdk_sees_typed_errors(sdk, world, proxy_url):
     assert e.value.response.headers["x-should-retry"] == "false"
 
 
+def billed_at_the_estimate(world) -> tuple[dict, int]:
+    """A chat body whose every call upstream bills exactly its hold, and that hold."""
+    world.upstream.bill_cap = True
+    world.upstream.prompt_tokens = lambda path, body: tokens.estimate_input_tokens(
+        ROUTE_OF[path], body, body["model"])
+    body = {"model": "gpt-4o-mini", "max_tokens": 100,
+            "messages": [{"role": "user", "content": "count to ten"}]}
+    return body, pricing.estimate_nano(
+        RATES, tokens.estimate_input_tokens("chat", body, "gpt-4o-mini"), 100)
+
+
+def hundred_callers(proxy_url, world, body) -> list:
+    return burst(100, lambda: requests.post(
+        proxy_url + "/v1/chat/completions", json=body, timeout=60,
+        headers={"Authorization": f"Bearer {world.keys['bob']}"}))
+
+
 @pytest.mark.parametrize("daily_calls, fitting", [(7, 7), (20, 10)])
 def test_hundred_callers_against_two_windows_daily_and_monthly(proxy_url, world, daily_calls,
                                                                  fitting):
     """A monthly budget of 10 calls and a daily window of 7 (the daily binds) or 20 (the
     monthly binds): exactly the tighter number succeed, neither counter passes its
     limit by a nano-dollar, both equal the sum of the records."""
-    world.upstream.bill_cap = True
-    world.upstream.prompt_tokens = lambda path, body: tokens.estimate_input_tokens(
-        ROUTE_OF[path], body, body["model"])
-    body = {"model": "gpt-4o-mini", "max_tokens": 100,
-            "messages": [{"role": "user", "content": "count to ten"}]}
-    per_call = pricing.estimate_nano(
-        RATES, tokens.estimate_input_tokens("chat", body, "gpt-4o-mini"), 100)
+    body, per_call = billed_at_the_estimate(world)
     world.prov.update_project("demo", budget_nano=10 * per_call, budget_period="monthly",
                               windows=[{"period": "daily", "budget_nano": daily_calls * per_call}])
-    answers = burst(100, lambda: requests.post(
-        proxy_url + "/v1/chat/completions", json=body, timeout=60,
-        headers={"Authorization": f"Bearer {world.keys['bob']}"}))
+    answers = hundred_callers(proxy_url, world, body)
     assert Counter(r.status_code for r in answers) == {200: fitting, 429: 100 - fitting}
     recs = world.usage()
     booked = sum(r["cost_nano"] for r in recs)
@@ -119,18 +128,10 @@ def test_hundred_callers_against_two_windows_daily_and_monthly(proxy_url, world,
 def test_hundred_callers_against_a_budget_of_exactly_ten_calls(proxy_url, world):
     """Upstream bills exactly the estimate; the budget fits 10 calls: exactly 10 succeed,
     spend equals the limit, the counter equals the sum of records, no hold is left."""
-    world.upstream.bill_cap = True
-    world.upstream.prompt_tokens = lambda path, body: tokens.estimate_input_tokens(
-        ROUTE_OF[path], body, body["model"])
-    body = {"model": "gpt-4o-mini", "max_tokens": 100,
-            "messages": [{"role": "user", "content": "count to ten"}]}
-    per_call = pricing.estimate_nano(
-        RATES, tokens.estimate_input_tokens("chat", body, "gpt-4o-mini"), 100)
+    body, per_call = billed_at_the_estimate(world)
     world.prov.update_project("demo", budget_nano=10 * per_call)
 
-    answers = burst(100, lambda: requests.post(
-        proxy_url + "/v1/chat/completions", json=body, timeout=60,
-        headers={"Authorization": f"Bearer {world.keys['bob']}"}))
+    answers = hundred_callers(proxy_url, world, body)
     assert Counter(r.status_code for r in answers) == {200: 10, 429: 90}
     recs = world.usage()
     assert len(recs) == 10 and all(r["cost_nano"] == per_call for r in recs)
