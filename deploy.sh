@@ -434,15 +434,15 @@ Tollgate $DONE to $PROJECT ($REGION):
   admin   $ADMIN_URL
   log     $LOG_URL   (members open this page in a browser)
 
-Next steps, from a clone of this repository with its requirements installed:
+Next steps, with the tollgate command installed (pip install . in a clone of this repository):
   # the admin token (the secret holds {"admin": "<token>"})
   TOKEN="\$($READ_TOKEN | python3 -c 'import json,sys; print(json.load(sys.stdin)["admin"])')"
-  python -m functions.cli --url $ADMIN_URL --token "\$TOKEN" prices load
+  tollgate --url $ADMIN_URL --token "\$TOKEN" prices load
   export TOLLGATE_ADMIN_URL=$ADMIN_URL TOLLGATE_ADMIN_TOKEN="\$TOKEN"   # then no flags needed
-  python -m functions.cli key add-external main --secret-stdin < openai-key.txt
-  python -m functions.cli user create carol --name Carol --email carol@example.com
-  python -m functions.cli project create lab --external-key main --budget 5 --models gpt-4o-mini
-  python -m functions.cli member add lab carol     # prints carol's proxy key, once
+  tollgate key add-external main --secret-stdin < openai-key.txt
+  tollgate user create carol --name Carol --email carol@example.com
+  tollgate project create lab --external-key main --budget 5 --models gpt-4o-mini
+  tollgate member add lab carol     # prints carol's proxy key, once
 EOF
 if [[ -n "$TOKEN" && "$SHOW_TOKEN" == 1 ]]; then
   printf '\nadmin token (shown once; also in the secret %s): %s\n' "$ADMIN_SECRET" "$TOKEN"

@@ -439,9 +439,9 @@ Tollgate is running (Ctrl-C stops everything).
 Try it:
   {curl}
 
-Admin CLI (same shell):
+Admin CLI (same shell; `pip install .` makes it the `tollgate` command):
   export TOLLGATE_ADMIN_URL={urls['admin']} TOLLGATE_ADMIN_TOKEN={admin_token}
-  .venv/bin/python -m functions.cli usage --group-by user
+  .venv/bin/python -m tollgate_cli usage --group-by user
 
 Or with the SDK (pip install openai):
   from openai import OpenAI

@@ -13,7 +13,7 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 shellcheck -x deploy.sh scripts/*.sh .ci/run
-.venv/bin/ruff check functions tests scripts bench
+.venv/bin/ruff check functions tollgate_cli tests scripts bench
 .venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"

@@ -17,7 +17,6 @@ from typing import Any
 import flask
 import pytest
 
-from functions import cli
 from functions.alerts import (
     MAX_ATTEMPTS,
     AlertConfig,
@@ -30,6 +29,7 @@ from functions.alerts import (
 from functions.budget import Limit
 from functions.callhooks import _after_the_answer
 from tests.conftest import ADMIN_TOKEN, admin_auth, bearer
+from tollgate_cli import cli
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 LIMIT = Limit("project", "project 'demo'", "p|demo|2026-12", 10_000_000_000, "demo")

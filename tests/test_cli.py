@@ -1,4 +1,4 @@
-"""The CLI (``python -m functions.cli``) in-process against the real admin function over
+"""The CLI (``tollgate``) in-process against the real admin function over
 loopback HTTP, and once as a real subprocess; the issue's flow end to end: create a
 user and a project, add the member, call the proxy with the printed key, report."""
 
@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from functions import cli, pricing
+from functions import pricing
 from tests.conftest import ADMIN_TOKEN, ROOT, UPSTREAM_SECRET, admin_auth, bearer, wait_for_usage
 from tests.emulator import free_port
+from tollgate_cli import cli
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 COMMANDS = [
@@ -87,11 +88,11 @@ def test_the_help_list_covers_every_command():
 def test_help_on_every_command(argv, capsys):
     assert cli.main([*argv, "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m functions.cli") and " ".join(argv) in out
+    assert out.startswith("usage: tollgate") and " ".join(argv) in out
 
 
 def test_module_entry_runs_as_a_subprocess():
-    out = subprocess.run([sys.executable, "-m", "functions.cli", "--help"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "tollgate_cli", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "member" in out.stdout and "TOLLGATE_ADMIN_URL" in out.stdout
@@ -356,3 +357,29 @@ def test_audit_lists_newest_first(run, world):
                                                    ["root", "user.create", "erin"]]
     data = json.loads(run("--json", "audit", "--limit", "1"))
     assert len(data["data"]) == 1 and data["next_page_token"]
+
+
+def test_pip_install_gives_a_tollgate_command_without_the_functions(tmp_path, admin_url, world):
+    """``pip install .`` in a fresh venv: a ``tollgate`` command that works against the
+    live admin function, and no ``functions`` package (the deployed code) with it."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                          str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    tollgate = str(venv / "bin" / "tollgate")
+    env = {"PATH": str(venv / "bin"), "TOLLGATE_ADMIN_URL": admin_url,
+           "TOLLGATE_ADMIN_TOKEN": ADMIN_TOKEN}
+    out = subprocess.run([tollgate, "--help"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("usage: tollgate"), out.stderr
+    out = subprocess.run([tollgate, "user", "list"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "alice" in out.stdout and "bob" in out.stdout
+    bad = subprocess.run([tollgate, "member", "add", "nope", "carol"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "nope" in bad.stderr  # the API said no: exit code 1
+    alone = subprocess.run([str(venv / "bin" / "python"), "-c", "import functions"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert alone.returncode != 0 and "No module named 'functions'" in alone.stderr

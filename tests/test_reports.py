@@ -477,8 +477,8 @@ def test_cli_usage_and_queries_by_tag_and_key(world: Any, proxy_url: str, admin_
 
     import requests
 
-    from functions import cli
     from tests.conftest import ADMIN_TOKEN, SERVED, bearer
+    from tollgate_cli import cli
 
     monkeypatch.setenv("TOLLGATE_ADMIN_URL", admin_url)
     monkeypatch.setenv("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)

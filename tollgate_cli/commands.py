@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from textwrap import indent
 from typing import Any
 
-from functions.cli_api import Api, Failure, fields, given, seg, table
+from tollgate_cli.api import Api, Failure, fields, given, seg, table
 
 # --- commands: each returns the API's answer and the text shown without --json ----------
 

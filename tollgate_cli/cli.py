@@ -1,4 +1,4 @@
-"""``python -m functions.cli``: the command-line client of the admin API
+"""``tollgate`` (or ``python -m tollgate_cli``): the command-line client of the admin API
 (docs/admin-api.md). Standard library and ``requests`` only, so it runs anywhere the
 admin URL is reachable, without the functions' cloud dependencies.
 
@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 from os import environ
 
-from functions.cli_api import Api, Failure, table  # noqa: F401 - table: for tests
-from functions.cli_commands import COMMANDS
+from tollgate_cli.api import Api, Failure, table  # noqa: F401 - table: for tests
+from tollgate_cli.commands import COMMANDS
 
-PROG = "python -m functions.cli"
+PROG = "tollgate"
 EPILOG = f"""examples:
   export TOLLGATE_ADMIN_URL=http://127.0.0.1:8082 TOLLGATE_ADMIN_TOKEN=tga_...
   {PROG} user create carol --name Carol
