@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -383,3 +383,48 @@ def test_pip_install_gives_a_tollgate_command_without_the_functions(tmp_path, ad
     alone = subprocess.run([str(venv / "bin" / "python"), "-c", "import functions"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert alone.returncode != 0 and "No module named 'functions'" in alone.stderr
+
+
+def test_manage_commands_change_projects_keys_users_and_top_ups(run, admin_url, proxy_url,
+                                                                 world):
+    out = run("project", "update", "demo", "--budget", "0.000001", "--soft", "on",
+              "--rpm", "100", "--cors-origins", "https://app.example.com")
+    assert "budget_usd: 0.000001000" in out and "budget_soft: yes" in out
+    p = get(admin_url, "/projects/demo")
+    assert (p["rpm"], p["cors_origins"], p["budget_soft"]) == (100, ["https://app.example.com"],
+                                                               True)
+    run("project", "update", "demo", "--soft", "off", "--budget", "none")
+    assert get(admin_url, "/projects/demo")["budget_nano"] is None
+
+    key = key_from(run("key", "add", "demo", "bob", "ci", "--rpm", "5", "--models",
+                       "gpt-4o-mini"))
+    r = requests.post(proxy_url + "/v1/chat/completions", json=CHAT, headers=bearer(key),
+                      timeout=30)
+    assert r.status_code == 200, r.text
+    listed = run("key", "list", "demo", "bob")
+    assert "ci" in listed and "..." + key[-4:] in listed and key not in listed
+    assert "budget_usd: 0.000000001" in run("key", "limits", "demo", "bob", "ci",
+                                            "--budget", "0.000000001")
+    r = requests.post(proxy_url + "/v1/chat/completions", json=CHAT, headers=bearer(key),
+                      timeout=30)
+    assert r.status_code == 429  # the key's own budget
+    assert "revoked" in run("key", "revoke", "demo", "bob", "ci")
+    r = requests.post(proxy_url + "/v1/chat/completions", json=CHAT, headers=bearer(key),
+                      timeout=30)
+    assert r.status_code == 401
+
+    run("project", "update", "demo", "--budget", "0.000001")
+    until = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    err = run("topup", "add", "demo", "1", "--until", until, code=1)
+    assert "until" in err  # not in the future: refused, exit code 1
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    assert "topped up demo by $1.000000000" in run("topup", "add", "demo", "1", "--until",
+                                                     later, "--note", "launch")
+    assert "launch" in run("topup", "list", "demo")
+    assert "carol" not in run("user", "list")
+    assert "email: b@example.org" in run("user", "update", "bob", "--email", "b@example.org")
+    assert "gpt-4o-mini" in run("model", "list")
+    assert "archived project demo" in run("project", "archive", "demo")
+    r = requests.post(proxy_url + "/v1/chat/completions", json=CHAT,
+                      headers=bearer(world.keys["bob"]), timeout=30)
+    assert r.status_code in (401, 403)

@@ -23,7 +23,9 @@ EPILOG = f"""examples:
   {PROG} project create lab --external-key main --budget 5 --models gpt-4o-mini
   {PROG} member add lab carol
   {PROG} usage --project lab --group-by user"""
-GROUPS = {"user": "users (people holding keys)", "key": "external (OpenAI) keys",
+GROUPS = {"user": "users (people holding keys)",
+          "key": "members' named proxy keys and their limits; external (OpenAI) keys",
+          "topup": "top-ups: $ added to a budget until a date",
           "model": "models and their dated prices (USD per 1M tokens)",
           "prices": "the shipped OpenAI price table",
           "project": "projects: budget, allowed models, external key",

@@ -362,3 +362,6 @@ def audit(api: Api, a: A) -> Out:
     r = api("GET", "/audit", limit=a.limit)
     return r, table(["ts", "actor", "action", "target"],
                     [[x["ts"], x["actor"], x["action"], x["target"]] for x in r["data"]])
+
+
+from tollgate_cli import manage  # noqa: E402,F401 - registers the commands that change things
