@@ -104,7 +104,7 @@ class Proxy:
     def handle(self, request: flask.Request) -> flask.Response:
         origin = request.headers.get("Origin")
         try:
-            if request.method == "OPTIONS":
+            if request.method == "OPTIONS" and origin is not None:  # a browser's preflight
                 return self._preflight(request, origin)
             route = routes.match(request.method, request.path)
             key = auth.key_from_header(request.headers.get("Authorization"))
@@ -123,12 +123,10 @@ class Proxy:
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             return internal_error(exc, "openai")
 
-    def _preflight(self, request: flask.Request, origin: str | None) -> flask.Response:
+    def _preflight(self, request: flask.Request, origin: str) -> flask.Response:
         """A browser asks whether ``origin`` may call: yes if some live project lists it
         (the key, which a preflight does not carry, is checked on the call itself)."""
         routes.match("GET" if request.path.startswith("/v1/models") else "POST", request.path)
-        if origin is None:
-            return flask.Response(status=204, headers={"Allow": "GET, POST, OPTIONS"})
         if not self.store.origin_listed(origin):
             raise PermissionDenied(f"The origin '{origin[:100]}' is not allowed by any "
                                    "project; a project lead can ask an administrator to add "

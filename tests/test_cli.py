@@ -23,12 +23,15 @@ from tollgate_cli import cli
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 COMMANDS = [
-    [], ["user"], ["user", "create"], ["user", "list"], ["user", "disable"],
-    ["key"], ["key", "add-external"], ["key", "list-external"],
-    ["model"], ["model", "add"], ["model", "cost"], ["model", "show"],
+    [], ["user"], ["user", "create"], ["user", "list"], ["user", "disable"], ["user", "update"],
+    ["key"], ["key", "add-external"], ["key", "list-external"], ["key", "rotate-external"],
+    ["key", "delete-external"], ["key", "add"], ["key", "list"], ["key", "limits"],
+    ["key", "revoke"],
+    ["model"], ["model", "add"], ["model", "cost"], ["model", "show"], ["model", "list"],
     ["prices"], ["prices", "load"],
     ["project"], ["project", "create"], ["project", "list"], ["project", "show"],
-    ["project", "alerts"], ["project", "flush-cache"],
+    ["project", "alerts"], ["project", "flush-cache"], ["project", "update"],
+    ["project", "archive"], ["topup"], ["topup", "add"], ["topup", "list"],
     ["member"], ["member", "add"], ["member", "list"], ["member", "budget"],
     ["member", "remove"], ["member", "rotate"],
     ["limit"], ["limit", "set"], ["limit", "clear"], ["limit", "list"],
