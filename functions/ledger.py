@@ -40,6 +40,7 @@ from functions.budget import (
     first_breach,
     rate_breach,
     refusal_message,
+    remaining_nano,
     retry_after_s,
     soft_crossed,
 )
@@ -168,9 +169,7 @@ class Ledger:
         free = self.desk.book.free(key_of(plan))
         if free is None or free >= plan.estimate_nano:
             return
-        refs = [self.io.counter(lim.counter_id) for lim in plan.limits]
-        got = {snap.id: CounterState.of(snap.to_dict()) for snap in self.io.db.get_all(refs)}
-        states = [got.get(lim.counter_id, CounterState()) for lim in plan.limits]
+        states = self._read_states(plan)
         self.desk.book.note_states(key_of(plan), limits_of(plan), states)
         breach = first_breach(plan.limits, [st.with_call(plan.estimate_nano) for st in states])
         if breach is None or self.desk.return_unused(plan):
@@ -198,11 +197,13 @@ class Ledger:
     def room(self, plan: HoldPlan) -> int:
         """What the tightest of the call's limits has left now (``limit - spent - held -
         escrow``, read from the counters): what a clamped call may still hold."""
-        limited = [lim for lim in plan.limits if lim.limit_nano is not None]
-        refs = [self.io.counter(lim.counter_id) for lim in limited]
+        return remaining_nano(plan.limits, self._read_states(plan)) or 0
+
+    def _read_states(self, plan: HoldPlan) -> list[CounterState]:
+        """The call's counters as they are now, in the order of its limits (one read)."""
+        refs = [self.io.counter(lim.counter_id) for lim in plan.limits]
         got = {snap.id: CounterState.of(snap.to_dict()) for snap in self.io.db.get_all(refs)}
-        return min((int(lim.limit_nano or 0) - got.get(lim.counter_id, CounterState()).taken
-                    for lim in limited), default=0)
+        return [got.get(lim.counter_id, CounterState()) for lim in plan.limits]
 
     def cancel(self, plan: HoldPlan) -> None:
         """Undo a reservation of a call that will not be forwarded after all."""

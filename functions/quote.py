@@ -14,7 +14,7 @@ from typing import Any
 
 from functions import pricing
 from functions.billing import Admitted
-from functions.budget import CounterState, first_breach, refusal_message
+from functions.budget import CounterState, first_breach, refusal_message, remaining_nano
 from functions.errors import InvalidRequest
 
 HEADER = "x-tollgate-dry-run"
@@ -62,8 +62,6 @@ def build(a: Admitted, states: Mapping[str, CounterState]) -> dict[str, Any]:
             "spent_usd": _usd(st.spent), "held_usd": _usd(st.held),
             "reserved_usd": _usd(st.escrow), "remaining_usd": _usd(room),
             "fits": room is None or room >= plan.estimate_nano})
-    rooms = [lim.limit_nano - st.taken for lim, st in zip(limits, now, strict=True)
-             if lim.limit_nano is not None]
     breach = first_breach(limits, [st.with_call(plan.estimate_nano) for st in now])
     return {
         "object": "tollgate.quote", "dry_run": True, "route": spec.route,
@@ -74,7 +72,7 @@ def build(a: Admitted, states: Mapping[str, CounterState]) -> dict[str, Any]:
                   "service_tier": spec.service_tier or "default",
                   "usd_per_1m_tokens": _rates(a.rates)},
         "budgets": budgets,
-        "remaining_usd": _usd(min(rooms)) if rooms else None,  # the tightest budget
+        "remaining_usd": _usd(remaining_nano(limits, now)),  # the tightest budget
         "would_be_admitted": breach is None,
         "message": None if breach is None else refusal_message(
             *breach, plan.estimate_nano, plan.budget_period, plan.period_key),
