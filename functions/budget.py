@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from functions.pricing import format_usd
@@ -88,13 +88,20 @@ def _limit(scope: str, label: str, counter_id: str, value: int | None, soft: boo
 Window = tuple[str, str, int]  # (period kind, period key now, budget in nano-dollars)
 
 
-def topped_up(base: int | None, topups: Iterable[tuple[int, datetime]],
-              now: datetime) -> int | None:
+class Topup(NamedTuple):
+    """+``amount_nano`` on a main budget until ``until`` (exclusive)."""
+
+    amount_nano: int
+    until: datetime
+    note: str = ""
+
+
+def topped_up(base: int | None, topups: Iterable[Topup], now: datetime) -> int | None:
     """A main budget with the top-ups in force at ``now`` added: a top-up ends at its
     ``until`` by itself, nothing has to remove it. No budget stays no budget."""
     if base is None:
         return None
-    return base + sum(amount for amount, until in topups if until > now)
+    return base + sum(t.amount_nano for t in topups if t.until > now)
 
 
 def limits_for(

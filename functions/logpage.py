@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import mimetypes
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 import flask
 
 from functions import auth, burn, indexes, reports
-from functions.budget import doc_id, period_key, topped_up
+from functions.budget import Topup, doc_id, period_key, topped_up
 from functions.errors import InvalidRequest, NotFound, PermissionDenied, TollgateError
 from functions.grants import exact_states
 from functions.holds import utcnow
@@ -63,7 +64,7 @@ class Viewer:
     project: str
     role: str
     budget_nano: int | None
-    topups: tuple[tuple[int, datetime], ...] = ()  # the member's, added to their budget
+    topups: tuple[Topup, ...] = ()  # the member's, added to their budget
 
     @property
     def lead(self) -> bool:
@@ -192,9 +193,8 @@ class LogApp:
         entry = {"id": snap.id, "name": p.get("name", snap.id), "role": viewer.role,
                  "period": period, "budget_period": p.get("budget_period"),
                  "budget_usd": _usd(project_budget),
-                 "topups": _topups(p.get("topups"), None, now)
-                 + _topups([{"amount_nano": a, "until": u} for a, u in viewer.topups],
-                           viewer.user, now),
+                 "topups": _topups(topups_of(p), None, now)
+                 + _topups(viewer.topups, viewer.user, now),
                  "spent_usd": format_usd(pc.spent),
                  "held_usd": format_usd(pc.held),  # by calls in flight
                  # reserved by busy instances (escrow grants): not free either
@@ -259,9 +259,8 @@ def log_for(settings: Settings) -> LogApp:
     return LogApp.from_settings(settings)
 
 
-def _topups(stored: Any, user: str | None, now: datetime) -> list[dict[str, Any]]:
-    """Top-ups in force, for the page: who gets them, how much, until when."""
-    return [{"user": user, "amount_usd": format_usd(int(t["amount_nano"])),
-             "until": t["until"].isoformat(), "note": t.get("note") or ""}
-            for t in stored or () if isinstance(t, dict) and t.get("until") is not None
-            and t["until"] > now]
+def _topups(topups: Iterable[Topup], user: str | None, now: datetime
+            ) -> list[dict[str, Any]]:
+    """Top-ups in force, for the page: who gets them, how much, until when, why."""
+    return [{"user": user, "amount_usd": format_usd(t.amount_nano),
+             "until": t.until.isoformat(), "note": t.note} for t in topups if t.until > now]

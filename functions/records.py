@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from functions.budget import Topup
 from functions.pricing import Price, price_from_doc
 
 
@@ -63,9 +64,10 @@ class UserRecord:
                    bool(d.get("disabled", False)))
 
 
-def topups_of(d: Mapping[str, Any]) -> tuple[tuple[int, datetime], ...]:
-    """A scope's top-ups as (nano-dollars, until), stored as ``[{"amount_nano", "until"}]``."""
-    return tuple((int(t["amount_nano"]), t["until"]) for t in d.get("topups") or ()
+def topups_of(d: Mapping[str, Any]) -> tuple[Topup, ...]:
+    """A scope's top-ups, stored as ``[{"amount_nano", "until", "note", ...}]``."""
+    return tuple(Topup(int(t["amount_nano"]), t["until"], str(t.get("note") or ""))
+                 for t in d.get("topups") or ()
                  if isinstance(t, Mapping) and isinstance(t.get("until"), datetime))
 
 
@@ -83,7 +85,7 @@ class MemberRecord:
     budget_nano: int | None = None
     budget_soft: bool = False
     windows: tuple[tuple[str, int], ...] = ()  # extra budgets: (period kind, nano)
-    topups: tuple[tuple[int, datetime], ...] = ()  # (nano, until) added to the budget
+    topups: tuple[Topup, ...] = ()  # added to the budget while in force
 
     @classmethod
     def from_doc(cls, d: Mapping[str, Any]) -> MemberRecord:
@@ -110,7 +112,7 @@ class ProjectRecord:
     clamp_output: bool = False  # lower the output cap to the budget left, not refuse
     budget_soft: bool = False  # the budget alerts and marks calls, never refuses
     windows: tuple[tuple[str, int], ...] = ()  # extra budgets: (period kind, nano)
-    topups: tuple[tuple[int, datetime], ...] = ()  # (nano, until) added to the budget
+    topups: tuple[Topup, ...] = ()  # added to the budget while in force
     cors_origins: tuple[str, ...] = ()  # browser origins whose pages may call
     alert_webhook: str | None = None
     alert_thresholds: tuple[int, ...] = ()

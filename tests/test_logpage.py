@@ -91,12 +91,13 @@ def test_me_shows_budgets_with_their_top_ups_in_force(log_client, world):
         {"amount_nano": 7 * 10**9, "until": now - timedelta(days=1), "note": "over"}]})
     world.db.collection("members").document("demo|bob").update({
         "budget_nano": 10**9, "topups": [{"amount_nano": 5 * 10**8,
-                                          "until": now + timedelta(hours=5), "note": ""}]})
+                                          "until": now + timedelta(hours=5),
+                                          "note": "deadline"}]})
     [demo] = api(log_client, world.keys["bob"], "me")["projects"]
     assert demo["budget_usd"] == "12.000000000"  # $10 + the top-up in force, not the old
     assert demo["member_budget_usd"] == "1.500000000"
     assert [(t["user"], t["amount_usd"], t["note"]) for t in demo["topups"]] == [
-        (None, "2.000000000", "<b>launch</b>"), ("bob", "0.500000000", "")]
+        (None, "2.000000000", "<b>launch</b>"), ("bob", "0.500000000", "deadline")]
 
 
 def test_me_shows_spent_held_and_budget_per_project(log_client, world, calls):
