@@ -68,6 +68,13 @@ def user_disable(api: Api, a: A) -> Out:
     return u, f"disabled user {u['id']}; their keys no longer work"
 
 
+def read_secret(a: A) -> str:
+    """``--secret-stdin``: a terminal gets a prompt without echo, a pipe is read whole."""
+    if a.secret_stdin:
+        return getpass.getpass("secret: ") if sys.stdin.isatty() else sys.stdin.read()
+    return a.secret  # (argparse: --secret or --secret-stdin is required)
+
+
 @command("key add-external", "store an OpenAI key, validated by one embeddings call", "id",
          ("--secret-stdin", {"action": "store_true", "exclusive": True,
                              "help": "read the secret from stdin (preferred)"}),
@@ -75,11 +82,8 @@ def user_disable(api: Api, a: A) -> Out:
          ("--base-url", {"help": "an OpenAI-compatible base URL (default: OpenAI's)"}),
          epilog="main --secret-stdin < openai-key.txt")
 def key_add(api: Api, a: A) -> Out:
-    if a.secret_stdin:  # a terminal gets a prompt without echo; a pipe is read whole
-        secret = getpass.getpass("secret: ") if sys.stdin.isatty() else sys.stdin.read()
-    else:
-        secret = a.secret
-    k = api("POST", "/external-keys", given(id=a.id, secret=secret.strip(), base_url=a.base_url))
+    k = api("POST", "/external-keys", given(id=a.id, secret=read_secret(a).strip(),
+                                            base_url=a.base_url))
     return k, f"added external key {k['id']} (...{k['last4']}), validated upstream"
 
 

@@ -4,12 +4,10 @@ list, and top-ups. Registered in ``commands.COMMANDS`` on import, like the other
 
 from __future__ import annotations
 
-import getpass
-import sys
 from typing import Any
 
 from tollgate_cli.api import Api, fields, given, seg, table
-from tollgate_cli.commands import USD, A, Out, command
+from tollgate_cli.commands import USD, A, Out, command, read_secret
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -122,11 +120,7 @@ def key_revoke(api: Api, a: A) -> Out:
          ("--secret", {"exclusive": True, "help": "the secret itself (stays in shell history)"}),
          epilog="main --secret-stdin < new-openai-key.txt")
 def key_rotate_external(api: Api, a: A) -> Out:
-    if a.secret_stdin:
-        secret = getpass.getpass("secret: ") if sys.stdin.isatty() else sys.stdin.read()
-    else:
-        secret = a.secret
-    k = api("POST", seg("external-keys", a.id, "rotate"), {"secret": secret.strip()})
+    k = api("POST", seg("external-keys", a.id, "rotate"), {"secret": read_secret(a).strip()})
     return k, f"rotated external key {k['id']} (now ...{k['last4']})"
 
 
