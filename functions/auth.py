@@ -8,6 +8,7 @@ to brute-force, and the proxy must check it on every call.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -15,7 +16,7 @@ import string
 from datetime import datetime
 
 from functions.errors import InvalidApiKey
-from functions.records import CallContext
+from functions.records import CallContext, Caller
 
 KEY_PREFIX = "tg_"
 KEY_RANDOM_CHARS = 40
@@ -62,7 +63,7 @@ def key_from_header(header: str | None) -> str:
     return token
 
 
-def check_context(ctx: CallContext | None, now: datetime) -> CallContext:
+def check_context(ctx: CallContext | None, now: datetime) -> Caller:
     """Refuse a key that is unknown, revoked, expired, or whose user, membership or
     project is gone or disabled. Every case is the same 401 so that a caller learns
     nothing about which keys exist."""
@@ -77,4 +78,4 @@ def check_context(ctx: CallContext | None, now: datetime) -> CallContext:
         raise InvalidApiKey("The user of this Tollgate proxy key is disabled.")
     if ctx.member is None or ctx.project is None or ctx.project.archived:
         raise InvalidApiKey("This Tollgate proxy key no longer belongs to an active project.")
-    return ctx
+    return Caller(**{f.name: getattr(ctx, f.name) for f in dataclasses.fields(ctx)})

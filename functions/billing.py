@@ -14,7 +14,7 @@ from typing import Any
 
 from functions import pricing, routes, tokens
 from functions.holds import HoldPlan, Outcome
-from functions.records import CallContext
+from functions.records import Caller
 
 USAGE_OF = {
     routes.CHAT: pricing.usage_from_chat,
@@ -28,7 +28,7 @@ USAGE_OF = {
 class Admitted:
     """A call that passed every check and holds budget."""
 
-    ctx: CallContext
+    ctx: Caller
     spec: routes.CallSpec
     plan: HoldPlan
     price: pricing.Price

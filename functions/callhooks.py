@@ -27,7 +27,7 @@ from functions.billing import USAGE_OF, Admitted
 from functions.budget import CounterState, Limit, period_key, remaining_nano
 from functions.holds import HoldPlan, Outcome, usage_record
 from functions.pricing import Usage, format_usd
-from functions.records import CallContext
+from functions.records import Caller
 from functions.upstream import UpstreamResponse
 
 log = logging.getLogger("tollgate.proxy")
@@ -43,14 +43,13 @@ class CallHooks:
 
     # --- response cache --------------------------------------------------------------
 
-    def cache_key(self, ctx: CallContext, kind: str, body: dict[str, Any],
+    def cache_key(self, ctx: Caller, kind: str, body: dict[str, Any],
                   header: str | None) -> str | None:
-        assert ctx.project is not None
         if body.get("stream") or not cache.wanted(ctx.project.cache_enabled, header):
             return None
         return cache.key(ctx.project.id, kind, body)
 
-    def cached_answer(self, ctx: CallContext, kind: str, body: dict[str, Any], ckey: str,
+    def cached_answer(self, ctx: Caller, kind: str, body: dict[str, Any], ckey: str,
                       tag: str | None, now: datetime, limits: list[Limit]
                       ) -> flask.Response | None:
         """A stored answer, booked as a free ``cached`` call, or None on a miss.
@@ -58,7 +57,6 @@ class CallHooks:
         The entry and the call's budget counters are read in one round trip, so a hit
         carries the same budget header as any non-streaming 200, and its record says
         which period it belongs to and which tokens it saved."""
-        assert ctx.project is not None and ctx.user is not None
         entry_ref = self.db.collection("cache_entries").document(ckey)
         refs = [entry_ref] + [self.db.collection("counters").document(lim.counter_id)
                               for lim in limits]
@@ -91,7 +89,6 @@ class CallHooks:
     def remember(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
                  now: datetime) -> None:
         """Queue the answer for the cache (written with the settlement) if it may be."""
-        assert a.ctx.project is not None
         if a.cache_key is None or outcome.status != "ok" or resp.status != 200:
             return
         doc = cache.entry(a.plan.project, a.spec.route, a.plan.model, resp.body,
@@ -104,7 +101,6 @@ class CallHooks:
 
     def ratelimits(self, a: Admitted, resp: UpstreamResponse, now: datetime) -> None:
         headers = {k: v for k, v in resp.headers.items() if k.startswith("x-ratelimit-")}
-        assert a.ctx.project is not None
         ext = a.ctx.project.external_key
         if not headers or not ext:
             return
@@ -124,7 +120,6 @@ class CallHooks:
         its answer: at once when settling in the answer's ``close()`` or a stream's
         end; on ``close()`` when an error path settled before the answer existed."""
         project = a.ctx.project
-        assert project is not None
         try:
             crossed = crossings(a.plan.limits, states, outcome.cost_nano,
                                 project.alert_thresholds or DEFAULT_THRESHOLDS)

@@ -125,7 +125,6 @@ class LogApp:
     def _viewer(self, request: flask.Request) -> Viewer:
         key = auth.key_from_header(request.headers.get("Authorization"))
         ctx = auth.check_context(self.store.load_call_context(auth.key_hash(key), None), utcnow())
-        assert ctx.user is not None and ctx.member is not None and ctx.project is not None
         return Viewer(ctx.user.id, ctx.user.name, ctx.project.id, ctx.member.role,
                       ctx.member.budget_nano, ctx.member.topups)
 

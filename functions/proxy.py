@@ -53,7 +53,7 @@ from functions.grants import exact_states
 from functions.holds import HoldPlan, Outcome, utcnow
 from functions.httpio import error_response, internal_error, json_response, parse_json, read_body
 from functions.ledger import Ledger, ledger_for_settings
-from functions.records import CallContext, LimitRecord
+from functions.records import CallContext, Caller, LimitRecord
 from functions.secret_store import CachedSecrets, store_for
 from functions.settings import Settings
 from functions.store import Store, make_client
@@ -139,7 +139,6 @@ class Proxy:
     def _models(self, route: routes.Route, khash: str, origin: str | None) -> flask.Response:
         now = self.clock()
         ctx = auth.check_context(self.store.load_call_context(khash, None), now)
-        assert ctx.project is not None
         _check_origin(ctx, origin)
         allowed = ctx.project.allowed_models
         found = self.store.models(None if "*" in allowed else list(allowed))
@@ -265,7 +264,6 @@ class Proxy:
         or when another call took the room in between (the second hold is verified
         like the first: nothing here can overspend)."""
         project = a.ctx.project
-        assert project is not None
         if not project.clamp_output or not routes.CAP_FIELDS[a.spec.route]:
             raise refused
         cap = pricing.largest_cap(a.rates, a.input_tokens, a.spec.n,
@@ -292,20 +290,18 @@ class Proxy:
 
     def _checked(self, kind: str, ctx: CallContext | None, body: dict[str, Any], now: datetime,
                  cache_header: str | None, origin: str | None
-                 ) -> tuple[CallContext, pricing.Price, str | None]:
+                 ) -> tuple[Caller, pricing.Price, str | None]:
         """Every check a call's configuration must pass: the key and its owners, the
         browser origin, the body against the project's priced tools, the model; and the
         call's cache key."""
         ctx = auth.check_context(ctx, now)
-        assert ctx.project is not None
         _check_origin(ctx, origin)
         routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
         price = (pricing.FREE if kind in routes.FREE_ROUTES
                  else self._check_model(ctx, body["model"], now))
         return ctx, price, self.hooks.cache_key(ctx, kind, body, cache_header)
 
-    def _check_model(self, ctx: CallContext, model: str, now: datetime) -> pricing.Price:
-        assert ctx.project is not None
+    def _check_model(self, ctx: Caller, model: str, now: datetime) -> pricing.Price:
         if not ctx.project.allows(model):
             raise ModelNotAllowed(f"The model '{model}' is not allowed in project "
                                   f"'{ctx.project.id}'.", param="model")
@@ -318,11 +314,10 @@ class Proxy:
                                  "will not send it upstream.", param="model")
         return price
 
-    def _plan(self, kind: str, ctx: CallContext, body: dict[str, Any], tag: str | None,
+    def _plan(self, kind: str, ctx: Caller, body: dict[str, Any], tag: str | None,
               now: datetime, price: pricing.Price, count: Callable[[], int]) -> Admitted:
         """Everything about the call's hold, from its configuration; no write."""
-        project, member, user = ctx.project, ctx.member, ctx.user
-        assert project is not None and member is not None and user is not None
+        project, user = ctx.project, ctx.user
         model = body["model"]
         default_cap = project.default_max_output_tokens or self.settings.default_max_output_tokens
         spec = routes.prepare(kind, body, default_cap=default_cap, safety_id=routes.
@@ -372,8 +367,7 @@ class Proxy:
                 key_name=ctx.key.name, key_rpm=ctx.key.rpm))
         return Admitted(ctx, spec, plan, price, rates, input_tokens)
 
-    def _secret_for(self, ctx: CallContext) -> tuple[str, str]:
-        assert ctx.project is not None
+    def _secret_for(self, ctx: Caller) -> tuple[str, str]:
         ext = self.store.external_key(ctx.project.external_key)
         if ext is None:
             raise UpstreamAuthError("This project has no upstream API key configured; "
@@ -537,18 +531,16 @@ class Proxy:
         return states
 
 
-def _check_origin(ctx: CallContext, origin: str | None) -> None:
+def _check_origin(ctx: Caller, origin: str | None) -> None:
     """A call from a browser page goes through only if the key's project lists the
     page's origin (a request without ``Origin`` is not a browser's)."""
-    assert ctx.project is not None
     if origin is not None and not cors.allowed(origin, ctx.project.cors_origins):
         raise PermissionDenied(f"Calls from the origin '{origin[:100]}' are not allowed in "
                                f"project '{ctx.project.id}'.")
 
 
-def _budget_limits(ctx: CallContext, model: str, now: datetime) -> list[Limit]:
+def _budget_limits(ctx: Caller, model: str, now: datetime) -> list[Limit]:
     """The budget counters a call of ``model`` by this key is booked against now."""
-    assert ctx.project is not None and ctx.member is not None
     return limits_for(
         project=ctx.project.id, user=ctx.member.user, model=model,
         period=period_key(ctx.project.budget_period, now),

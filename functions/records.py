@@ -7,7 +7,7 @@ pure so they can be tested without a database.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -200,4 +200,16 @@ class CallContext:
     model: ModelRecord | None = None
     model_limit: LimitRecord | None = None
     member_model_limit: LimitRecord | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Caller(CallContext):
+    """A call's configuration once ``auth.check_context`` has passed it: the user, the
+    membership and the project it found are no longer optional, so the code after the
+    check needs no ``assert ... is not None`` (the fields are read-only, so narrowing
+    their types in a subclass is sound)."""
+
+    user: UserRecord
+    member: MemberRecord
+    project: ProjectRecord
+
