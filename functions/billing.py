@@ -9,13 +9,28 @@ name upstream answers with is stored, never re-priced.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from functions import pricing, routes, tokens
+from functions.errors import (
+    TollgateError,
+    UpstreamAuthError,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from functions.holds import HoldPlan, Outcome
 from functions.records import Caller
 
+# upstream's failures: (error, status booked, whether upstream may have billed the call)
+_FAILURES: tuple[tuple[type[TollgateError], str, bool], ...] = (
+    (UpstreamUnavailable, "upstream_unavailable", False),  # no connection was made
+    (UpstreamAuthError, "upstream_auth_error", False),
+    (UpstreamTimeout, "upstream_timeout", True),  # it may still finish, and bill
+    (UpstreamBadResponse, "upstream_bad_response", True),
+)
 USAGE_OF = {
     routes.CHAT: pricing.usage_from_chat,
     routes.COMPLETIONS: pricing.usage_from_chat,
@@ -65,6 +80,44 @@ def from_usage(a: Admitted, usage_raw: Any, *, tier: Any, model: Any, request_id
         # a tier reported without a price of its own is billed at the hold's rates
         estimated=rates is None, upstream_model=_str(model), request_id=request_id,
         response_id=_str(response_id), service_tier=_str(tier), usage_raw=usage_raw)
+
+
+def from_answer(a: Admitted, status: int, body: bytes, request_id: str | None) -> Outcome:
+    """Book a whole (not streamed) answer of upstream: an error answer costs nothing,
+    a success is priced from its usage. Raises for an answer no client should see: the
+    organisation's key refused (never tell a member that *their* key is bad), or a
+    body that is not a JSON object."""
+    if status in (401, 403):
+        raise UpstreamAuthError("The upstream API rejected the organisation's key; "
+                                "ask an administrator.")
+    if status >= 300:
+        return Outcome(status="upstream_error", cost_nano=0, http_status=status,
+                       request_id=request_id)
+    try:
+        payload = json.loads(body)
+        if not isinstance(payload, dict):
+            raise ValueError
+    except ValueError:
+        raise UpstreamBadResponse("The upstream API sent a response that is not valid "
+                                  "JSON.") from None
+    return from_usage(
+        a, payload.get("usage"), tier=payload.get("service_tier"),
+        model=payload.get("model"), request_id=request_id, http_status=status,
+        response_id=payload.get("id") if a.spec.route == routes.RESPONSES else None)
+
+
+def from_failure(err: BaseException, *, sent: bool, estimate_nano: int) -> Outcome:
+    """Book a call that ended in ``err``. Once the request went out (``sent``) upstream
+    may bill it whatever we saw - a timeout, a garbled answer, our own bug - so the hold
+    is booked, marked estimated; before that, or when upstream provably did not take the
+    call (no connection, the organisation's key refused), it costs nothing."""
+    for kind, status, may_bill in _FAILURES:
+        if isinstance(err, kind):
+            billed = sent and may_bill
+            return Outcome(status=status, cost_nano=estimate_nano if billed else 0,
+                           http_status=kind.status, estimated=billed)
+    return Outcome(status="proxy_error", cost_nano=estimate_nano if sent else 0,
+                   http_status=500, estimated=sent)
 
 
 def from_text_seen(a: Admitted, text: str, *, status: str, http_status: int = 200,

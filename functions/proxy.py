@@ -32,7 +32,6 @@ from functions.budget import (
     limits_for,
     period_key,
     rate_limits_for,
-    remaining_nano,
     topped_up,
 )
 from functions.callhooks import CallHooks, deferring
@@ -45,9 +44,6 @@ from functions.errors import (
     PermissionDenied,
     TollgateError,
     UpstreamAuthError,
-    UpstreamBadResponse,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from functions.grants import exact_states
 from functions.holds import HoldPlan, Outcome, utcnow
@@ -381,47 +377,31 @@ class Proxy:
 
     def _forward(self, a: Admitted, request: flask.Request, raw: bytes) -> flask.Response:
         started = time.monotonic()
-        outcome = Outcome(status="proxy_error", cost_nano=0, http_status=500)
-        states = None
-        handed_off = False  # the stream's generator, or the reply's close, settles it
+        sent, outcome = False, None
         try:
             secret, base = self._secret_for(a.ctx)
             data = json.dumps(a.spec.body).encode() if a.spec.modified else raw
-            # From here upstream may bill the call: until we know better, book the hold.
-            outcome = Outcome(status="proxy_error", cost_nano=a.plan.estimate_nano,
-                              http_status=500, estimated=True)
+            sent = True  # from here upstream may bill the call
             resp = self.upstream.post(base + routes.UPSTREAM_PATH[a.spec.route], data,
                                       forward_headers(dict(request.headers), secret),
                                       stream=a.spec.stream)
             if resp.raw is not None:
-                handed_off = True
-                return self._stream(a, resp, started)
-            outcome = self._outcome(a, resp)
+                return self._stream(a, resp, started)  # its generator settles the call
+            if resp.status in (401, 403):
+                log.error("upstream rejected the organisation key of project %s (%s)",
+                          a.plan.project, resp.status)
+            outcome = billing.from_answer(a, resp.status, resp.body,
+                                          resp.headers.get("x-request-id"))
             self.hooks.ratelimits(a, resp, self.clock())
             self.hooks.remember(a, resp, outcome, self.clock())
-            handed_off = True
-            return self._reply_then_settle(a, resp, outcome, started)
-        except UpstreamUnavailable as err:
-            outcome = Outcome(status="upstream_unavailable", cost_nano=0, http_status=err.status)
-            raise
-        except UpstreamTimeout as err:
-            # Upstream may still finish and bill the call: book the hold, marked estimated.
-            outcome = Outcome(status="upstream_timeout", cost_nano=a.plan.estimate_nano,
-                              http_status=err.status, estimated=True)
-            raise
-        except UpstreamAuthError as err:
-            outcome.status, outcome.http_status = "upstream_auth_error", err.status
-            outcome.cost_nano, outcome.estimated = 0, False
-            raise
-        except UpstreamBadResponse as err:
-            outcome.status, outcome.http_status = "upstream_bad_response", err.status
-            raise
-        finally:
+        except BaseException as err:
             # Every path out of a held call settles it, exceptions included.
-            if not handed_off:
-                outcome.latency_ms = int((time.monotonic() - started) * 1000)
-                states = self._settle(a, outcome)
-        return self._reply(a, resp, outcome, states)
+            booked = outcome or billing.from_failure(err, sent=sent,
+                                                     estimate_nano=a.plan.estimate_nano)
+            booked.latency_ms = int((time.monotonic() - started) * 1000)
+            self._settle(a, booked)
+            raise
+        return self._reply_then_settle(a, resp, outcome, started)
 
     def _stream(self, a: Admitted, resp: UpstreamResponse, started: float) -> flask.Response:
         headers = response_headers(resp.headers)
@@ -444,39 +424,6 @@ class Proxy:
                                content_type=headers.pop("content-type", "text/event-stream"))
         reply.call_on_close(lambda: [post() for post in later])
         return reply
-
-    def _outcome(self, a: Admitted, resp: UpstreamResponse) -> Outcome:
-        rid = resp.headers.get("x-request-id")
-        if resp.status in (401, 403):
-            # The organisation's key is wrong or revoked: never tell a member that
-            # *their* key is bad.
-            log.error("upstream rejected the organisation key of project %s (%s)",
-                      a.plan.project, resp.status)
-            raise UpstreamAuthError("The upstream API rejected the organisation's key; "
-                                    "ask an administrator.")
-        if resp.status >= 300:
-            return Outcome(status="upstream_error", cost_nano=0, http_status=resp.status,
-                           request_id=rid)
-        try:
-            payload = json.loads(resp.body)
-            if not isinstance(payload, dict):
-                raise ValueError
-        except ValueError:
-            raise UpstreamBadResponse("The upstream API sent a response that is not valid "
-                                      "JSON.") from None
-        return billing.from_usage(
-            a, payload.get("usage"), tier=payload.get("service_tier"),
-            model=payload.get("model"), request_id=rid, http_status=resp.status,
-            response_id=payload.get("id") if a.spec.route == routes.RESPONSES else None)
-
-    def _reply(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
-               states: list[CounterState] | None) -> flask.Response:
-        """The answer of a call already settled (by the error paths of ``_forward``)."""
-        # a call settled inside an escrow grant wrote no counter: the room as last seen
-        remaining = (remaining_nano(a.plan.limits, states) if states is not None
-                     else self.ledger.remaining(a.plan))
-        return flask.Response(resp.body, status=resp.status,
-                              headers=self._headers(a, resp, outcome, remaining))
 
     def _reply_then_settle(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
                            started: float) -> flask.Response:
