@@ -124,7 +124,7 @@ bind() {
   done
 }
 
-# The interpreter that seeds tiktoken (it imports functions.tokens, hence tiktoken).
+# The interpreter that seeds tiktoken (it imports functions.encodings, hence tiktoken).
 python_for_seed() {
   if [[ -n "${PYTHON:-}" ]]; then printf '%s' "$PYTHON"
   elif [[ -x "$ROOT/.venv/bin/python" ]]; then printf '%s' "$ROOT/.venv/bin/python"
@@ -153,7 +153,7 @@ PY
   printf '__pycache__/\n*.pyc\n' >"$dir/.gcloudignore"
   # tiktoken's two encoding files under their cache names, so nothing is downloaded at start-up
   py="$(python_for_seed)"
-  if ! (cd "$ROOT" && "$py" -m functions.tokens seed "$dir/tiktoken" >/dev/null); then
+  if ! (cd "$ROOT" && "$py" -m functions.encodings seed "$dir/tiktoken" >/dev/null); then
     die "could not seed tiktoken's files with $py: it needs requirements.txt installed" \
         "(bash scripts/setup.sh, or set PYTHON=an interpreter that has them)"
   fi

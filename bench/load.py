@@ -182,7 +182,7 @@ def bench_cold_start_extra(st: Stack, first: dict[str, Any]) -> dict[str, Any]:
     return {"runs": runs, "median_ms": r3(statistics.median(ok)) if ok else None,
             "all_200": len(ok) == len(runs),
             "encodings": "loaded from TIKTOKEN_CACHE_DIR, staged by "
-                         "`python -m functions.tokens seed`",
+                         "`python -m functions.encodings seed`",
             "download_blocked_by": f"HTTPS_PROXY={DEAD_PROXY}"}
 
 

@@ -168,7 +168,7 @@ def _start_stack(cfg: Config, work: Path, args: argparse.Namespace,
     base_env["PYTHONPATH"] = str(ROOT)
     # In parallel: the emulator, the fake upstreams, and tiktoken's encodings staged
     # from files (the same command deploy.sh uses).
-    seed_tk = subprocess.Popen([sys.executable, "-m", "functions.tokens", "seed", str(tk_dir)],
+    seed_tk = subprocess.Popen([sys.executable, "-m", "functions.encodings", "seed", str(tk_dir)],
                                cwd=ROOT, env=base_env, stdout=subprocess.DEVNULL)
     up_log = open(work / "upstream.log", "wb")  # noqa: SIM115 - closed by a closer
     upstream = subprocess.Popen(
@@ -202,7 +202,7 @@ def _start_stack(cfg: Config, work: Path, args: argparse.Namespace,
         if getattr(emu, "proc", None) is not None:
             pgids["emulator"] = emu.proc.pid
     if seed_tk.wait(60) != 0:
-        raise RuntimeError("python -m functions.tokens seed failed")
+        raise RuntimeError("python -m functions.encodings seed failed")
     assert upstream.stdout is not None
     line = upstream.stdout.readline()
     if not line:

@@ -26,7 +26,7 @@ import sys
 import threading
 from typing import Any
 
-from functions import tokens
+from functions import encodings, tokens
 from tests import fake_upstream
 from tests.fake_upstream import FakeUpstream, Stream
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra-tokens", type=int, default=1000)
     args = ap.parse_args(argv)
 
-    tokens.get_encoding(tokens.O200K)  # loaded before the first budget call, not during it
+    encodings.get_encoding(encodings.O200K)  # loaded before the first budget call, not during it
     # The fake writes headers and body in separate sends; with Nagle on, the body waits
     # for the client's delayed ACK (up to 40 ms on Linux) and the "fixed" latency is not.
     # Real API servers (and gunicorn) set TCP_NODELAY; so does the fake here.

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from functions import tokens
+from functions import encodings
 from tests.emulator import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,8 +322,8 @@ def test_staged_source_installs_and_serves__slow_pip_install(tmp_path: Path,
                  "web/index.html"):
         assert (stage / name).is_file(), name
     assert not list(stage.rglob("__pycache__"))
-    for name, (_url, sha256) in tokens._BPE_FILES.items():
-        data = Path(tokens._cache_path(str(stage / "tiktoken"), name)).read_bytes()
+    for name, (_url, sha256) in encodings._BPE_FILES.items():
+        data = Path(encodings._cache_path(str(stage / "tiktoken"), name)).read_bytes()
         assert hashlib.sha256(data).hexdigest() == sha256, name
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-cache-dir",
