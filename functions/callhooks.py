@@ -19,13 +19,13 @@ from datetime import datetime
 from typing import Any
 
 import flask
-from google.cloud import firestore
 
 from functions import cache
 from functions.alerts import DEFAULT_THRESHOLDS, AlertConfig, Alerts, crossings
 from functions.billing import USAGE_OF, Admitted
 from functions.budget import CounterState, Limit, period_key, remaining_nano
-from functions.holds import HoldPlan, Outcome, usage_record
+from functions.holds import HoldPlan, Outcome
+from functions.ledger import Ledger
 from functions.pricing import Usage, format_usd
 from functions.records import Caller
 from functions.upstream import UpstreamResponse
@@ -35,9 +35,9 @@ RATELIMIT_EVERY_S = 5.0  # per external key and instance: fresh enough, cheap en
 
 
 class CallHooks:
-    def __init__(self, db: firestore.Client) -> None:
-        self.db = db
-        self.alerts = Alerts(db)
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger  # the one writer of money records, a cached call's included
+        self.alerts = Alerts(ledger.db)
         self._rl_written: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -57,15 +57,6 @@ class CallHooks:
         The entry and the call's budget counters are read in one round trip, so a hit
         carries the same budget header as any non-streaming 200, and its record says
         which period it belongs to and which tokens it saved."""
-        entry_ref = self.db.collection("cache_entries").document(ckey)
-        refs = [entry_ref] + [self.db.collection("counters").document(lim.counter_id)
-                              for lim in limits]
-        docs = {snap.reference.path: snap.to_dict() or {}
-                for snap in self.db.get_all(refs) if snap.exists}
-        doc = docs.get(entry_ref.path)
-        if not cache.usable(doc, ctx.project.id, now):
-            return None
-        assert doc is not None
         period = period_key(ctx.project.budget_period, now)
         plan = HoldPlan(call_id="call_" + ckey[:8] + format(time.time_ns(), "x")[-16:],
                         project=ctx.project.id, user=ctx.user.id, key_name=ctx.key.name,
@@ -73,13 +64,14 @@ class CallHooks:
                         budget_period=ctx.project.budget_period, period_key=period,
                         limits=tuple(limits), estimate_nano=0, admitted_at=now,
                         expires_at=now, tag=tag)
-        usage = _saved_usage(kind, doc["body"])
-        rec = usage_record(plan, Outcome(status="ok", cost_nano=0, cached=True, usage=usage),
-                           now)
-        self.db.collection("usage").document(plan.call_id).create(rec)
+        doc, states = self.ledger.read_with(
+            plan, self.ledger.db.collection("cache_entries").document(ckey))
+        if not cache.usable(doc, ctx.project.id, now):
+            return None
+        assert doc is not None
+        self.ledger.book_cached(plan, _saved_usage(kind, doc["body"]))
         headers = {"x-tollgate-cache": "hit", "x-tollgate-call-id": plan.call_id,
                    "x-tollgate-cost-usd": format_usd(0)}
-        states = [CounterState.of(docs.get(r.path)) for r in refs[1:]]
         remaining = remaining_nano(limits, states)
         if remaining is not None:
             headers["x-tollgate-budget-remaining-usd"] = format_usd(remaining)

@@ -61,9 +61,11 @@ from functions.holds import (  # HoldPlan and Outcome are re-exported
     key_of,
     limits_of,
     states_of,
+    usage_record,
     utcnow,
     windows_of,
 )
+from functions.pricing import Usage
 from functions.settings import Settings
 from functions.sweep import HoldSweeper
 
@@ -201,9 +203,23 @@ class Ledger:
 
     def _read_states(self, plan: HoldPlan) -> list[CounterState]:
         """The call's counters as they are now, in the order of its limits (one read)."""
+        return self.read_with(plan, None)[1]
+
+    def read_with(self, plan: HoldPlan, other: firestore.DocumentReference | None
+                  ) -> tuple[dict[str, Any] | None, list[CounterState]]:
+        """``other`` (None if it does not exist) and the call's counters, in one read:
+        a cached answer's entry comes with the counters its budget header needs."""
         refs = [self.io.counter(lim.counter_id) for lim in plan.limits]
-        got = {snap.id: CounterState.of(snap.to_dict()) for snap in self.io.db.get_all(refs)}
-        return [got.get(lim.counter_id, CounterState()) for lim in plan.limits]
+        snaps = {s.reference.path: s.to_dict() or {}
+                 for s in self.io.db.get_all(refs + ([other] if other else [])) if s.exists}
+        return (snaps.get(other.path) if other else None,
+                [CounterState.of(snaps.get(r.path)) for r in refs])
+
+    def book_cached(self, plan: HoldPlan, usage: Usage) -> None:
+        """A call answered from the response cache: free, so it holds nothing and moves
+        no counter; only its record is written (``create``: a call is booked once)."""
+        outcome = Outcome(status="ok", cost_nano=0, cached=True, usage=usage)
+        self.io.usage(plan.call_id).create(usage_record(plan, outcome, plan.admitted_at))
 
     def cancel(self, plan: HoldPlan) -> None:
         """Undo a reservation of a call that will not be forwarded after all."""

@@ -85,7 +85,7 @@ class Proxy:
         self.upstream = upstream
         self.secrets = secrets_
         self.clock = clock
-        self.hooks = CallHooks(store.db)
+        self.hooks = CallHooks(ledger)
         # places guessed holds while the configuration is read (see _guess)
         self.holds = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tollgate-hold")
 
