@@ -15,6 +15,9 @@ fi
 shellcheck -x deploy.sh scripts/*.sh .ci/run
 .venv/bin/ruff check functions tollgate_cli tests scripts bench
 .venv/bin/mypy
+# The whole suite (no arguments) also measures branch coverage and fails under the floor
+# in pyproject.toml; a run of chosen tests does not.
+if [ "$#" -eq 0 ]; then set -- --cov --cov-report=term; fi
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
