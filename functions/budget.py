@@ -289,6 +289,15 @@ def rate_breach(limits: Sequence[RateLimit], after: Sequence[WindowState]
     return None
 
 
+def rate_refusal(breach: tuple[RateLimit, str, int], at: datetime) -> tuple[str, int]:
+    """The message of a call refused by a rate limit, and its ``Retry-After`` in s."""
+    lim, what, value = breach
+    wait = retry_after_s(at)
+    unit = "requests" if what == "requests" else "tokens (estimated at admission)"
+    return (f"Rate limit reached for {lim.label}: {value} {unit} per minute. "
+            f"Retry in {wait} s."), wait
+
+
 def retry_after_s(at: datetime) -> int:
     """Whole seconds until the current minute window ends (at least 1)."""
     at = at.astimezone(UTC)

@@ -39,9 +39,9 @@ from functions.budget import (
     WindowState,
     first_breach,
     rate_breach,
+    rate_refusal,
     refusal_message,
     remaining_nano,
-    retry_after_s,
     soft_crossed,
 )
 from functions.errors import BudgetExceeded, RateLimited
@@ -51,7 +51,7 @@ from functions.escrow import (
     GrantBook,
 )
 from functions.grant_desk import GrantDesk
-from functions.grants import add_sync, counter_delta
+from functions.grants import add_sync, counter_delta, exact_states
 from functions.holds import (  # HoldPlan and Outcome are re-exported
     HoldPlan,
     Outcome,
@@ -140,11 +140,8 @@ class Ledger:
             return states
         self._release(plan)
         if rate is not None:
-            lim, what, value = rate
-            wait = retry_after_s(plan.admitted_at)
-            unit = "requests" if what == "requests" else "tokens (estimated at admission)"
-            raise RateLimited(f"Rate limit reached for {lim.label}: {value} {unit} per minute. "
-                              f"Retry in {wait} s.", retry_after_s=wait)
+            message, wait = rate_refusal(rate, plan.admitted_at)
+            raise RateLimited(message, retry_after_s=wait)
         assert breach is not None
         self._refuse(plan, *breach)
 
@@ -220,6 +217,16 @@ class Ledger:
         no counter; only its record is written (``create``: a call is booked once)."""
         outcome = Outcome(status="ok", cost_nano=0, cached=True, usage=usage)
         self.io.usage(plan.call_id).create(usage_record(plan, outcome, plan.admitted_at))
+
+    def states(self, plan: HoldPlan) -> list[CounterState]:
+        """The call's counters as the spend pages show them, in the order of its limits:
+        costs settled inside a still-open escrow grant count as spent."""
+        exact = exact_states(self.io.db, plan.project, list(key_of(plan)))
+        return [exact.get(cid, CounterState()) for cid in key_of(plan)]
+
+    def record(self, call_id: str) -> dict[str, Any] | None:
+        """The usage record of a call, None while it is not booked."""
+        return self.io.usage(call_id).get().to_dict()
 
     def cancel(self, plan: HoldPlan) -> None:
         """Undo a reservation of a call that will not be forwarded after all."""

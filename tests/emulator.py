@@ -49,6 +49,8 @@ class Emulator:
             [gcloud, "emulators", "firestore", "start", f"--host-port={self.host}", "--quiet"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)
+        if not isinstance(log, int):
+            log.close()  # the emulator has its own copy of the descriptor
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if _ok(self.host):
