@@ -35,9 +35,9 @@ RATELIMIT_EVERY_S = 5.0  # per external key and instance: fresh enough, cheap en
 
 
 class CallHooks:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, alerts: Alerts) -> None:
         self.ledger = ledger  # the one writer of money records, a cached call's included
-        self.alerts = Alerts(ledger.db)
+        self.alerts = alerts
         self._rl_written: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -64,8 +64,7 @@ class CallHooks:
                         budget_period=ctx.project.budget_period, period_key=period,
                         limits=tuple(limits), estimate_nano=0, admitted_at=now,
                         expires_at=now, tag=tag)
-        doc, states = self.ledger.read_with(
-            plan, self.ledger.db.collection("cache_entries").document(ckey))
+        doc, states = self.ledger.read_with(plan, "cache_entries", ckey)
         if not cache.usable(doc, ctx.project.id, now):
             return None
         assert doc is not None

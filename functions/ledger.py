@@ -200,12 +200,13 @@ class Ledger:
 
     def _read_states(self, plan: HoldPlan) -> list[CounterState]:
         """The call's counters as they are now, in the order of its limits (one read)."""
-        return self.read_with(plan, None)[1]
+        return self.read_with(plan)[1]
 
-    def read_with(self, plan: HoldPlan, other: firestore.DocumentReference | None
+    def read_with(self, plan: HoldPlan, collection: str | None = None, doc: str = ""
                   ) -> tuple[dict[str, Any] | None, list[CounterState]]:
-        """``other`` (None if it does not exist) and the call's counters, in one read:
-        a cached answer's entry comes with the counters its budget header needs."""
+        """One more document (None if it does not exist) and the call's counters, in one
+        read: a cached answer's entry comes with the counters its budget header needs."""
+        other = self.io.db.collection(collection).document(doc) if collection else None
         refs = [self.io.counter(lim.counter_id) for lim in plan.limits]
         snaps = {s.reference.path: s.to_dict() or {}
                  for s in self.io.db.get_all(refs + ([other] if other else [])) if s.exists}

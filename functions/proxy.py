@@ -25,6 +25,7 @@ from typing import Any
 import flask
 
 from functions import auth, billing, cors, pricing, quote, routes, tokens
+from functions.alerts import Alerts
 from functions.billing import Admitted
 from functions.budget import (
     CounterState,
@@ -45,7 +46,6 @@ from functions.errors import (
     TollgateError,
     UpstreamAuthError,
 )
-from functions.grants import exact_states
 from functions.holds import HoldPlan, Outcome, utcnow
 from functions.httpio import error_response, internal_error, json_response, parse_json, read_body
 from functions.ledger import Ledger, ledger_for_settings
@@ -85,7 +85,7 @@ class Proxy:
         self.upstream = upstream
         self.secrets = secrets_
         self.clock = clock
-        self.hooks = CallHooks(ledger)
+        self.hooks = CallHooks(ledger, Alerts(store.db))
         # places guessed holds while the configuration is read (see _guess)
         self.holds = ThreadPoolExecutor(max_workers=64, thread_name_prefix="tollgate-hold")
 
@@ -204,9 +204,7 @@ class Proxy:
         ctx, price, _ = self._checked(kind, self.store.load_call_context(khash, body["model"]),
                                       body, now, None, origin)
         a = self._plan(kind, ctx, body, tag, now, price, count)
-        states = exact_states(self.store.db, a.plan.project,
-                              [lim.counter_id for lim in a.plan.limits])
-        answer = quote.build(a, states)
+        answer = quote.build(a, self.ledger.states(a.plan))
         headers = {quote.HEADER: "1"}
         if answer["remaining_usd"] is not None:
             headers["x-tollgate-budget-remaining-usd"] = answer["remaining_usd"]

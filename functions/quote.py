@@ -9,7 +9,7 @@ that fits is not a reservation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from functions import pricing
@@ -45,12 +45,11 @@ def _usd(nano: int | None) -> str | None:
     return None if nano is None else pricing.format_usd(nano)
 
 
-def build(a: Admitted, states: Mapping[str, CounterState]) -> dict[str, Any]:
-    """The quote's JSON: ``states`` maps each of the plan's counter ids to its state
-    now (spent, held by calls in flight, reserved by instances' grants)."""
+def build(a: Admitted, now: Sequence[CounterState]) -> dict[str, Any]:
+    """The quote's JSON: ``now`` is the state of each of the plan's counters, in the
+    order of its limits (spent, held by calls in flight, reserved by instances' grants)."""
     plan, spec = a.plan, a.spec
     limits = list(plan.limits)
-    now = [states.get(lim.counter_id, CounterState()) for lim in limits]
     budgets = []
     for lim, st in zip(limits, now, strict=True):
         room = None if lim.limit_nano is None else lim.limit_nano - st.taken
