@@ -1,9 +1,10 @@
 """The ``openai`` function: authenticate, price, hold, forward, settle.
 
 Order of a call (each step raises a ``TollgateError`` that becomes an OpenAI-shaped
-answer): route → key format → body → one batched read of key, user, member,
-project, model and limits → model allowed and priced → estimate → hold (atomic) →
-upstream → settle (atomic) → response with cost headers.
+answer): route → key format → body read → one batched read of key, user, member,
+project, model and limits → every check of ``admission`` (key, origin, tag, body,
+model) → estimate → hold (atomic) → upstream → settle (atomic) → response with cost
+headers. What a call is booked at is ``billing``'s, from what happened.
 
 Once a hold is placed, ``_forward`` settles it on every path out, so no hold
 outlives its call unless the instance itself dies (then the sweep books it).
@@ -24,7 +25,7 @@ from typing import Any
 
 import flask
 
-from functions import auth, billing, cors, pricing, quote, routes, tokens
+from functions import admission, auth, billing, cors, pricing, quote, routes, tokens
 from functions.alerts import Alerts
 from functions.billing import Admitted
 from functions.budget import (
@@ -39,7 +40,6 @@ from functions.callhooks import CallHooks, deferring
 from functions.errors import (
     BudgetExceeded,
     InvalidRequest,
-    ModelNotAllowed,
     ModelNotFound,
     ModelNotPriced,
     PermissionDenied,
@@ -58,22 +58,11 @@ from functions.upstream import Upstream, UpstreamResponse, forward_headers, resp
 
 log = logging.getLogger("tollgate.proxy")
 
-_TAG_MAX = 64
 _LAST_USED_EVERY = timedelta(seconds=60)
 # Degrading a call to fit the budget stops short of answers too small to be of use.
 MIN_CLAMPED_OUTPUT = 16
 CLAMPED_HEADER = "x-tollgate-max-tokens-clamped"
 SOFT_HEADER = "x-tollgate-soft-limit-exceeded"  # the soft budgets this call overspent
-
-
-def _tag(request: flask.Request) -> str | None:
-    tag = request.headers.get("x-tollgate-tag")
-    if tag is None:
-        return None
-    if not (0 < len(tag) <= _TAG_MAX) or not tag.isascii() or not tag.isprintable():
-        raise InvalidRequest(f"'x-tollgate-tag' must be 1-{_TAG_MAX} printable ASCII "
-                             "characters.", param="x-tollgate-tag")
-    return tag
 
 
 class Proxy:
@@ -135,7 +124,7 @@ class Proxy:
     def _models(self, route: routes.Route, khash: str, origin: str | None) -> flask.Response:
         now = self.clock()
         ctx = auth.check_context(self.store.load_call_context(khash, None), now)
-        _check_origin(ctx, origin)
+        admission.check_origin(ctx, origin)
         allowed = ctx.project.allowed_models
         found = self.store.models(None if "*" in allowed else list(allowed))
         usable = [m for m in found
@@ -155,21 +144,20 @@ class Proxy:
 
     def _call(self, kind: str, khash: str, request: flask.Request,
               origin: str | None) -> flask.Response:
-        tag = _tag(request)
         raw = read_body(request, self.settings.max_body_bytes)
         body = routes.with_default_model(kind, parse_json(raw))
-        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            routes.validate(kind, body)  # raises the precise 400
-        now = self.clock()
-        model, cache_header = body["model"], request.headers.get("x-tollgate-cache")
-        count = functools.cache(lambda: tokens.estimate_input_tokens(kind, body, model))
+        now, model = self.clock(), routes.model_of(body)
+        tag, cache_header = (request.headers.get(admission.TAG_HEADER),
+                             request.headers.get("x-tollgate-cache"))
+        count = functools.cache(lambda: tokens.estimate_input_tokens(kind, body, body["model"]))
         if quote.wants_dry_run(request.headers.get(quote.HEADER)):
-            return self._quote(kind, khash, body, tag, now, count, origin)
-        guess = self._guess(kind, khash, body, tag, now, cache_header, count, origin)
+            return self._quote(kind, khash, body, model, tag, now, count, origin)
+        guess = self._guess(kind, khash, body, model, tag, now, cache_header, count, origin)
         try:
-            ctx, price, ckey = self._checked(
-                kind, self.store.load_call_context(khash, model), body, now, cache_header,
-                origin)
+            ok, ckey = self._checked(kind, self.store.load_call_context(khash, model), body,
+                                     now, tag, cache_header, origin)
+            ctx, price, tag = ok.caller, ok.price, ok.tag
+            model = body["model"]
             hit = ckey and self.hooks.cached_answer(ctx, kind, body, ckey, tag, now,
                                                     _budget_limits(ctx, model, now))
             if hit:
@@ -198,12 +186,12 @@ class Proxy:
             resp.headers["x-tollgate-cache"] = "miss"
         return resp
 
-    def _quote(self, kind: str, khash: str, body: dict[str, Any], tag: str | None,
+    def _quote(self, kind: str, khash: str, body: Any, model: str | None, tag: str | None,
                now: datetime, count: Callable[[], int], origin: str | None) -> flask.Response:
         """Every check of a real call, then the quote; no hold, no upstream, no record."""
-        ctx, price, _ = self._checked(kind, self.store.load_call_context(khash, body["model"]),
-                                      body, now, None, origin)
-        a = self._plan(kind, ctx, body, tag, now, price, count)
+        ok, _ = self._checked(kind, self.store.load_call_context(khash, model), body, now, tag,
+                              None, origin)
+        a = self._plan(kind, ok.caller, body, ok.tag, now, ok.price, count)
         answer = quote.build(a, self.ledger.states(a.plan))
         headers = {quote.HEADER: "1"}
         if answer["remaining_usd"] is not None:
@@ -222,17 +210,17 @@ class Proxy:
     # key, a disabled user or a lowered budget is therefore still seen by the very next
     # call: nothing is forwarded before the fresh read has been checked.
 
-    def _guess(self, kind: str, khash: str, body: dict[str, Any], tag: str | None,
+    def _guess(self, kind: str, khash: str, body: Any, model: str | None, tag: str | None,
                now: datetime, cache_header: str | None, count: Callable[[], int],
                origin: str | None) -> tuple[Admitted, Future[Any]] | None:
-        recent = self.store.recent_context(khash, body["model"])
+        recent = self.store.recent_context(khash, model) if model is not None else None
         if recent is None or body.get("previous_response_id") is not None:
             return None  # (the earlier response's tokens need a query of their own)
         try:
-            ctx, price, ckey = self._checked(kind, recent, body, now, cache_header, origin)
+            ok, ckey = self._checked(kind, recent, body, now, tag, cache_header, origin)
             if ckey is not None:
                 return None
-            a = self._plan(kind, ctx, body, tag, now, price, count)
+            a = self._plan(kind, ok.caller, body, ok.tag, now, ok.price, count)
         except TollgateError:
             return None  # the fresh read decides, and says why
         return a, self.holds.submit(self.ledger.reserve, a.plan)
@@ -282,31 +270,12 @@ class Proxy:
             return
         self.ledger.cancel(guess[0].plan)
 
-    def _checked(self, kind: str, ctx: CallContext | None, body: dict[str, Any], now: datetime,
-                 cache_header: str | None, origin: str | None
-                 ) -> tuple[Caller, pricing.Price, str | None]:
-        """Every check a call's configuration must pass: the key and its owners, the
-        browser origin, the body against the project's priced tools, the model; and the
-        call's cache key."""
-        ctx = auth.check_context(ctx, now)
-        _check_origin(ctx, origin)
-        routes.validate(kind, body, priced_tools=ctx.project.priced_tools)
-        price = (pricing.FREE if kind in routes.FREE_ROUTES
-                 else self._check_model(ctx, body["model"], now))
-        return ctx, price, self.hooks.cache_key(ctx, kind, body, cache_header)
-
-    def _check_model(self, ctx: Caller, model: str, now: datetime) -> pricing.Price:
-        if not ctx.project.allows(model):
-            raise ModelNotAllowed(f"The model '{model}' is not allowed in project "
-                                  f"'{ctx.project.id}'.", param="model")
-        if ctx.key.allowed_models and model not in ctx.key.allowed_models:
-            raise ModelNotAllowed(f"The model '{model}' is not allowed for the key "
-                                  f"'{ctx.key.name}'.", param="model")
-        price = pricing.price_in_force(ctx.model.prices, now) if ctx.model else None
-        if price is None:
-            raise ModelNotPriced(f"The model '{model}' has no price in force, so Tollgate "
-                                 "will not send it upstream.", param="model")
-        return price
+    def _checked(self, kind: str, ctx: CallContext | None, body: Any, now: datetime,
+                 tag: str | None, cache_header: str | None, origin: str | None
+                 ) -> tuple[admission.Checked, str | None]:
+        """Every check of ``admission``, and the call's cache key."""
+        ok = admission.check(kind, ctx, body, now, origin=origin, tag=tag)
+        return ok, self.hooks.cache_key(ok.caller, kind, body, cache_header)
 
     def _plan(self, kind: str, ctx: Caller, body: dict[str, Any], tag: str | None,
               now: datetime, price: pricing.Price, count: Callable[[], int]) -> Admitted:
@@ -474,14 +443,6 @@ class Proxy:
         if states is not None:
             self.hooks.after_settle(a, outcome, states, self.clock())
         return states
-
-
-def _check_origin(ctx: Caller, origin: str | None) -> None:
-    """A call from a browser page goes through only if the key's project lists the
-    page's origin (a request without ``Origin`` is not a browser's)."""
-    if origin is not None and not cors.allowed(origin, ctx.project.cors_origins):
-        raise PermissionDenied(f"Calls from the origin '{origin[:100]}' are not allowed in "
-                               f"project '{ctx.project.id}'.")
 
 
 def _budget_limits(ctx: Caller, model: str, now: datetime) -> list[Limit]:

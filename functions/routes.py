@@ -212,6 +212,12 @@ def with_default_model(kind: str, body: Any) -> Any:
     return body
 
 
+def model_of(body: Any) -> str | None:
+    """The body's model, if it names one (whether that name is valid is ``validate``'s)."""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
+
+
 def is_moderation_model(model: str) -> bool:
     return model.startswith(_MODERATION_MODELS)
 

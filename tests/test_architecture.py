@@ -19,8 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = ("google.cloud.firestore", "google.cloud.secretmanager", "grpc", "flask",
              "werkzeug", "urllib3", "requests")
-PURE = ("auth", "billing", "budget", "cache", "cors", "encodings", "errors", "escrow", "holds",
-        "price_table", "pricing", "quote", "records", "report_csv", "routes", "settings",
+PURE = ("admission", "auth", "billing", "budget", "cache", "cors", "encodings", "errors",
+        "escrow", "holds", "price_table", "pricing", "quote", "records", "report_csv", "routes", "settings",
         "sse", "tokens", "validate")
 
 
