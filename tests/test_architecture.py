@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = ("google.cloud.firestore", "google.cloud.secretmanager", "grpc", "flask",
              "werkzeug", "urllib3", "requests")
 PURE = ("admission", "auth", "billing", "budget", "cache", "cors", "encodings", "errors",
-        "escrow", "holds", "price_table", "pricing", "quote", "records", "report_csv", "routes", "settings",
-        "sse", "tokens", "validate")
+        "escrow", "holds", "price_table", "pricing", "quote", "records", "report_csv",
+        "routes", "settings", "sse", "tokens", "validate")
 
 
 def _loaded_by(module: str) -> list[str]:
