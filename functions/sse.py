@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# SSE ends lines at CR, LF or CRLF only: str.splitlines() would also split at U+2028,
+# U+2029, U+0085 (and more), which JSON strings may hold unescaped.
+_LINE_END = re.compile(r"\r\n|\r|\n")
 # Responses API terminal events carry the whole response object, usage included.
 RESPONSES_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
@@ -55,7 +58,7 @@ class Event:
 def parse(raw: bytes) -> Event:
     name: str | None = None
     data: list[str] = []
-    for line in raw.decode("utf-8", "replace").splitlines():
+    for line in _LINE_END.split(raw.decode("utf-8", "replace")):
         if line.startswith("event:"):
             name = line[6:].strip()
         elif line.startswith("data:"):

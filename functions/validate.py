@@ -10,9 +10,10 @@ from typing import Any
 
 from functions.errors import InvalidRequest
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}\Z")  # \Z: "$" lets "id\n" through
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\Z")
 MAX_USD = Decimal(1_000_000_000)  # int64 nano-dollars hold ~9.2e9 USD
+_NANO_USD = Decimal("1e-9")
 
 
 def body_object(body: Any) -> dict[str, Any]:
@@ -90,11 +91,12 @@ def usd_nano(body: dict[str, Any], name: str = "budget_usd") -> int | None:
     except InvalidOperation:
         raise InvalidRequest(f"'{name}' must be a dollar amount like \"12.50\".",
                              param=name) from None
-    nano = d * 1_000_000_000 if d.is_finite() else d
-    if not d.is_finite() or d < 0 or d > MAX_USD or nano != nano.to_integral_value():
+    # The range before any arithmetic: scaling "1e999999" overflows (a 500), and a tiny
+    # "1e-999999999" would round to 0 nano-dollars.
+    if not d.is_finite() or d < 0 or d > MAX_USD or d != d.quantize(_NANO_USD):
         raise InvalidRequest(f"'{name}' must be between 0 and {MAX_USD} dollars with at most "
                              "9 decimals.", param=name)
-    return int(nano)
+    return int(d * 1_000_000_000)
 
 
 def timestamp(value: Any, name: str) -> datetime:
