@@ -34,6 +34,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DATABASE=tollgate                      # SPEC §5: named, since "(default)" may be in Datastore mode
 ADMIN_SECRET=tollgate-admin-tokens     # functions/admin.py ADMIN_TOKENS_SECRET
 SECRET_PREFIX=tollgate-ext-            # functions/secret_store.py SECRET_PREFIX
+OPENAI_ADMIN_SECRET=tollgate-openai-admin-key  # functions/reconcile_run.py ADMIN_KEY_SECRET
 INDEX_FILE="$ROOT/functions/firestore.indexes.json"
 RUNTIME=python312
 OPENAI_TIMEOUT_S=900                   # long streams; holds expire after it (TOLLGATE_FUNCTION_TIMEOUT_S)
@@ -44,7 +45,7 @@ POLL_S="${TOLLGATE_DEPLOY_POLL_S:-5}"
 [[ "$POLL_S" =~ ^[0-9]+(\.[0-9]+)?$ ]] || POLL_S=5
 APIS=(cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com
       artifactregistry.googleapis.com firestore.googleapis.com secretmanager.googleapis.com
-      iam.googleapis.com logging.googleapis.com)
+      iam.googleapis.com logging.googleapis.com cloudscheduler.googleapis.com)
 
 PROJECT="" REGION="" DRY_RUN=0 STAGE_DIR="" SHOW_TOKEN=0
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 2; }
@@ -200,12 +201,18 @@ fi
 
 step "3. Service accounts and their roles"
 sa() { printf 'tollgate-%s@%s.iam.gserviceaccount.com' "$1" "$PROJECT"; }
-for who in openai admin log build; do
+for who in openai admin log build scheduler; do
   if exists iam service-accounts describe "$(sa "$who")" "--project=$PROJECT"; then
     say "  $(sa "$who") exists"
   elif [[ "$who" == build ]]; then
     create iam service-accounts create tollgate-build "--project=$PROJECT" \
       "--display-name=Tollgate build" "--description=Builds the Tollgate functions (Cloud Build)"
+  elif [[ "$who" == scheduler ]]; then
+    # no role at all: Cloud Scheduler signs ID tokens as it, and the admin function
+    # accepts them for POST /reconcile and /sweep only (functions/oidc.py)
+    create iam service-accounts create tollgate-scheduler "--project=$PROJECT" \
+      "--display-name=Tollgate scheduler" \
+      "--description=Identity of the Cloud Scheduler jobs that call the Tollgate admin function"
   else
     create iam service-accounts create "tollgate-$who" "--project=$PROJECT" \
       "--display-name=Tollgate $who function" "--description=Runs the Tollgate $who function"
@@ -219,7 +226,10 @@ EXT_SECRETS="resource.name.startsWith(\"projects/$NUMBER/secrets/$SECRET_PREFIX\
 # Creating a secret is checked on the project (the parent), whose name never starts with
 # the prefix; the project clause admits that check (and listing names) and nothing else:
 # reading, adding versions, deleting and IAM are checked on the secret itself.
-ADMIN_SECRETS="$EXT_SECRETS || resource.type == \"cloudresourcemanager.googleapis.com/Project\""
+# The OpenAI admin key (reconciliation) is the admin function's alone: the openai
+# function's prefix does not cover it.
+ADMIN_SECRETS="$EXT_SECRETS || resource.name.startsWith(\"projects/$NUMBER/secrets/$OPENAI_ADMIN_SECRET\")"
+ADMIN_SECRETS+=" || resource.type == \"cloudresourcemanager.googleapis.com/Project\""
 grant() {  # grant FUNCTION ROLE CONDITION
   bind projects add-iam-policy-binding "$PROJECT" "--member=serviceAccount:$(sa "$1")" \
     "--role=$2" "--condition=$3" --format=none
@@ -231,7 +241,8 @@ grant openai roles/secretmanager.secretAccessor \
   "expression=$EXT_SECRETS,title=tollgate-ext-secrets-read"
 # admin: reads and writes Firestore (users, projects, members, prices, audit)...
 grant admin roles/datastore.user None
-# ...creates the secrets tollgate-ext-* and adds versions (key rotation), and only those.
+# ...creates the secrets tollgate-ext-* and the OpenAI admin key's, adds versions (key
+# rotation), and only those.
 grant admin roles/secretmanager.admin \
   "expression=$ADMIN_SECRETS,title=tollgate-ext-secrets-admin"
 # log: only reads Firestore (a member's calls and spend).
@@ -396,7 +407,11 @@ deployed() { [[ " ${NOT_DEPLOYED[*]-} " != *" $1 "* ]]; }  # ${a[*]-}: bash 3.2 
 # call with a maximum-size (8 MiB) body holds ~24 MiB while it runs (raw, parsed, re-sent):
 # the benchmark measured a 907 MiB peak for 32 such calls at once, so 40 need 2 GiB.
 deploy openai 2Gi 40 "$OPENAI_TIMEOUT_S" "TOLLGATE_FUNCTION_TIMEOUT_S=$OPENAI_TIMEOUT_S"
-deploy admin 512Mi 8 120
+# The scheduler's ID tokens: their audience is a string both sides agree on, known before
+# the deploy (the function's cloudfunctions.net URL), and their email the scheduler's.
+SCHEDULER_AUDIENCE="https://$REGION-$PROJECT.cloudfunctions.net/admin"
+deploy admin 512Mi 8 120 "TOLLGATE_SCHEDULER_SA=$(sa scheduler)" \
+  "TOLLGATE_SCHEDULER_AUDIENCE=$SCHEDULER_AUDIENCE"
 deploy log 512Mi 16 60
 
 step "9. Public access (allUsers may invoke; each function does its own auth)"
@@ -414,7 +429,35 @@ for fn in openai admin log; do
   gcloud "${INVOKER[@]}" --format=none || NOT_PUBLIC+=("$fn")
 done
 
-step "10. URLs"
+step "10. Cloud Scheduler: the daily reconciliation and the sweep every 5 minutes"
+# Each job POSTs to the admin function with an OIDC token of tollgate-scheduler (no admin
+# token in the job). The function is public (step 9) and checks the token itself, so the
+# account needs no invoker role: where Cloud Run checks a token (a private service) it
+# replaces the token's signature, which Tollgate would then refuse. Converging: a job
+# that exists is updated to this definition, one that does not is created.
+job() {  # job NAME SCHEDULE PATH DESCRIPTION
+  local verb=create spec
+  if exists scheduler jobs describe "$1" "--location=$REGION" "--project=$PROJECT"; then
+    verb=update
+  fi
+  spec=(scheduler jobs "$verb" http "$1" "--location=$REGION" "--project=$PROJECT"
+        "--schedule=$2" --time-zone=Etc/UTC "--uri=$SCHEDULER_AUDIENCE$3" --http-method=post
+        --attempt-deadline=120s "--description=$4"
+        "--oidc-service-account-email=$(sa scheduler)"
+        "--oidc-token-audience=$SCHEDULER_AUDIENCE")
+  if [[ "$verb" == create ]]; then create "${spec[@]}"; else run "${spec[@]}"; fi
+}
+if deployed admin; then
+  # 06:00 UTC: yesterday's usage has mostly reached OpenAI's API; later days until stable
+  job tollgate-reconcile "0 6 * * *" /reconcile \
+    "Tollgate: reconcile the ledger with OpenAI's Usage and Costs APIs"
+  job tollgate-sweep "*/5 * * * *" /sweep \
+    "Tollgate: book expired budget holds, close lapsed grants, resend alerts"
+else
+  say "  skipped: the admin function is not deployed"
+fi
+
+step "11. URLs"
 URLS=()  # openai, admin, log (no associative array: macOS ships bash 3.2)
 for fn in openai admin log; do
   describe=(functions describe "$fn" --gen2 "--region=$REGION" "--project=$PROJECT"
@@ -431,7 +474,7 @@ cat <<EOF
 
 Tollgate $DONE to $PROJECT ($REGION):
   openai  $OPENAI_URL   (OpenAI SDK base_url: $OPENAI_URL/v1)
-  admin   $ADMIN_URL
+  admin   $ADMIN_URL   (admin console in a browser: $ADMIN_URL/console/)
   log     $LOG_URL   (members open this page in a browser)
 
 Next steps, with the tollgate command installed (pip install . in a clone of this repository):
@@ -443,6 +486,10 @@ Next steps, with the tollgate command installed (pip install . in a clone of thi
   tollgate user create carol --name Carol --email carol@example.com
   tollgate project create lab --external-key main --budget 5 --models gpt-4o-mini
   tollgate member add lab carol     # prints carol's proxy key, once
+  # reconciliation with OpenAI's own usage (README, "Reconciliation"): an admin key, and
+  # where OpenAI counts each external key (its project and key ids, from OpenAI's dashboard)
+  tollgate openai-admin-key set --secret-stdin < openai-admin-key.txt
+  tollgate key openai-ids main --project proj_... --key-id key_...
 EOF
 if [[ -n "$TOKEN" && "$SHOW_TOKEN" == 1 ]]; then
   printf '\nadmin token (shown once; also in the secret %s): %s\n' "$ADMIN_SECRET" "$TOKEN"

@@ -22,7 +22,9 @@ from typing import Any
 
 import flask
 
-from functions import auth
+from functions import auth, oidc
+from functions.console import console_path
+from functions.console import serve as serve_console
 from functions.errors import InvalidApiKey, PermissionDenied, TollgateError
 from functions.holds import utcnow
 from functions.httpio import error_response, internal_error, parse_json, read_body
@@ -38,6 +40,8 @@ _ID_OK = re.compile(r"^[A-Za-z0-9][\x21-\x7e]{0,255}$")
 # effect within seconds on every instance (an audit found a removed token working for a
 # minute); a re-read is one Secret Manager access, cheap at admin-API traffic.
 TOKENS_TTL_S = 3.0
+# the routes Cloud Scheduler calls with its service account's ID token (oidc.py)
+SCHEDULED = frozenset({"reconcile", "sweep"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,13 @@ ROUTES = [
     _r("POST", "/external-keys", "add_external_key"),
     _r("POST", "/external-keys/{key}/rotate", "rotate_external_key"),
     _r("DELETE", "/external-keys/{key}", "delete_external_key"),
+    _r("PATCH", "/external-keys/{key}", "update_external_key"),
+    # OpenAI's organisation admin key (reads the Usage and Costs APIs; never proxies)
+    _r("GET", "/openai-admin-key", "get_admin_key"),
+    _r("PUT", "/openai-admin-key", "put_admin_key"),
+    _r("DELETE", "/openai-admin-key", "delete_admin_key"),
+    _r("POST", "/reconcile", "reconcile"),
+    _r("GET", "/reconciliations", "list_reconciliations"),
     _r("GET", "/models", "list_models"), _r("POST", "/models", "add_model"),
     _r("POST", "/models/load-prices", "load_prices"),
     _r("GET", "/models/{model}", "get_model"),
@@ -99,6 +110,8 @@ ROUTES = [
     _r("POST", "/sweep", "sweep"),
     _r("GET", "/usage", "usage"), _r("GET", "/queries", "queries"),
     _r("GET", "/ratelimits", "ratelimits"), _r("GET", "/audit", "audit"),
+    # who the token belongs to (the console's sign-in): any admin, any lead of any project
+    _r("GET", "/whoami", "whoami", lead=True),
 ]
 
 
@@ -165,6 +178,8 @@ class Admin:
         self.tokens = AdminTokens(secrets)
         self.clock = clock
         self.handlers = Handlers(settings, store.db, secrets)
+        self.scheduler = oidc.SchedulerTokens(settings.scheduler_audience,
+                                              settings.scheduler_sa, settings.oidc_certs_url)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Admin:
@@ -172,6 +187,9 @@ class Admin:
         return cls(settings, Store(make_client(settings)), CachedSecrets(backend))
 
     def handle(self, request: flask.Request) -> flask.Response:
+        where = console_path(request.path)
+        if where is not None:  # the console's static files: no token needed
+            return serve_console(request, where)
         try:
             route, params = match(request.method, request.path)
             actor = self._authorise(request.headers.get("Authorization"), route, params)
@@ -195,6 +213,8 @@ class Admin:
         name = self.tokens.name_of(token)
         if name is not None:
             return Actor(name)
+        if route.handler in SCHEDULED and oidc.looks_like_jwt(token):
+            return Actor(f"scheduler:{self.scheduler.verify(token)}")
         if not token.startswith(auth.KEY_PREFIX):
             raise InvalidApiKey("Unknown admin token.")
         ctx: CallContext = auth.check_context(
@@ -202,7 +222,9 @@ class Admin:
         assert ctx.member is not None and ctx.project is not None
         if ctx.member.role != "lead":
             raise PermissionDenied("Only administrators and project leads may use the admin API.")
-        if not route.lead or params.get("project") != ctx.project.id:
+        # a lead route names the project it acts on, which must be the key's; the one
+        # lead route without a project (/whoami) only tells the caller about themselves
+        if not route.lead or params.get("project", ctx.project.id) != ctx.project.id:
             raise PermissionDenied(f"A project lead may only manage the members of project "
                                    f"'{ctx.project.id}'.")
         return Actor(f"lead:{ctx.member.user}@{ctx.project.id}", ctx.project.id, ctx.member.user)

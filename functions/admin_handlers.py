@@ -12,6 +12,7 @@ from google.cloud import firestore
 from functions import cors, indexes, pricing
 from functions import validate as v
 from functions.admin_json import Resp, ok
+from functions.admin_reconcile import ReconcileHandlers, openai_ids
 from functions.admin_topups import TopupHandlers
 from functions.budget import PERIODS, doc_id, period_key
 from functions.errors import Conflict, InvalidRequest
@@ -44,7 +45,7 @@ def _model_id(value: Any, name: str = "id") -> str:
     return value
 
 
-class Handlers(TopupHandlers):
+class Handlers(TopupHandlers, ReconcileHandlers):
     def __init__(self, settings: Settings, db: firestore.Client, secrets: CachedSecrets) -> None:
         self.settings = settings
         self.db = db
@@ -54,6 +55,12 @@ class Handlers(TopupHandlers):
 
     def _all(self, collection: str) -> list[dict[str, Any]]:
         return [s.to_dict() or {} for s in indexes.query(self.db, collection).stream()]
+
+    def whoami(self, actor: Any, **_: Any) -> Resp:
+        """Who signed in: the console shows an administrator everything and a lead only
+        the member pages of their project (the API refuses them the rest anyway)."""
+        return ok({"actor": actor.name, "kind": "lead" if actor.lead_of else "admin",
+                   "project": actor.lead_of, "user": actor.user})
 
     # --- users ----------------------------------------------------------------------
 
@@ -91,7 +98,8 @@ class Handlers(TopupHandlers):
     def _ext_json(self, d: dict[str, Any]) -> dict[str, Any]:
         users = [s.id for s in indexes.query(self.db, "projects",
                                              equals={"external_key": d.get("id")}).stream()]
-        return {k: d.get(k) for k in ("id", "last4", "base_url", "created_at", "rotated_at")} | {
+        return {k: d.get(k) for k in ("id", "last4", "base_url", "created_at", "rotated_at",
+                                      "openai_project_id", "openai_key_id")} | {
             "projects": sorted(users)}
 
     def list_external_keys(self, **_: Any) -> Resp:
@@ -100,8 +108,9 @@ class Handlers(TopupHandlers):
 
     def add_external_key(self, actor: Any, body: Any, **_: Any) -> Resp:
         b = v.body_object(body)
-        v.only_fields(b, {"id", "secret", "base_url"})
+        v.only_fields(b, {"id", "secret", "base_url", "openai_project_id", "openai_key_id"})
         kid = v.ident(b, "id") or ""
+        ids = openai_ids(b)  # where OpenAI's Usage API counts this key (reconciliation)
         secret = v.text(b, "secret", required=True, max_len=4096) or ""
         base = v.text(b, "base_url", max_len=500)
         if base is not None and not base.startswith(("http://", "https://")):
@@ -109,7 +118,7 @@ class Handlers(TopupHandlers):
         if self.prov.ref("external_keys", kid).get().exists:
             raise Conflict(f"An external key '{kid}' already exists.")
         check_upstream_key(secret, (base or self.settings.upstream_base_url).rstrip("/"))
-        doc = self.prov.put_external_key(kid, secret, base, actor=actor.name)
+        doc = self.prov.put_external_key(kid, secret, base, actor=actor.name, openai=ids)
         return ok(self._ext_json(doc), 201)
 
     def rotate_external_key(self, actor: Any, body: Any, key: str, **_: Any) -> Resp:

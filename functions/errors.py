@@ -7,7 +7,8 @@ generic 500 that says nothing about the cause.
 
     TollgateError                      500 api_error / internal_error
     ├── InvalidRequest                 400 invalid_request_error / invalid_request
-    │   └── UnsupportedParameter       400 invalid_request_error / unsupported_parameter
+    │   ├── UnsupportedParameter       400 invalid_request_error / unsupported_parameter
+    │   └── usage_api.AdminKeyRefused  400 invalid_request_error / admin_key_refused
     ├── RequestTooLarge                413 invalid_request_error / request_too_large
     ├── InvalidApiKey                  401 invalid_request_error / invalid_api_key
     ├── PermissionDenied               403 permission_error / permission_denied

@@ -39,6 +39,7 @@ class HoldPlan:
     estimate_tokens: int = 0
     touch_key: str | None = None  # key hash whose last_used_at the settlement updates
     rate_limits: Sequence[RateLimit] = ()  # rpm/tpm windows of the admission minute
+    external_key: str = ""  # the organisation key it is sent with (reconciliation)
 
 
 @dataclass
@@ -98,6 +99,7 @@ def usage_record(plan: HoldPlan, outcome: Outcome, settled_at: datetime) -> dict
         "response_id": outcome.response_id, "service_tier": outcome.service_tier,
         "usage": outcome.usage_raw,
         "soft_limits_exceeded": list(outcome.soft_exceeded or ()),
+        "external_key": plan.external_key or None,
     }
 
 
@@ -116,7 +118,8 @@ def hold_doc(plan: HoldPlan) -> dict[str, Any]:
         "period": plan.period_key, "counters": [lim.counter_id for lim in plan.limits],
         "estimate_nano": plan.estimate_nano, "estimate_tokens": plan.estimate_tokens,
         "created_at": plan.admitted_at, "expires_at": plan.expires_at,
-        "state": "live", "streamed": plan.streamed, "tag": plan.tag, "grant": None}
+        "state": "live", "streamed": plan.streamed, "tag": plan.tag, "grant": None,
+        "external_key": plan.external_key}
 
 
 def windows_of(results: Sequence[Any]) -> list[WindowState]:
@@ -142,4 +145,5 @@ def plan_from_hold(h: dict[str, Any]) -> HoldPlan:
         limits=(), estimate_nano=int(h.get("estimate_nano", 0)),
         admitted_at=h.get("created_at") or utcnow(), expires_at=h.get("expires_at") or utcnow(),
         streamed=bool(h.get("streamed", False)), tag=h.get("tag"),
-        estimate_tokens=int(h.get("estimate_tokens", 0)))
+        estimate_tokens=int(h.get("estimate_tokens", 0)),
+        external_key=str(h.get("external_key") or ""))

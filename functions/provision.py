@@ -99,7 +99,8 @@ class Provisioner(Writer):
     # --- external keys ----------------------------------------------------------
 
     def put_external_key(self, key_id: str, secret: str, base_url: str | None = None, *,
-                         actor: str = SYSTEM, rotate: bool = False) -> dict[str, Any]:
+                         actor: str = SYSTEM, rotate: bool = False,
+                         openai: dict[str, Any] | None = None) -> dict[str, Any]:
         """Store the secret (a new version), then the Firestore record pinning that
         version. The secret store is a separate system, so this is two writes: if the
         second fails, an unused secret version is left behind, never a record that
@@ -118,10 +119,15 @@ class Provisioner(Writer):
         doc = {"id": key_id, "secret_name": name, "secret_version": version,
                "last4": secret[-4:], "base_url": base_url if not rotate else old.get("base_url"),
                "created_at": old.get("created_at", now), "rotated_at": now if rotate else None}
+        # the key's OpenAI project and key id (reconciliation): kept across a rotation
+        for f in ("openai_project_id", "openai_key_id"):
+            doc[f] = old.get(f) if rotate else (openai or {}).get(f)
         batch = self.db.batch()
         batch.set(ref, doc)
         self.audit(batch, actor, "external_key.rotate" if rotate else "external_key.add",
-                   key_id, {"last4": doc["last4"], "base_url": doc["base_url"]})
+                   key_id, {"last4": doc["last4"], "base_url": doc["base_url"],
+                            "openai_project_id": doc["openai_project_id"],
+                            "openai_key_id": doc["openai_key_id"]})
         self.commit(batch)
         return doc
 

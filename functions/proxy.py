@@ -318,7 +318,7 @@ class Proxy:
             call_id="call_" + secrets.token_hex(12), project=project.id, user=user.id,
             key_name=ctx.key.name, model=model, route=kind, budget_period=project.budget_period,
             period_key=period_key(project.budget_period, now), limits=limits,
-            estimate_nano=estimate, admitted_at=now,
+            estimate_nano=estimate, admitted_at=now, external_key=project.external_key,
             expires_at=now + timedelta(seconds=self.settings.hold_ttl_s), streamed=spec.stream,
             tag=tag, estimate_tokens=input_tokens + spec.output_cap * spec.n,
             touch_key=ctx.key.key_hash if _stale(ctx.key.last_used_at, now) else None,

@@ -32,9 +32,20 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+    if not 0 < value < float("inf"):  # NaN and inf too: a socket refuses them at the first call
+        raise ValueError(f"{name} must be a finite number > 0, got {raw!r}")
     return value
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() in ("1", "on", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, got {raw!r}")  # not a typo taken as "on"
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,14 @@ class Settings:
     escrow: bool = True
     grant_draw_window_s: int = 15
     grant_close_margin_s: int = 60
+    # reconciliation (reconcile.py): OpenAI's organisation Usage/Costs APIs, the drift
+    # (percent of OpenAI's figure) that alerts, and the Cloud Scheduler identity whose
+    # Google-signed ID token may call POST /reconcile and /sweep (unset: none may)
+    usage_api_base_url: str = "https://api.openai.com/v1"
+    reconcile_drift_percent: float = 2.0
+    scheduler_audience: str = ""
+    scheduler_sa: str = ""
+    oidc_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
 
     @property
     def hold_ttl_s(self) -> int:
@@ -101,8 +120,14 @@ class Settings:
             safety_salt=env.get("TOLLGATE_SAFETY_SALT", ""),
             default_max_output_tokens=_int(env, "TOLLGATE_DEFAULT_MAX_OUTPUT_TOKENS", 4096, 1),
             stream_cap_bytes=_int(env, "TOLLGATE_STREAM_CAP_BYTES", 9_500_000, 1024),
-            escrow=env.get("TOLLGATE_ESCROW", "on").strip().lower() not in ("0", "off", "false",
-                                                                           "no"),
+            escrow=_switch(env, "TOLLGATE_ESCROW", True),
             grant_draw_window_s=_int(env, "TOLLGATE_GRANT_DRAW_WINDOW_S", 15, 1),
             grant_close_margin_s=_int(env, "TOLLGATE_GRANT_CLOSE_MARGIN_S", 60, 1),
+            usage_api_base_url=(env.get("TOLLGATE_USAGE_API_BASE_URL", "").strip()
+                                or "https://api.openai.com/v1").rstrip("/"),
+            reconcile_drift_percent=_float(env, "TOLLGATE_RECONCILE_DRIFT_PERCENT", 2.0),
+            scheduler_audience=env.get("TOLLGATE_SCHEDULER_AUDIENCE", "").strip().rstrip("/"),
+            scheduler_sa=env.get("TOLLGATE_SCHEDULER_SA", "").strip(),
+            oidc_certs_url=(env.get("TOLLGATE_OIDC_CERTS_URL", "").strip()
+                            or "https://www.googleapis.com/oauth2/v1/certs"),
         )

@@ -430,6 +430,7 @@ Tollgate is running (Ctrl-C stops everything).
   openai function : {o}          (SDK base_url: {o}/v1)
   admin function  : {urls['admin']}          (admin token: {admin_token})
   log page        : {urls['log']}/log      (paste a key to see its calls)
+  admin console   : {urls['admin']}/console/      (sign in with the admin token or alice's key)
   Firestore       : emulator at {emu}, project {PROJECT}
   upstream        : {upstream}{'  (fake upstream: no OPENAI_API_KEY set)' if fake else ''}
   demo project    : 'demo', models {', '.join(DEMO_MODELS)}, budget $5/month

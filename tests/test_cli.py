@@ -36,6 +36,9 @@ COMMANDS = [
     ["member", "remove"], ["member", "rotate"],
     ["limit"], ["limit", "set"], ["limit", "clear"], ["limit", "list"],
     ["usage"], ["queries"], ["ratelimits"], ["sweep"], ["audit"],
+    ["key", "openai-ids"], ["openai-admin-key"], ["openai-admin-key", "set"],
+    ["openai-admin-key", "show"], ["openai-admin-key", "delete"], ["reconcile"],
+    ["reconciliations"],
 ]
 Run = Callable[..., str]
 

@@ -72,6 +72,8 @@ def key():
         return "secret"
     if words[0] == "functions":
         return "function:" + words[2]
+    if words[:2] == ["scheduler", "jobs"]:
+        return "job:" + words[-1]
     return None
 k = key()
 if words[:2] == ["projects", "describe"]:
@@ -129,7 +131,8 @@ save()
 """
 EVERYTHING = ["database", "sa:tollgate-openai", "sa:tollgate-admin", "sa:tollgate-log",
               "sa:tollgate-build", "secret", "secret-version", "function:openai",
-              "function:admin", "function:log"]
+              "function:admin", "function:log", "sa:tollgate-scheduler",
+              "job:tollgate-reconcile", "job:tollgate-sweep"]
 
 
 def indexes() -> list[dict[str, Any]]:  # read at run time: indexes get added
@@ -182,7 +185,7 @@ def test_dry_run_prints_every_step_in_order(dry_run: list[list[str]]) -> None:
     database = find(cmds, "databases", "create", "--database=tollgate",
                     "--type=firestore-native", "--location=europe-west1")
     accounts = [find(cmds, "service-accounts", "create", f"tollgate-{who}")
-                for who in [*SIZES, "build"]]
+                for who in [*SIZES, "build", "scheduler"]]
     ext = EXT.format("PROJECT_NUMBER")
     grants = [find(cmds, "add-iam-policy-binding", f"serviceAccount:tollgate-{fn}@", f"--role={r}",
                    condition) for fn, r, condition in [
@@ -192,6 +195,12 @@ def test_dry_run_prints_every_step_in_order(dry_run: list[list[str]]) -> None:
         ("admin", "roles/secretmanager.admin", f"--condition=expression={ext}"),
         ("log", "roles/datastore.viewer", "--condition=None"),
         ("build", "roles/cloudbuild.builds.builder", "--condition=None")]]
+    # the OpenAI admin key (reconciliation) is the admin function's, never the proxy's
+    from functions.reconcile_run import ADMIN_KEY_SECRET
+    assert any(ADMIN_KEY_SECRET in arg for arg in cmds[grants[3]])
+    assert not any(ADMIN_KEY_SECRET in arg or "tollgate-openai-admin" in arg
+                   for arg in cmds[grants[1]])
+    assert not ADMIN_KEY_SECRET.startswith("tollgate-ext-")
     secret = find(cmds, "secrets", "create", "tollgate-admin-tokens", "--data-file=-")
     secret_grant = find(cmds, "secrets", "add-iam-policy-binding", "tollgate-admin-tokens",
                         "serviceAccount:tollgate-admin@", "roles/secretmanager.secretAccessor")
@@ -229,9 +238,24 @@ def test_dry_run_prints_every_step_in_order(dry_run: list[list[str]]) -> None:
     public = [find(cmds, "functions", "add-invoker-policy-binding", fn, "--member=allUsers",
                    "--region=europe-west1", "--project=my-proj") for fn in SIZES]
     urls = [find(cmds, "functions", "describe", fn, "serviceConfig.uri") for fn in SIZES]
+    # Cloud Scheduler: the reconciliation daily, the sweep every 5 minutes, each with the
+    # scheduler's OIDC token for an audience the admin function is told (no admin token)
+    audience = "https://europe-west1-my-proj.cloudfunctions.net/admin"
+    scheduler = "tollgate-scheduler@my-proj.iam.gserviceaccount.com"
+    assert "cloudscheduler.googleapis.com" in cmds[enable]
+    admin_env = cmds[deploys[1]][-1]
+    assert f"TOLLGATE_SCHEDULER_SA={scheduler}" in admin_env
+    assert f"TOLLGATE_SCHEDULER_AUDIENCE={audience}" in admin_env
+    jobs = [find(cmds, "scheduler", "jobs", "create", "http", name, f"--schedule={cron}",
+                 f"--uri={audience}{path}", f"--oidc-service-account-email={scheduler}",
+                 f"--oidc-token-audience={audience}", "--location=europe-west1")
+            for name, cron, path in [("tollgate-reconcile", "0 6 * * *", "/reconcile"),
+                                     ("tollgate-sweep", "*/5 * * * *", "/sweep")]]
+    assert not any("Authorization" in a or "tga_" in a for i in jobs for a in cmds[i])
     assert enable < database < min(accounts) <= max(accounts) < min(grants)
     assert max(grants) < secret < secret_grant < min(creates) <= max(creates) < min(ttls)
-    assert max(ttls) < min(deploys) <= max(deploys) < min(public) <= max(public) < min(urls)
+    assert max(ttls) < min(deploys) <= max(deploys) < min(public) <= max(public) < min(jobs)
+    assert max(jobs) < min(urls)
 
 
 def test_converges_and_never_shows_the_token_unasked(tmp_path: Path) -> None:
@@ -239,7 +263,8 @@ def test_converges_and_never_shows_the_token_unasked(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     created = [c["argv"][:3] for c in calls if "create" in c["argv"]]
     assert created.count(["firestore", "databases", "create"]) == 1
-    assert created.count(["iam", "service-accounts", "create"]) == 4  # 3 functions, 1 build
+    assert created.count(["iam", "service-accounts", "create"]) == 5  # 3 functions, build,
+    assert created.count(["scheduler", "jobs", "create"]) == 2  # scheduler; its two jobs
     assert created.count(["secrets", "create", "tollgate-admin-tokens"]) == 1
     assert created.count(["firestore", "indexes", "composite"]) == len(indexes())
     assert sum("ttls" in c["argv"] for c in calls) == 4  # one list, three updates
@@ -252,7 +277,12 @@ def test_converges_and_never_shows_the_token_unasked(tmp_path: Path) -> None:
 
     again, calls = run_deploy(tmp_path, "full", "my-proj")
     assert again.returncode == 0, again.stderr
-    assert [c["argv"] for c in calls if "create" in c["argv"] or "update" in c["argv"]] == []
+    assert [c["argv"] for c in calls if ("create" in c["argv"] or "update" in c["argv"])
+            and c["argv"][0] != "scheduler"] == []
+    # a scheduler job that exists is brought to the current definition
+    assert [c["argv"][:5] for c in calls if c["argv"][:3] == ["scheduler", "jobs", "update"]] == [
+        ["scheduler", "jobs", "update", "http", "tollgate-reconcile"],
+        ["scheduler", "jobs", "update", "http", "tollgate-sweep"]]
     assert sum(c["argv"][:2] == ["functions", "deploy"] for c in calls) == 3
     assert not any(c["stdin"] for c in calls)  # no secret, no version, no token
     assert "gcloud secrets versions access latest --secret=tollgate-admin-tokens" in again.stdout

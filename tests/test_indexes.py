@@ -15,6 +15,7 @@ from google.cloud import firestore
 from functions import indexes, reports
 from functions.indexes import ASC, DESC, Index, Shape, covered, declared, needed_index
 from functions.ledger import Ledger
+from functions.reconcile_run import Reconciler
 from functions.reports import Filters
 from functions.store import Store
 
@@ -140,10 +141,16 @@ def test_every_query_shape_is_covered_by_a_declared_index(db: firestore.Client) 
     ledger.sweep()
     ledger.sweep(project="p")
     Store(db).response_tokens("p", "resp_c1")
+    # reconciliation: a day's records by the key they were sent with, and by project
+    db.collection("projects").document("p").set({"id": "p", "external_key": "main"})
+    Reconciler(db, None, "", 2.0, clock=lambda: NOW)._records(  # type: ignore[arg-type]
+        "main", (NOW - timedelta(days=1)).date())
 
     shapes = indexes.seen()
     usage = {s.equals for s in shapes if s.collection == "usage" and s.range_field == "ts"}
-    assert len(usage) == 32  # every subset of the five filterable fields was exercised
+    assert ("external_key",) in usage  # reconciliation's
+    # every subset of the five filterable fields of the reports was exercised
+    assert len(usage - {("external_key",)}) == 32
     # the tag skip scan, under every subset of the other four equality filters
     scans = {s.equals for s in shapes if s.collection == "usage" and s.range_field == "tag"}
     assert len(scans) == 16

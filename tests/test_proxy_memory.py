@@ -44,6 +44,7 @@ def test_a_call_is_answered_booked_and_priced_in_its_headers(mem):
     assert (rec["status"], rec["user"], rec["model"], rec["route"]) == (
         "ok", "bob", "gpt-4o-mini", "chat")
     assert rec["cost_nano"] > 0 and not rec["estimated"]
+    assert rec["external_key"] == "main"  # the organisation key it went out with
     assert resp.headers["x-tollgate-call-id"] == rec["call_id"]
     assert resp.headers["x-tollgate-cost-usd"] == format_usd(rec["cost_nano"])
     assert resp.headers["x-tollgate-budget-remaining-usd"] == format_usd(

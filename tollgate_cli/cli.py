@@ -30,7 +30,8 @@ GROUPS = {"user": "users (people holding keys)",
           "prices": "the shipped OpenAI price table",
           "project": "projects: budget, allowed models, external key",
           "member": "project members and their proxy keys (leads may use these)",
-          "limit": "per-model limits of a project or of one of its members"}
+          "limit": "per-model limits of a project or of one of its members",
+          "openai-admin-key": "OpenAI's organisation admin key, for reconciliation"}
 
 
 # --- the parser and main ---------------------------------------------------------------

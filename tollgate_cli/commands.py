@@ -80,10 +80,14 @@ def read_secret(a: A) -> str:
                              "help": "read the secret from stdin (preferred)"}),
          ("--secret", {"exclusive": True, "help": "the secret itself (stays in shell history)"}),
          ("--base-url", {"help": "an OpenAI-compatible base URL (default: OpenAI's)"}),
+         ("--openai-project", {"help": "its OpenAI project id, proj_... (reconciliation)"}),
+         ("--openai-key-id", {"help": "its OpenAI API key id, key_... (reconciliation)"}),
          epilog="main --secret-stdin < openai-key.txt")
 def key_add(api: Api, a: A) -> Out:
     k = api("POST", "/external-keys", given(id=a.id, secret=read_secret(a).strip(),
-                                            base_url=a.base_url))
+                                            base_url=a.base_url,
+                                            openai_project_id=a.openai_project,
+                                            openai_key_id=a.openai_key_id))
     return k, f"added external key {k['id']} (...{k['last4']}), validated upstream"
 
 
@@ -368,4 +372,5 @@ def audit(api: Api, a: A) -> Out:
                     [[x["ts"], x["actor"], x["action"], x["target"]] for x in r["data"]])
 
 
-from tollgate_cli import manage  # noqa: E402,F401 - registers the commands that change things
+# register the commands that change things, and those of the reconciliation
+from tollgate_cli import manage, reconcile  # noqa: E402,F401
