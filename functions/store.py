@@ -68,7 +68,22 @@ class _Client(firestore.Client):
             self._firestore_api_internal = client_class(
                 transport=self._transport, client_options=self._client_options)
             client_module._client_info = self._client_info
+            _lend_retries(self._transport)
         return self._firestore_api_internal
+
+
+def _lend_retries(transport: Any) -> None:
+    """When a query's or an aggregation's stream fails and the caller gave no retry,
+    google-cloud-firestore (2.x) asks ``transport.run_query._retry`` whether to resume -
+    but that is the bare gRPC stub, which has no ``_retry``: a transient UNAVAILABLE or
+    DEADLINE_EXCEEDED became an AttributeError (a 500 from the admin API's reports,
+    seen under load) instead of a resumed stream. The retry the library means is its
+    wrapped method's; lend it to the stub."""
+    for name in ("run_query", "run_aggregation_query"):
+        stub = getattr(transport, name)
+        wrapped = transport._wrapped_methods.get(stub)
+        if wrapped is not None and not hasattr(stub, "_retry"):
+            stub._retry = wrapped._retry
 
 
 def make_client(settings: Settings) -> firestore.Client:

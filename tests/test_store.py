@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import pytest
+from google.api_core import exceptions, gapic_v1
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -49,3 +50,20 @@ def test_reads_run_on_the_calling_thread_and_see_what_was_written(
     monkeypatch.setattr(threading.Thread, "start", counting_start)
     list(db.get_all(refs))
     assert started, "the stock client starts a thread per streamed read"
+
+
+@pytest.mark.parametrize(("error", "resumed"), [
+    (exceptions.ServiceUnavailable("blip"), True),
+    (exceptions.DeadlineExceeded("slow"), True),
+    (exceptions.PermissionDenied("no"), False),
+])
+def test_a_query_stream_that_fails_asks_its_retry_instead_of_crashing(error, resumed,
+                                                                       monkeypatch):
+    """google-cloud-firestore looks up ``transport.run_query._retry`` when a stream
+    fails (a bare gRPC stub: an AttributeError, a 500); make_client lends it one."""
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1")  # never dialled here
+    db = make_client(Settings(gcp_project="test-retry", emulator_host="127.0.0.1:1"))
+    q = db.collection("usage").where(filter=FieldFilter("project", "==", "p"))
+    for streamed in (q, q.count()):
+        assert streamed._retry_query_after_exception(  # type: ignore[union-attr]
+            error, gapic_v1.method.DEFAULT, None) is resumed
