@@ -58,11 +58,27 @@ class Config:
 
 
 FULL = Config("full")
-QUICK = Config("quick", latency_calls=40, warmup=15, streams=6, stream_chunks=6, rt_calls=6,
-               tp_duration_s=1.0, overshoot_n=5, cold_starts=1, mem_concurrency=4,
-               mem_body_mib=1.0, big_prompt_reps=1, budget_latency_ms=800.0,
-               section_limit_s=30.0, hot_rate=20.0, hot_duration_s=5.0,
-               runout_duration_s=5.0, hot_drain_s=10.0, hot_probe_s=0.0)
+QUICK = Config(
+    "quick",
+    latency_calls=40,
+    warmup=15,
+    streams=6,
+    stream_chunks=6,
+    rt_calls=6,
+    tp_duration_s=1.0,
+    overshoot_n=5,
+    cold_starts=1,
+    mem_concurrency=4,
+    mem_body_mib=1.0,
+    big_prompt_reps=1,
+    budget_latency_ms=800.0,
+    section_limit_s=30.0,
+    hot_rate=20.0,
+    hot_duration_s=5.0,
+    runout_duration_s=5.0,
+    hot_drain_s=10.0,
+    hot_probe_s=0.0,
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -83,17 +99,24 @@ def ms_summary(seconds: list[float]) -> dict[str, float | int]:
     ms = [v * 1000 for v in seconds]
     if not ms:
         return {"n": 0}
-    return {"n": len(ms), "p50": r3(pct(ms, 50)), "p95": r3(pct(ms, 95)),
-            "p99": r3(pct(ms, 99)), "mean": r3(statistics.fmean(ms)), "min": r3(min(ms)),
-            "max": r3(max(ms))}
+    return {
+        "n": len(ms),
+        "p50": r3(pct(ms, 50)),
+        "p95": r3(pct(ms, 95)),
+        "p99": r3(pct(ms, 99)),
+        "mean": r3(statistics.fmean(ms)),
+        "min": r3(min(ms)),
+        "max": r3(max(ms)),
+    }
 
 
 def r3(x: float) -> float:
     return round(float(x), 3)
 
 
-def diff(a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...] = ("p50", "p95", "p99")
-         ) -> dict[str, float]:
+def diff(
+    a: dict[str, Any], b: dict[str, Any], keys: tuple[str, ...] = ("p50", "p95", "p99")
+) -> dict[str, float]:
     return {k: r3(a[k] - b[k]) for k in keys if k in a and k in b}
 
 
@@ -151,16 +174,18 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def timed_post(s: requests.Session, url: str, data: bytes, headers: dict[str, str],
-               timeout: float = 60.0) -> tuple[float, int]:
+def timed_post(
+    s: requests.Session, url: str, data: bytes, headers: dict[str, str], timeout: float = 60.0
+) -> tuple[float, int]:
     t0 = time.perf_counter()
     r = s.post(url, data=data, headers=headers, timeout=timeout)
     r.content  # noqa: B018
     return time.perf_counter() - t0, r.status_code
 
 
-def read_stream(s: requests.Session, url: str, data: bytes, headers: dict[str, str]
-                ) -> dict[str, Any]:
+def read_stream(
+    s: requests.Session, url: str, data: bytes, headers: dict[str, str]
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     times: list[float] = []
     done_at = None
@@ -177,7 +202,12 @@ def read_stream(s: requests.Session, url: str, data: bytes, headers: dict[str, s
                     if b"[DONE]" in event:
                         done_at = now
     end = time.perf_counter()
-    return {"status": status, "ttfb": times[0] - t0 if times else None,
-            "last": (done_at or (times[-1] if times else end)) - t0, "end": end - t0,
-            "gaps": [b - a for a, b in zip(times, times[1:], strict=False)],
-            "events": len(times), "done": done_at is not None}
+    return {
+        "status": status,
+        "ttfb": times[0] - t0 if times else None,
+        "last": (done_at or (times[-1] if times else end)) - t0,
+        "end": end - t0,
+        "gaps": [b - a for a, b in zip(times, times[1:], strict=False)],
+        "events": len(times),
+        "done": done_at is not None,
+    }

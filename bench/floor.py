@@ -35,20 +35,31 @@ def make_floor(st: Stack) -> FloorFn:
     db = st.db
     now = datetime.now(UTC)
     period = period_key("monthly", now)
-    refs = [db.collection("keys").document(auth.key_hash(st.keys["alice"])),
-            db.collection("users").document("alice"),
-            db.collection("members").document(doc_id("lat", "alice")),
-            db.collection("projects").document("lat"),
-            db.collection("models").document(doc_id(MODEL)),
-            db.collection("limits").document(doc_id("lat", MODEL)),
-            db.collection("limits").document(doc_id("lat", "alice", MODEL))]
-    counters = [db.collection("counters").document(doc_id("p", "floor", period)),
-                db.collection("counters").document(doc_id("m", "floor", "alice", period))]
-    usage_raw = {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27,
-                 "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                               "accepted_prediction_tokens": 0,
-                                               "rejected_prediction_tokens": 0}}
+    refs = [
+        db.collection("keys").document(auth.key_hash(st.keys["alice"])),
+        db.collection("users").document("alice"),
+        db.collection("members").document(doc_id("lat", "alice")),
+        db.collection("projects").document("lat"),
+        db.collection("models").document(doc_id(MODEL)),
+        db.collection("limits").document(doc_id("lat", MODEL)),
+        db.collection("limits").document(doc_id("lat", "alice", MODEL)),
+    ]
+    counters = [
+        db.collection("counters").document(doc_id("p", "floor", period)),
+        db.collection("counters").document(doc_id("m", "floor", "alice", period)),
+    ]
+    usage_raw = {
+        "prompt_tokens": 20,
+        "completion_tokens": 7,
+        "total_tokens": 27,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
     def one(i: int) -> tuple[float, float, float]:
         call_id = f"call_floor_{os.getpid()}_{i}_{os.urandom(4).hex()}"
@@ -58,32 +69,84 @@ def make_floor(st: Stack) -> FloorFn:
         t1 = time.perf_counter()
         b = db.batch()
         for c in counters:
-            b.set(c, {"scope": "p", "project": "floor", "period": period,
-                      "held": Increment(1000), "inflight": Increment(1),
-                      "spent": Increment(0)}, merge=True)
-        b.create(db.collection("holds").document(call_id), {
-            "call_id": call_id, "project": "floor", "user": "alice", "key_name": "default",
-            "model": MODEL, "route": "chat", "period": period,
-            "counters": [c.id for c in counters], "estimate_nano": 1000,
-            "estimate_tokens": 30, "created_at": now, "expires_at": now, "state": "live",
-            "streamed": False, "tag": None})
+            b.set(
+                c,
+                {
+                    "scope": "p",
+                    "project": "floor",
+                    "period": period,
+                    "held": Increment(1000),
+                    "inflight": Increment(1),
+                    "spent": Increment(0),
+                },
+                merge=True,
+            )
+        b.create(
+            db.collection("holds").document(call_id),
+            {
+                "call_id": call_id,
+                "project": "floor",
+                "user": "alice",
+                "key_name": "default",
+                "model": MODEL,
+                "route": "chat",
+                "period": period,
+                "counters": [c.id for c in counters],
+                "estimate_nano": 1000,
+                "estimate_tokens": 30,
+                "created_at": now,
+                "expires_at": now,
+                "state": "live",
+                "streamed": False,
+                "tag": None,
+            },
+        )
         b.commit()
         t2 = time.perf_counter()
         b = db.batch()
         for c in counters:
-            b.set(c, {"held": Increment(-1000), "inflight": Increment(-1),
-                      "spent": Increment(900)}, merge=True)
-        b.create(db.collection("usage").document(call_id), {
-            "call_id": call_id, "ts": now, "settled_at": now, "period": period,
-            "project": "floor", "user": "alice", "key_name": "default", "model": MODEL,
-            "route": "chat", "upstream_model": MODEL, "status": "ok", "http_status": 200,
-            "input_tokens": 20, "cached_tokens": 0, "cache_write_tokens": 0,
-            "output_tokens": 10, "reasoning_tokens": 0, "cost_nano": 900,
-            "estimate_nano": 1000, "latency_ms": 20, "streamed": False, "cached": False,
-            "estimated": False, "tag": None, "request_id": "req_x", "response_id": None,
-            "service_tier": "default", "usage": usage_raw})
-        b.update(db.collection("holds").document(call_id),
-                 {"state": "settled", "settled_at": now, "purge_at": now})
+            b.set(
+                c,
+                {"held": Increment(-1000), "inflight": Increment(-1), "spent": Increment(900)},
+                merge=True,
+            )
+        b.create(
+            db.collection("usage").document(call_id),
+            {
+                "call_id": call_id,
+                "ts": now,
+                "settled_at": now,
+                "period": period,
+                "project": "floor",
+                "user": "alice",
+                "key_name": "default",
+                "model": MODEL,
+                "route": "chat",
+                "upstream_model": MODEL,
+                "status": "ok",
+                "http_status": 200,
+                "input_tokens": 20,
+                "cached_tokens": 0,
+                "cache_write_tokens": 0,
+                "output_tokens": 10,
+                "reasoning_tokens": 0,
+                "cost_nano": 900,
+                "estimate_nano": 1000,
+                "latency_ms": 20,
+                "streamed": False,
+                "cached": False,
+                "estimated": False,
+                "tag": None,
+                "request_id": "req_x",
+                "response_id": None,
+                "service_tier": "default",
+                "usage": usage_raw,
+            },
+        )
+        b.update(
+            db.collection("holds").document(call_id),
+            {"state": "settled", "settled_at": now, "purge_at": now},
+        )
         b.commit()
         t3 = time.perf_counter()
         return t1 - t0, t2 - t1, t3 - t2
@@ -92,12 +155,14 @@ def make_floor(st: Stack) -> FloorFn:
 
 
 def floor_summary(samples: list[tuple[float, float, float]]) -> dict[str, Any]:
-    return {"get_all": ms_summary([g for g, _, _ in samples]),
-            "reserve": ms_summary([r for _, r, _ in samples]),
-            "settle": ms_summary([x for _, _, x in samples]),
-            "before_upstream": ms_summary([g + r for g, r, _ in samples]),
-            "total": ms_summary([g + r + x for g, r, x in samples]),
-            "note": "measured interleaved with the latency calls (same emulator state)"}
+    return {
+        "get_all": ms_summary([g for g, _, _ in samples]),
+        "reserve": ms_summary([r for _, r, _ in samples]),
+        "settle": ms_summary([x for _, _, x in samples]),
+        "before_upstream": ms_summary([g + r for g, r, _ in samples]),
+        "total": ms_summary([g + r + x for g, r, x in samples]),
+        "note": "measured interleaved with the latency calls (same emulator state)",
+    }
 
 
 def _quiet_handler() -> Any:
@@ -133,21 +198,32 @@ def bench_round_trips(st: Stack, profile_calls: int = 0) -> dict[str, Any]:
     upstream_mod.Upstream.post = post  # type: ignore[method-assign]
     # the recorder must see a known sequence exactly: one get_all, one commit
     recorder.enabled = True
-    list(st.db.get_all([st.db.collection("bench").document("a"),
-                        st.db.collection("bench").document("b")]))
+    list(
+        st.db.get_all(
+            [st.db.collection("bench").document("a"), st.db.collection("bench").document("b")]
+        )
+    )
     batch = st.db.batch()
     batch.set(st.db.collection("bench").document("a"), {"x": 1})
     batch.commit()
     time.sleep(0.01)
     seen = recorder.take()
     recorder.enabled = False
-    self_check = {"methods": [r.method for r in seen], "sequential": sequential(seen),
-                  "writes": sum(r.writes for r in seen), "docs": sum(r.docs for r in seen)}
-    self_check["ok"] = (self_check["methods"] == ["BatchGetDocuments", "Commit"]
-                        and self_check["sequential"] == 2 and self_check["writes"] == 1
-                        and self_check["docs"] == 2)
-    app = functions_framework.create_app(target="openai",
-                                         source=str(ROOT / "functions" / "main.py"))
+    self_check = {
+        "methods": [r.method for r in seen],
+        "sequential": sequential(seen),
+        "writes": sum(r.writes for r in seen),
+        "docs": sum(r.docs for r in seen),
+    }
+    self_check["ok"] = (
+        self_check["methods"] == ["BatchGetDocuments", "Commit"]
+        and self_check["sequential"] == 2
+        and self_check["writes"] == 1
+        and self_check["docs"] == 2
+    )
+    app = functions_framework.create_app(
+        target="openai", source=str(ROOT / "functions" / "main.py")
+    )
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_quiet_handler())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -169,12 +245,18 @@ def bench_round_trips(st: Stack, profile_calls: int = 0) -> dict[str, Any]:
             rpcs = recorder.take()
             up = marks[0] if marks else float("inf")
             before = [r for r in rpcs if r.start < up]
-            row = {"status": status, "rpcs": len(rpcs), "sequential": sequential(rpcs),
-                   "before_upstream": sequential(before), "rpcs_before_upstream": len(before),
-                   "writes": sum(r.writes for r in rpcs if r.method == "Commit"),
-                   "docs_read": sum(r.docs for r in rpcs),
-                   "methods": [r.method for r in sorted(rpcs, key=lambda r: r.start)],
-                   "ms": r3(dt * 1000), "t0": t0}
+            row = {
+                "status": status,
+                "rpcs": len(rpcs),
+                "sequential": sequential(rpcs),
+                "before_upstream": sequential(before),
+                "rpcs_before_upstream": len(before),
+                "writes": sum(r.writes for r in rpcs if r.method == "Commit"),
+                "docs_read": sum(r.docs for r in rpcs),
+                "methods": [r.method for r in sorted(rpcs, key=lambda r: r.start)],
+                "ms": r3(dt * 1000),
+                "t0": t0,
+            }
             if i == 0:
                 first_call = row  # the instance's first call (cold caches)
             else:
@@ -196,11 +278,16 @@ def bench_round_trips(st: Stack, profile_calls: int = 0) -> dict[str, Any]:
             time.sleep(0.03)
             rpcs = recorder.take()
             first_byte = t0 + (r["ttfb"] if r["ttfb"] is not None else 1e9)
-            per_stream.append({
-                "status": r["status"], "rpcs": len(rpcs), "sequential": sequential(rpcs),
-                "before_first_byte": sequential([x for x in rpcs if x.start < first_byte]),
-                "writes": sum(x.writes for x in rpcs if x.method == "Commit"),
-                "methods": [x.method for x in sorted(rpcs, key=lambda x: x.start)]})
+            per_stream.append(
+                {
+                    "status": r["status"],
+                    "rpcs": len(rpcs),
+                    "sequential": sequential(rpcs),
+                    "before_first_byte": sequential([x for x in rpcs if x.start < first_byte]),
+                    "writes": sum(x.writes for x in rpcs if x.method == "Commit"),
+                    "methods": [x.method for x in sorted(rpcs, key=lambda x: x.start)],
+                }
+            )
         recorder.enabled = False
         recorder.uninstall()
         upstream_mod.Upstream.post = orig_post  # type: ignore[method-assign]
@@ -222,7 +309,8 @@ def bench_round_trips(st: Stack, profile_calls: int = 0) -> dict[str, Any]:
     writes = [r["writes"] for r in ok]
     result = {
         "recorder_self_check": self_check,
-        "calls": len(per_call), "errors": len(per_call) - len(ok),
+        "calls": len(per_call),
+        "errors": len(per_call) - len(ok),
         "before_first_byte": mode(ok, "before_upstream"),
         "before_first_byte_max": max((r["before_upstream"] for r in ok), default=-1),
         "total": mode(ok, "sequential"),
@@ -232,15 +320,18 @@ def bench_round_trips(st: Stack, profile_calls: int = 0) -> dict[str, Any]:
         "stream_before_first_byte": mode(oks, "before_first_byte"),
         "stream_total": mode(oks, "sequential"),
         "stream_methods": oks[0]["methods"] if oks else [],
-        "first_call_of_instance": {k: first_call.get(k) for k in
-                                   ("status", "sequential", "before_upstream", "writes",
-                                    "methods")},
-        "writes": {"per_call_mode": Counter(writes).most_common(1)[0][0] if writes else -1,
-                   "min": min(writes, default=-1), "max": max(writes, default=-1),
-                   "mean": r3(statistics.fmean(writes)) if writes else -1,
-                   "stream_per_call_mode": mode(oks, "writes"),
-                   "ledger_counter_per_call": (r3(ledger_writes) if ledger_writes is not None
-                                               else None)},
+        "first_call_of_instance": {
+            k: first_call.get(k)
+            for k in ("status", "sequential", "before_upstream", "writes", "methods")
+        },
+        "writes": {
+            "per_call_mode": Counter(writes).most_common(1)[0][0] if writes else -1,
+            "min": min(writes, default=-1),
+            "max": max(writes, default=-1),
+            "mean": r3(statistics.fmean(writes)) if writes else -1,
+            "stream_per_call_mode": mode(oks, "writes"),
+            "ledger_counter_per_call": (r3(ledger_writes) if ledger_writes is not None else None),
+        },
         "docs_read_per_call": mode(ok, "docs_read"),
         "store_reads_counter_per_call": r3(store_reads) if store_reads is not None else None,
     }
@@ -250,13 +341,15 @@ def bench_round_trips(st: Stack, profile_calls: int = 0) -> dict[str, Any]:
     return result
 
 
-STAGES = (("handle", "functions.proxy", "Proxy", "handle"),
-          ("load_call_context", "functions.store", "Store", "load_call_context"),
-          ("estimate_input_tokens", "functions.tokens", None, "estimate_input_tokens"),
-          ("reserve", "functions.ledger", "Ledger", "reserve"),
-          ("secret", "functions.proxy", "Proxy", "_secret_for"),
-          ("upstream", "functions.upstream", "Upstream", "post"),
-          ("settle", "functions.ledger", "Ledger", "settle"))
+STAGES = (
+    ("handle", "functions.proxy", "Proxy", "handle"),
+    ("load_call_context", "functions.store", "Store", "load_call_context"),
+    ("estimate_input_tokens", "functions.tokens", None, "estimate_input_tokens"),
+    ("reserve", "functions.ledger", "Ledger", "reserve"),
+    ("secret", "functions.proxy", "Proxy", "_secret_for"),
+    ("upstream", "functions.upstream", "Upstream", "post"),
+    ("settle", "functions.ledger", "Ledger", "settle"),
+)
 
 
 def stage_breakdown(url: str, st: Stack) -> dict[str, Any]:
@@ -296,20 +389,25 @@ def stage_breakdown(url: str, st: Stack) -> dict[str, Any]:
     finally:
         for owner, attr, orig in restore:
             setattr(owner, attr, orig)
+
     def table(d: dict[str, list[float]]) -> dict[str, float]:
         o = {k: r3(pct(v, 50) * 1000) for k, v in d.items() if v}
         if "handle" in o:
             # a plain answer is settled after its last byte, outside ``handle``
-            o["rest_of_handler"] = r3(o["handle"] - sum(o[k] for k in o
-                                                        if k not in ("handle", "settle")))
+            o["rest_of_handler"] = r3(
+                o["handle"] - sum(o[k] for k in o if k not in ("handle", "settle"))
+            )
         return o
 
-    return {"wall": table(times), "thread_cpu": table(cpu),
-            "client_round_trip": r3(pct(wall, 50) * 1000),
-            "note": "p50 ms per stage of a warm non-streaming call served in-process "
-                    "(werkzeug): wall time, and CPU time of the handling thread; the "
-                    "upstream's 20 ms are in 'upstream' wall; 'settle' runs after the "
-                    "answer's last byte is written"}
+    return {
+        "wall": table(times),
+        "thread_cpu": table(cpu),
+        "client_round_trip": r3(pct(wall, 50) * 1000),
+        "note": "p50 ms per stage of a warm non-streaming call served in-process "
+        "(werkzeug): wall time, and CPU time of the handling thread; the "
+        "upstream's 20 ms are in 'upstream' wall; 'settle' runs after the "
+        "answer's last byte is written",
+    }
 
 
 def run_profile(app: Any, st: Stack, n: int) -> dict[str, Any]:
@@ -343,7 +441,9 @@ def run_profile(app: Any, st: Stack, n: int) -> dict[str, Any]:
     path = st.work / "profile.txt"
     path.write_text(buf.getvalue())
     shutil.copy(path, BENCH / "profile.txt")
-    return {"calls": n, "thread_cpu_ms_per_call": r3(cpu * 1000 / n),
-            "wall_ms_per_call": r3(wall * 1000 / n), "report": str(BENCH / "profile.txt")}
-
-
+    return {
+        "calls": n,
+        "thread_cpu_ms_per_call": r3(cpu * 1000 / n),
+        "wall_ms_per_call": r3(wall * 1000 / n),
+        "report": str(BENCH / "profile.txt"),
+    }

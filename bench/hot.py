@@ -70,9 +70,11 @@ def _estimate(body: dict[str, Any]) -> int:
     from tests.conftest import MINI, make_price
 
     price = make_price(*MINI)
-    return pricing.estimate_nano(price.tiers["default"],
-                                 tokens.estimate_input_tokens("chat", body, MODEL),
-                                 body["max_tokens"])
+    return pricing.estimate_nano(
+        price.tiers["default"],
+        tokens.estimate_input_tokens("chat", body, MODEL),
+        body["max_tokens"],
+    )
 
 
 def start_hot(st: Stack) -> HotSetup:
@@ -88,18 +90,28 @@ def start_hot(st: Stack) -> HotSetup:
     half = int(cfg.hot_rate * cfg.runout_duration_s) // 2
     budgets = {"hot": 10**15, "runout": half * est, "exact2": cfg.exact2_n * exact_est}
     keys: dict[str, str] = {}
-    for project, user, upstream in (("hot", "hana", "hot"), ("runout", "rita", "hot"),
-                                    ("exact2", "ezra", "exact")):
+    for project, user, upstream in (
+        ("hot", "hana", "hot"),
+        ("runout", "rita", "hot"),
+        ("exact2", "ezra", "exact"),
+    ):
         prov.create_user(user, user.title(), f"{user}@example.com")
-        prov.create_project(project, external_key=upstream, budget_nano=budgets[project],
-                            budget_period="monthly", allowed_models=[MODEL],
-                            default_max_output_tokens=256)
+        prov.create_project(
+            project,
+            external_key=upstream,
+            budget_nano=budgets[project],
+            budget_period="monthly",
+            allowed_models=[MODEL],
+            default_max_output_tokens=256,
+        )
         # a member budget too (equal to the project's): 2 limited counters per call
         keys[project] = members.add_member(project, user, budget_nano=budgets[project])
     rpc_dir = st.work / "rpc-hot"
     env = {**st.fn_env, "BENCH_RPC_DIR": str(rpc_dir)}
-    instances = [FunctionProcess(env, st.work / f"function-hot-{i}.log",
-                                 BENCH / "recorded.py", "openai") for i in range(INSTANCES)]
+    instances = [
+        FunctionProcess(env, st.work / f"function-hot-{i}.log", BENCH / "recorded.py", "openai")
+        for i in range(INSTANCES)
+    ]
     for f in instances:
         st.closers.append(f.stop)
         f.start()
@@ -122,8 +134,9 @@ class AdminReader:
     def __init__(self, st: Stack) -> None:
         import functions_framework
 
-        app = functions_framework.create_app(target="admin",
-                                             source=str(ROOT / "functions" / "main.py"))
+        app = functions_framework.create_app(
+            target="admin", source=str(ROOT / "functions" / "main.py")
+        )
         self.client = app.test_client()
         self.headers = {"Authorization": f"Bearer {st.admin_token}"}
 
@@ -136,11 +149,12 @@ class AdminReader:
     def spend(self, project: str) -> dict[str, Any]:
         proj = self.get(f"/projects/{project}").get("spend", {})
         members = self.get(f"/projects/{project}/members").get("data", [])
-        return {"project_spent_nano": _int(proj.get("spent_nano")),
-                "project_held_nano": _int(proj.get("held_nano")),
-                "project_in_flight": _int(proj.get("in_flight")),
-                "member_spent_nano": {str(m.get("user")): _int(m.get("spent_nano"))
-                                      for m in members}}
+        return {
+            "project_spent_nano": _int(proj.get("spent_nano")),
+            "project_held_nano": _int(proj.get("held_nano")),
+            "project_in_flight": _int(proj.get("in_flight")),
+            "member_spent_nano": {str(m.get("user")): _int(m.get("spent_nano")) for m in members},
+        }
 
 
 def _int(v: Any) -> int | None:
@@ -160,9 +174,16 @@ class Call:
     status: str = ""  # "200", "429 budget_exceeded", an exception's name; "" unanswered
 
 
-def paced(urls: list[str], headers: dict[str, str], data: bytes, rate: float,
-          duration_s: float, pool: int, drain_s: float, timeout_s: float = 30.0
-          ) -> tuple[list[Call], float, float]:
+def paced(
+    urls: list[str],
+    headers: dict[str, str],
+    data: bytes,
+    rate: float,
+    duration_s: float,
+    pool: int,
+    drain_s: float,
+    timeout_s: float = 30.0,
+) -> tuple[list[Call], float, float]:
     """Open loop: call i is handed to a free client thread at ``t0 + i / rate`` whatever
     happened to earlier calls, alternating between the instances. ``pool`` threads
     (each with a keep-alive session per instance) bound the calls in flight: when all
@@ -184,8 +205,9 @@ def paced(urls: list[str], headers: dict[str, str], data: bytes, rate: float,
                     return
                 c.sent = time.perf_counter()
                 try:
-                    r = sessions[c.instance].post(urls[c.instance], data=data, headers=headers,
-                                                  timeout=timeout_s)
+                    r = sessions[c.instance].post(
+                        urls[c.instance], data=data, headers=headers, timeout=timeout_s
+                    )
                     code = ""
                     if r.status_code != 200:
                         with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -231,8 +253,7 @@ def _status(c: Call) -> str:
     return "no answer by the end" if c.sent else "not sent (client threads all busy)"
 
 
-def load_figures(calls: list[Call], rate: float, duration_s: float, t0: float
-                 ) -> dict[str, Any]:
+def load_figures(calls: list[Call], rate: float, duration_s: float, t0: float) -> dict[str, Any]:
     answered = [c for c in calls if c.status[:1].isdigit()]  # an HTTP answer
     ok = [c for c in answered if c.status == "200"]
     refused = [c for c in answered if c.status.startswith("429 budget")]
@@ -244,13 +265,21 @@ def load_figures(calls: list[Call], rate: float, duration_s: float, t0: float
     # else that is not a 200 is a failure
     failures = [c for c in calls if c.status != "200" and not c.status.startswith("429 budget")]
     lateness = [c.sent - c.scheduled for c in calls if c.sent]
-    per_instance = {str(i): {"calls": sum(1 for c in calls if c.instance == i),
-                             "ok": sum(1 for c in ok if c.instance == i)}
-                    for i in range(INSTANCES)}
+    per_instance = {
+        str(i): {
+            "calls": sum(1 for c in calls if c.instance == i),
+            "ok": sum(1 for c in ok if c.instance == i),
+        }
+        for i in range(INSTANCES)
+    }
     return {
-        "offered_calls_per_s": r3(rate), "duration_s": r3(duration_s),
-        "calls": len(calls), "answered": len(answered), "ok": len(ok),
-        "errors": len(calls) - len(ok), "statuses": dict(statuses),
+        "offered_calls_per_s": r3(rate),
+        "duration_s": r3(duration_s),
+        "calls": len(calls),
+        "answered": len(answered),
+        "ok": len(ok),
+        "errors": len(calls) - len(ok),
+        "statuses": dict(statuses),
         "failures": len(failures),
         "achieved_calls_per_s": r3(achieved),
         "answered_calls_per_s": r3(len(answered) / max(span, duration_s)),
@@ -265,8 +294,9 @@ def load_figures(calls: list[Call], rate: float, duration_s: float, t0: float
     }
 
 
-def timeline(calls: list[Call], t0: float, duration_s: float, step_s: float = 5.0
-             ) -> list[dict[str, Any]]:
+def timeline(
+    calls: list[Call], t0: float, duration_s: float, step_s: float = 5.0
+) -> list[dict[str, Any]]:
     """Per ``step_s`` of scheduled time: answers by kind and latency (what changed when)."""
     out = []
     for k in range(max(1, int(-(-duration_s // step_s)))):
@@ -274,10 +304,17 @@ def timeline(calls: list[Call], t0: float, duration_s: float, step_s: float = 5.
         part = [c for c in calls if lo <= c.scheduled < hi]
         ok = [c.done - c.scheduled for c in part if c.status == "200"]
         ref = [c.done - c.scheduled for c in part if c.status.startswith("429 budget")]
-        out.append({"from_s": r3(k * step_s), "calls": len(part), "ok": len(ok),
-                    "refused": len(ref), "other": len(part) - len(ok) - len(ref),
-                    "ok_p50_ms": ms_summary(ok).get("p50"),
-                    "refused_p50_ms": ms_summary(ref).get("p50")})
+        out.append(
+            {
+                "from_s": r3(k * step_s),
+                "calls": len(part),
+                "ok": len(ok),
+                "refused": len(ref),
+                "other": len(part) - len(ok) - len(ref),
+                "ok_p50_ms": ms_summary(ok).get("p50"),
+                "refused_p50_ms": ms_summary(ref).get("p50"),
+            }
+        )
     return out
 
 
@@ -285,8 +322,12 @@ def sustained(fig: dict[str, Any], rate: float) -> bool:
     """The rate was carried: ≥ 95 % of it answered, no failures (a budget refusal is an
     answer), sends on schedule (p99 ≤ 100 ms late: the client threads kept up)."""
     late = fig["send_lateness_ms"]
-    return (fig["answered_calls_per_s"] >= 0.95 * rate and fig["failures"] == 0
-            and late.get("n", 0) > 0 and late["p99"] <= 100.0)
+    return (
+        fig["answered_calls_per_s"] >= 0.95 * rate
+        and fig["failures"] == 0
+        and late.get("n", 0) > 0
+        and late["p99"] <= 100.0
+    )
 
 
 # --------------------------------------------------------------------------- documents
@@ -304,8 +345,7 @@ def max_in_window(times: list[float], window_s: float) -> tuple[int, float]:
     return best, at
 
 
-def doc_figures(records: list[dict[str, Any]], w0: float, w1: float, calls: int
-                ) -> dict[str, Any]:
+def doc_figures(records: list[dict[str, Any]], w0: float, w1: float, calls: int) -> dict[str, Any]:
     """Writes per document (from the Commit requests) and document operations
     (reads: documents asked for by a batch get, documents returned by a query, at
     least one per query, as Firestore bills them) in the wall-clock window [w0, w1]."""
@@ -337,8 +377,15 @@ def doc_figures(records: list[dict[str, Any]], w0: float, w1: float, calls: int
     for doc, ts in by_doc.items():
         n10, at = max_in_window(ts, WINDOW_S)
         n1, _ = max_in_window(ts, 1.0)
-        per_doc.append({"doc": doc, "writes": len(ts), "max_in_10s": n10,
-                        "max_in_1s": n1, "window_start_s": r3(at - w0)})
+        per_doc.append(
+            {
+                "doc": doc,
+                "writes": len(ts),
+                "max_in_10s": n10,
+                "max_in_1s": n1,
+                "window_start_s": r3(at - w0),
+            }
+        )
     per_doc.sort(key=lambda d: (-d["max_in_10s"], -d["writes"], d["doc"]))
     by_coll: dict[str, dict[str, Any]] = {}
     for d in per_doc:
@@ -350,19 +397,27 @@ def doc_figures(records: list[dict[str, Any]], w0: float, w1: float, calls: int
     top = per_doc[0] if per_doc else {"doc": None, "max_in_10s": 0, "writes": 0}
     n = max(1, calls)
     return {
-        "window_s": WINDOW_S, "target_max_in_window": WINDOW_TARGET,
-        "max_writes_one_doc_in_10s": top["max_in_10s"], "hottest_doc": top["doc"],
+        "window_s": WINDOW_S,
+        "target_max_in_window": WINDOW_TARGET,
+        "max_writes_one_doc_in_10s": top["max_in_10s"],
+        "hottest_doc": top["doc"],
         "hottest_doc_writes": top["writes"],
         "max_writes_one_doc_in_1s": max((d["max_in_1s"] for d in per_doc), default=0),
-        "writes": writes, "writes_per_call": r3(writes / n),
-        "reads": reads, "reads_per_call": r3(reads / n),
+        "writes": writes,
+        "writes_per_call": r3(writes / n),
+        "reads": reads,
+        "reads_per_call": r3(reads / n),
         "doc_ops_per_call": r3((reads + writes) / n),
-        "docs_written": len(per_doc), "failed_commits": failed_commits,
+        "docs_written": len(per_doc),
+        "failed_commits": failed_commits,
         "rpcs_per_call": {m: r3(k / n) for m, k in sorted(methods.items())},
         # how long each kind of RPC took, seen from the instances (the emulator's cost)
-        "rpc_ms": {m: {k: v for k, v in ms_summary(t).items() if k in ("n", "p50", "p99")}
-                   for m, t in sorted(rpc_ms.items())},
-        "top_docs": per_doc[:8], "by_collection": by_coll,
+        "rpc_ms": {
+            m: {k: v for k, v in ms_summary(t).items() if k in ("n", "p50", "p99")}
+            for m, t in sorted(rpc_ms.items())
+        },
+        "top_docs": per_doc[:8],
+        "by_collection": by_coll,
         "records_in_window": len(sel),
     }
 
@@ -402,28 +457,38 @@ def cpu_snapshot(groups: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def cpu_figures(before: dict[str, float], after: dict[str, float], wall_s: float,
-                calls: int) -> dict[str, Any]:
+def cpu_figures(
+    before: dict[str, float], after: dict[str, float], wall_s: float, calls: int
+) -> dict[str, Any]:
     procs = {}
     for name in before:
         if name.startswith("_"):
             continue
         used = after.get(name, 0.0) - before[name]
-        procs[name] = {"cpu_s": r3(used), "cores": r3(used / wall_s),
-                       "ms_per_call": r3(used * 1000 / max(1, calls))}
+        procs[name] = {
+            "cpu_s": r3(used),
+            "cores": r3(used / wall_s),
+            "ms_per_call": r3(used * 1000 / max(1, calls)),
+        }
     ours = sum(p["cpu_s"] for p in procs.values())
     busy = after.get("_machine_busy", 0.0) - before.get("_machine_busy", 0.0)
-    return {"processes": procs, "cpus": os.cpu_count(),
-            "machine_busy_cores": r3(busy / wall_s),
-            "other_processes_cores": r3(max(0.0, busy - ours) / wall_s),
-            "note": "CPU of each process group over the run (the function instances "
-                    "include gunicorn's master); 'other' is the rest of the machine "
-                    "(other test runs share it)"}
+    return {
+        "processes": procs,
+        "cpus": os.cpu_count(),
+        "machine_busy_cores": r3(busy / wall_s),
+        "other_processes_cores": r3(max(0.0, busy - ours) / wall_s),
+        "note": "CPU of each process group over the run (the function instances "
+        "include gunicorn's master); 'other' is the rest of the machine "
+        "(other test runs share it)",
+    }
 
 
 def _groups(st: Stack, hs: HotSetup) -> dict[str, int]:
-    g = {f"function instance {i}": f.proc.pid for i, f in enumerate(hs.instances)
-         if f.proc is not None}
+    g = {
+        f"function instance {i}": f.proc.pid
+        for i, f in enumerate(hs.instances)
+        if f.proc is not None
+    }
     if "emulator" in st.pgids:
         g["firestore emulator"] = st.pgids["emulator"]
     if "upstream" in st.pgids:
@@ -434,16 +499,18 @@ def _groups(st: Stack, hs: HotSetup) -> dict[str, int]:
 # --------------------------------------------------------------------------- one run
 
 
-def _run(st: Stack, hs: HotSetup, project: str, rate: float, duration_s: float
-         ) -> tuple[dict[str, Any], list[Call], float]:
+def _run(
+    st: Stack, hs: HotSetup, project: str, rate: float, duration_s: float
+) -> tuple[dict[str, Any], list[Call], float]:
     cfg = st.cfg
     data = json.dumps(HOT_BODY).encode()
     groups = _groups(st, hs)
     load0 = os.getloadavg()
     cpu0 = cpu_snapshot(groups)
     c0 = time.perf_counter()
-    calls, wall0, t0 = paced(hs.urls, _auth(hs.keys[project]), data, rate, duration_s,
-                             cfg.hot_pool, cfg.hot_drain_s)
+    calls, wall0, t0 = paced(
+        hs.urls, _auth(hs.keys[project]), data, rate, duration_s, cfg.hot_pool, cfg.hot_drain_s
+    )
     wall_s = time.perf_counter() - c0
     cpu1 = cpu_snapshot(groups)
     load1 = os.getloadavg()
@@ -451,8 +518,9 @@ def _run(st: Stack, hs: HotSetup, project: str, rate: float, duration_s: float
     fig = load_figures(calls, rate, duration_s, t0)
     end = max((c.done for c in calls if c.status), default=t0)
     records = read_jsonl(hs.rpc_dir)
-    fig["documents"] = doc_figures(records, wall0 - 0.05, wall0 + (end - t0) + 0.5,
-                                   len([c for c in calls if c.status]))
+    fig["documents"] = doc_figures(
+        records, wall0 - 0.05, wall0 + (end - t0) + 0.5, len([c for c in calls if c.status])
+    )
     fig["cpu"] = cpu_figures(cpu0, cpu1, wall_s, len(calls))
     fig["loadavg_before_after"] = [r3(load0[0]), r3(load1[0])]
     fig["sustained"] = sustained(fig, rate)
@@ -462,13 +530,16 @@ def _run(st: Stack, hs: HotSetup, project: str, rate: float, duration_s: float
 def _live_holds(st: Stack, project: str) -> list[str]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    return [s.id for s in st.db.collection("holds").where(
-        filter=FieldFilter("project", "==", project)).where(
-        filter=FieldFilter("state", "==", "live")).stream()]
+    return [
+        s.id
+        for s in st.db.collection("holds")
+        .where(filter=FieldFilter("project", "==", project))
+        .where(filter=FieldFilter("state", "==", "live"))
+        .stream()
+    ]
 
 
-def _ledger_check(st: Stack, hs: HotSetup, project: str, settle_s: float = 30.0
-                  ) -> dict[str, Any]:
+def _ledger_check(st: Stack, hs: HotSetup, project: str, settle_s: float = 30.0) -> dict[str, Any]:
     """Spend from the counters (admin API) and from the usage records; live holds.
     Calls a client gave up on may still be running in an instance: first wait (at most
     ``settle_s``) until no hold is live and the admin API shows nothing in flight."""
@@ -480,27 +551,41 @@ def _ledger_check(st: Stack, hs: HotSetup, project: str, settle_s: float = 30.0
             spend = hs.admin.spend(project)
             admin_error = None
         except Exception as exc:  # noqa: BLE001 - reported (and failed by the checks)
-            spend = {"project_spent_nano": None, "project_held_nano": None,
-                     "project_in_flight": None, "member_spent_nano": {}}
+            spend = {
+                "project_spent_nano": None,
+                "project_held_nano": None,
+                "project_in_flight": None,
+                "member_spent_nano": {},
+            }
             admin_error = f"{type(exc).__name__}: {exc}"[:300]
         live = _live_holds(st, project)
         if (not live and not spend["project_in_flight"]) or time.monotonic() - t0 > settle_s:
             break
         time.sleep(0.5)
     waited = time.monotonic() - t0
-    usage = [s.to_dict() or {} for s in st.db.collection("usage").where(
-        filter=FieldFilter("project", "==", project)).stream()]
+    usage = [
+        s.to_dict() or {}
+        for s in st.db.collection("usage")
+        .where(filter=FieldFilter("project", "==", project))
+        .stream()
+    ]
     usage_sum = sum(int(u.get("cost_nano", 0)) for u in usage)
     by_status = Counter(str(u.get("status")) for u in usage)
     spent = spend["project_spent_nano"]
     members = list(spend["member_spent_nano"].values())
-    return {"spend_nano": spent, "member_spend_nano": members[0] if members else None,
-            "usage_sum_nano": usage_sum, "usage_records": len(usage),
-            "usage_by_status": dict(by_status),
-            "counters_equal_usage": spent == usage_sum and all(m == usage_sum for m in members),
-            "held_after_nano": spend["project_held_nano"],
-            "in_flight_after": spend["project_in_flight"], "live_holds_after": len(live),
-            "waited_for_calls_in_flight_s": r3(waited), "admin_error": admin_error}
+    return {
+        "spend_nano": spent,
+        "member_spend_nano": members[0] if members else None,
+        "usage_sum_nano": usage_sum,
+        "usage_records": len(usage),
+        "usage_by_status": dict(by_status),
+        "counters_equal_usage": spent == usage_sum and all(m == usage_sum for m in members),
+        "held_after_nano": spend["project_held_nano"],
+        "in_flight_after": spend["project_in_flight"],
+        "live_holds_after": len(live),
+        "waited_for_calls_in_flight_s": r3(waited),
+        "admin_error": admin_error,
+    }
 
 
 # --------------------------------------------------------------------------- 9. hot
@@ -513,22 +598,33 @@ def bench_hot(st: Stack, hs: HotSetup) -> dict[str, Any]:
     with session() as s:
         for i in range(4 * INSTANCES):
             s.post(hs.urls[i % INSTANCES], data=data, headers=_auth(hs.keys["hot"]), timeout=30)
-    log(f"hot: {cfg.hot_rate:.0f} calls/s for {cfg.hot_duration_s:.0f} s over "
-        f"{INSTANCES} instances")
+    log(
+        f"hot: {cfg.hot_rate:.0f} calls/s for {cfg.hot_duration_s:.0f} s over {INSTANCES} instances"
+    )
     fig, _, _ = _run(st, hs, "hot", cfg.hot_rate, cfg.hot_duration_s)
     _log_run("hot", fig)
     out: dict[str, Any] = {
-        "project": "hot", "members": 1, "models": 1, "keys": 1, "instances": INSTANCES,
-        "threads_per_instance": st.fn_env["THREADS"], "client_threads": cfg.hot_pool,
-        "target_calls_per_s": cfg.hot_rate, "upstream_latency_ms": cfg.upstream_latency_ms,
-        "per_call_estimate_nano": hs.estimate_nano, **fig}
+        "project": "hot",
+        "members": 1,
+        "models": 1,
+        "keys": 1,
+        "instances": INSTANCES,
+        "threads_per_instance": st.fn_env["THREADS"],
+        "client_threads": cfg.hot_pool,
+        "target_calls_per_s": cfg.hot_rate,
+        "upstream_latency_ms": cfg.upstream_latency_ms,
+        "per_call_estimate_nano": hs.estimate_nano,
+        **fig,
+    }
     out["ledger"] = _ledger_check(st, hs, "hot")
     probes = []
     if not fig["sustained"] and cfg.hot_probe_s > 0:
         for f in (0.75, 0.5):
             rate = round(cfg.hot_rate * f)
-            log(f"hot: {cfg.hot_rate:.0f} calls/s not sustained; probing {rate} calls/s "
-                f"for {cfg.hot_probe_s:.0f} s")
+            log(
+                f"hot: {cfg.hot_rate:.0f} calls/s not sustained; probing {rate} calls/s "
+                f"for {cfg.hot_probe_s:.0f} s"
+            )
             p, _, _ = _run(st, hs, "hot", rate, cfg.hot_probe_s)
             _log_run(f"hot probe {rate}", p)
             probes.append(p)
@@ -538,20 +634,40 @@ def bench_hot(st: Stack, hs: HotSetup) -> dict[str, Any]:
     carried = [p for p in [fig, *probes] if p["sustained"]]
     best = max(carried, key=lambda p: p["offered_calls_per_s"], default=None)
     out["highest_sustained_calls_per_s"] = best["offered_calls_per_s"] if best else None
-    out["at_highest_sustained_rate"] = None if best is None else {
-        k: best[k] for k in ("offered_calls_per_s", "achieved_calls_per_s", "duration_s",
-                             "latency_ms", "errors")} | {
-        k: best["documents"][k] for k in ("max_writes_one_doc_in_10s", "hottest_doc",
-                                          "writes_per_call", "doc_ops_per_call")}
+    out["at_highest_sustained_rate"] = (
+        None
+        if best is None
+        else {
+            k: best[k]
+            for k in (
+                "offered_calls_per_s",
+                "achieved_calls_per_s",
+                "duration_s",
+                "latency_ms",
+                "errors",
+            )
+        }
+        | {
+            k: best["documents"][k]
+            for k in (
+                "max_writes_one_doc_in_10s",
+                "hottest_doc",
+                "writes_per_call",
+                "doc_ops_per_call",
+            )
+        }
+    )
     return out
 
 
 def _log_run(name: str, fig: dict[str, Any]) -> None:
     d = fig["documents"]
-    log(f"{name}: {fig['achieved_calls_per_s']:.1f} calls/s achieved of "
+    log(
+        f"{name}: {fig['achieved_calls_per_s']:.1f} calls/s achieved of "
         f"{fig['offered_calls_per_s']:.0f}, {fig['errors']} errors, p50 "
         f"{fig['latency_ms'].get('p50')} ms; max {d['max_writes_one_doc_in_10s']} writes to "
-        f"{d['hottest_doc']} in 10 s; {d['writes_per_call']} writes/call")
+        f"{d['hottest_doc']} in 10 s; {d['writes_per_call']} writes/call"
+    )
 
 
 # --------------------------------------------------------------------------- 10. run-out
@@ -575,14 +691,21 @@ def bench_runout(st: Stack, hs: HotSetup) -> dict[str, Any]:
     spent = led["spend_nano"]
     gap = None if spent is None else limit - spent
     return {
-        "project": "runout", "instances": INSTANCES, "target_calls_per_s": cfg.hot_rate,
-        "per_call_estimate_nano": est, "limit_nano": limit, "member_limit_nano": limit,
+        "project": "runout",
+        "instances": INSTANCES,
+        "target_calls_per_s": cfg.hot_rate,
+        "per_call_estimate_nano": est,
+        "limit_nano": limit,
+        "member_limit_nano": limit,
         "budget_fits_calls": limit // est,
-        "successes": len(ok), "refusals": dict(refusals), "refused": len(refused),
+        "successes": len(ok),
+        "refusals": dict(refusals),
+        "refused": len(refused),
         "failures": dict(failures),
         **led,
         "overshoot_nano": None if spent is None else spent - limit,
-        "gap_nano": gap, "gap_estimates": None if gap is None else r3(gap / est),
+        "gap_nano": gap,
+        "gap_estimates": None if gap is None else r3(gap / est),
         "gap_within_one_estimate_per_instance": gap is not None and 0 <= gap <= INSTANCES * est,
         "false_refusals": false_refusals,
         "refused_while_fit_at_end": min(len(refused), gap // est) if gap and gap > 0 else 0,
@@ -632,12 +755,18 @@ def bench_exact_n(st: Stack, hs: HotSetup) -> dict[str, Any]:
     limit = hs.budgets["exact2"]
     spent = led["spend_nano"]
     return {
-        "callers": n_callers, "instances": INSTANCES, "n_fitting": cfg.exact2_n,
-        "per_call_estimate_nano": hs.exact_estimate_nano, "limit_nano": limit,
-        "successes": statuses.get("200", 0), "statuses": dict(statuses),
+        "callers": n_callers,
+        "instances": INSTANCES,
+        "n_fitting": cfg.exact2_n,
+        "per_call_estimate_nano": hs.exact_estimate_nano,
+        "limit_nano": limit,
+        "successes": statuses.get("200", 0),
+        "statuses": dict(statuses),
         "per_instance": {str(i): dict(c) for i, c in per_instance.items()},
-        **led, "overshoot_nano": None if spent is None else spent - limit,
-        "all_callers_returned": returned == n_callers, "wall_s": r3(wall),
+        **led,
+        "overshoot_nano": None if spent is None else spent - limit,
+        "all_callers_returned": returned == n_callers,
+        "wall_s": r3(wall),
         "upstream_latency_ms": cfg.budget_latency_ms,
     }
 
@@ -663,7 +792,6 @@ def latency_summary(res: dict[str, Any]) -> dict[str, Any]:
         "one_round_trip_floor_ms_p50": one,
         "target_added_p50_ms": None if one is None else r3(one + 3),
         "note": "added = proxy - upstream direct (latency section, sequential calls); round "
-                "trips counted from the gRPC calls of an in-process instance (firestore "
-                "section); one round trip = the floor's reserve commit, issued directly",
+        "trips counted from the gRPC calls of an in-process instance (firestore "
+        "section); one round trip = the floor's reserve commit, issued directly",
     }
-

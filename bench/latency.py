@@ -33,8 +33,12 @@ def bench_latency(st: Stack) -> dict[str, Any]:
     ps, ds, ts = session(), session(), session()
     floor = make_floor(st)
     # the platform baseline: the same HTTP hop through functions-framework, no Tollgate
-    relay = FunctionProcess({**st.fn_env, "BENCH_UPSTREAM_KEY": UPSTREAM_KEY},
-                            st.work / "passthrough.log", BENCH / "passthrough.py", "relay")
+    relay = FunctionProcess(
+        {**st.fn_env, "BENCH_UPSTREAM_KEY": UPSTREAM_KEY},
+        st.work / "passthrough.log",
+        BENCH / "passthrough.py",
+        "relay",
+    )
     relay.start()
     relay.first_200("/", data, st.direct_auth)
     proxy_t: list[float] = []
@@ -86,13 +90,20 @@ def bench_latency(st: Stack) -> dict[str, Any]:
     cpu = proc_cpu_s(worker) - cpu0
     proxy, direct = ms_summary(proxy_t), ms_summary(direct_t)
     through = ms_summary(through_t)
-    return {"calls": done, "errors": sum(errors.values()), "error_kinds": dict(errors),
-            "floor": floor_summary(floor_t),
-            "upstream_latency_ms": cfg.upstream_latency_ms, "proxy_ms": proxy,
-            "direct_ms": direct, "overhead_ms": diff(proxy, direct),
-            "passthrough_ms": through, "platform_overhead_ms": diff(through, direct),
-            "over_passthrough_ms": diff(proxy, through),
-            "worker_cpu_ms_per_call": r3(cpu * 1000 / max(1, len(proxy_t)))}
+    return {
+        "calls": done,
+        "errors": sum(errors.values()),
+        "error_kinds": dict(errors),
+        "floor": floor_summary(floor_t),
+        "upstream_latency_ms": cfg.upstream_latency_ms,
+        "proxy_ms": proxy,
+        "direct_ms": direct,
+        "overhead_ms": diff(proxy, direct),
+        "passthrough_ms": through,
+        "platform_overhead_ms": diff(through, direct),
+        "over_passthrough_ms": diff(proxy, through),
+        "worker_cpu_ms_per_call": r3(cpu * 1000 / max(1, len(proxy_t))),
+    }
 
 
 # --------------------------------------------------------------------------- 2. streaming
@@ -100,12 +111,14 @@ def bench_latency(st: Stack) -> dict[str, Any]:
 
 def bench_streaming(st: Stack) -> dict[str, Any]:
     cfg = st.cfg
-    data = json.dumps(chat_body(max_tokens=64, stream=True,
-                                stream_options={"include_usage": True})).encode()
+    data = json.dumps(
+        chat_body(max_tokens=64, stream=True, stream_options={"include_usage": True})
+    ).encode()
     direct_url = st.urls["plain"] + "/chat/completions"
     ps, ds = session(), session()
     side: dict[str, dict[str, list[float]]] = {
-        n: {"ttfb": [], "last": [], "end": [], "gaps": []} for n in ("proxy", "direct")}
+        n: {"ttfb": [], "last": [], "end": [], "gaps": []} for n in ("proxy", "direct")
+    }
     events: dict[str, list[int]] = {"proxy": [], "direct": []}
     errors = 0
     for _ in range(max(2, cfg.warmup // 10)):
@@ -116,9 +129,11 @@ def bench_streaming(st: Stack) -> dict[str, Any]:
     for i in range(cfg.streams):
         if time.monotonic() > deadline:
             break
-        order = [("proxy", ps, st.chat_url, st.auth("alice")),
-                 ("direct", ds, direct_url, st.direct_auth)]
-        for name, s, url, h in (order if i % 2 == 0 else order[::-1]):
+        order = [
+            ("proxy", ps, st.chat_url, st.auth("alice")),
+            ("direct", ds, direct_url, st.direct_auth),
+        ]
+        for name, s, url, h in order if i % 2 == 0 else order[::-1]:
             r = read_stream(s, url, data, h)
             if r["status"] != 200 or not r["done"] or r["ttfb"] is None:
                 errors += 1
@@ -128,17 +143,23 @@ def bench_streaming(st: Stack) -> dict[str, Any]:
             side[name]["gaps"].extend(r["gaps"])
             events[name].append(r["events"])
         done += 1
-    out: dict[str, Any] = {"streams": done, "errors": errors,
-                           "chunk_delay_ms": cfg.chunk_delay_ms,
-                           "events_per_stream": {n: (max(v) if v else 0)
-                                                 for n, v in events.items()}}
-    for k, label in (("ttfb", "first_data_byte_ms"), ("last", "last_event_ms"),
-                     ("end", "end_of_body_ms")):
+    out: dict[str, Any] = {
+        "streams": done,
+        "errors": errors,
+        "chunk_delay_ms": cfg.chunk_delay_ms,
+        "events_per_stream": {n: (max(v) if v else 0) for n, v in events.items()},
+    }
+    for k, label in (
+        ("ttfb", "first_data_byte_ms"),
+        ("last", "last_event_ms"),
+        ("end", "end_of_body_ms"),
+    ):
         p, d = ms_summary(side["proxy"][k]), ms_summary(side["direct"][k])
         out[label] = {"proxy": p, "direct": d, "overhead": diff(p, d)}
     gp, gd = ms_summary(side["proxy"]["gaps"]), ms_summary(side["direct"]["gaps"])
-    out["chunk_gap_ms"] = {"proxy": gp, "direct": gd, "p99_delta": r3(gp["p99"] - gd["p99"])
-                           if gp.get("n") and gd.get("n") else None}
+    out["chunk_gap_ms"] = {
+        "proxy": gp,
+        "direct": gd,
+        "p99_delta": r3(gp["p99"] - gd["p99"]) if gp.get("n") and gd.get("n") else None,
+    }
     return out
-
-

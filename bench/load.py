@@ -75,19 +75,29 @@ def _tp_level(st: Stack, c: int, data: bytes) -> dict[str, Any]:
     total = sum(statuses.values())
     ok = statuses.get("200", 0)
     log(f"throughput c={c}: {ok / elapsed:.1f} calls/s, {total - ok} errors")
-    return {"concurrency": c, "duration_s": r3(elapsed), "calls": total, "ok": ok,
-            "errors": total - ok, "error_rate": r3(1 - ok / total) if total else None,
-            "calls_per_s": r3(ok / elapsed), "latency_ms": ms_summary(lat),
-            "statuses": dict(statuses)}
+    return {
+        "concurrency": c,
+        "duration_s": r3(elapsed),
+        "calls": total,
+        "ok": ok,
+        "errors": total - ok,
+        "error_rate": r3(1 - ok / total) if total else None,
+        "calls_per_s": r3(ok / elapsed),
+        "latency_ms": ms_summary(lat),
+        "statuses": dict(statuses),
+    }
 
 
 def bench_throughput(st: Stack) -> dict[str, Any]:
     data = json.dumps(chat_body()).encode()
     levels = [_tp_level(st, c, data) for c in st.cfg.tp_levels]
-    return {"upstream_latency_ms": st.cfg.upstream_latency_ms, "threads": st.fn_env["THREADS"],
-            "levels": levels,
-            "note": "one project, keys of 8 members round-robin; every call writes the "
-                    "project's counter twice (reserve, settle)"}
+    return {
+        "upstream_latency_ms": st.cfg.upstream_latency_ms,
+        "threads": st.fn_env["THREADS"],
+        "levels": levels,
+        "note": "one project, keys of 8 members round-robin; every call writes the "
+        "project's counter twice (reserve, settle)",
+    }
 
 
 # --------------------------------------------------------------------------- 6. overshoot
@@ -125,39 +135,61 @@ def bench_overshoot(st: Stack, project: str) -> dict[str, Any]:
     wall, returned = run_threads(cfg.overshoot_callers, call, 120)
     # an answer is settled just after its last byte: wait (at most 30 s) for the last
     # settlements before reading the counters
-    live_q = st.db.collection("holds").where(
-        filter=FieldFilter("project", "==", project)).where(
-        filter=FieldFilter("state", "==", "live"))
+    live_q = (
+        st.db.collection("holds")
+        .where(filter=FieldFilter("project", "==", project))
+        .where(filter=FieldFilter("state", "==", "live"))
+    )
     t0 = time.monotonic()
     while any(True for _ in live_q.stream()) and time.monotonic() - t0 < 30:
         time.sleep(0.1)
     waited = time.monotonic() - t0
     period = period_key("monthly", datetime.now(UTC))
     # the project's counter of this period, found by its fields (not by how ids are built)
-    counters = [c.to_dict() or {} for c in st.db.collection("counters").where(
-        filter=FieldFilter("project", "==", project)).stream()]
-    counter = next((c for c in counters if c.get("period") == period
-                    and not c.get("user") and not c.get("model")), {})
-    usage = [s.to_dict() or {} for s in st.db.collection("usage").where(
-        filter=FieldFilter("project", "==", project)).stream()]
+    counters = [
+        c.to_dict() or {}
+        for c in st.db.collection("counters")
+        .where(filter=FieldFilter("project", "==", project))
+        .stream()
+    ]
+    counter = next(
+        (
+            c
+            for c in counters
+            if c.get("period") == period and not c.get("user") and not c.get("model")
+        ),
+        {},
+    )
+    usage = [
+        s.to_dict() or {}
+        for s in st.db.collection("usage")
+        .where(filter=FieldFilter("project", "==", project))
+        .stream()
+    ]
     live = [s.id for s in live_q.stream()]
     ok_recs = [u for u in usage if u.get("status") == "ok"]
     spend = int(counter.get("spent", 0))
     excess = sum(int(u["cost_nano"]) - int(u["estimate_nano"]) for u in ok_recs)
     successes = statuses.get("200", 0)
     return {
-        "callers": cfg.overshoot_callers, "n_fitting": cfg.overshoot_n,
-        "per_call_estimate_nano": st.per_call_nano, "limit_nano": limit,
-        "successes": successes, "statuses": dict(statuses),
-        "spend_nano": spend, "overshoot_nano": spend - limit,
+        "callers": cfg.overshoot_callers,
+        "n_fitting": cfg.overshoot_n,
+        "per_call_estimate_nano": st.per_call_nano,
+        "limit_nano": limit,
+        "successes": successes,
+        "statuses": dict(statuses),
+        "spend_nano": spend,
+        "overshoot_nano": spend - limit,
         "sum_actual_minus_estimate_nano": excess,
-        "usage_records": len(usage), "usage_cost_sum_nano": sum(
-            int(u.get("cost_nano", 0)) for u in usage),
+        "usage_records": len(usage),
+        "usage_cost_sum_nano": sum(int(u.get("cost_nano", 0)) for u in usage),
         "held_after_nano": int(counter.get("held", 0)),
         "inflight_after": int(counter.get("inflight", 0)),
         "waited_for_settlements_s": round(waited, 3),
-        "live_holds_after": len(live), "all_callers_returned": returned == cfg.overshoot_callers,
-        "wall_s": r3(wall), "upstream_latency_ms": cfg.budget_latency_ms,
+        "live_holds_after": len(live),
+        "all_callers_returned": returned == cfg.overshoot_callers,
+        "wall_s": r3(wall),
+        "upstream_latency_ms": cfg.budget_latency_ms,
         "extra_prompt_tokens_per_call": cfg.extra_tokens if project == "over" else 0,
     }
 
@@ -179,19 +211,24 @@ def bench_cold_start_extra(st: Stack, first: dict[str, Any]) -> dict[str, Any]:
         finally:
             fp.stop()
     ok = [r["total_ms"] for r in runs if r["status"] == 200]
-    return {"runs": runs, "median_ms": r3(statistics.median(ok)) if ok else None,
-            "all_200": len(ok) == len(runs),
-            "encodings": "loaded from TIKTOKEN_CACHE_DIR, staged by "
-                         "`python -m functions.encodings seed`",
-            "download_blocked_by": f"HTTPS_PROXY={DEAD_PROXY}"}
+    return {
+        "runs": runs,
+        "median_ms": r3(statistics.median(ok)) if ok else None,
+        "all_200": len(ok) == len(runs),
+        "encodings": "loaded from TIKTOKEN_CACHE_DIR, staged by "
+        "`python -m functions.encodings seed`",
+        "download_blocked_by": f"HTTPS_PROXY={DEAD_PROXY}",
+    }
 
 
 # --------------------------------------------------------------------------- 8. memory
 
 
-_WORDS = ("the of and to in is that for it as was with be by on not he this are or his from "
-          "at which but have an they you were her she there one all we their time water "
-          "people house number river table window garden letter").split()
+_WORDS = (
+    "the of and to in is that for it as was with be by on not he this are or his from "
+    "at which but have an they you were her she there one all we their time water "
+    "people house number river table window garden letter"
+).split()
 
 
 def words_text(n_words: int, seed: int = 1) -> str:
@@ -265,21 +302,30 @@ def bench_memory(st: Stack) -> dict[str, Any]:
             pt.append(dt)
         else:
             big_errors += 1
-        dt, status = timed_post(ds, st.urls["plain"] + "/chat/completions", big_data,
-                                st.direct_auth)
+        dt, status = timed_post(
+            ds, st.urls["plain"] + "/chat/completions", big_data, st.direct_auth
+        )
         dtl.append(dt)
     p, d = ms_summary(pt), ms_summary(dtl)
     return {
-        "concurrency": cfg.mem_concurrency, "body_bytes": len(data),
-        "body_limit_bytes": 8 * 1024 * 1024, "statuses": dict(statuses),
-        "ok": statuses.get("200", 0), "wall_s": r3(wall),
+        "concurrency": cfg.mem_concurrency,
+        "body_bytes": len(data),
+        "body_limit_bytes": 8 * 1024 * 1024,
+        "statuses": dict(statuses),
+        "ok": statuses.get("200", 0),
+        "wall_s": r3(wall),
         "latency_ms": ms_summary(lat),
-        "baseline_rss_mib": r3(baseline / 1024), "peak_rss_mib": r3(max(peak["rss"], hwm) / 1024),
-        "sampled_peak_rss_mib": r3(peak["rss"] / 1024), "vm_hwm_mib": r3(hwm / 1024),
+        "baseline_rss_mib": r3(baseline / 1024),
+        "peak_rss_mib": r3(max(peak["rss"], hwm) / 1024),
+        "sampled_peak_rss_mib": r3(peak["rss"] / 1024),
+        "vm_hwm_mib": r3(hwm / 1024),
         "rss_after_mib": r3(settled / 1024),
-        "big_prompt": {"tokens": big_tokens, "body_bytes": len(big_data),
-                       "errors": big_errors, "proxy_ms": p, "direct_ms": d,
-                       "overhead_ms": r3(p["p50"] - d["p50"]) if p.get("n") else None},
+        "big_prompt": {
+            "tokens": big_tokens,
+            "body_bytes": len(big_data),
+            "errors": big_errors,
+            "proxy_ms": p,
+            "direct_ms": d,
+            "overhead_ms": r3(p["p50"] - d["p50"]) if p.get("n") else None,
+        },
     }
-
-

@@ -23,7 +23,11 @@ def _upstream() -> Upstream:
 
 def relay(request: flask.Request) -> flask.Response:
     resp = _upstream().post(
-        os.environ["OPENAI_BASE_URL"] + "/chat/completions", request.get_data(),
-        {"authorization": "Bearer " + os.environ["BENCH_UPSTREAM_KEY"],
-         "content-type": "application/json"})
+        os.environ["OPENAI_BASE_URL"] + "/chat/completions",
+        request.get_data(),
+        {
+            "authorization": "Bearer " + os.environ["BENCH_UPSTREAM_KEY"],
+            "content-type": "application/json",
+        },
+    )
     return flask.Response(resp.body, status=resp.status, headers=response_headers(resp.headers))

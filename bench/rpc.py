@@ -80,8 +80,9 @@ class _Counted:
             self._close()
             raise
         # a query's answer carries ``document``, a batch get's ``found`` (or ``missing``)
-        names = [str(getattr(getattr(item, f, None), "name", "") or "")
-                 for f in ("document", "found")]
+        names = [
+            str(getattr(getattr(item, f, None), "name", "") or "") for f in ("document", "found")
+        ]
         if any(names):
             self._rec.returned = (self._rec.returned or 0) + 1
         return item
@@ -110,8 +111,9 @@ def _short(method: Any) -> str:
 
 
 class RpcRecorder:
-    def __init__(self, detail: bool = False, sink: Callable[[Rpc], None] | None = None,
-                 keep: bool = True) -> None:
+    def __init__(
+        self, detail: bool = False, sink: Callable[[Rpc], None] | None = None, keep: bool = True
+    ) -> None:
         self.records: list[Rpc] = []
         self.enabled = False
         self.detail = detail  # wall time, written paths, documents returned
@@ -123,9 +125,13 @@ class RpcRecorder:
     def install(self) -> RpcRecorder:
         from grpc import _channel
 
-        names = ("_UnaryUnaryMultiCallable", "_UnaryStreamMultiCallable",
-                 "_SingleThreadedUnaryStreamMultiCallable", "_StreamUnaryMultiCallable",
-                 "_StreamStreamMultiCallable")
+        names = (
+            "_UnaryUnaryMultiCallable",
+            "_UnaryStreamMultiCallable",
+            "_SingleThreadedUnaryStreamMultiCallable",
+            "_StreamUnaryMultiCallable",
+            "_StreamStreamMultiCallable",
+        )
         for name in names:
             cls = getattr(_channel, name, None)
             if cls is None:
@@ -141,9 +147,15 @@ class RpcRecorder:
                     continue
                 self._saved.append((cls, attr, orig))
                 # with_call blocks until the answer, like a unary __call__
-                setattr(cls, attr, self._wrap(orig, streaming=(
-                    streaming and attr == "__call__") or attr == "future",
-                    iterates=streaming and attr == "__call__"))
+                setattr(
+                    cls,
+                    attr,
+                    self._wrap(
+                        orig,
+                        streaming=(streaming and attr == "__call__") or attr == "future",
+                        iterates=streaming and attr == "__call__",
+                    ),
+                )
         return self
 
     def uninstall(self) -> None:
@@ -248,18 +260,28 @@ class JsonlSink:
         self._file: Any = None
 
     def __call__(self, rec: Rpc) -> None:
-        line = json.dumps({"m": rec.method, "t": round(rec.wall, 6),
-                           "ms": round(((rec.end or rec.start) - rec.start) * 1000, 3),
-                           "w": list(rec.paths), "d": rec.docs, "r": rec.returned,
-                           "x": rec.error},
-                          separators=(",", ":"))
+        line = json.dumps(
+            {
+                "m": rec.method,
+                "t": round(rec.wall, 6),
+                "ms": round(((rec.end or rec.start) - rec.start) * 1000, 3),
+                "w": list(rec.paths),
+                "d": rec.docs,
+                "r": rec.returned,
+                "x": rec.error,
+            },
+            separators=(",", ":"),
+        )
         with self._lock:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 self.dir.mkdir(parents=True, exist_ok=True)
                 # line-buffered: every record is on disk as soon as it is written
-                self._file = open(self.dir / f"rpc-{self._pid}.jsonl", "a",  # noqa: SIM115
-                                  buffering=1)
+                self._file = open(
+                    self.dir / f"rpc-{self._pid}.jsonl",
+                    "a",  # noqa: SIM115
+                    buffering=1,
+                )
             self._file.write(line + "\n")
 
 

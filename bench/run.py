@@ -83,27 +83,46 @@ def section(res: dict[str, Any], name: str) -> Iterator[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small counts, a few seconds")
-    ap.add_argument("--out", help="results file (default bench/results.json, quick: "
-                                  "bench/results-quick.json); the .md goes next to it")
+    ap.add_argument(
+        "--out",
+        help="results file (default bench/results.json, quick: "
+        "bench/results-quick.json); the .md goes next to it",
+    )
     ap.add_argument("--threads", type=int, default=32, help="gunicorn THREADS (default 32)")
     ap.add_argument("--emulator", help="use this running emulator (host:port) instead")
-    ap.add_argument("--profile", type=int, default=0, metavar="N",
-                    help="also cProfile N in-process calls (bench/profile.txt)")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also cProfile N in-process calls (bench/profile.txt)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
-    out = Path(args.out) if args.out else BENCH / (
-        "results-quick.json" if args.quick else "results.json")
+    out = (
+        Path(args.out)
+        if args.out
+        else BENCH / ("results-quick.json" if args.quick else "results.json")
+    )
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
     cmd = "python -m bench.run" + (" --quick" if args.quick else "")
-    res: dict[str, Any] = {"meta": {
-        "mode": cfg.name, "command": cmd, "cpus": os.cpu_count(),
-        "python": platform.python_version(), "platform": platform.platform(),
-        "upstream_latency_ms": cfg.upstream_latency_ms, "chunk_delay_ms": cfg.chunk_delay_ms,
-        "threads": args.threads, "production_rtt_ms_assumed": PROD_RTT_MS,
-        "config": {k: v for k, v in cfg.__dict__.items()},
-        "started": datetime.now(UTC).isoformat(timespec="seconds")}}
+    res: dict[str, Any] = {
+        "meta": {
+            "mode": cfg.name,
+            "command": cmd,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "upstream_latency_ms": cfg.upstream_latency_ms,
+            "chunk_delay_ms": cfg.chunk_delay_ms,
+            "threads": args.threads,
+            "production_rtt_ms_assumed": PROD_RTT_MS,
+            "config": {k: v for k, v in cfg.__dict__.items()},
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    }
     failed = False
     log(f"{cfg.name} run, work dir {work}")
     try:
@@ -137,16 +156,16 @@ def main(argv: list[str] | None = None) -> int:
             # the answer waits for the round trips before upstream only: a plain answer
             # is settled after its last byte, a stream after its last event
             rtt = fs["floor_ms"]["reserve"]["p50"]
-            cpu = max(0.0, res["latency"]["overhead_ms"]["p50"]
-                      - rt["before_first_byte"] * rtt)
+            cpu = max(0.0, res["latency"]["overhead_ms"]["p50"] - rt["before_first_byte"] * rtt)
             fs["projected_production_overhead_ms"] = {
                 "assumption": f"{PROD_RTT_MS} ms per sequential Firestore round trip on the "
-                              "answer's path (function and Firestore in one region) plus "
-                              "the measured overhead above those round trips on the "
-                              "emulator (CPU, platform hop)",
+                "answer's path (function and Firestore in one region) plus "
+                "the measured overhead above those round trips on the "
+                "emulator (CPU, platform hop)",
                 "non_streaming": r3(rt["before_first_byte"] * PROD_RTT_MS + cpu),
                 "first_byte": r3(rt["before_first_byte"] * PROD_RTT_MS + cpu),
-                "cpu_above_floor_ms": r3(cpu)}
+                "cpu_above_floor_ms": r3(cpu),
+            }
         res["writes"] = {k: v for k, v in rt.get("writes", {}).items()} if rt else {}
         with section(res, "throughput") as box:
             box["value"] = bench_throughput(st)

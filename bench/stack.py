@@ -36,8 +36,13 @@ from bench.common import (
 class FunctionProcess:
     """``python -m functions_framework --target openai`` as production runs it."""
 
-    def __init__(self, env: dict[str, str], log_path: Path,
-                 source: Path = ROOT / "functions" / "main.py", target: str = "openai") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        source: Path = ROOT / "functions" / "main.py",
+        target: str = "openai",
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.source, self.target = source, target
@@ -50,23 +55,40 @@ class FunctionProcess:
         with open(self.log_path, "ab") as logf:
             self.started_at = time.perf_counter()
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "functions_framework", "--source",
-                 str(self.source), "--target", self.target,
-                 "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env, cwd=ROOT, start_new_session=True, stdin=subprocess.DEVNULL,
-                stdout=logf, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "functions_framework",
+                    "--source",
+                    str(self.source),
+                    "--target",
+                    self.target,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                env=self.env,
+                cwd=ROOT,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+            )
         return self
 
-    def first_200(self, path: str, data: bytes, headers: dict[str, str],
-                  timeout_s: float = 60.0) -> dict[str, Any]:
+    def first_200(
+        self, path: str, data: bytes, headers: dict[str, str], timeout_s: float = 60.0
+    ) -> dict[str, Any]:
         """Process start -> port accepting -> first proxied answer (must be 200)."""
         assert self.proc is not None
         deadline = self.started_at + timeout_s
         listening = None
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the function exited with {self.proc.returncode} "
-                                   f"(log: {self.log_path})")
+                raise RuntimeError(
+                    f"the function exited with {self.proc.returncode} (log: {self.log_path})"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     listening = time.perf_counter()
@@ -80,10 +102,13 @@ class FunctionProcess:
             r = s.post(self.url + path, data=data, headers=headers, timeout=timeout_s)
             r.content  # noqa: B018 - the whole answer
         done = time.perf_counter()
-        return {"status": r.status_code, "total_ms": r3((done - self.started_at) * 1000),
-                "listening_ms": r3((listening - self.started_at) * 1000),
-                "first_call_ms": r3((done - sent) * 1000),
-                "error": None if r.status_code == 200 else r.text[:300]}
+        return {
+            "status": r.status_code,
+            "total_ms": r3((done - self.started_at) * 1000),
+            "listening_ms": r3((listening - self.started_at) * 1000),
+            "first_call_ms": r3((done - sent) * 1000),
+            "error": None if r.status_code == 200 else r.text[:300],
+        }
 
     def worker_pid(self, timeout_s: float = 10.0) -> int:
         assert self.proc is not None
@@ -138,10 +163,15 @@ class Stack:
         return {"Authorization": f"Bearer {UPSTREAM_KEY}", "Content-Type": "application/json"}
 
 
-def chat_body(content: str = "Say hello in five words.", max_tokens: int = 16,
-              **extra: Any) -> dict[str, Any]:
-    return {"model": MODEL, "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": content}], **extra}
+def chat_body(
+    content: str = "Say hello in five words.", max_tokens: int = 16, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": content}],
+        **extra,
+    }
 
 
 OVERSHOOT_BODY = chat_body("Count from one to ten, please.", max_tokens=100)
@@ -160,25 +190,54 @@ def start_stack(cfg: Config, work: Path, args: argparse.Namespace) -> Stack:
         raise
 
 
-def _start_stack(cfg: Config, work: Path, args: argparse.Namespace,
-                 closers: list[Callable[[], None]], emulator_cls: Any) -> Stack:
+def _start_stack(
+    cfg: Config,
+    work: Path,
+    args: argparse.Namespace,
+    closers: list[Callable[[], None]],
+    emulator_cls: Any,
+) -> Stack:
     tk_dir = work / "tiktoken"
-    base_env = {k: v for k, v in os.environ.items()
-                if k not in ("OPENAI_API_KEY", "TIKTOKEN_CACHE_DIR", "TOLLGATE_TEST_EMULATOR")}
+    base_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENAI_API_KEY", "TIKTOKEN_CACHE_DIR", "TOLLGATE_TEST_EMULATOR")
+    }
     base_env["PYTHONPATH"] = str(ROOT)
     # In parallel: the emulator, the fake upstreams, and tiktoken's encodings staged
     # from files (the same command deploy.sh uses).
-    seed_tk = subprocess.Popen([sys.executable, "-m", "functions.encodings", "seed", str(tk_dir)],
-                               cwd=ROOT, env=base_env, stdout=subprocess.DEVNULL)
+    seed_tk = subprocess.Popen(
+        [sys.executable, "-m", "functions.encodings", "seed", str(tk_dir)],
+        cwd=ROOT,
+        env=base_env,
+        stdout=subprocess.DEVNULL,
+    )
     up_log = open(work / "upstream.log", "wb")  # noqa: SIM115 - closed by a closer
     upstream = subprocess.Popen(
-        [sys.executable, "-m", "bench.upstream", "--key", UPSTREAM_KEY,
-         "--latency-ms", str(cfg.upstream_latency_ms),
-         "--chunk-delay-ms", str(cfg.chunk_delay_ms), "--chunks", str(cfg.stream_chunks),
-         "--budget-latency-ms", str(cfg.budget_latency_ms),
-         "--extra-tokens", str(cfg.extra_tokens)],
-        cwd=ROOT, env={**base_env, "TIKTOKEN_CACHE_DIR": str(tk_dir)}, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=up_log, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "bench.upstream",
+            "--key",
+            UPSTREAM_KEY,
+            "--latency-ms",
+            str(cfg.upstream_latency_ms),
+            "--chunk-delay-ms",
+            str(cfg.chunk_delay_ms),
+            "--chunks",
+            str(cfg.stream_chunks),
+            "--budget-latency-ms",
+            str(cfg.budget_latency_ms),
+            "--extra-tokens",
+            str(cfg.extra_tokens),
+        ],
+        cwd=ROOT,
+        env={**base_env, "TIKTOKEN_CACHE_DIR": str(tk_dir)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=up_log,
+        start_new_session=True,
+    )
 
     def stop_upstream() -> None:
         assert upstream.stdin is not None
@@ -211,11 +270,17 @@ def _start_stack(cfg: Config, work: Path, args: argparse.Namespace,
 
     gcp_project = "bench-" + os.urandom(4).hex()
     secrets_file = work / "secrets.json"
-    os.environ.update({
-        "FIRESTORE_EMULATOR_HOST": emulator_host, "TOLLGATE_GCP_PROJECT": gcp_project,
-        "OPENAI_BASE_URL": urls["plain"], "TOLLGATE_SECRET_BACKEND": "local",
-        "TOLLGATE_SECRETS_FILE": str(secrets_file), "TIKTOKEN_CACHE_DIR": str(tk_dir),
-        "TOLLGATE_UPSTREAM_TIMEOUT_S": "120"})
+    os.environ.update(
+        {
+            "FIRESTORE_EMULATOR_HOST": emulator_host,
+            "TOLLGATE_GCP_PROJECT": gcp_project,
+            "OPENAI_BASE_URL": urls["plain"],
+            "TOLLGATE_SECRET_BACKEND": "local",
+            "TOLLGATE_SECRETS_FILE": str(secrets_file),
+            "TIKTOKEN_CACHE_DIR": str(tk_dir),
+            "TOLLGATE_UPSTREAM_TIMEOUT_S": "120",
+        }
+    )
     os.environ.pop("OPENAI_API_KEY", None)
     from functions.settings import Settings
     from functions.store import make_client
@@ -231,23 +296,46 @@ def _start_stack(cfg: Config, work: Path, args: argparse.Namespace,
     # the admin API reads spend for the hot runs (bench/hot.py), as an operator would
     LocalSecretStore(secrets_file).put(ADMIN_TOKENS_SECRET, json.dumps({"bench": admin_token}))
 
-    fn_env = {**base_env, "TOLLGATE_GCP_PROJECT": gcp_project,
-              "FIRESTORE_EMULATOR_HOST": emulator_host, "OPENAI_BASE_URL": urls["plain"],
-              "TOLLGATE_SECRET_BACKEND": "local", "TOLLGATE_SECRETS_FILE": str(secrets_file),
-              "TIKTOKEN_CACHE_DIR": str(tk_dir), "THREADS": str(args.threads),
-              "TOLLGATE_UPSTREAM_TIMEOUT_S": "120",
-              # any download (tiktoken's, or anything else) goes to a closed port and fails
-              "HTTPS_PROXY": DEAD_PROXY, "HTTP_PROXY": DEAD_PROXY,
-              "https_proxy": DEAD_PROXY, "http_proxy": DEAD_PROXY,
-              "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    fn_env = {
+        **base_env,
+        "TOLLGATE_GCP_PROJECT": gcp_project,
+        "FIRESTORE_EMULATOR_HOST": emulator_host,
+        "OPENAI_BASE_URL": urls["plain"],
+        "TOLLGATE_SECRET_BACKEND": "local",
+        "TOLLGATE_SECRETS_FILE": str(secrets_file),
+        "TIKTOKEN_CACHE_DIR": str(tk_dir),
+        "THREADS": str(args.threads),
+        "TOLLGATE_UPSTREAM_TIMEOUT_S": "120",
+        # any download (tiktoken's, or anything else) goes to a closed port and fails
+        "HTTPS_PROXY": DEAD_PROXY,
+        "HTTP_PROXY": DEAD_PROXY,
+        "https_proxy": DEAD_PROXY,
+        "http_proxy": DEAD_PROXY,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
     fn = FunctionProcess(fn_env, work / "function.log")
     closers.append(fn.stop)
-    return Stack(cfg, work, emulator_host, urls, gcp_project, keys, per_call, fn, fn_env, db,
-                 closers, pgids, admin_token)
+    return Stack(
+        cfg,
+        work,
+        emulator_host,
+        urls,
+        gcp_project,
+        keys,
+        per_call,
+        fn,
+        fn_env,
+        db,
+        closers,
+        pgids,
+        admin_token,
+    )
 
 
-def seed(db: Any, secrets_file: Path, urls: dict[str, str], cfg: Config
-         ) -> tuple[dict[str, str], int]:
+def seed(
+    db: Any, secrets_file: Path, urls: dict[str, str], cfg: Config
+) -> tuple[dict[str, str], int]:
     """Projects ``lat`` (alice; t0..t7 for throughput) on the plain upstream, and
     ``exact`` / ``over`` (bob) whose budgets fit exactly N calls of OVERSHOOT_BODY."""
     from functions import pricing, tokens
@@ -265,20 +353,29 @@ def seed(db: Any, secrets_file: Path, urls: dict[str, str], cfg: Config
     users = ["alice", "bob", *(f"t{i}" for i in range(TP_USERS))]
     for uid in users:
         prov.create_user(uid, uid.title(), f"{uid}@example.com")
-    prov.create_project("lat", external_key="plain", budget_usd="100000",
-                        budget_period="monthly", allowed_models=[MODEL],
-                        default_max_output_tokens=256)
+    prov.create_project(
+        "lat",
+        external_key="plain",
+        budget_usd="100000",
+        budget_period="monthly",
+        allowed_models=[MODEL],
+        default_max_output_tokens=256,
+    )
     keys = {"alice": members.add_member("lat", "alice", role="lead", budget_usd="50000")}
     for i in range(TP_USERS):
         keys[f"t{i}"] = members.add_member("lat", f"t{i}", budget_usd="1000")
     est_tokens = tokens.estimate_input_tokens("chat", OVERSHOOT_BODY, MODEL)
-    per_call = pricing.estimate_nano(price.tiers["default"], est_tokens,
-                                     OVERSHOOT_BODY["max_tokens"])
+    per_call = pricing.estimate_nano(
+        price.tiers["default"], est_tokens, OVERSHOOT_BODY["max_tokens"]
+    )
     for name in ("exact", "over"):
-        prov.create_project(name, external_key=name, budget_nano=cfg.overshoot_n * per_call,
-                            budget_period="monthly", allowed_models=[MODEL],
-                            default_max_output_tokens=256)
+        prov.create_project(
+            name,
+            external_key=name,
+            budget_nano=cfg.overshoot_n * per_call,
+            budget_period="monthly",
+            allowed_models=[MODEL],
+            default_max_output_tokens=256,
+        )
         keys[name] = members.add_member(name, "bob")
     return keys, per_call
-
-

@@ -30,13 +30,18 @@ from functions import encodings, tokens
 from tests import fake_upstream
 from tests.fake_upstream import FakeUpstream, Stream
 
-ROUTE_OF = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
-            "/v1/embeddings": "embeddings", "/v1/responses": "responses"}
+ROUTE_OF = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/responses": "responses",
+}
 
 
 def _estimate(extra: int) -> Any:
     def count(path: str, body: dict[str, Any]) -> int:
         return tokens.estimate_input_tokens(ROUTE_OF[path], body, body["model"]) + extra
+
     return count
 
 
@@ -55,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     # for the client's delayed ACK (up to 40 ms on Linux) and the "fixed" latency is not.
     # Real API servers (and gunicorn) set TCP_NODELAY; so does the fake here.
     fake_upstream._Handler.disable_nagle_algorithm = True
-    servers = {name: FakeUpstream(valid_keys=(args.key,)).start()
-               for name in ("plain", "exact", "over", "hot")}
+    servers = {
+        name: FakeUpstream(valid_keys=(args.key,)).start()
+        for name in ("plain", "exact", "over", "hot")
+    }
     plain = servers["plain"]
     plain.latency_s = args.latency_ms / 1000
     spec = Stream(chunk_delay_s=args.chunk_delay_ms / 1000, chunks=args.chunks)

@@ -65,8 +65,10 @@ def _r(method: str, path: str, handler: str, lead: bool = False) -> Route:
 
 
 ROUTES = [
-    _r("GET", "/users", "list_users"), _r("POST", "/users", "create_user"),
-    _r("GET", "/users/{user}", "get_user"), _r("PATCH", "/users/{user}", "update_user"),
+    _r("GET", "/users", "list_users"),
+    _r("POST", "/users", "create_user"),
+    _r("GET", "/users/{user}", "get_user"),
+    _r("PATCH", "/users/{user}", "update_user"),
     _r("POST", "/users/{user}/disable", "disable_user"),
     _r("GET", "/external-keys", "list_external_keys"),
     _r("POST", "/external-keys", "add_external_key"),
@@ -79,11 +81,13 @@ ROUTES = [
     _r("DELETE", "/openai-admin-key", "delete_admin_key"),
     _r("POST", "/reconcile", "reconcile"),
     _r("GET", "/reconciliations", "list_reconciliations"),
-    _r("GET", "/models", "list_models"), _r("POST", "/models", "add_model"),
+    _r("GET", "/models", "list_models"),
+    _r("POST", "/models", "add_model"),
     _r("POST", "/models/load-prices", "load_prices"),
     _r("GET", "/models/{model}", "get_model"),
     _r("POST", "/models/{model}/costs", "add_cost"),
-    _r("GET", "/projects", "list_projects"), _r("POST", "/projects", "create_project"),
+    _r("GET", "/projects", "list_projects"),
+    _r("POST", "/projects", "create_project"),
     _r("GET", "/projects/{project}", "get_project"),
     _r("PATCH", "/projects/{project}", "update_project"),
     _r("POST", "/projects/{project}/archive", "archive_project"),
@@ -93,8 +97,7 @@ ROUTES = [
     _r("DELETE", "/projects/{project}/members/{user}", "remove_member", lead=True),
     _r("GET", "/projects/{project}/members/{user}/keys", "list_keys"),
     _r("POST", "/projects/{project}/members/{user}/keys", "add_key"),
-    _r("POST", "/projects/{project}/members/{user}/keys/{name}/rotate", "rotate_key",
-       lead=True),
+    _r("POST", "/projects/{project}/members/{user}/keys/{name}/rotate", "rotate_key", lead=True),
     _r("PATCH", "/projects/{project}/members/{user}/keys/{name}", "update_key", lead=True),
     _r("DELETE", "/projects/{project}/members/{user}/keys/{name}", "revoke_key"),
     _r("GET", "/projects/{project}/topups", "list_topups", lead=True),
@@ -108,8 +111,10 @@ ROUTES = [
     _r("GET", "/projects/{project}/alerts", "get_alerts"),
     _r("PUT", "/projects/{project}/alerts", "set_alerts"),
     _r("POST", "/sweep", "sweep"),
-    _r("GET", "/usage", "usage"), _r("GET", "/queries", "queries"),
-    _r("GET", "/ratelimits", "ratelimits"), _r("GET", "/audit", "audit"),
+    _r("GET", "/usage", "usage"),
+    _r("GET", "/queries", "queries"),
+    _r("GET", "/ratelimits", "ratelimits"),
+    _r("GET", "/audit", "audit"),
     # who the token belongs to (the console's sign-in): any admin, any lead of any project
     _r("GET", "/whoami", "whoami", lead=True),
 ]
@@ -132,16 +137,16 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
                 return route, params
             allowed.append(route.method)
     if allowed:
-        raise MethodNotAllowed(f"{method} is not allowed on {path[:200]}; use "
-                               f"{' or '.join(sorted(set(allowed)))}.")
+        raise MethodNotAllowed(
+            f"{method} is not allowed on {path[:200]}; use {' or '.join(sorted(set(allowed)))}."
+        )
     raise NotFound(f"Unknown admin path {path[:200]}; see docs/admin-api.md.")
 
 
 class AdminTokens:
     """Named admin tokens from the secret store, re-read every ``TOKENS_TTL_S`` seconds."""
 
-    def __init__(self, secrets: CachedSecrets,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, secrets: CachedSecrets, clock: Callable[[], float] = time.monotonic) -> None:
         self.secrets = secrets
         self.clock = clock
         self._tokens: dict[str, str] = {}
@@ -169,8 +174,13 @@ class AdminTokens:
 
 
 class Admin:
-    def __init__(self, settings: Settings, store: Store, secrets: CachedSecrets,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        secrets: CachedSecrets,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         from functions.admin_handlers import Handlers
 
         self.settings = settings
@@ -178,8 +188,9 @@ class Admin:
         self.tokens = AdminTokens(secrets)
         self.clock = clock
         self.handlers = Handlers(settings, store.db, secrets)
-        self.scheduler = oidc.SchedulerTokens(settings.scheduler_audience,
-                                              settings.scheduler_sa, settings.oidc_certs_url)
+        self.scheduler = oidc.SchedulerTokens(
+            settings.scheduler_audience, settings.scheduler_sa, settings.oidc_certs_url
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Admin:
@@ -207,8 +218,10 @@ class Admin:
     def _authorise(self, header: str | None, route: Route, params: dict[str, str]) -> Actor:
         parts = (header or "").split()
         if len(parts) != 2 or parts[0].lower() != "bearer":
-            raise InvalidApiKey("Send 'Authorization: Bearer ADMIN_TOKEN' (or a project "
-                                "lead's proxy key for member operations).")
+            raise InvalidApiKey(
+                "Send 'Authorization: Bearer ADMIN_TOKEN' (or a project "
+                "lead's proxy key for member operations)."
+            )
         token = parts[1]
         name = self.tokens.name_of(token)
         if name is not None:
@@ -218,15 +231,17 @@ class Admin:
         if not token.startswith(auth.KEY_PREFIX):
             raise InvalidApiKey("Unknown admin token.")
         ctx: CallContext = auth.check_context(
-            self.store.load_call_context(auth.key_hash(token), None), self.clock())
+            self.store.load_call_context(auth.key_hash(token), None), self.clock()
+        )
         assert ctx.member is not None and ctx.project is not None
         if ctx.member.role != "lead":
             raise PermissionDenied("Only administrators and project leads may use the admin API.")
         # a lead route names the project it acts on, which must be the key's; the one
         # lead route without a project (/whoami) only tells the caller about themselves
         if not route.lead or params.get("project", ctx.project.id) != ctx.project.id:
-            raise PermissionDenied(f"A project lead may only manage the members of project "
-                                   f"'{ctx.project.id}'.")
+            raise PermissionDenied(
+                f"A project lead may only manage the members of project '{ctx.project.id}'."
+            )
         return Actor(f"lead:{ctx.member.user}@{ctx.project.id}", ctx.project.id, ctx.member.user)
 
 

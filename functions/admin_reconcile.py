@@ -40,9 +40,11 @@ def openai_ids(b: dict[str, Any]) -> dict[str, Any]:
         if name in b:
             value = b[name]
             if value is not None and (not isinstance(value, str) or not _OPENAI_ID.match(value)):
-                raise InvalidRequest(f"'{name}' must be an OpenAI id such as "
-                                     f"{'proj_abc123' if 'project' in name else 'key_abc123'}.",
-                                     param=name)
+                raise InvalidRequest(
+                    f"'{name}' must be an OpenAI id such as "
+                    f"{'proj_abc123' if 'project' in name else 'key_abc123'}.",
+                    param=name,
+                )
             out[name] = value
     return out
 
@@ -66,16 +68,24 @@ class ReconcileHandlers:
         raise NotImplementedError  # admin_handlers.Handlers has it
 
     def _reconciler(self) -> Reconciler:
-        return Reconciler(self.db, self.secrets, self.settings.usage_api_base_url,
-                          self.settings.reconcile_drift_percent)
+        return Reconciler(
+            self.db,
+            self.secrets,
+            self.settings.usage_api_base_url,
+            self.settings.reconcile_drift_percent,
+        )
 
     # --- the admin key ----------------------------------------------------------------------
 
     def _admin_key_json(self) -> dict[str, Any]:
         snap = self.prov.ref(*ADMIN_KEY_DOC).get()
         d = (snap.to_dict() or {}) if snap.exists else {}
-        return {"set": bool(d.get("last4")), "last4": d.get("last4"),
-                "set_at": d.get("set_at"), "set_by": d.get("set_by")}
+        return {
+            "set": bool(d.get("last4")),
+            "last4": d.get("last4"),
+            "set_at": d.get("set_at"),
+            "set_by": d.get("set_by"),
+        }
 
     def get_admin_key(self, **_: Any) -> Resp:
         return ok(self._admin_key_json())
@@ -89,9 +99,16 @@ class ReconcileHandlers:
         assert self.prov.secrets is not None
         version = self.prov.secrets.put(ADMIN_KEY_SECRET, secret)
         batch = self.db.batch()
-        batch.set(self.prov.ref(*ADMIN_KEY_DOC), {
-            "secret_name": ADMIN_KEY_SECRET, "secret_version": version, "last4": secret[-4:],
-            "set_at": utcnow(), "set_by": actor.name})
+        batch.set(
+            self.prov.ref(*ADMIN_KEY_DOC),
+            {
+                "secret_name": ADMIN_KEY_SECRET,
+                "secret_version": version,
+                "last4": secret[-4:],
+                "set_at": utcnow(),
+                "set_by": actor.name,
+            },
+        )
         self.prov.audit(batch, actor.name, "admin_key.set", "openai", {"last4": secret[-4:]})
         self.prov.commit(batch)
         return ok(self._admin_key_json())
@@ -144,8 +161,7 @@ class ReconcileHandlers:
         if args.get("external_key"):
             equals["external_key"] = str(args.get("external_key"))
         order = [] if "day" in equals else [("day", indexes.DESC)]
-        q = indexes.query(self.db, "reconciliations", equals=equals, order=order,
-                          limit=MAX_LIST)
+        q = indexes.query(self.db, "reconciliations", equals=equals, order=order, limit=MAX_LIST)
         docs = [s.to_dict() or {} for s in q.stream()]
         docs.sort(key=lambda d: (str(d.get("day")), str(d.get("external_key"))), reverse=True)
         return ok({"data": docs})

@@ -35,13 +35,16 @@ class TopupHandlers(MemberHandlers):
             raise InvalidRequest("Missing required parameter: 'until'.", param="until")
         until, now = v.timestamp(b["until"], "until"), utcnow()
         if not now < until <= now + timedelta(days=MAX_TOPUP_DAYS):
-            raise InvalidRequest(f"'until' must be in the next {MAX_TOPUP_DAYS} days.",
-                                 param="until")
+            raise InvalidRequest(
+                f"'until' must be in the next {MAX_TOPUP_DAYS} days.", param="until"
+            )
         project_doc = self.prov.get("projects", project, "project")
         if actor.lead_of:
             if user is None:
-                raise PermissionDenied("A lead tops up members; only an administrator tops "
-                                       "up the project.", param="user")
+                raise PermissionDenied(
+                    "A lead tops up members; only an administrator tops up the project.",
+                    param="user",
+                )
             member = self._may_manage(actor, project, user)
             room = topped_up(project_doc.get("budget_nano"), topups_of(project_doc), now)
             after = topped_up(member.get("budget_nano"), topups_of(member), now)
@@ -49,9 +52,11 @@ class TopupHandlers(MemberHandlers):
                 raise PermissionDenied(
                     f"A lead tops up within the project's budget: '{user}' would have "
                     f"${format_usd(after + amount)} of the project's ${format_usd(room)}.",
-                    param="amount_usd")
-        entry = Topups(self.db).add(project, user, amount, until,
-                                    v.text(b, "note") or "", actor=actor.name)
+                    param="amount_usd",
+                )
+        entry = Topups(self.db).add(
+            project, user, amount, until, v.text(b, "note") or "", actor=actor.name
+        )
         return ok({"project": project, "user": user, **entry}, 201)
 
     def list_topups(self, project: str, **_: Any) -> Resp:
@@ -62,6 +67,5 @@ class TopupHandlers(MemberHandlers):
             collection, doc = topup_target(project, user)
             snap = self.prov.ref(collection, doc).get()
             for t in (snap.to_dict() or {}).get("topups") or () if snap.exists else ():
-                out.append({"project": project, "user": user, **t,
-                            "active": t.get("until") > now})
+                out.append({"project": project, "user": user, **t, "active": t.get("until") > now})
         return ok({"data": sorted(out, key=lambda t: t["at"], reverse=True)})

@@ -59,27 +59,55 @@ def _str(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
-def from_usage(a: Admitted, usage_raw: Any, *, tier: Any, model: Any, request_id: str | None,
-               response_id: Any, http_status: int = 200, status: str = "ok") -> Outcome:
+def from_usage(
+    a: Admitted,
+    usage_raw: Any,
+    *,
+    tier: Any,
+    model: Any,
+    request_id: str | None,
+    response_id: Any,
+    http_status: int = 200,
+    status: str = "ok",
+) -> Outcome:
     """Book from upstream's usage object. Without one, book the hold (estimated)."""
     if a.spec.route in routes.FREE_ROUTES:
         # OpenAI reports no usage for these and bills nothing: $0, exactly; the input
         # tokens are the proxy's own count, for the reports
-        return Outcome(status=status, cost_nano=0, http_status=http_status,
-                       usage=pricing.Usage(input_tokens=a.input_tokens),
-                       upstream_model=_str(model), request_id=request_id)
+        return Outcome(
+            status=status,
+            cost_nano=0,
+            http_status=http_status,
+            usage=pricing.Usage(input_tokens=a.input_tokens),
+            upstream_model=_str(model),
+            request_id=request_id,
+        )
     if not isinstance(usage_raw, dict):
-        return Outcome(status=status, cost_nano=a.plan.estimate_nano, http_status=http_status,
-                       estimated=True, upstream_model=_str(model), request_id=request_id,
-                       response_id=_str(response_id), service_tier=_str(tier))
+        return Outcome(
+            status=status,
+            cost_nano=a.plan.estimate_nano,
+            http_status=http_status,
+            estimated=True,
+            upstream_model=_str(model),
+            request_id=request_id,
+            response_id=_str(response_id),
+            service_tier=_str(tier),
+        )
     usage = USAGE_OF[a.spec.route](usage_raw)
     rates = pricing.rates_for(a.price, _str(tier), usage.input_tokens)
     return Outcome(
-        status=status, cost_nano=pricing.cost_nano(rates or a.rates, usage),
-        http_status=http_status, usage=usage,
+        status=status,
+        cost_nano=pricing.cost_nano(rates or a.rates, usage),
+        http_status=http_status,
+        usage=usage,
         # a tier reported without a price of its own is billed at the hold's rates
-        estimated=rates is None, upstream_model=_str(model), request_id=request_id,
-        response_id=_str(response_id), service_tier=_str(tier), usage_raw=usage_raw)
+        estimated=rates is None,
+        upstream_model=_str(model),
+        request_id=request_id,
+        response_id=_str(response_id),
+        service_tier=_str(tier),
+        usage_raw=usage_raw,
+    )
 
 
 def from_answer(a: Admitted, status: int, body: bytes, request_id: str | None) -> Outcome:
@@ -88,22 +116,30 @@ def from_answer(a: Admitted, status: int, body: bytes, request_id: str | None) -
     organisation's key refused (never tell a member that *their* key is bad), or a
     body that is not a JSON object."""
     if status in (401, 403):
-        raise UpstreamAuthError("The upstream API rejected the organisation's key; "
-                                "ask an administrator.")
+        raise UpstreamAuthError(
+            "The upstream API rejected the organisation's key; ask an administrator."
+        )
     if status >= 300:
-        return Outcome(status="upstream_error", cost_nano=0, http_status=status,
-                       request_id=request_id)
+        return Outcome(
+            status="upstream_error", cost_nano=0, http_status=status, request_id=request_id
+        )
     try:
         payload = json.loads(body)
         if not isinstance(payload, dict):
             raise ValueError
     except ValueError:
-        raise UpstreamBadResponse("The upstream API sent a response that is not valid "
-                                  "JSON.") from None
+        raise UpstreamBadResponse(
+            "The upstream API sent a response that is not valid JSON."
+        ) from None
     return from_usage(
-        a, payload.get("usage"), tier=payload.get("service_tier"),
-        model=payload.get("model"), request_id=request_id, http_status=status,
-        response_id=payload.get("id") if a.spec.route == routes.RESPONSES else None)
+        a,
+        payload.get("usage"),
+        tier=payload.get("service_tier"),
+        model=payload.get("model"),
+        request_id=request_id,
+        http_status=status,
+        response_id=payload.get("id") if a.spec.route == routes.RESPONSES else None,
+    )
 
 
 def from_failure(err: BaseException, *, sent: bool, estimate_nano: int) -> Outcome:
@@ -114,24 +150,48 @@ def from_failure(err: BaseException, *, sent: bool, estimate_nano: int) -> Outco
     for kind, status, may_bill in _FAILURES:
         if isinstance(err, kind):
             billed = sent and may_bill
-            return Outcome(status=status, cost_nano=estimate_nano if billed else 0,
-                           http_status=kind.status, estimated=billed)
-    return Outcome(status="proxy_error", cost_nano=estimate_nano if sent else 0,
-                   http_status=500, estimated=sent)
+            return Outcome(
+                status=status,
+                cost_nano=estimate_nano if billed else 0,
+                http_status=kind.status,
+                estimated=billed,
+            )
+    return Outcome(
+        status="proxy_error",
+        cost_nano=estimate_nano if sent else 0,
+        http_status=500,
+        estimated=sent,
+    )
 
 
-def from_text_seen(a: Admitted, text: str, *, status: str, http_status: int = 200,
-                   model: Any = None, request_id: str | None = None,
-                   response_id: Any = None) -> Outcome:
+def from_text_seen(
+    a: Admitted,
+    text: str,
+    *,
+    status: str,
+    http_status: int = 200,
+    model: Any = None,
+    request_id: str | None = None,
+    response_id: Any = None,
+) -> Outcome:
     """A stream that ended without usage (cut, closed, never sent): bill the prompt
     estimate plus the tokens of the text seen. Reasoning models think in tokens the
     stream never shows, so they are booked at the hold, the conservative bound."""
     if tokens.hides_reasoning(a.plan.model):
         cost, usage = a.plan.estimate_nano, pricing.Usage(input_tokens=a.input_tokens)
     else:
-        usage = pricing.Usage(input_tokens=a.input_tokens,
-                              output_tokens=tokens.count_output_tokens(text, a.plan.model))
+        usage = pricing.Usage(
+            input_tokens=a.input_tokens,
+            output_tokens=tokens.count_output_tokens(text, a.plan.model),
+        )
         cost = min(pricing.cost_nano(a.rates, usage), a.plan.estimate_nano)
-    return Outcome(status=status, cost_nano=cost, http_status=http_status, usage=usage,
-                   estimated=True, upstream_model=_str(model), request_id=request_id,
-                   response_id=_str(response_id))
+    return Outcome(
+        status=status,
+        cost_nano=cost,
+        http_status=http_status,
+        usage=usage,
+        estimated=True,
+        upstream_model=_str(model),
+        request_id=request_id,
+        response_id=_str(response_id),
+    )

@@ -21,15 +21,22 @@ from functions.holds import SETTLED_HOLD_TTL, HoldPlan, Outcome, usage_record
 
 log = logging.getLogger("tollgate.ledger")
 
-TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError,
-             gexc.Aborted, gexc.TooManyRequests)
+TRANSIENT = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.Aborted,
+    gexc.TooManyRequests,
+)
 
 
 def unreachable() -> ServiceUnavailable:
     """The answer to a call whose reservation met a transient database failure (it was
     taken back, or was a no-op): the client may simply retry."""
-    return ServiceUnavailable("Tollgate could not reach its database in time; retry the "
-                              "call.", headers={"retry-after": "1"})
+    return ServiceUnavailable(
+        "Tollgate could not reach its database in time; retry the call.",
+        headers={"retry-after": "1"},
+    )
 
 
 class Books:
@@ -59,23 +66,34 @@ class Books:
         try:
             self.commit_with_retry(batch)
         except Exception as exc:  # noqa: BLE001 - the sweep books it at the estimate
-            log.error("could not delete the unused hold of %s (%s)", call_id,
-                      type(exc).__name__)
+            log.error("could not delete the unused hold of %s (%s)", call_id, type(exc).__name__)
 
-    def settle_docs(self, batch: Any, plan: HoldPlan, outcome: Outcome,
-                     extra: Sequence[tuple[str, str, dict[str, Any]]], now: datetime,
-                     hold: dict[str, Any], hold_option: Any = None) -> None:
+    def settle_docs(
+        self,
+        batch: Any,
+        plan: HoldPlan,
+        outcome: Outcome,
+        extra: Sequence[tuple[str, str, dict[str, Any]]],
+        now: datetime,
+        hold: dict[str, Any],
+        hold_option: Any = None,
+    ) -> None:
         """The call's own documents of a settlement batch."""
         for collection, doc, fields in extra:
             batch.set(self.db.collection(collection).document(doc), fields)
         batch.create(self.usage(plan.call_id), usage_record(plan, outcome, now))
-        batch.update(self.hold(plan.call_id), {
-            "state": "settled", "settled_at": now, "purge_at": now + SETTLED_HOLD_TTL, **hold},
-            option=hold_option)
+        batch.update(
+            self.hold(plan.call_id),
+            {"state": "settled", "settled_at": now, "purge_at": now + SETTLED_HOLD_TTL, **hold},
+            option=hold_option,
+        )
         if plan.touch_key:
             # merge, not update: a key document that vanished must not fail the booking
-            batch.set(self.db.collection("keys").document(plan.touch_key),
-                      {"last_used_at": now}, merge=True)
+            batch.set(
+                self.db.collection("keys").document(plan.touch_key),
+                {"last_used_at": now},
+                merge=True,
+            )
 
     def write_counters(self, batch: Any, deltas: dict[str, dict[str, int]]) -> None:
         for cid, d in deltas.items():

@@ -75,14 +75,42 @@ class Limit:
     period: str | None = None
 
 
-def _limit(scope: str, label: str, counter_id: str, value: int | None, soft: bool,
-           project: str, user: str | None = None, model: str | None = None,
-           period_kind: str | None = None, period: str | None = None) -> Limit:
+def _limit(
+    scope: str,
+    label: str,
+    counter_id: str,
+    value: int | None,
+    soft: bool,
+    project: str,
+    user: str | None = None,
+    model: str | None = None,
+    period_kind: str | None = None,
+    period: str | None = None,
+) -> Limit:
     if soft and value is not None:
-        return Limit(scope, label, counter_id, None, project, user, model, soft_nano=value,
-                     period_kind=period_kind, period=period)
-    return Limit(scope, label, counter_id, value, project, user, model,
-                 period_kind=period_kind, period=period)
+        return Limit(
+            scope,
+            label,
+            counter_id,
+            None,
+            project,
+            user,
+            model,
+            soft_nano=value,
+            period_kind=period_kind,
+            period=period,
+        )
+    return Limit(
+        scope,
+        label,
+        counter_id,
+        value,
+        project,
+        user,
+        model,
+        period_kind=period_kind,
+        period=period,
+    )
 
 
 Window = tuple[str, str, int]  # (period kind, period key now, budget in nano-dollars)
@@ -125,44 +153,106 @@ def limits_for(
     model limit counts spend from the moment it was set. ``soft`` names the scopes
     whose budget is soft."""
     out = [
-        _limit("project", f"project '{project}'", doc_id("p", project, period),
-               project_limit, "project" in soft, project),
-        _limit("member", f"member '{user}'", doc_id("m", project, user, period),
-               member_limit, "member" in soft, project, user),
+        _limit(
+            "project",
+            f"project '{project}'",
+            doc_id("p", project, period),
+            project_limit,
+            "project" in soft,
+            project,
+        ),
+        _limit(
+            "member",
+            f"member '{user}'",
+            doc_id("m", project, user, period),
+            member_limit,
+            "member" in soft,
+            project,
+            user,
+        ),
     ]
     # Several windows of one scope (a daily budget inside a monthly one): each is a
     # counter of its own period, checked in the same increment as every other limit.
     for kind, key, nano in project_windows:
         if key != period:
-            out.append(_limit("project", f"project '{project}' ({kind})",
-                              doc_id("p", project, key), nano, "project" in soft, project,
-                              period_kind=kind, period=key))
+            out.append(
+                _limit(
+                    "project",
+                    f"project '{project}' ({kind})",
+                    doc_id("p", project, key),
+                    nano,
+                    "project" in soft,
+                    project,
+                    period_kind=kind,
+                    period=key,
+                )
+            )
     for kind, key, nano in member_windows:
         if key != period:
-            out.append(_limit("member", f"member '{user}' ({kind})",
-                              doc_id("m", project, user, key), nano, "member" in soft, project,
-                              user, period_kind=kind, period=key))
+            out.append(
+                _limit(
+                    "member",
+                    f"member '{user}' ({kind})",
+                    doc_id("m", project, user, key),
+                    nano,
+                    "member" in soft,
+                    project,
+                    user,
+                    period_kind=kind,
+                    period=key,
+                )
+            )
     if model_limit is not None:
-        out.append(_limit("model", f"model '{model}' in project '{project}'",
-                          doc_id("pm", project, model, period), model_limit,
-                          "model" in soft, project, None, model))
+        out.append(
+            _limit(
+                "model",
+                f"model '{model}' in project '{project}'",
+                doc_id("pm", project, model, period),
+                model_limit,
+                "model" in soft,
+                project,
+                None,
+                model,
+            )
+        )
     if member_model_limit is not None:
-        out.append(_limit("member_model", f"member '{user}' on model '{model}'",
-                          doc_id("pum", project, user, model, period), member_model_limit,
-                          "member_model" in soft, project, user, model))
+        out.append(
+            _limit(
+                "member_model",
+                f"member '{user}' on model '{model}'",
+                doc_id("pum", project, user, model, period),
+                member_model_limit,
+                "member_model" in soft,
+                project,
+                user,
+                model,
+            )
+        )
     if key_limit is not None:
-        out.append(_limit("key", f"key '{key_name}' of member '{user}'",
-                          doc_id("k", project, user, key_name, period), key_limit,
-                          "key" in soft, project, user))
+        out.append(
+            _limit(
+                "key",
+                f"key '{key_name}' of member '{user}'",
+                doc_id("k", project, user, key_name, period),
+                key_limit,
+                "key" in soft,
+                project,
+                user,
+            )
+        )
     return out
 
 
-def soft_crossed(limits: Sequence[Limit], spent_before: Sequence[int | None],
-                 cost: int) -> list[str]:
+def soft_crossed(
+    limits: Sequence[Limit], spent_before: Sequence[int | None], cost: int
+) -> list[str]:
     """Labels of the soft budgets a call of ``cost`` leaves overspent, given each
     counter's spend as last seen before it (None: not seen, counted as 0)."""
-    return [lim.label for lim, seen in zip(limits, spent_before, strict=True)
-            if lim.soft_nano is not None and (seen or 0) + cost > lim.soft_nano]
+    return [
+        lim.label
+        for lim, seen in zip(limits, spent_before, strict=True)
+        if lim.soft_nano is not None and (seen or 0) + cost > lim.soft_nano
+    ]
 
 
 @dataclass(frozen=True)
@@ -180,14 +270,22 @@ class CounterState:
     def with_call(self, estimate: int) -> CounterState:
         """This counter with one more call holding ``estimate`` (what a reservation of
         it would leave, or would have left)."""
-        return CounterState(spent=self.spent, held=self.held + estimate,
-                            inflight=self.inflight + 1, escrow=self.escrow)
+        return CounterState(
+            spent=self.spent,
+            held=self.held + estimate,
+            inflight=self.inflight + 1,
+            escrow=self.escrow,
+        )
 
     @classmethod
     def of(cls, doc: dict[str, Any] | None) -> CounterState:
         d = doc or {}
-        return cls(spent=int(d.get("spent", 0)), held=int(d.get("held", 0)),
-                   inflight=int(d.get("inflight", 0)), escrow=int(d.get("escrow", 0)))
+        return cls(
+            spent=int(d.get("spent", 0)),
+            held=int(d.get("held", 0)),
+            inflight=int(d.get("inflight", 0)),
+            escrow=int(d.get("escrow", 0)),
+        )
 
 
 def first_breach(
@@ -219,8 +317,7 @@ def refusal_message(
     period, period_label = limit.period_kind or period, limit.period or period_label
     held_by_others = after.held - estimate
     in_flight = max(0, after.inflight - 1)
-    reserved = (f", reserved ${format_usd(after.escrow)} by busy instances"
-                if after.escrow else "")
+    reserved = f", reserved ${format_usd(after.escrow)} by busy instances" if after.escrow else ""
     return (
         f"Budget exceeded for {limit.label} ({period} budget, period {period_label}): "
         f"spent ${format_usd(after.spent)}, held ${format_usd(held_by_others)} by "
@@ -251,25 +348,44 @@ def minute_key(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y%m%d%H%M")
 
 
-def rate_limits_for(*, project: str, user: str, model: str, at: datetime,
-                    project_limits: tuple[int | None, int | None],
-                    model_limits: tuple[int | None, int | None],
-                    member_model_limits: tuple[int | None, int | None],
-                    key_name: str = "", key_rpm: int | None = None) -> list[RateLimit]:
+def rate_limits_for(
+    *,
+    project: str,
+    user: str,
+    model: str,
+    at: datetime,
+    project_limits: tuple[int | None, int | None],
+    model_limits: tuple[int | None, int | None],
+    member_model_limits: tuple[int | None, int | None],
+    key_name: str = "",
+    key_rpm: int | None = None,
+) -> list[RateLimit]:
     """The (project), (project, model) and (project, user, model) windows that have
     an rpm or tpm limit; no counter is written for a scope without one."""
     minute = minute_key(at)
     scopes = [
         (f"project '{project}'", doc_id("rl", project, minute), project_limits),
-        (f"model '{model}' in project '{project}'", doc_id("rl", project, model, minute),
-         model_limits),
-        (f"member '{user}' on model '{model}'", doc_id("rl", project, user, model, minute),
-         member_model_limits),
-        (f"key '{key_name}' of member '{user}'", doc_id("rlk", project, user, key_name, minute),
-         (key_rpm, None)),
+        (
+            f"model '{model}' in project '{project}'",
+            doc_id("rl", project, model, minute),
+            model_limits,
+        ),
+        (
+            f"member '{user}' on model '{model}'",
+            doc_id("rl", project, user, model, minute),
+            member_model_limits,
+        ),
+        (
+            f"key '{key_name}' of member '{user}'",
+            doc_id("rlk", project, user, key_name, minute),
+            (key_rpm, None),
+        ),
     ]
-    return [RateLimit(label, cid, rpm, tpm) for label, cid, (rpm, tpm) in scopes
-            if rpm is not None or tpm is not None]
+    return [
+        RateLimit(label, cid, rpm, tpm)
+        for label, cid, (rpm, tpm) in scopes
+        if rpm is not None or tpm is not None
+    ]
 
 
 @dataclass(frozen=True)
@@ -278,8 +394,9 @@ class WindowState:
     tokens: int = 0
 
 
-def rate_breach(limits: Sequence[RateLimit], after: Sequence[WindowState]
-                ) -> tuple[RateLimit, str, int] | None:
+def rate_breach(
+    limits: Sequence[RateLimit], after: Sequence[WindowState]
+) -> tuple[RateLimit, str, int] | None:
     """The first window over its limit after this call's increment: (limit, what, value)."""
     for lim, st in zip(limits, after, strict=True):
         if lim.rpm is not None and st.requests > lim.rpm:
@@ -294,8 +411,9 @@ def rate_refusal(breach: tuple[RateLimit, str, int], at: datetime) -> tuple[str,
     lim, what, value = breach
     wait = retry_after_s(at)
     unit = "requests" if what == "requests" else "tokens (estimated at admission)"
-    return (f"Rate limit reached for {lim.label}: {value} {unit} per minute. "
-            f"Retry in {wait} s."), wait
+    return (
+        f"Rate limit reached for {lim.label}: {value} {unit} per minute. Retry in {wait} s."
+    ), wait
 
 
 def retry_after_s(at: datetime) -> int:

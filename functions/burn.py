@@ -65,8 +65,15 @@ def window_start(period: str, now: datetime) -> datetime:
     return recent if start is None else max(recent, start)
 
 
-def burn(*, window_spent_nano: int, since: datetime, now: datetime, budget_nano: int | None,
-         taken_nano: int, period_end: datetime | None) -> Burn:
+def burn(
+    *,
+    window_spent_nano: int,
+    since: datetime,
+    now: datetime,
+    budget_nano: int | None,
+    taken_nano: int,
+    period_end: datetime | None,
+) -> Burn:
     """The burn rate over [since, now) and where it leads a budget of which
     ``taken_nano`` (spent + held) is used."""
     window_us = max(now - since, MIN_WINDOW) // _US
@@ -87,9 +94,12 @@ def burn(*, window_spent_nano: int, since: datetime, now: datetime, budget_nano:
 
 
 def burn_json(b: Burn) -> dict[str, Any]:
-    return {"per_day_usd": format_usd(b.per_day_nano),
-            "remaining_usd": None if b.remaining_nano is None else format_usd(b.remaining_nano),
-            "runs_out": b.runs_out.isoformat() if b.runs_out else None, "outlook": b.outlook}
+    return {
+        "per_day_usd": format_usd(b.per_day_nano),
+        "remaining_usd": None if b.remaining_nano is None else format_usd(b.remaining_nano),
+        "runs_out": b.runs_out.isoformat() if b.runs_out else None,
+        "outlook": b.outlook,
+    }
 
 
 @dataclass(frozen=True)
@@ -103,14 +113,15 @@ class Budget:
     held_nano: int
 
 
-def _window_spend(db: firestore.Client, project: str, user: str | None, since: datetime,
-                  now: datetime) -> int:
-    return totals(db, Filters(project=project, user=user, after=since, before=now))[
-        "cost_nano"]
+def _window_spend(
+    db: firestore.Client, project: str, user: str | None, since: datetime, now: datetime
+) -> int:
+    return totals(db, Filters(project=project, user=user, after=since, before=now))["cost_nano"]
 
 
-def burn_report(db: firestore.Client, project: str, period: str, budgets: Iterable[Budget],
-                now: datetime) -> dict[str, Any]:
+def burn_report(
+    db: firestore.Client, project: str, period: str, budgets: Iterable[Budget], now: datetime
+) -> dict[str, Any]:
     """``{"since", "period_ends", "project": burn, "members": [burn + user, budget,
     spent]}`` for the project budget (user None) and each member budget given."""
     since = window_start(period, now)
@@ -119,18 +130,33 @@ def burn_report(db: firestore.Client, project: str, period: str, budgets: Iterab
     with ThreadPoolExecutor(max_workers=8) as pool:
         spends = list(pool.map(lambda b: _window_spend(db, project, b.user, since, now), todo))
     out: dict[str, Any] = {
-        "since": since.isoformat().replace("+00:00", "Z"), "window_days": WINDOW_DAYS,
+        "since": since.isoformat().replace("+00:00", "Z"),
+        "window_days": WINDOW_DAYS,
         "period_ends": (end - timedelta(days=1)).date().isoformat() if end else None,
-        "project": None, "members": []}
+        "project": None,
+        "members": [],
+    }
     for b, spent in zip(todo, spends, strict=True):
-        j = burn_json(burn(window_spent_nano=spent, since=since, now=now,
-                           budget_nano=b.budget_nano, taken_nano=b.spent_nano + b.held_nano,
-                           period_end=end))
+        j = burn_json(
+            burn(
+                window_spent_nano=spent,
+                since=since,
+                now=now,
+                budget_nano=b.budget_nano,
+                taken_nano=b.spent_nano + b.held_nano,
+                period_end=end,
+            )
+        )
         if b.user is None:
             out["project"] = j
         else:
-            out["members"].append({"user": b.user, "spent_usd": format_usd(b.spent_nano),
-                                   "budget_usd": None if b.budget_nano is None
-                                   else format_usd(b.budget_nano),
-                                   "window_spent_usd": format_usd(spent), **j})
+            out["members"].append(
+                {
+                    "user": b.user,
+                    "spent_usd": format_usd(b.spent_nano),
+                    "budget_usd": None if b.budget_nano is None else format_usd(b.budget_nano),
+                    "window_spent_usd": format_usd(spent),
+                    **j,
+                }
+            )
     return out

@@ -29,14 +29,21 @@ def key(project: str, route: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(f"{project}\0{route}\0{canonical}".encode()).hexdigest()
 
 
-def entry(project: str, route: str, model: str, body: bytes, content_type: str,
-          ttl_s: int, now: datetime) -> dict[str, Any] | None:
+def entry(
+    project: str, route: str, model: str, body: bytes, content_type: str, ttl_s: int, now: datetime
+) -> dict[str, Any] | None:
     """The document to store, or None when the answer is too big to cache."""
     if len(body) > MAX_BODY_BYTES:
         return None
-    return {"project": project, "route": route, "model": model, "body": body,
-            "content_type": content_type, "created_at": now,
-            "expires_at": now + timedelta(seconds=ttl_s)}
+    return {
+        "project": project,
+        "route": route,
+        "model": model,
+        "body": body,
+        "content_type": content_type,
+        "created_at": now,
+        "expires_at": now + timedelta(seconds=ttl_s),
+    }
 
 
 def usable(doc: dict[str, Any] | None, project: str, now: datetime) -> bool:

@@ -43,48 +43,76 @@ class CallHooks:
 
     # --- response cache --------------------------------------------------------------
 
-    def cache_key(self, ctx: Caller, kind: str, body: dict[str, Any],
-                  header: str | None) -> str | None:
+    def cache_key(
+        self, ctx: Caller, kind: str, body: dict[str, Any], header: str | None
+    ) -> str | None:
         if body.get("stream") or not cache.wanted(ctx.project.cache_enabled, header):
             return None
         return cache.key(ctx.project.id, kind, body)
 
-    def cached_answer(self, ctx: Caller, kind: str, body: dict[str, Any], ckey: str,
-                      tag: str | None, now: datetime, limits: list[Limit]
-                      ) -> flask.Response | None:
+    def cached_answer(
+        self,
+        ctx: Caller,
+        kind: str,
+        body: dict[str, Any],
+        ckey: str,
+        tag: str | None,
+        now: datetime,
+        limits: list[Limit],
+    ) -> flask.Response | None:
         """A stored answer, booked as a free ``cached`` call, or None on a miss.
 
         The entry and the call's budget counters are read in one round trip, so a hit
         carries the same budget header as any non-streaming 200, and its record says
         which period it belongs to and which tokens it saved."""
         period = period_key(ctx.project.budget_period, now)
-        plan = HoldPlan(call_id="call_" + ckey[:8] + format(time.time_ns(), "x")[-16:],
-                        project=ctx.project.id, user=ctx.user.id, key_name=ctx.key.name,
-                        model=str(body["model"]), route=kind,
-                        budget_period=ctx.project.budget_period, period_key=period,
-                        limits=tuple(limits), estimate_nano=0, admitted_at=now,
-                        expires_at=now, tag=tag)
+        plan = HoldPlan(
+            call_id="call_" + ckey[:8] + format(time.time_ns(), "x")[-16:],
+            project=ctx.project.id,
+            user=ctx.user.id,
+            key_name=ctx.key.name,
+            model=str(body["model"]),
+            route=kind,
+            budget_period=ctx.project.budget_period,
+            period_key=period,
+            limits=tuple(limits),
+            estimate_nano=0,
+            admitted_at=now,
+            expires_at=now,
+            tag=tag,
+        )
         doc, states = self.ledger.read_with(plan, "cache_entries", ckey)
         if not cache.usable(doc, ctx.project.id, now):
             return None
         assert doc is not None
         self.ledger.book_cached(plan, _saved_usage(kind, doc["body"]))
-        headers = {"x-tollgate-cache": "hit", "x-tollgate-call-id": plan.call_id,
-                   "x-tollgate-cost-usd": format_usd(0)}
+        headers = {
+            "x-tollgate-cache": "hit",
+            "x-tollgate-call-id": plan.call_id,
+            "x-tollgate-cost-usd": format_usd(0),
+        }
         remaining = remaining_nano(limits, states)
         if remaining is not None:
             headers["x-tollgate-budget-remaining-usd"] = format_usd(remaining)
-        return flask.Response(doc["body"], status=200, headers=headers,
-                              content_type=doc.get("content_type"))
+        return flask.Response(
+            doc["body"], status=200, headers=headers, content_type=doc.get("content_type")
+        )
 
-    def remember(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
-                 now: datetime) -> None:
+    def remember(
+        self, a: Admitted, resp: UpstreamResponse, outcome: Outcome, now: datetime
+    ) -> None:
         """Queue the answer for the cache (written with the settlement) if it may be."""
         if a.cache_key is None or outcome.status != "ok" or resp.status != 200:
             return
-        doc = cache.entry(a.plan.project, a.spec.route, a.plan.model, resp.body,
-                          resp.headers.get("content-type", "application/json"),
-                          a.ctx.project.cache_ttl_s or cache.DEFAULT_TTL_S, now)
+        doc = cache.entry(
+            a.plan.project,
+            a.spec.route,
+            a.plan.model,
+            resp.body,
+            resp.headers.get("content-type", "application/json"),
+            a.ctx.project.cache_ttl_s or cache.DEFAULT_TTL_S,
+            now,
+        )
         if doc is not None:
             a.extra.append(("cache_entries", a.cache_key, doc))
 
@@ -100,26 +128,37 @@ class CallHooks:
             if time.monotonic() - last < RATELIMIT_EVERY_S:
                 return
             self._rl_written[ext] = time.monotonic()
-        a.extra.append(("ratelimits", ext, {"external_key": ext, "seen_at": now,
-                                            "headers": headers}))
+        a.extra.append(
+            ("ratelimits", ext, {"external_key": ext, "seen_at": now, "headers": headers})
+        )
 
     # --- alerts ---------------------------------------------------------------------------
 
-    def after_settle(self, a: Admitted, outcome: Outcome, states: list[CounterState],
-                     now: datetime) -> None:
+    def after_settle(
+        self, a: Admitted, outcome: Outcome, states: list[CounterState], now: datetime
+    ) -> None:
         """Record the thresholds this call crossed, and post them once the client has
         its answer: at once when settling in the answer's ``close()`` or a stream's
         end; on ``close()`` when an error path settled before the answer existed."""
         project = a.ctx.project
         try:
-            crossed = crossings(a.plan.limits, states, outcome.cost_nano,
-                                project.alert_thresholds or DEFAULT_THRESHOLDS)
+            crossed = crossings(
+                a.plan.limits,
+                states,
+                outcome.cost_nano,
+                project.alert_thresholds or DEFAULT_THRESHOLDS,
+            )
             if not crossed:
                 return
             config = AlertConfig(project.alert_webhook, project.alert_format)
-            pending = self.alerts.record(project=a.plan.project, period=a.plan.period_key,
-                                         period_kind=a.plan.budget_period, config=config,
-                                         crossed=crossed, now=now)
+            pending = self.alerts.record(
+                project=a.plan.project,
+                period=a.plan.period_key,
+                period_kind=a.plan.budget_period,
+                config=config,
+                crossed=crossed,
+                now=now,
+            )
         except Exception as exc:  # noqa: BLE001 - an alert must never fail the call
             log.warning("budget alert check failed: %s", type(exc).__name__)
             return
@@ -130,8 +169,9 @@ class CallHooks:
 # Set while a stream settles (after its last event, before the chunked body's end is
 # written): posts queued here run at the stream response's close(), once the client has
 # its whole answer.
-_DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar("tollgate_deferred",
-                                                                     default=None)
+_DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar(
+    "tollgate_deferred", default=None
+)
 
 
 @contextlib.contextmanager

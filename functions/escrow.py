@@ -60,13 +60,11 @@ SHARE = 4  # a grant takes at most 1/SHARE of the budget left around it
 def free_nano(limits: Sequence[int | None], states: Sequence[CounterState]) -> int | None:
     """Smallest ``limit - spent - held - escrow`` over the limited counters; None if none
     is."""
-    values = [lim - st.taken for lim, st in zip(limits, states, strict=True)
-              if lim is not None]
+    values = [lim - st.taken for lim, st in zip(limits, states, strict=True) if lim is not None]
     return min(values) if values else None
 
 
-def target_amount(*, rate_per_s: float, mean_estimate: int, free: int | None,
-                  mine: int) -> int:
+def target_amount(*, rate_per_s: float, mean_estimate: int, free: int | None, mine: int) -> int:
     """What a grant should hold after a sync. ``free`` is the counters' room as last
     seen (it counts ``mine`` as held); 0 means: return what is not committed."""
     mean_estimate = max(1, mean_estimate)
@@ -85,8 +83,9 @@ def rate_of(calls: int, span_s: float) -> float:
     return calls / max(MIN_SPAN_S, min(span_s, RATE_WINDOW_S))
 
 
-def too_close(limits: Sequence[int | None], states: Sequence[CounterState], mine: int,
-              estimate: int) -> bool:
+def too_close(
+    limits: Sequence[int | None], states: Sequence[CounterState], mine: int, estimate: int
+) -> bool:
     """Whether a grant of ``mine`` (already counted in ``states``) sits within
     MIN_FREE_ESTIMATES estimates of a limit, where every call must be decided alone."""
     free = free_nano(limits, states)
@@ -94,8 +93,7 @@ def too_close(limits: Sequence[int | None], states: Sequence[CounterState], mine
 
 
 def breaches(limits: Sequence[int | None], states: Sequence[CounterState]) -> bool:
-    return any(lim is not None and st.taken > lim
-               for lim, st in zip(limits, states, strict=True))
+    return any(lim is not None and st.taken > lim for lim, st in zip(limits, states, strict=True))
 
 
 @dataclass
@@ -179,8 +177,9 @@ class GrantBook:
     """This instance's grants, one per limit set (the tuple of counters a call is
     booked against). Every method holds the lock only for arithmetic."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 draw_window_s: float = DRAW_WINDOW_S) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, draw_window_s: float = DRAW_WINDOW_S
+    ) -> None:
         self.clock = clock
         self.draw_window_s = draw_window_s
         self._grants: dict[tuple[str, ...], Grant] = {}
@@ -192,8 +191,9 @@ class GrantBook:
 
     # --- admission ---------------------------------------------------------------
 
-    def draw(self, counters: tuple[str, ...], limits: tuple[int | None, ...],
-             estimate: int) -> Grant | None:
+    def draw(
+        self, counters: tuple[str, ...], limits: tuple[int | None, ...], estimate: int
+    ) -> Grant | None:
         """Take ``estimate`` from this limit set's grant, or None (use the per-call path).
         A grant made under other limits (a budget was changed) is drained, not used."""
         now = self.clock()
@@ -247,8 +247,12 @@ class GrantBook:
 
     # --- syncs ---------------------------------------------------------------------
 
-    def note_states(self, counters: tuple[str, ...], limits: Sequence[int | None],
-                    states: Sequence[CounterState]) -> None:
+    def note_states(
+        self,
+        counters: tuple[str, ...],
+        limits: Sequence[int | None],
+        states: Sequence[CounterState],
+    ) -> None:
         """Remember the counters' room as last seen (from any write's answer)."""
         with self.lock:
             self._free[counters] = free_nano(limits, states)
@@ -272,9 +276,12 @@ class GrantBook:
                 return 0
             # with no room seen yet (an instance's first calls) the opening write itself
             # checks it (see ``too_close``)
-            amount = target_amount(rate_per_s=rate_of(len(recent), now - recent[0]),
-                                   mean_estimate=estimate, free=self._free.get(counters),
-                                   mine=0)
+            amount = target_amount(
+                rate_per_s=rate_of(len(recent), now - recent[0]),
+                mean_estimate=estimate,
+                free=self._free.get(counters),
+                mine=0,
+            )
             if amount:
                 self._opening[counters] = threading.Event()
             return amount
@@ -297,8 +304,9 @@ class GrantBook:
             if g is not None:
                 self._grants[counters] = g
 
-    def plan_sync(self, g: Grant, own: tuple[int, int] | None = None, *,
-                  force: bool = False) -> SyncPlan | None:
+    def plan_sync(
+        self, g: Grant, own: tuple[int, int] | None = None, *, force: bool = False
+    ) -> SyncPlan | None:
         """A sync for ``g`` if one is due and none is in flight; marks it in flight.
 
         ``own`` is (estimate, cost) of the call whose settlement the sync rides on: its
@@ -330,9 +338,16 @@ class GrantBook:
                 # it ran out before its sync was due: traffic is ramping up, so at
                 # least double it (still capped by the room around it)
                 rate = max(rate, 2 * g.amount / (HORIZON_S * max(mean, 1)))
-            target = 0 if g.draining else target_amount(
-                rate_per_s=rate, mean_estimate=mean, free=self._free.get(g.counters),
-                mine=g.amount)
+            target = (
+                0
+                if g.draining
+                else target_amount(
+                    rate_per_s=rate,
+                    mean_estimate=mean,
+                    free=self._free.get(g.counters),
+                    mine=g.amount,
+                )
+            )
             if target == 0:
                 g.draining = True
             new_amount = committed if g.draining else max(target, committed)
@@ -343,11 +358,18 @@ class GrantBook:
             # call still holds its estimate) and the new one (where its cost is spent).
             g.cap = min(g.amount - own_estimate, new_amount + flushed - own_cost)
             g.gen += 1  # settlements from now on belong to the next sync
-            return SyncPlan(g, tuple(gens), flushed, new_amount,
-                            g.live_calls - g.synced_calls, close)
+            return SyncPlan(
+                g, tuple(gens), flushed, new_amount, g.live_calls - g.synced_calls, close
+            )
 
-    def synced(self, plan: SyncPlan, update_time: Any, states: Sequence[CounterState] | None,
-               ok: bool, amount: int | None = None) -> None:
+    def synced(
+        self,
+        plan: SyncPlan,
+        update_time: Any,
+        states: Sequence[CounterState] | None,
+        ok: bool,
+        amount: int | None = None,
+    ) -> None:
         """The sync's write landed (``ok``) or failed; a grant whose document changed
         under it (closed by the sweep) is dropped: the sweep booked what it held."""
         g = plan.grant

@@ -35,8 +35,9 @@ log = logging.getLogger("tollgate.ledger")
 
 
 class GrantDesk:
-    def __init__(self, io: Books, *, escrow: bool = True,
-                 draw_window_s: float = DRAW_WINDOW_S) -> None:
+    def __init__(
+        self, io: Books, *, escrow: bool = True, draw_window_s: float = DRAW_WINDOW_S
+    ) -> None:
         self.io = io
         self.escrow = escrow
         self.draw_window_s = draw_window_s
@@ -88,9 +89,16 @@ class GrantDesk:
         return self.escrow and not plan.rate_limits and plan.estimate_nano > 0
 
     def _new_grant(self, plan: HoldPlan, amount: int, **drawn: Any) -> Grant:
-        return Grant(id="grant_" + secrets.token_hex(10), project=plan.project,
-                     period=plan.period_key, counters=key_of(plan), limits=limits_of(plan),
-                     amount=amount, synced_at=time.monotonic(), **drawn)
+        return Grant(
+            id="grant_" + secrets.token_hex(10),
+            project=plan.project,
+            period=plan.period_key,
+            counters=key_of(plan),
+            limits=limits_of(plan),
+            amount=amount,
+            synced_at=time.monotonic(),
+            **drawn,
+        )
 
     def _remember(self, call_id: str, g: Grant, hold_time: Any) -> None:
         with self._drawn_lock:
@@ -135,10 +143,17 @@ class GrantDesk:
         now = self.io.clock()
         batch = self.io.db.batch()
         for lim in plan.limits:
-            batch.set(self.io.counter(lim.counter_id), {
-                **counter_fields(lim, plan.period_key), "escrow": Increment(amount),
-                "held": Increment(0), "inflight": Increment(0), "spent": Increment(0)},
-                merge=True)
+            batch.set(
+                self.io.counter(lim.counter_id),
+                {
+                    **counter_fields(lim, plan.period_key),
+                    "escrow": Increment(amount),
+                    "held": Increment(0),
+                    "inflight": Increment(0),
+                    "spent": Increment(0),
+                },
+                merge=True,
+            )
         batch.create(self.io.hold(plan.call_id), {**hold_doc(plan), "grant": g.id})
         batch.create(self.io.grant(g.id), open_doc(g, now, self.draw_window_s))
         try:
@@ -154,8 +169,9 @@ class GrantDesk:
         self.io.writes += n + 2
         states = states_of(results, n)
         self.book.note_states(key, limits_of(plan), states)
-        if breaches(limits_of(plan), states) or too_close(limits_of(plan), states, amount,
-                                                          plan.estimate_nano):
+        if breaches(limits_of(plan), states) or too_close(
+            limits_of(plan), states, amount, plan.estimate_nano
+        ):
             self.unopen(g, plan)
             self.book.opened(key, None)
             return False
@@ -178,9 +194,14 @@ class GrantDesk:
             return
         self.io.writes += len(g.counters) + 2
 
-    def settle_drawn(self, plan: HoldPlan, outcome: Outcome,
-                     extra: Sequence[tuple[str, str, dict[str, Any]]], g: Grant,
-                     hold_time: Any) -> list[CounterState] | None:
+    def settle_drawn(
+        self,
+        plan: HoldPlan,
+        outcome: Outcome,
+        extra: Sequence[tuple[str, str, dict[str, Any]]],
+        g: Grant,
+        hold_time: Any,
+    ) -> list[CounterState] | None:
         """Settle a call drawn from grant ``g``: its own documents only, plus the grant's
         sync when one is due. The hold's precondition fails if the sweep closed the
         grant meanwhile (it turned the hold into an ordinary one)."""
@@ -193,8 +214,15 @@ class GrantDesk:
             add_sync(deltas, sp)
         batch = self.io.db.batch()
         self.io.write_counters(batch, deltas)
-        self.io.settle_docs(batch, plan, outcome, extra, now, {"gen": gen, "cost_nano": cost},
-                            self.io.db.write_option(last_update_time=hold_time))
+        self.io.settle_docs(
+            batch,
+            plan,
+            outcome,
+            extra,
+            now,
+            {"gen": gen, "cost_nano": cost},
+            self.io.db.write_option(last_update_time=hold_time),
+        )
         self.grant_write(batch, sp, None, now)
         try:
             results = self.io.commit_with_retry(batch)
@@ -225,17 +253,20 @@ class GrantDesk:
         amount = self.book.want_open(key, plan.estimate_nano)
         return None, (self._new_grant(plan, amount) if amount else None)
 
-    def grant_write(self, batch: Any, sp: SyncPlan | None, opening: Grant | None,
-                    now: datetime) -> None:
+    def grant_write(
+        self, batch: Any, sp: SyncPlan | None, opening: Grant | None, now: datetime
+    ) -> None:
         """The grant document's write; always the batch's last."""
         if sp is not None:
-            batch.update(self.io.grant(sp.grant.id), sync_doc(sp, now, self.draw_window_s),
-                         option=self.io.db.write_option(last_update_time=sp.grant.update_time))
+            batch.update(
+                self.io.grant(sp.grant.id),
+                sync_doc(sp, now, self.draw_window_s),
+                option=self.io.db.write_option(last_update_time=sp.grant.update_time),
+            )
         elif opening is not None:
             batch.create(self.io.grant(opening.id), open_doc(opening, now, self.draw_window_s))
 
-    def unride(self, sp: SyncPlan | None, opening: Grant | None,
-               landed: bool | None) -> None:
+    def unride(self, sp: SyncPlan | None, opening: Grant | None, landed: bool | None) -> None:
         """A batch carrying a sync or an opening failed; ``landed`` None: unknown."""
         if sp is not None:
             self.book.synced(sp, None, None, ok=False)
@@ -253,8 +284,14 @@ class GrantDesk:
             self.book.end_settle(g, gen, cost, landed=False)
         self.book.drop(g)
 
-    def after_ride(self, plan: HoldPlan, sp: SyncPlan | None, opening: Grant | None,
-                   update_time: Any, states: list[CounterState]) -> None:
+    def after_ride(
+        self,
+        plan: HoldPlan,
+        sp: SyncPlan | None,
+        opening: Grant | None,
+        update_time: Any,
+        states: list[CounterState],
+    ) -> None:
         limits = limits_of(plan)
         if sp is not None:
             growth = sp.growth
@@ -272,8 +309,9 @@ class GrantDesk:
             else:
                 self.book.synced(sp, update_time, states, ok=True)
         if opening is not None:
-            if breaches(limits, states) or too_close(limits, states, opening.amount,
-                                                     plan.estimate_nano):
+            if breaches(limits, states) or too_close(
+                limits, states, opening.amount, plan.estimate_nano
+            ):
                 self.take_back(opening, opening.amount, 0, update_time)
                 self.book.opened(opening.counters, None)
             else:
@@ -286,8 +324,11 @@ class GrantDesk:
         batch = self.io.db.batch()
         self.io.write_counters(batch, {cid: {"escrow": -growth} for cid in g.counters})
         closed = {"state": "closed", "purge_at": self.io.clock() + CLOSED_GRANT_TTL}
-        batch.update(self.io.grant(g.id), {"amount": amount, **(closed if amount == 0 else {})},
-                     option=self.io.db.write_option(last_update_time=update_time))
+        batch.update(
+            self.io.grant(g.id),
+            {"amount": amount, **(closed if amount == 0 else {})},
+            option=self.io.db.write_option(last_update_time=update_time),
+        )
         try:
             results = self.io.commit_with_retry(batch)
         except Exception as exc:  # noqa: BLE001 - the sweep closes it from its document
@@ -296,8 +337,9 @@ class GrantDesk:
         self.io.writes += len(g.counters) + 1
         return results[-1].update_time
 
-    def settle_fallback(self, plan: HoldPlan, outcome: Outcome,
-                        extra: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+    def settle_fallback(
+        self, plan: HoldPlan, outcome: Outcome, extra: Sequence[tuple[str, str, dict[str, Any]]]
+    ) -> None:
         """Settle a drawn call whose grant was closed under it, from its hold document."""
         hold_ref, usage_ref = self.io.hold(plan.call_id), self.io.usage(plan.call_id)
 
@@ -311,9 +353,15 @@ class GrantDesk:
                 return False
             if h.get("grant") is None:  # an ordinary hold now: settle on the counters
                 for cid in h.get("counters", []):
-                    tx.set(self.io.counter(cid), {
-                        "held": Increment(-plan.estimate_nano), "inflight": Increment(-1),
-                        "spent": Increment(outcome.cost_nano)}, merge=True)
+                    tx.set(
+                        self.io.counter(cid),
+                        {
+                            "held": Increment(-plan.estimate_nano),
+                            "inflight": Increment(-1),
+                            "spent": Increment(outcome.cost_nano),
+                        },
+                        merge=True,
+                    )
                 hold: dict[str, Any] = {}
             else:  # still in an open grant this instance lost: flushed when it closes
                 hold = {"gen": GEN_UNKNOWN, "cost_nano": outcome.cost_nano}

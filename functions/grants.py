@@ -34,8 +34,15 @@ CLOSED_GRANT_TTL = timedelta(days=2)
 GEN_UNKNOWN = 2**62  # a settled hold whose generation the instance lost: flushed at close
 
 
-def counter_delta(deltas: dict[str, dict[str, int]], counter: str, *, held: int = 0,
-                  inflight: int = 0, spent: int = 0, escrow: int = 0) -> None:
+def counter_delta(
+    deltas: dict[str, dict[str, int]],
+    counter: str,
+    *,
+    held: int = 0,
+    inflight: int = 0,
+    spent: int = 0,
+    escrow: int = 0,
+) -> None:
     """Add to one counter's increments (a batch writes each counter once, all four
     fields, so its answer always has the same shape)."""
     d = deltas.setdefault(counter, {"escrow": 0, "held": 0, "inflight": 0, "spent": 0})
@@ -47,36 +54,57 @@ def counter_delta(deltas: dict[str, dict[str, int]], counter: str, *, held: int 
 
 def add_sync(deltas: dict[str, dict[str, int]], sp: SyncPlan) -> None:
     for cid in sp.grant.counters:
-        counter_delta(deltas, cid, escrow=sp.escrow_delta, inflight=sp.inflight_delta,
-                      spent=sp.flushed)
+        counter_delta(
+            deltas, cid, escrow=sp.escrow_delta, inflight=sp.inflight_delta, spent=sp.flushed
+        )
 
 
-def sync_doc(sp: SyncPlan, now: datetime, draw_window_s: float = DRAW_WINDOW_S
-             ) -> dict[str, Any]:
+def sync_doc(sp: SyncPlan, now: datetime, draw_window_s: float = DRAW_WINDOW_S) -> dict[str, Any]:
     g = sp.grant
-    return {"amount": sp.new_amount, "flushed_gen": sp.flushed_gen,
-            "synced_calls": g.synced_calls + sp.inflight_delta, "synced_at": now,
-            "draw_until": now + timedelta(seconds=draw_window_s),
-            "state": "closed" if sp.close else "open",
-            **({"closed_at": now, "purge_at": now + CLOSED_GRANT_TTL} if sp.close else {})}
+    return {
+        "amount": sp.new_amount,
+        "flushed_gen": sp.flushed_gen,
+        "synced_calls": g.synced_calls + sp.inflight_delta,
+        "synced_at": now,
+        "draw_until": now + timedelta(seconds=draw_window_s),
+        "state": "closed" if sp.close else "open",
+        **({"closed_at": now, "purge_at": now + CLOSED_GRANT_TTL} if sp.close else {}),
+    }
 
 
-def open_doc(g: Grant, now: datetime, draw_window_s: float = DRAW_WINDOW_S
-             ) -> dict[str, Any]:
-    return {"id": g.id, "project": g.project, "period": g.period,
-            "counters": list(g.counters), "limits": list(g.limits), "amount": g.amount,
-            "flushed_gen": 0, "synced_calls": 0, "created_at": now, "synced_at": now,
-            "draw_until": now + timedelta(seconds=draw_window_s), "state": "open"}
+def open_doc(g: Grant, now: datetime, draw_window_s: float = DRAW_WINDOW_S) -> dict[str, Any]:
+    return {
+        "id": g.id,
+        "project": g.project,
+        "period": g.period,
+        "counters": list(g.counters),
+        "limits": list(g.limits),
+        "amount": g.amount,
+        "flushed_gen": 0,
+        "synced_calls": 0,
+        "created_at": now,
+        "synced_at": now,
+        "draw_until": now + timedelta(seconds=draw_window_s),
+        "state": "open",
+    }
 
 
-def grant_holds(db: firestore.Client, grant_id: str, grant: dict[str, Any],
-                tx: Any = None) -> tuple[list[firestore.DocumentSnapshot], int]:
+def grant_holds(
+    db: firestore.Client, grant_id: str, grant: dict[str, Any], tx: Any = None
+) -> tuple[list[firestore.DocumentSnapshot], int]:
     """A grant's live holds, and the costs of its settled holds that no sync has moved
     to ``spent`` yet (generations after the grant document's ``flushed_gen``)."""
-    live = list(indexes.query(db, "holds", equals={"grant": grant_id, "state": "live"})
-                .stream(transaction=tx))
-    settled = indexes.query(db, "holds", equals={"grant": grant_id, "state": "settled"},
-                            ranges=[("gen", ">", int(grant.get("flushed_gen") or 0))])
+    live = list(
+        indexes.query(db, "holds", equals={"grant": grant_id, "state": "live"}).stream(
+            transaction=tx
+        )
+    )
+    settled = indexes.query(
+        db,
+        "holds",
+        equals={"grant": grant_id, "state": "settled"},
+        ranges=[("gen", ">", int(grant.get("flushed_gen") or 0))],
+    )
     return live, sum(int(h.get("cost_nano") or 0) for h in settled.stream(transaction=tx))
 
 
@@ -91,10 +119,13 @@ class GrantSweeper:
 
     def close_lapsed(self, now: datetime, project: str | None = None, limit: int = 20) -> int:
         equals = {"state": "open"} if project is None else {"state": "open", "project": project}
-        q = indexes.query(self.db, "grants", equals=equals,
-                          ranges=[("draw_until", "<",
-                                   now - timedelta(seconds=self.close_margin_s))],
-                          limit=limit)
+        q = indexes.query(
+            self.db,
+            "grants",
+            equals=equals,
+            ranges=[("draw_until", "<", now - timedelta(seconds=self.close_margin_s))],
+            limit=limit,
+        )
         closed = 0
         for snap in q.stream():
             try:
@@ -110,23 +141,39 @@ class GrantSweeper:
         def run(tx: firestore.Transaction) -> int:
             g = ref.get(transaction=tx).to_dict() or {}
             cutoff = now - timedelta(seconds=self.close_margin_s)
-            if g.get("state") != "open" or g.get("draw_until") is None or (
-                    g["draw_until"] >= cutoff):
+            if (
+                g.get("state") != "open"
+                or g.get("draw_until") is None
+                or (g["draw_until"] >= cutoff)
+            ):
                 return 0
             live, unflushed = grant_holds(self.db, ref.id, g, tx)
             live_nano = sum(int(s.get("estimate_nano") or 0) for s in live)
             for cid in g.get("counters", []):
-                tx.set(self.db.collection("counters").document(cid), {
-                    "escrow": Increment(-int(g.get("amount", 0))),
-                    "held": Increment(live_nano),
-                    "inflight": Increment(len(live) - int(g.get("synced_calls", 0))),
-                    "spent": Increment(unflushed)}, merge=True)
+                tx.set(
+                    self.db.collection("counters").document(cid),
+                    {
+                        "escrow": Increment(-int(g.get("amount", 0))),
+                        "held": Increment(live_nano),
+                        "inflight": Increment(len(live) - int(g.get("synced_calls", 0))),
+                        "spent": Increment(unflushed),
+                    },
+                    merge=True,
+                )
             for s in live:
                 # From now on the call settles (or is swept) on the counters itself.
                 tx.update(holds.document(s.id), {"grant": None, "from_grant": ref.id})
-            tx.update(ref, {"state": "closed", "closed_at": now, "closed_by": "sweep",
-                            "purge_at": now + CLOSED_GRANT_TTL,
-                            "closed_live": len(live), "closed_unflushed": unflushed})
+            tx.update(
+                ref,
+                {
+                    "state": "closed",
+                    "closed_at": now,
+                    "closed_by": "sweep",
+                    "purge_at": now + CLOSED_GRANT_TTL,
+                    "closed_live": len(live),
+                    "closed_unflushed": unflushed,
+                },
+            )
             return 1
 
         n = run(self.db.transaction())
@@ -135,8 +182,9 @@ class GrantSweeper:
         return n
 
 
-def exact_states(db: firestore.Client, project: str,
-                 counter_ids: Sequence[str]) -> dict[str, CounterState]:
+def exact_states(
+    db: firestore.Client, project: str, counter_ids: Sequence[str]
+) -> dict[str, CounterState]:
     """Counters as the spend pages show them: with the costs of calls settled inside a
     still-open grant (not yet flushed by a sync) moved from ``escrow`` to ``spent``, so
     ``spent`` equals the usage records booked on the counter at this moment."""
@@ -154,6 +202,9 @@ def exact_states(db: firestore.Client, project: str,
         for cid in touched:
             c = out[cid]
             out[cid] = CounterState(
-                spent=c.spent + unflushed, held=c.held, escrow=c.escrow - unflushed,
-                inflight=c.inflight - int(g.get("synced_calls") or 0) + len(live))
+                spent=c.spent + unflushed,
+                held=c.held,
+                escrow=c.escrow - unflushed,
+                inflight=c.inflight - int(g.get("synced_calls") or 0) + len(live),
+            )
     return out

@@ -62,8 +62,11 @@ class Outcome:
 
 
 def counter_fields(limit: Limit, period_key: str) -> dict[str, Any]:
-    fields: dict[str, Any] = {"scope": limit.scope, "project": limit.project,
-                              "period": limit.period or period_key}
+    fields: dict[str, Any] = {
+        "scope": limit.scope,
+        "project": limit.project,
+        "period": limit.period or period_key,
+    }
     if limit.user:
         fields["user"] = limit.user
     if limit.model:
@@ -85,18 +88,33 @@ def states_of(results: Sequence[Any], n: int) -> list[CounterState]:
 def usage_record(plan: HoldPlan, outcome: Outcome, settled_at: datetime) -> dict[str, Any]:
     u = outcome.usage
     return {
-        "call_id": plan.call_id, "ts": plan.admitted_at, "settled_at": settled_at,
-        "period": plan.period_key, "project": plan.project, "user": plan.user,
-        "key_name": plan.key_name, "model": plan.model, "route": plan.route,
-        "upstream_model": outcome.upstream_model, "status": outcome.status,
+        "call_id": plan.call_id,
+        "ts": plan.admitted_at,
+        "settled_at": settled_at,
+        "period": plan.period_key,
+        "project": plan.project,
+        "user": plan.user,
+        "key_name": plan.key_name,
+        "model": plan.model,
+        "route": plan.route,
+        "upstream_model": outcome.upstream_model,
+        "status": outcome.status,
         "http_status": outcome.http_status,
-        "input_tokens": u.input_tokens, "cached_tokens": u.cached_tokens,
-        "cache_write_tokens": u.cache_write_tokens, "output_tokens": u.output_tokens,
+        "input_tokens": u.input_tokens,
+        "cached_tokens": u.cached_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+        "output_tokens": u.output_tokens,
         "reasoning_tokens": u.reasoning_tokens,
-        "cost_nano": outcome.cost_nano, "estimate_nano": plan.estimate_nano,
-        "latency_ms": outcome.latency_ms, "streamed": plan.streamed, "cached": outcome.cached,
-        "estimated": outcome.estimated, "tag": plan.tag, "request_id": outcome.request_id,
-        "response_id": outcome.response_id, "service_tier": outcome.service_tier,
+        "cost_nano": outcome.cost_nano,
+        "estimate_nano": plan.estimate_nano,
+        "latency_ms": outcome.latency_ms,
+        "streamed": plan.streamed,
+        "cached": outcome.cached,
+        "estimated": outcome.estimated,
+        "tag": plan.tag,
+        "request_id": outcome.request_id,
+        "response_id": outcome.response_id,
+        "service_tier": outcome.service_tier,
         "usage": outcome.usage_raw,
         "soft_limits_exceeded": list(outcome.soft_exceeded or ()),
         "external_key": plan.external_key or None,
@@ -113,13 +131,24 @@ def limits_of(plan: HoldPlan) -> tuple[int | None, ...]:
 
 def hold_doc(plan: HoldPlan) -> dict[str, Any]:
     return {
-        "call_id": plan.call_id, "project": plan.project, "user": plan.user,
-        "key_name": plan.key_name, "model": plan.model, "route": plan.route,
-        "period": plan.period_key, "counters": [lim.counter_id for lim in plan.limits],
-        "estimate_nano": plan.estimate_nano, "estimate_tokens": plan.estimate_tokens,
-        "created_at": plan.admitted_at, "expires_at": plan.expires_at,
-        "state": "live", "streamed": plan.streamed, "tag": plan.tag, "grant": None,
-        "external_key": plan.external_key}
+        "call_id": plan.call_id,
+        "project": plan.project,
+        "user": plan.user,
+        "key_name": plan.key_name,
+        "model": plan.model,
+        "route": plan.route,
+        "period": plan.period_key,
+        "counters": [lim.counter_id for lim in plan.limits],
+        "estimate_nano": plan.estimate_nano,
+        "estimate_tokens": plan.estimate_tokens,
+        "created_at": plan.admitted_at,
+        "expires_at": plan.expires_at,
+        "state": "live",
+        "streamed": plan.streamed,
+        "tag": plan.tag,
+        "grant": None,
+        "external_key": plan.external_key,
+    }
 
 
 def windows_of(results: Sequence[Any]) -> list[WindowState]:
@@ -132,18 +161,30 @@ def windows_of(results: Sequence[Any]) -> list[WindowState]:
 
 
 def first_of_period(project_counter: CounterState, estimate: int) -> bool:
-    return (project_counter.spent == 0 and project_counter.inflight == 1
-            and project_counter.held == estimate)
+    return (
+        project_counter.spent == 0
+        and project_counter.inflight == 1
+        and project_counter.held == estimate
+    )
 
 
 def plan_from_hold(h: dict[str, Any]) -> HoldPlan:
     """Rebuild enough of a HoldPlan from a hold document to book it."""
     return HoldPlan(
-        call_id=str(h.get("call_id")), project=str(h.get("project")), user=str(h.get("user")),
-        key_name=str(h.get("key_name", "")), model=str(h.get("model")),
-        route=str(h.get("route", "")), budget_period="", period_key=str(h.get("period", "")),
-        limits=(), estimate_nano=int(h.get("estimate_nano", 0)),
-        admitted_at=h.get("created_at") or utcnow(), expires_at=h.get("expires_at") or utcnow(),
-        streamed=bool(h.get("streamed", False)), tag=h.get("tag"),
+        call_id=str(h.get("call_id")),
+        project=str(h.get("project")),
+        user=str(h.get("user")),
+        key_name=str(h.get("key_name", "")),
+        model=str(h.get("model")),
+        route=str(h.get("route", "")),
+        budget_period="",
+        period_key=str(h.get("period", "")),
+        limits=(),
+        estimate_nano=int(h.get("estimate_nano", 0)),
+        admitted_at=h.get("created_at") or utcnow(),
+        expires_at=h.get("expires_at") or utcnow(),
+        streamed=bool(h.get("streamed", False)),
+        tag=h.get("tag"),
         estimate_tokens=int(h.get("estimate_tokens", 0)),
-        external_key=str(h.get("external_key") or ""))
+        external_key=str(h.get("external_key") or ""),
+    )

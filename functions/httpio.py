@@ -17,8 +17,9 @@ log = logging.getLogger("tollgate")
 JSON = "application/json"
 
 
-def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> flask.Response:
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> flask.Response:
     return flask.Response(json.dumps(obj), status=status, headers=headers or {}, mimetype=JSON)
 
 
@@ -38,7 +39,8 @@ def read_body(request: flask.Request, max_bytes: int) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise RequestTooLarge(
-            f"The request body is {length} bytes; the limit is {max_bytes} bytes.")
+            f"The request body is {length} bytes; the limit is {max_bytes} bytes."
+        )
     data = request.stream.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise RequestTooLarge(f"The request body is over the limit of {max_bytes} bytes.")
@@ -58,15 +60,21 @@ def parse_json(data: bytes) -> Any:
     if not data:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        obj = json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
-                         parse_float=_finite_float)
+        obj = json.loads(
+            data,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite_float,
+        )
     except _Ambiguous as exc:
         raise InvalidRequest(str(exc)) from None
     except (ValueError, RecursionError):
         raise InvalidRequest("The request body is not valid JSON.") from None
     if _SURROGATE.search(data) and not _encodable(obj):
-        raise InvalidRequest("The request body holds an unpaired UTF-16 surrogate "
-                             "(\\ud800-\\udfff), which is not text.")
+        raise InvalidRequest(
+            "The request body holds an unpaired UTF-16 surrogate "
+            "(\\ud800-\\udfff), which is not text."
+        )
     return obj
 
 
@@ -80,8 +88,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _Ambiguous(f"The request body repeats the key {json.dumps(key[:64])} in "
-                                 "one object; send each key once.")
+                raise _Ambiguous(
+                    f"The request body repeats the key {json.dumps(key[:64])} in "
+                    "one object; send each key once."
+                )
             seen.add(key)
     return obj
 
@@ -93,8 +103,7 @@ def _no_constant(name: str) -> Any:
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Ambiguous(f"The request body holds the number {text[:32]}, too large for a "
-                         "double.")
+        raise _Ambiguous(f"The request body holds the number {text[:32]}, too large for a double.")
     return value
 
 

@@ -69,9 +69,15 @@ def seen() -> set[Shape]:
         return set(SHAPES_SEEN)
 
 
-def query(db: firestore.Client, collection: str, *, equals: Mapping[str, Any] | None = None,
-          ranges: Sequence[tuple[str, str, Any]] = (), order: Sequence[tuple[str, str]] = (),
-          limit: int | None = None) -> firestore.Query:
+def query(
+    db: firestore.Client,
+    collection: str,
+    *,
+    equals: Mapping[str, Any] | None = None,
+    ranges: Sequence[tuple[str, str, Any]] = (),
+    order: Sequence[tuple[str, str]] = (),
+    limit: int | None = None,
+) -> firestore.Query:
     """``db.collection(collection)`` with the filters, orders and limit, shape recorded.
 
     Raises ValueError for a shape this module cannot reason about (ranges on two
@@ -86,8 +92,12 @@ def query(db: firestore.Client, collection: str, *, equals: Mapping[str, Any] | 
     for f, direction in order:
         if direction not in (ASC, DESC):
             raise ValueError(f"unsupported direction {direction!r} on {f!r}")
-    shape = Shape(collection, tuple(sorted(equals)), next(iter(range_fields), None),
-                  tuple((f, d) for f, d in order))
+    shape = Shape(
+        collection,
+        tuple(sorted(equals)),
+        next(iter(range_fields), None),
+        tuple((f, d) for f, d in order),
+    )
     with _SEEN_LOCK:
         SHAPES_SEEN.add(shape)
 
@@ -112,7 +122,8 @@ def _index_order(shape: Shape) -> Fields:
         # The implicit __name__ of every index runs in its last field's direction
         # (ASCENDING when __name__ is the only order: plain document order).
         if (len(order) == 1 and order[0][1] == ASC) or (
-                len(order) > 1 and order[-2][1] == order[-1][1]):
+            len(order) > 1 and order[-2][1] == order[-1][1]
+        ):
             order.pop()
     return tuple(order)
 
@@ -134,10 +145,14 @@ def declared(path: Path | str = DEFAULT_INDEX_FILE) -> list[Index]:
     out = []
     for i, entry in enumerate(doc.get("indexes", [])):
         try:
-            fields = tuple((str(f["fieldPath"]), str(f.get("order", "")))
-                           for f in entry["fields"])
-            out.append(Index(str(entry["collectionGroup"]),
-                             str(entry.get("queryScope", "COLLECTION")), fields))
+            fields = tuple((str(f["fieldPath"]), str(f.get("order", ""))) for f in entry["fields"])
+            out.append(
+                Index(
+                    str(entry["collectionGroup"]),
+                    str(entry.get("queryScope", "COLLECTION")),
+                    fields,
+                )
+            )
         except (KeyError, TypeError) as e:
             raise ValueError(f"{path}: malformed index #{i}: {e!r}") from None
     return out
@@ -158,9 +173,11 @@ def covered(shape: Shape, declared_indexes: Sequence[Index]) -> bool:
         fields = ix.fields
         if len(fields) >= 2 and fields[-1][0] == NAME and fields[-1][1] == fields[-2][1]:
             fields = fields[:-1]
-        if (len(fields) == len(need)
-                and {f for f, _ in fields[:n_eq]} == set(shape.equals)
-                and all(d == ASC for _, d in fields[:n_eq])
-                and fields[n_eq:] == need[n_eq:]):
+        if (
+            len(fields) == len(need)
+            and {f for f, _ in fields[:n_eq]} == set(shape.equals)
+            and all(d == ASC for _, d in fields[:n_eq])
+            and fields[n_eq:] == need[n_eq:]
+        ):
             return True
     return False

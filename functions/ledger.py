@@ -78,9 +78,14 @@ class Ledger:
     """The budget path of one instance: per-call holds on the counters, escrow grants
     (``GrantDesk``) for busy limit sets, and the sweep."""
 
-    def __init__(self, db: firestore.Client, clock: Callable[[], datetime] = utcnow,
-                 escrow: bool = True, draw_window_s: float = DRAW_WINDOW_S,
-                 close_margin_s: float = CLOSE_MARGIN_S) -> None:
+    def __init__(
+        self,
+        db: firestore.Client,
+        clock: Callable[[], datetime] = utcnow,
+        escrow: bool = True,
+        draw_window_s: float = DRAW_WINDOW_S,
+        close_margin_s: float = CLOSE_MARGIN_S,
+    ) -> None:
         self.io = Books(db, clock)
         self.desk = GrantDesk(self.io, escrow=escrow, draw_window_s=draw_window_s)
         self.sweeper = HoldSweeper(db, clock, close_margin_s)
@@ -156,8 +161,9 @@ class Ledger:
                 self._swept_at[plan.project] = now
         if due and self.sweep(project=plan.project):
             state = self._counter_state(limit.counter_id, plan.estimate_nano)
-        raise BudgetExceeded(refusal_message(limit, state, plan.estimate_nano,
-                                             plan.budget_period, plan.period_key))
+        raise BudgetExceeded(
+            refusal_message(limit, state, plan.estimate_nano, plan.budget_period, plan.period_key)
+        )
 
     def _refuse_if_full(self, plan: HoldPlan) -> None:
         """Near the end of a budget, refuse without writing: when the room last seen is
@@ -202,16 +208,22 @@ class Ledger:
         """The call's counters as they are now, in the order of its limits (one read)."""
         return self.read_with(plan)[1]
 
-    def read_with(self, plan: HoldPlan, collection: str | None = None, doc: str = ""
-                  ) -> tuple[dict[str, Any] | None, list[CounterState]]:
+    def read_with(
+        self, plan: HoldPlan, collection: str | None = None, doc: str = ""
+    ) -> tuple[dict[str, Any] | None, list[CounterState]]:
         """One more document (None if it does not exist) and the call's counters, in one
         read: a cached answer's entry comes with the counters its budget header needs."""
         other = self.io.db.collection(collection).document(doc) if collection else None
         refs = [self.io.counter(lim.counter_id) for lim in plan.limits]
-        snaps = {s.reference.path: s.to_dict() or {}
-                 for s in self.io.db.get_all(refs + ([other] if other else [])) if s.exists}
-        return (snaps.get(other.path) if other else None,
-                [CounterState.of(snaps.get(r.path)) for r in refs])
+        snaps = {
+            s.reference.path: s.to_dict() or {}
+            for s in self.io.db.get_all(refs + ([other] if other else []))
+            if s.exists
+        }
+        return (
+            snaps.get(other.path) if other else None,
+            [CounterState.of(snaps.get(r.path)) for r in refs],
+        )
 
     def book_cached(self, plan: HoldPlan, usage: Usage) -> None:
         """A call answered from the response cache: free, so it holds nothing and moves
@@ -245,14 +257,27 @@ class Ledger:
     def _increment(self, plan: HoldPlan) -> tuple[list[CounterState], list[WindowState]]:
         batch = self.io.db.batch()
         for lim in plan.limits:
-            batch.set(self.io.counter(lim.counter_id), {
-                **counter_fields(lim, plan.period_key),
-                "escrow": Increment(0), "held": Increment(plan.estimate_nano),
-                "inflight": Increment(1), "spent": Increment(0)}, merge=True)
+            batch.set(
+                self.io.counter(lim.counter_id),
+                {
+                    **counter_fields(lim, plan.period_key),
+                    "escrow": Increment(0),
+                    "held": Increment(plan.estimate_nano),
+                    "inflight": Increment(1),
+                    "spent": Increment(0),
+                },
+                merge=True,
+            )
         for rl in plan.rate_limits:
-            batch.set(self.io.window(rl.counter_id), {
-                "project": plan.project, "requests": Increment(1),
-                "tokens": Increment(plan.estimate_tokens)}, merge=True)
+            batch.set(
+                self.io.window(rl.counter_id),
+                {
+                    "project": plan.project,
+                    "requests": Increment(1),
+                    "tokens": Increment(plan.estimate_tokens),
+                },
+                merge=True,
+            )
         batch.create(self.io.hold(plan.call_id), hold_doc(plan))
         try:
             results = batch.commit()
@@ -265,7 +290,7 @@ class Ledger:
         self.io.writes += n + m + 1
         with self._lock:
             self._held[plan.call_id] = results[n + m].update_time
-        return states_of(results, n), windows_of(results[n:n + m])
+        return states_of(results, n), windows_of(results[n : n + m])
 
     def _release(self, plan: HoldPlan) -> None:
         """Take a per-call reservation back (the call is refused or not forwarded)."""
@@ -273,13 +298,21 @@ class Ledger:
             self._held.pop(plan.call_id, None)
         batch = self.io.db.batch()
         for lim in plan.limits:
-            batch.set(self.io.counter(lim.counter_id), {
-                "held": Increment(-plan.estimate_nano), "inflight": Increment(-1),
-                "spent": Increment(0)}, merge=True)
+            batch.set(
+                self.io.counter(lim.counter_id),
+                {
+                    "held": Increment(-plan.estimate_nano),
+                    "inflight": Increment(-1),
+                    "spent": Increment(0),
+                },
+                merge=True,
+            )
         for rl in plan.rate_limits:
-            batch.set(self.io.window(rl.counter_id), {
-                "requests": Increment(-1), "tokens": Increment(-plan.estimate_tokens)},
-                merge=True)
+            batch.set(
+                self.io.window(rl.counter_id),
+                {"requests": Increment(-1), "tokens": Increment(-plan.estimate_tokens)},
+                merge=True,
+            )
         # Deleting the hold only if it exists makes the release all-or-nothing
         # idempotent: a retry after a lost answer (or a release of a reserve that never
         # landed) fails as a whole with NotFound instead of decrementing twice.
@@ -292,9 +325,12 @@ class Ledger:
 
     # --- settle --------------------------------------------------------------
 
-    def settle(self, plan: HoldPlan, outcome: Outcome,
-               extra: Sequence[tuple[str, str, dict[str, Any]]] = ()
-               ) -> list[CounterState] | None:
+    def settle(
+        self,
+        plan: HoldPlan,
+        outcome: Outcome,
+        extra: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> list[CounterState] | None:
         """Book the call exactly once. Returns post-settlement counter values, or None
         when the call had already been booked (by the sweep, or an earlier attempt) or
         was settled inside an escrow grant without touching the counters.
@@ -315,15 +351,24 @@ class Ledger:
         self.desk.settle_fallback(plan, outcome, extra)
         return None
 
-    def _settle_direct(self, plan: HoldPlan, outcome: Outcome,
-                       extra: Sequence[tuple[str, str, dict[str, Any]]], hold_time: Any
-                       ) -> list[CounterState] | None:
+    def _settle_direct(
+        self,
+        plan: HoldPlan,
+        outcome: Outcome,
+        extra: Sequence[tuple[str, str, dict[str, Any]]],
+        hold_time: Any,
+    ) -> list[CounterState] | None:
         now = self.io.clock()
         key, limits = key_of(plan), limits_of(plan)
         deltas: dict[str, dict[str, int]] = {}
         for lim in plan.limits:
-            counter_delta(deltas, lim.counter_id, held=-plan.estimate_nano, inflight=-1,
-                          spent=outcome.cost_nano)
+            counter_delta(
+                deltas,
+                lim.counter_id,
+                held=-plan.estimate_nano,
+                inflight=-1,
+                spent=outcome.cost_nano,
+            )
         sp, opening = self.desk.ride(plan, now)
         if sp is not None:
             add_sync(deltas, sp)
@@ -336,10 +381,20 @@ class Ledger:
         for rl in plan.rate_limits:
             # tokens per minute: the estimate counted at admission becomes the actual,
             # in the admission minute's window
-            batch.set(self.io.window(rl.counter_id),
-                      {"tokens": Increment(used - plan.estimate_tokens)}, merge=True)
-        self.io.settle_docs(batch, plan, outcome, extra, now, {},
-                            self.io.db.write_option(last_update_time=hold_time))
+            batch.set(
+                self.io.window(rl.counter_id),
+                {"tokens": Increment(used - plan.estimate_tokens)},
+                merge=True,
+            )
+        self.io.settle_docs(
+            batch,
+            plan,
+            outcome,
+            extra,
+            now,
+            {},
+            self.io.db.write_option(last_update_time=hold_time),
+        )
         self.desk.grant_write(batch, sp, opening, now)
         try:
             results = self.io.commit_with_retry(batch)
@@ -362,8 +417,14 @@ class Ledger:
         states = states_of(results, len(plan.limits))
         self.desk.after_ride(plan, sp, opening, results[-1].update_time, states)
         self.desk.book.note_states(key, limits, states)
-        self.io.writes += len(deltas) + len(plan.rate_limits) + 2 + len(extra) + bool(
-            plan.touch_key) + bool(sp or opening)
+        self.io.writes += (
+            len(deltas)
+            + len(plan.rate_limits)
+            + 2
+            + len(extra)
+            + bool(plan.touch_key)
+            + bool(sp or opening)
+        )
         return states
 
     # --- sweep ---------------------------------------------------------------
@@ -374,5 +435,9 @@ class Ledger:
 
 
 def ledger_for_settings(db: firestore.Client, settings: Settings) -> Ledger:
-    return Ledger(db, escrow=settings.escrow, draw_window_s=settings.grant_draw_window_s,
-                  close_margin_s=settings.grant_close_margin_s)
+    return Ledger(
+        db,
+        escrow=settings.escrow,
+        draw_window_s=settings.grant_draw_window_s,
+        close_margin_s=settings.grant_close_margin_s,
+    )

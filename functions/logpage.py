@@ -42,14 +42,36 @@ from functions.store import Store, make_client
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 ASSETS = {"/": "index.html", "/app.js": "app.js", "/app.css": "app.css"}
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer"}
-CALL_FIELDS = ("ts", "call_id", "project", "user", "key_name", "model", "upstream_model",
-               "route", "status", "input_tokens", "cached_tokens", "output_tokens",
-               "reasoning_tokens", "cost_usd", "latency_ms", "streamed", "cached", "estimated",
-               "tag")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+CALL_FIELDS = (
+    "ts",
+    "call_id",
+    "project",
+    "user",
+    "key_name",
+    "model",
+    "upstream_model",
+    "route",
+    "status",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "latency_ms",
+    "streamed",
+    "cached",
+    "estimated",
+    "tag",
+)
 CSV_MAX_ROWS = 10_000
 # the log API's group_by values -> the report's (a log page speaks of members)
 LOG_GROUP_BY = {"day": "day", "model": "model", "member": "user", "key": "key", "tag": "tag"}
@@ -117,16 +139,23 @@ class LogApp:
         body, kind, etag = _asset(name)
         if request.headers.get("If-None-Match") == etag:
             return flask.Response(status=304, headers={"ETag": etag})
-        return flask.Response(body, content_type=kind, headers={
-            "ETag": etag, "Cache-Control": "no-cache"})
+        return flask.Response(
+            body, content_type=kind, headers={"ETag": etag, "Cache-Control": "no-cache"}
+        )
 
     # --- API ---------------------------------------------------------------------
 
     def _viewer(self, request: flask.Request) -> Viewer:
         key = auth.key_from_header(request.headers.get("Authorization"))
         ctx = auth.check_context(self.store.load_call_context(auth.key_hash(key), None), utcnow())
-        return Viewer(ctx.user.id, ctx.user.name, ctx.project.id, ctx.member.role,
-                      ctx.member.budget_nano, ctx.member.topups)
+        return Viewer(
+            ctx.user.id,
+            ctx.user.name,
+            ctx.project.id,
+            ctx.member.role,
+            ctx.member.budget_nano,
+            ctx.member.topups,
+        )
 
     def _api(self, name: str, request: flask.Request) -> flask.Response:
         viewer = self._viewer(request)
@@ -145,31 +174,38 @@ class LogApp:
         raise NotFound(f"No log API '{name[:100]}'.")
 
     def _filters(self, viewer: Viewer, args: Any) -> reports.Filters:
-        base = reports.parse_filters({k: args.get(k) for k in ("after", "before")
-                                      if args.get(k)})
+        base = reports.parse_filters({k: args.get(k) for k in ("after", "before") if args.get(k)})
         project = reports.filter_value(args, "project")
         member = reports.filter_value(args, "member")
         if project is not None and project != viewer.project:
-            raise PermissionDenied(f"This key belongs to project '{viewer.project}'; it sees "
-                                   f"nothing of project '{project[:100]}'.", param="project")
+            raise PermissionDenied(
+                f"This key belongs to project '{viewer.project}'; it sees "
+                f"nothing of project '{project[:100]}'.",
+                param="project",
+            )
         if member is not None and member != viewer.user:
             if not viewer.lead:
-                raise PermissionDenied("Only a project lead sees other members' calls.",
-                                       param="member")
+                raise PermissionDenied(
+                    "Only a project lead sees other members' calls.", param="member"
+                )
             user: str | None = member
         else:
             # a lead sees everyone in their project unless they name one member
             user = None if member is None and viewer.lead else viewer.user
-        return reports.Filters(user=user, project=viewer.project,
-                               model=reports.filter_value(args, "model"),
-                               tag=reports.tag_value(args), key=reports.filter_value(args, "key"),
-                               after=base.after, before=base.before)
+        return reports.Filters(
+            user=user,
+            project=viewer.project,
+            model=reports.filter_value(args, "model"),
+            tag=reports.tag_value(args),
+            key=reports.filter_value(args, "key"),
+            after=base.after,
+            before=base.before,
+        )
 
     def _me(self, viewer: Viewer) -> dict[str, Any]:
         now = utcnow()
         snap = self.store.ref("projects", viewer.project).get()
-        out = [self._project(viewer, snap, now)] if snap.exists and not snap.get(
-            "archived") else []
+        out = [self._project(viewer, snap, now)] if snap.exists and not snap.get("archived") else []
         return {"user": {"id": viewer.user, "name": viewer.name}, "projects": out}
 
     def _project(self, viewer: Viewer, snap: Any, now: datetime) -> dict[str, Any]:
@@ -178,10 +214,17 @@ class LogApp:
         period = period_key(budget_period, now)
         # whose budgets the page projects: a lead's whole project, a member themselves
         # budgets as enforced now: with their top-ups in force
-        members = ({str(d.get("user")): topped_up(d.get("budget_nano"), topups_of(d), now)
-                    for d in (m.to_dict() or {} for m in indexes.query(
-                        self.db, "members", equals={"project": snap.id}).stream())}
-                   if viewer.lead else {})
+        members = (
+            {
+                str(d.get("user")): topped_up(d.get("budget_nano"), topups_of(d), now)
+                for d in (
+                    m.to_dict() or {}
+                    for m in indexes.query(self.db, "members", equals={"project": snap.id}).stream()
+                )
+            }
+            if viewer.lead
+            else {}
+        )
         mine = topped_up(viewer.budget_nano, viewer.topups, now)
         members[viewer.user] = mine
         project_budget = topped_up(p.get("budget_nano"), topups_of(p), now)
@@ -189,22 +232,29 @@ class LogApp:
         mids = {u: doc_id("m", snap.id, u, period) for u in members}
         states = exact_states(self.db, snap.id, list(dict.fromkeys([pid, mid, *mids.values()])))
         pc, mc = states[pid], states[mid]
-        entry = {"id": snap.id, "name": p.get("name", snap.id), "role": viewer.role,
-                 "period": period, "budget_period": p.get("budget_period"),
-                 "budget_usd": _usd(project_budget),
-                 "topups": _topups(topups_of(p), None, now)
-                 + _topups(viewer.topups, viewer.user, now),
-                 "spent_usd": format_usd(pc.spent),
-                 "held_usd": format_usd(pc.held),  # by calls in flight
-                 # reserved by busy instances (escrow grants): not free either
-                 "reserved_usd": format_usd(pc.escrow),
-                 "member_budget_usd": _usd(mine),
-                 "member_spent_usd": format_usd(mc.spent)}
+        entry = {
+            "id": snap.id,
+            "name": p.get("name", snap.id),
+            "role": viewer.role,
+            "period": period,
+            "budget_period": p.get("budget_period"),
+            "budget_usd": _usd(project_budget),
+            "topups": _topups(topups_of(p), None, now) + _topups(viewer.topups, viewer.user, now),
+            "spent_usd": format_usd(pc.spent),
+            "held_usd": format_usd(pc.held),  # by calls in flight
+            # reserved by busy instances (escrow grants): not free either
+            "reserved_usd": format_usd(pc.escrow),
+            "member_budget_usd": _usd(mine),
+            "member_spent_usd": format_usd(mc.spent),
+        }
         if viewer.lead:
             entry["members"] = sorted(members)
         budgets = [burn.Budget(None, project_budget, pc.spent, pc.held)] + [
-            burn.Budget(u, None if b is None else int(b), states[mids[u]].spent,
-                        states[mids[u]].held) for u, b in sorted(members.items())]
+            burn.Budget(
+                u, None if b is None else int(b), states[mids[u]].spent, states[mids[u]].held
+            )
+            for u, b in sorted(members.items())
+        ]
         entry["burn"] = burn.burn_report(self.db, snap.id, budget_period, budgets, now)
         return entry
 
@@ -214,8 +264,11 @@ class LogApp:
             while token and len(rows) < CSV_MAX_ROWS:
                 more, token = reports.records(self.db, f, limit=1000, page_token=token)
                 rows += more
-            return flask.Response(reports.to_csv(rows), mimetype="text/csv", headers={
-                "Content-Disposition": "attachment; filename=tollgate-calls.csv"})
+            return flask.Response(
+                reports.to_csv(rows),
+                mimetype="text/csv",
+                headers={"Content-Disposition": "attachment; filename=tollgate-calls.csv"},
+            )
         limit = reports.parse_limit(args.get("limit"), default=100, maximum=500)
         rows, token = reports.records(self.db, f, limit=limit, page_token=args.get("page_token"))
         calls = [{k: r.get(k) for k in CALL_FIELDS} for r in map(reports.record_json, rows)]
@@ -235,18 +288,25 @@ class LogApp:
             if not token:
                 break
         zero = {"calls": 0, "cost_usd": format_usd(0)}
-        return [{"day": d, **{k: seen.get(d, zero)[k] for k in ("calls", "cost_usd")}}
-                for d in days]
+        return [
+            {"day": d, **{k: seen.get(d, zero)[k] for k in ("calls", "cost_usd")}} for d in days
+        ]
 
     def _usage(self, f: reports.Filters, args: Any) -> dict[str, Any]:
         """Aggregates grouped by ``group_by`` (``member`` is the admin API's ``user``)."""
         group_by = args.get("group_by") or None
         if group_by not in (None, *LOG_GROUP_BY):
-            raise InvalidRequest(f"'group_by' must be one of {', '.join(LOG_GROUP_BY)}.",
-                                 param="group_by")
+            raise InvalidRequest(
+                f"'group_by' must be one of {', '.join(LOG_GROUP_BY)}.", param="group_by"
+            )
         limit = reports.parse_limit(args.get("limit"), default=50, maximum=200)
-        return reports.aggregate(self.db, f, LOG_GROUP_BY.get(group_by or "", group_by),
-                                 limit=limit, page_token=args.get("page_token"))
+        return reports.aggregate(
+            self.db,
+            f,
+            LOG_GROUP_BY.get(group_by or "", group_by),
+            limit=limit,
+            page_token=args.get("page_token"),
+        )
 
 
 def _usd(nano: Any) -> str | None:
@@ -258,8 +318,15 @@ def log_for(settings: Settings) -> LogApp:
     return LogApp.from_settings(settings)
 
 
-def _topups(topups: Iterable[Topup], user: str | None, now: datetime
-            ) -> list[dict[str, Any]]:
+def _topups(topups: Iterable[Topup], user: str | None, now: datetime) -> list[dict[str, Any]]:
     """Top-ups in force, for the page: who gets them, how much, until when, why."""
-    return [{"user": user, "amount_usd": format_usd(t.amount_nano),
-             "until": t.until.isoformat(), "note": t.note} for t in topups if t.until > now]
+    return [
+        {
+            "user": user,
+            "amount_usd": format_usd(t.amount_nano),
+            "until": t.until.isoformat(),
+            "note": t.note,
+        }
+        for t in topups
+        if t.until > now
+    ]

@@ -27,8 +27,9 @@ def looks_like_jwt(token: str) -> bool:
 
 
 class SchedulerTokens:
-    def __init__(self, audience: str, email: str, certs_url: str,
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self, audience: str, email: str, certs_url: str, session: requests.Session | None = None
+    ) -> None:
         self.audience = audience.rstrip("/")
         self.email = email
         self.certs_url = certs_url
@@ -42,22 +43,31 @@ class SchedulerTokens:
         """The service account's email if ``token`` is the scheduler's; else a 401 that
         says what was wrong (never the token)."""
         if not self.enabled:
-            raise InvalidApiKey("This admin function accepts no scheduler tokens "
-                                "(TOLLGATE_SCHEDULER_AUDIENCE / TOLLGATE_SCHEDULER_SA unset).")
+            raise InvalidApiKey(
+                "This admin function accepts no scheduler tokens "
+                "(TOLLGATE_SCHEDULER_AUDIENCE / TOLLGATE_SCHEDULER_SA unset)."
+            )
         from google.auth import exceptions as gexc
         from google.auth.transport.requests import Request
         from google.oauth2 import id_token
 
         session = self._session or requests.Session()
         try:
-            claims: dict[str, Any] = dict(id_token.verify_token(
-                token, Request(session), audience=[self.audience, self.audience + "/"],
-                certs_url=self.certs_url, clock_skew_in_seconds=10))
+            claims: dict[str, Any] = dict(
+                id_token.verify_token(
+                    token,
+                    Request(session),
+                    audience=[self.audience, self.audience + "/"],
+                    certs_url=self.certs_url,
+                    clock_skew_in_seconds=10,
+                )
+            )
         except (ValueError, gexc.GoogleAuthError) as e:
             # google-auth's messages name the reason (expired, wrong audience, bad
             # signature) and may quote claims, never the token itself
-            raise InvalidApiKey(f"The scheduler's ID token was refused: "
-                                f"{str(e).splitlines()[0][:200]}") from None
+            raise InvalidApiKey(
+                f"The scheduler's ID token was refused: {str(e).splitlines()[0][:200]}"
+            ) from None
         if claims.get("iss") not in GOOGLE_ISSUERS:
             raise InvalidApiKey("The scheduler's ID token was not issued by Google.")
         if claims.get("email") != self.email or not claims.get("email_verified"):

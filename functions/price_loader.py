@@ -15,15 +15,15 @@ from functions.price_table import openai_price_table, source
 from functions.provision import Provisioner
 
 
-def load_price_table(prov: Provisioner, only: list[str] | None, *,
-                     actor: str) -> dict[str, Any]:
+def load_price_table(prov: Provisioner, only: list[str] | None, *, actor: str) -> dict[str, Any]:
     entries, skipped = openai_price_table()
     if only is not None:
         known = {e.model for e in entries} | {s.model for s in skipped}
         unknown = [m for m in only if m not in known]
         if unknown:
-            raise InvalidRequest(f"'{unknown[0]}' is not in the price table "
-                                 f"({source()}).", param="models")
+            raise InvalidRequest(
+                f"'{unknown[0]}' is not in the price table ({source()}).", param="models"
+            )
         entries = [e for e in entries if e.model in only]
         skipped = [s for s in skipped if s.model in only]
     refs = [prov.ref("models", doc_id(e.model)) for e in entries]
@@ -31,8 +31,10 @@ def load_price_table(prov: Provisioner, only: list[str] | None, *,
     loaded = unchanged = 0
     conflicts = []
     for entry, ref in zip(entries, refs, strict=True):
-        have = {p.valid_from: p for p in (pricing.price_from_doc(d) for d in
-                                          stored.get(ref.id, {}).get("prices") or ())}
+        have = {
+            p.valid_from: p
+            for p in (pricing.price_from_doc(d) for d in stored.get(ref.id, {}).get("prices") or ())
+        }
         changed = False
         for price in entry.prices:
             old = have.get(price.valid_from)
@@ -40,10 +42,19 @@ def load_price_table(prov: Provisioner, only: list[str] | None, *,
                 prov.add_price(entry.model, price, actor=actor)
                 changed = True
             elif (old.tiers, old.long_context_tiers) != (price.tiers, price.long_context_tiers):
-                conflicts.append({"model": entry.model, "valid_from": price.valid_from,
-                                  "reason": "a different price is stored for this date; kept"})
+                conflicts.append(
+                    {
+                        "model": entry.model,
+                        "valid_from": price.valid_from,
+                        "reason": "a different price is stored for this date; kept",
+                    }
+                )
         loaded += changed
         unchanged += not changed
-    return {"source": source(), "loaded": loaded, "unchanged": unchanged,
-            "conflicts": conflicts,
-            "skipped": [{"model": s.model, "reason": s.reason} for s in skipped]}
+    return {
+        "source": source(),
+        "loaded": loaded,
+        "unchanged": unchanged,
+        "conflicts": conflicts,
+        "skipped": [{"model": s.model, "reason": s.reason} for s in skipped],
+    }

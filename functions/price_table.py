@@ -25,8 +25,12 @@ from functions import pricing
 EARLIEST = datetime(2020, 1, 1, tzinfo=UTC)
 # genai-prices price key -> pricing.Rates field. Every other key is a charge Tollgate's
 # per-token Rates cannot carry.
-_TOKEN_KEYS = {"input_mtok": "input", "cache_read_mtok": "cached_input",
-               "cache_write_mtok": "cache_write", "output_mtok": "output"}
+_TOKEN_KEYS = {
+    "input_mtok": "input",
+    "cache_read_mtok": "cached_input",
+    "cache_write_mtok": "cache_write",
+    "output_mtok": "output",
+}
 # Per-call tool fees (web search, file search). They are not token charges and never show
 # up in `usage`; Tollgate refuses built-in tools a project has no price for (routes.py).
 _TOOL_FEES = frozenset({"web_searches_kcount", "storage_searches_kcount"})
@@ -91,8 +95,9 @@ def openai_price_table(now: datetime | None = None) -> tuple[list[TableEntry], l
         ids, kind = _exact_ids(provider, model), _kind(model.id)
         try:
             if not ids:
-                raise _Unpriceable(f"no exact model id: genai-prices matches it only by pattern "
-                                   f"{model.match!r}")
+                raise _Unpriceable(
+                    f"no exact model id: genai-prices matches it only by pattern {model.match!r}"
+                )
             history = _history(model, kind, src)
             if pricing.price_in_force(history, at) is None:
                 raise _Unpriceable(f"no price in force at {at.isoformat()}")
@@ -134,7 +139,8 @@ def _check_modality(model_id: str) -> None:
             raise _Unpriceable(
                 f"the id names '{word}': OpenAI bills {_UNMODELLED[word]}, which "
                 "genai-prices does not price for it (text rates only) and Tollgate does not "
-                "model, so text rates would under-bill")
+                "model, so text rates would under-bill"
+            )
 
 
 def _kind(model_id: str) -> str:
@@ -151,19 +157,27 @@ def _keys(mp: gp.ModelPrice) -> dict[str, Any]:
 
 def _check_model(model: gp.ModelInfo) -> None:
     """Refuse models whose data Tollgate cannot carry, before converting anything."""
-    sets = [model.prices] if isinstance(model.prices, gp.ModelPrice) else [
-        c.prices for c in model.prices]
+    sets = (
+        [model.prices]
+        if isinstance(model.prices, gp.ModelPrice)
+        else [c.prices for c in model.prices]
+    )
     keys = {k for mp in [*sets, *(v.prices for v in model.price_variants or ())] for k in _keys(mp)}
     if not keys:
         raise _Unpriceable("no prices in genai-prices")
     audio = sorted(k for k in keys if "audio" in k)
     if audio:
-        raise _Unpriceable("audio is priced apart from text (" + ", ".join(audio)
-                           + "); Tollgate does not model it, so it would under-bill")
+        raise _Unpriceable(
+            "audio is priced apart from text ("
+            + ", ".join(audio)
+            + "); Tollgate does not model it, so it would under-bill"
+        )
     fees = sorted(k for k in keys if k.endswith("_kcount") and k not in _TOOL_FEES)
     if fees:
-        raise _Unpriceable("a fee per request or call (" + ", ".join(fees) + "); Tollgate "
-                           "does not model it, so it would under-bill")
+        raise _Unpriceable(
+            "a fee per request or call (" + ", ".join(fees) + "); Tollgate "
+            "does not model it, so it would under-bill"
+        )
     if "input_mtok" not in keys:
         raise _Unpriceable(f"no per-token input price (priced by {', '.join(sorted(keys))})")
     odd = sorted(keys - _TOKEN_KEYS.keys() - _TOOL_FEES)
@@ -178,8 +192,9 @@ def _check_model(model: gp.ModelInfo) -> None:
 
 def _starts(model: gp.ModelInfo) -> list[datetime]:
     """Every instant a price may change: conditional-price and variant start dates."""
-    constraints = [] if isinstance(model.prices, gp.ModelPrice) else [
-        c.constraint for c in model.prices]
+    constraints = (
+        [] if isinstance(model.prices, gp.ModelPrice) else [c.constraint for c in model.prices]
+    )
     constraints += [v.constraint for v in model.price_variants or ()]
     starts = {EARLIEST}
     for c in constraints:
@@ -205,7 +220,10 @@ def _history(model: gp.ModelInfo, kind: str, src: str) -> list[pricing.Price]:
 
 def _same_rates(a: pricing.Price, b: pricing.Price) -> bool:
     return (a.tiers, a.long_context_threshold, a.long_context_tiers) == (
-        b.tiers, b.long_context_threshold, b.long_context_tiers)
+        b.tiers,
+        b.long_context_threshold,
+        b.long_context_tiers,
+    )
 
 
 def _tier_offered(model: gp.ModelInfo, tier: str, at: datetime) -> bool:
@@ -237,9 +255,12 @@ def _price_at(model: gp.ModelInfo, at: datetime, kind: str, src: str) -> pricing
     if len(thresholds) > 1:
         raise _Unpriceable(f"service tiers use different long-context thresholds {thresholds}")
     return pricing.Price(
-        valid_from=at, valid_to=None, tiers=tiers,
+        valid_from=at,
+        valid_to=None,
+        tiers=tiers,
         long_context_threshold=min(thresholds) if thresholds else None,
-        long_context_tiers=long_tiers, source=src,
+        long_context_tiers=long_tiers,
+        source=src,
     )
 
 

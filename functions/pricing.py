@@ -42,8 +42,12 @@ class Price:
 
 
 # What a route OpenAI does not bill (moderations) costs: nothing, at any time.
-FREE = Price(valid_from=datetime(2000, 1, 1, tzinfo=UTC), valid_to=None,
-             tiers={"default": Rates(input=0, output=0)}, source="free route")
+FREE = Price(
+    valid_from=datetime(2000, 1, 1, tzinfo=UTC),
+    valid_to=None,
+    tiers={"default": Rates(input=0, output=0)},
+    source="free route",
+)
 
 
 @dataclass(frozen=True)
@@ -199,12 +203,16 @@ def estimate_nano(rates: Rates, input_tokens: int, output_cap: int, n: int = 1) 
     return pico_to_nano(max(input_tokens, 0) * per_input + outputs * rates.output)
 
 
-def dearest_tier(price: Price, tiers: Sequence[str], input_tokens: int, output_cap: int,
-                 n: int = 1) -> str | None:
+def dearest_tier(
+    price: Price, tiers: Sequence[str], input_tokens: int, output_cap: int, n: int = 1
+) -> str | None:
     """Of ``tiers``, the priced one with the highest worst case (``estimate_nano``): the
     tier to hold at when upstream chooses the tier. None if none is priced."""
-    priced = [(estimate_nano(r, input_tokens, output_cap, n), t) for t in tiers
-              if (r := rates_for(price, t, input_tokens)) is not None]
+    priced = [
+        (estimate_nano(r, input_tokens, output_cap, n), t)
+        for t in tiers
+        if (r := rates_for(price, t, input_tokens)) is not None
+    ]
     return max(priced, key=lambda et: et[0])[1] if priced else None
 
 

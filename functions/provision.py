@@ -51,13 +51,26 @@ class Writer:
     def ref(self, collection: str, doc: str) -> firestore.DocumentReference:
         return self.db.collection(collection).document(doc)
 
-    def audit(self, writer: Any, actor: str, action: str, target: str,
-              details: dict[str, Any] | None = None) -> None:
+    def audit(
+        self,
+        writer: Any,
+        actor: str,
+        action: str,
+        target: str,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         """Add the audit record to ``writer`` (a batch or transaction). ``details`` must
         never hold a key or secret."""
-        writer.create(self.db.collection("audit").document(), {
-            "ts": utcnow(), "actor": actor, "action": action, "target": target,
-            "details": details or {}})
+        writer.create(
+            self.db.collection("audit").document(),
+            {
+                "ts": utcnow(),
+                "actor": actor,
+                "action": action,
+                "target": target,
+                "details": details or {},
+            },
+        )
 
     def commit(self, batch: Any, missing: str | None = None, exists: str | None = None) -> None:
         try:
@@ -77,10 +90,16 @@ class Writer:
 class Provisioner(Writer):
     # --- users ----------------------------------------------------------------
 
-    def create_user(self, uid: str, name: str = "", email: str = "", *,
-                    actor: str = SYSTEM) -> dict[str, Any]:
-        doc = {"id": uid, "name": name or uid, "email": email or "", "disabled": False,
-               "created_at": utcnow()}
+    def create_user(
+        self, uid: str, name: str = "", email: str = "", *, actor: str = SYSTEM
+    ) -> dict[str, Any]:
+        doc = {
+            "id": uid,
+            "name": name or uid,
+            "email": email or "",
+            "disabled": False,
+            "created_at": utcnow(),
+        }
         batch = self.db.batch()
         batch.create(self.ref("users", uid), doc)
         self.audit(batch, actor, "user.create", uid, {"name": doc["name"], "email": doc["email"]})
@@ -98,9 +117,16 @@ class Provisioner(Writer):
 
     # --- external keys ----------------------------------------------------------
 
-    def put_external_key(self, key_id: str, secret: str, base_url: str | None = None, *,
-                         actor: str = SYSTEM, rotate: bool = False,
-                         openai: dict[str, Any] | None = None) -> dict[str, Any]:
+    def put_external_key(
+        self,
+        key_id: str,
+        secret: str,
+        base_url: str | None = None,
+        *,
+        actor: str = SYSTEM,
+        rotate: bool = False,
+        openai: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Store the secret (a new version), then the Firestore record pinning that
         version. The secret store is a separate system, so this is two writes: if the
         second fails, an unused secret version is left behind, never a record that
@@ -116,18 +142,32 @@ class Provisioner(Writer):
         version = self.secrets.put(name, secret)
         now = utcnow()
         old = (current.to_dict() or {}) if current.exists else {}
-        doc = {"id": key_id, "secret_name": name, "secret_version": version,
-               "last4": secret[-4:], "base_url": base_url if not rotate else old.get("base_url"),
-               "created_at": old.get("created_at", now), "rotated_at": now if rotate else None}
+        doc = {
+            "id": key_id,
+            "secret_name": name,
+            "secret_version": version,
+            "last4": secret[-4:],
+            "base_url": base_url if not rotate else old.get("base_url"),
+            "created_at": old.get("created_at", now),
+            "rotated_at": now if rotate else None,
+        }
         # the key's OpenAI project and key id (reconciliation): kept across a rotation
         for f in ("openai_project_id", "openai_key_id"):
             doc[f] = old.get(f) if rotate else (openai or {}).get(f)
         batch = self.db.batch()
         batch.set(ref, doc)
-        self.audit(batch, actor, "external_key.rotate" if rotate else "external_key.add",
-                   key_id, {"last4": doc["last4"], "base_url": doc["base_url"],
-                            "openai_project_id": doc["openai_project_id"],
-                            "openai_key_id": doc["openai_key_id"]})
+        self.audit(
+            batch,
+            actor,
+            "external_key.rotate" if rotate else "external_key.add",
+            key_id,
+            {
+                "last4": doc["last4"],
+                "base_url": doc["base_url"],
+                "openai_project_id": doc["openai_project_id"],
+                "openai_key_id": doc["openai_key_id"],
+            },
+        )
         self.commit(batch)
         return doc
 
@@ -137,11 +177,17 @@ class Provisioner(Writer):
         @firestore.transactional
         def run(tx: firestore.Transaction) -> None:
             self.get("external_keys", key_id, "external key", tx)
-            users = [s.id for s in indexes.query(self.db, "projects", equals={
-                "external_key": key_id}, limit=5).stream(transaction=tx)]
+            users = [
+                s.id
+                for s in indexes.query(
+                    self.db, "projects", equals={"external_key": key_id}, limit=5
+                ).stream(transaction=tx)
+            ]
             if users:
-                raise Conflict(f"External key '{key_id}' is used by project(s) "
-                               f"{', '.join(users)}; point them at another key first.")
+                raise Conflict(
+                    f"External key '{key_id}' is used by project(s) "
+                    f"{', '.join(users)}; point them at another key first."
+                )
             tx.delete(ref)
             self.audit(tx, actor, "external_key.delete", key_id)
 
@@ -149,35 +195,63 @@ class Provisioner(Writer):
 
     # --- projects ----------------------------------------------------------------
 
-    def create_project(self, pid: str, *, external_key: str, budget_usd: str | None = None,
-                       budget_nano: int | None = None, budget_period: str = "monthly",
-                       allowed_models: Iterable[str] = (),
-                       default_max_output_tokens: int | None = None, name: str = "",
-                       priced_tools: Iterable[str] = (), cache: dict[str, Any] | None = None,
-                       rpm: int | None = None, tpm: int | None = None,
-                       clamp_output: bool = False, cors_origins: Iterable[str] = (),
-                       budget_soft: bool = False, windows: Iterable[dict[str, Any]] = (),
-                       actor: str = SYSTEM) -> dict[str, Any]:
-        doc = {"id": pid, "name": name or pid, "external_key": external_key,
-               "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
-               "budget_period": budget_period, "allowed_models": list(allowed_models),
-               "default_max_output_tokens": default_max_output_tokens, "archived": False,
-               "priced_tools": list(priced_tools),
-               "cache": cache or {"enabled": False, "ttl_s": 3600}, "rpm": rpm, "tpm": tpm,
-               "clamp_output": clamp_output, "cors_origins": list(cors_origins),
-               "budget_soft": budget_soft, "windows": list(windows),
-               "created_at": utcnow()}
+    def create_project(
+        self,
+        pid: str,
+        *,
+        external_key: str,
+        budget_usd: str | None = None,
+        budget_nano: int | None = None,
+        budget_period: str = "monthly",
+        allowed_models: Iterable[str] = (),
+        default_max_output_tokens: int | None = None,
+        name: str = "",
+        priced_tools: Iterable[str] = (),
+        cache: dict[str, Any] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        clamp_output: bool = False,
+        cors_origins: Iterable[str] = (),
+        budget_soft: bool = False,
+        windows: Iterable[dict[str, Any]] = (),
+        actor: str = SYSTEM,
+    ) -> dict[str, Any]:
+        doc = {
+            "id": pid,
+            "name": name or pid,
+            "external_key": external_key,
+            "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
+            "budget_period": budget_period,
+            "allowed_models": list(allowed_models),
+            "default_max_output_tokens": default_max_output_tokens,
+            "archived": False,
+            "priced_tools": list(priced_tools),
+            "cache": cache or {"enabled": False, "ttl_s": 3600},
+            "rpm": rpm,
+            "tpm": tpm,
+            "clamp_output": clamp_output,
+            "cors_origins": list(cors_origins),
+            "budget_soft": budget_soft,
+            "windows": list(windows),
+            "created_at": utcnow(),
+        }
 
         @firestore.transactional
         def run(tx: firestore.Transaction) -> None:
             if not self.ref("external_keys", external_key).get(transaction=tx).exists:
-                raise InvalidRequest(f"No external key '{external_key}'; add it first.",
-                                     param="external_key")
+                raise InvalidRequest(
+                    f"No external key '{external_key}'; add it first.", param="external_key"
+                )
             if self.ref("projects", pid).get(transaction=tx).exists:
                 raise Conflict(f"A project '{pid}' already exists.")
             tx.create(self.ref("projects", pid), doc)
-            self.audit(tx, actor, "project.create", pid,
-                       {k: v for k, v in doc.items() if k != "created_at"})
+            self.audit(
+                tx,
+                actor,
+                "project.create",
+                pid,
+                {k: v for k, v in doc.items() if k != "created_at"},
+            )
 
         run(self.db.transaction())
         return doc
@@ -198,8 +272,9 @@ class Provisioner(Writer):
         self.commit(batch, exists=f"A model '{model}' already exists.")
         return doc
 
-    def add_price(self, model: str, price: pricing.Price, created: int = 0, *,
-                  actor: str = SYSTEM) -> list[pricing.Price]:
+    def add_price(
+        self, model: str, price: pricing.Price, created: int = 0, *, actor: str = SYSTEM
+    ) -> list[pricing.Price]:
         """Add a dated price; the previous one ends where this one starts."""
         ref = self.ref("models", doc_id(model))
 
@@ -213,32 +288,62 @@ class Provisioner(Writer):
             except ValueError as e:
                 raise Conflict(str(e)) from None
             first_seen = created or int(history[0].valid_from.timestamp())
-            tx.set(ref, {"id": model, "created": d.get("created") or first_seen,
-                         "prices": [pricing.price_to_doc(p) for p in history]})
-            self.audit(tx, actor, "model.price_add", model, {
-                "valid_from": price.valid_from.isoformat(), "source": price.source,
-                "default": pricing.price_to_doc(price)["tiers"]["default"]})
+            tx.set(
+                ref,
+                {
+                    "id": model,
+                    "created": d.get("created") or first_seen,
+                    "prices": [pricing.price_to_doc(p) for p in history],
+                },
+            )
+            self.audit(
+                tx,
+                actor,
+                "model.price_add",
+                model,
+                {
+                    "valid_from": price.valid_from.isoformat(),
+                    "source": price.source,
+                    "default": pricing.price_to_doc(price)["tiers"]["default"],
+                },
+            )
             return history
 
         return run(self.db.transaction())
 
     # --- limits ---------------------------------------------------------------------
 
-    def set_limit(self, project: str, model: str, user: str | None = None, *,
-                  budget_usd: str | None = None, budget_nano: int | None = None,
-                  rpm: int | None = None, tpm: int | None = None, budget_soft: bool = False,
-                  actor: str = SYSTEM) -> dict[str, Any]:
-        doc = {"project": project, "model": model, "user": user,
-               "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
-               "rpm": rpm, "tpm": tpm, "budget_soft": budget_soft}
+    def set_limit(
+        self,
+        project: str,
+        model: str,
+        user: str | None = None,
+        *,
+        budget_usd: str | None = None,
+        budget_nano: int | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        budget_soft: bool = False,
+        actor: str = SYSTEM,
+    ) -> dict[str, Any]:
+        doc = {
+            "project": project,
+            "model": model,
+            "user": user,
+            "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
+            "rpm": rpm,
+            "tpm": tpm,
+            "budget_soft": budget_soft,
+        }
         batch = self.db.batch()
         batch.set(self.ref("limits", limit_id(project, model, user)), doc)
         self.audit(batch, actor, "limit.set", limit_id(project, model, user), doc)
         self.commit(batch)
         return doc
 
-    def delete_limit(self, project: str, model: str, user: str | None = None, *,
-                     actor: str = SYSTEM) -> None:
+    def delete_limit(
+        self, project: str, model: str, user: str | None = None, *, actor: str = SYSTEM
+    ) -> None:
         batch = self.db.batch()
         batch.delete(self.ref("limits", limit_id(project, model, user)))
         self.audit(batch, actor, "limit.delete", limit_id(project, model, user))

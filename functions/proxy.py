@@ -66,8 +66,15 @@ SOFT_HEADER = "x-tollgate-soft-limit-exceeded"  # the soft budgets this call ove
 
 
 class Proxy:
-    def __init__(self, settings: Settings, store: Store, ledger: Ledger, upstream: Upstream,
-                 secrets_: CachedSecrets, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        ledger: Ledger,
+        upstream: Upstream,
+        secrets_: CachedSecrets,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.ledger = ledger
@@ -82,9 +89,13 @@ class Proxy:
     def from_settings(cls, settings: Settings) -> Proxy:
         db = make_client(settings)
         backend = store_for(settings.secret_backend, settings.secrets_file, settings.gcp_project)
-        return cls(settings, Store(db), ledger_for_settings(db, settings),
-                   Upstream(settings.upstream_connect_timeout_s, settings.upstream_timeout_s),
-                   CachedSecrets(backend))
+        return cls(
+            settings,
+            Store(db),
+            ledger_for_settings(db, settings),
+            Upstream(settings.upstream_connect_timeout_s, settings.upstream_timeout_s),
+            CachedSecrets(backend),
+        )
 
     def handle(self, request: flask.Request) -> flask.Response:
         origin = request.headers.get("Origin")
@@ -113,11 +124,17 @@ class Proxy:
         (the key, which a preflight does not carry, is checked on the call itself)."""
         routes.match("GET" if request.path.startswith("/v1/models") else "POST", request.path)
         if not self.store.origin_listed(origin):
-            raise PermissionDenied(f"The origin '{origin[:100]}' is not allowed by any "
-                                   "project; a project lead can ask an administrator to add "
-                                   "it to the project's cors_origins.")
-        return flask.Response(status=204, headers=cors.preflight_headers(
-            origin, request.headers.get("Access-Control-Request-Headers")))
+            raise PermissionDenied(
+                f"The origin '{origin[:100]}' is not allowed by any "
+                "project; a project lead can ask an administrator to add "
+                "it to the project's cors_origins."
+            )
+        return flask.Response(
+            status=204,
+            headers=cors.preflight_headers(
+                origin, request.headers.get("Access-Control-Request-Headers")
+            ),
+        )
 
     # --- models ----------------------------------------------------------------
 
@@ -127,39 +144,59 @@ class Proxy:
         admission.check_origin(ctx, origin)
         allowed = ctx.project.allowed_models
         found = self.store.models(None if "*" in allowed else list(allowed))
-        usable = [m for m in found
-                  if ctx.project.allows(m.id) and pricing.price_in_force(m.prices, now)
-                  and (not ctx.key.allowed_models or m.id in ctx.key.allowed_models)]
-        objs = {m.id: {"id": m.id, "object": "model", "created": m.created,
-                       "owned_by": "openai"} for m in usable}
+        usable = [
+            m
+            for m in found
+            if ctx.project.allows(m.id)
+            and pricing.price_in_force(m.prices, now)
+            and (not ctx.key.allowed_models or m.id in ctx.key.allowed_models)
+        ]
+        objs = {
+            m.id: {"id": m.id, "object": "model", "created": m.created, "owned_by": "openai"}
+            for m in usable
+        }
         if route.kind == routes.MODELS_LIST:
-            return json_response({"object": "list", "data": sorted(
-                objs.values(), key=lambda o: str(o["id"]))})
+            return json_response(
+                {"object": "list", "data": sorted(objs.values(), key=lambda o: str(o["id"]))}
+            )
         if route.model_id not in objs:
-            raise ModelNotFound(f"The model '{route.model_id}' does not exist or you do not "
-                                "have access to it.", param="model")
+            raise ModelNotFound(
+                f"The model '{route.model_id}' does not exist or you do not have access to it.",
+                param="model",
+            )
         return json_response(objs[route.model_id])
 
     # --- proxied calls ---------------------------------------------------------
 
-    def _call(self, kind: str, khash: str, request: flask.Request,
-              origin: str | None) -> flask.Response:
+    def _call(
+        self, kind: str, khash: str, request: flask.Request, origin: str | None
+    ) -> flask.Response:
         raw = read_body(request, self.settings.max_body_bytes)
         body = routes.with_default_model(kind, parse_json(raw))
         now, model = self.clock(), routes.model_of(body)
-        tag, cache_header = (request.headers.get(admission.TAG_HEADER),
-                             request.headers.get("x-tollgate-cache"))
+        tag, cache_header = (
+            request.headers.get(admission.TAG_HEADER),
+            request.headers.get("x-tollgate-cache"),
+        )
         count = functools.cache(lambda: tokens.estimate_input_tokens(kind, body, body["model"]))
         if quote.wants_dry_run(request.headers.get(quote.HEADER)):
             return self._quote(kind, khash, body, model, tag, now, count, origin)
         guess = self._guess(kind, khash, body, model, tag, now, cache_header, count, origin)
         try:
-            ok, ckey = self._checked(kind, self.store.load_call_context(khash, model), body,
-                                     now, tag, cache_header, origin)
+            ok, ckey = self._checked(
+                kind,
+                self.store.load_call_context(khash, model),
+                body,
+                now,
+                tag,
+                cache_header,
+                origin,
+            )
             ctx, price, tag = ok.caller, ok.price, ok.tag
             model = body["model"]
-            hit = ckey and self.hooks.cached_answer(ctx, kind, body, ckey, tag, now,
-                                                    _budget_limits(ctx, model, now))
+            hit = ckey and self.hooks.cached_answer(
+                ctx, kind, body, ckey, tag, now, _budget_limits(ctx, model, now)
+            )
             if hit:
                 self._drop(guess)
                 return hit
@@ -186,11 +223,21 @@ class Proxy:
             resp.headers["x-tollgate-cache"] = "miss"
         return resp
 
-    def _quote(self, kind: str, khash: str, body: Any, model: str | None, tag: str | None,
-               now: datetime, count: Callable[[], int], origin: str | None) -> flask.Response:
+    def _quote(
+        self,
+        kind: str,
+        khash: str,
+        body: Any,
+        model: str | None,
+        tag: str | None,
+        now: datetime,
+        count: Callable[[], int],
+        origin: str | None,
+    ) -> flask.Response:
         """Every check of a real call, then the quote; no hold, no upstream, no record."""
-        ok, _ = self._checked(kind, self.store.load_call_context(khash, model), body, now, tag,
-                              None, origin)
+        ok, _ = self._checked(
+            kind, self.store.load_call_context(khash, model), body, now, tag, None, origin
+        )
         a = self._plan(kind, ok.caller, body, ok.tag, now, ok.price, count)
         answer = quote.build(a, self.ledger.states(a.plan))
         headers = {quote.HEADER: "1"}
@@ -210,9 +257,18 @@ class Proxy:
     # key, a disabled user or a lowered budget is therefore still seen by the very next
     # call: nothing is forwarded before the fresh read has been checked.
 
-    def _guess(self, kind: str, khash: str, body: Any, model: str | None, tag: str | None,
-               now: datetime, cache_header: str | None, count: Callable[[], int],
-               origin: str | None) -> tuple[Admitted, Future[Any]] | None:
+    def _guess(
+        self,
+        kind: str,
+        khash: str,
+        body: Any,
+        model: str | None,
+        tag: str | None,
+        now: datetime,
+        cache_header: str | None,
+        count: Callable[[], int],
+        origin: str | None,
+    ) -> tuple[Admitted, Future[Any]] | None:
         recent = self.store.recent_context(khash, model) if model is not None else None
         if recent is None or body.get("previous_response_id") is not None:
             return None  # (the earlier response's tokens need a query of their own)
@@ -225,8 +281,7 @@ class Proxy:
             return None  # the fresh read decides, and says why
         return a, self.holds.submit(self.ledger.reserve, a.plan)
 
-    def _confirm(self, guess: tuple[Admitted, Future[Any]] | None,
-                 fresh: Admitted) -> Admitted:
+    def _confirm(self, guess: tuple[Admitted, Future[Any]] | None, fresh: Admitted) -> Admitted:
         """The fresh plan, held: by the guess's hold if it is the same plan."""
         if guess is not None:
             g = guess[0].plan
@@ -238,8 +293,15 @@ class Proxy:
         self.ledger.reserve(fresh.plan)
         return fresh
 
-    def _clamped(self, a: Admitted, body: dict[str, Any], tag: str | None, now: datetime,
-                 count: Callable[[], int], refused: BudgetExceeded) -> Admitted:
+    def _clamped(
+        self,
+        a: Admitted,
+        body: dict[str, Any],
+        tag: str | None,
+        now: datetime,
+        count: Callable[[], int],
+        refused: BudgetExceeded,
+    ) -> Admitted:
         """Degrade instead of refuse, for a project that opted in: the call is held again
         with the largest output cap the tightest budget still pays for, and sent with
         that cap. The refusal stands when not even ``MIN_CLAMPED_OUTPUT`` tokens fit,
@@ -248,12 +310,14 @@ class Proxy:
         project = a.ctx.project
         if not project.clamp_output or not routes.CAP_FIELDS[a.spec.route]:
             raise refused
-        cap = pricing.largest_cap(a.rates, a.input_tokens, a.spec.n,
-                                  self.ledger.room(a.plan), a.spec.output_cap - 1)
+        cap = pricing.largest_cap(
+            a.rates, a.input_tokens, a.spec.n, self.ledger.room(a.plan), a.spec.output_cap - 1
+        )
         if cap < MIN_CLAMPED_OUTPUT:
             raise refused
-        clamped = self._plan(a.spec.route, a.ctx, routes.with_cap(a.spec.route, body, cap),
-                             tag, now, a.price, count)
+        clamped = self._plan(
+            a.spec.route, a.ctx, routes.with_cap(a.spec.route, body, cap), tag, now, a.price, count
+        )
         # the body sent upstream must carry the lowered cap
         clamped.spec = dataclasses.replace(clamped.spec, modified=True)
         clamped.clamped_to = cap
@@ -270,21 +334,40 @@ class Proxy:
             return
         self.ledger.cancel(guess[0].plan)
 
-    def _checked(self, kind: str, ctx: CallContext | None, body: Any, now: datetime,
-                 tag: str | None, cache_header: str | None, origin: str | None
-                 ) -> tuple[admission.Checked, str | None]:
+    def _checked(
+        self,
+        kind: str,
+        ctx: CallContext | None,
+        body: Any,
+        now: datetime,
+        tag: str | None,
+        cache_header: str | None,
+        origin: str | None,
+    ) -> tuple[admission.Checked, str | None]:
         """Every check of ``admission``, and the call's cache key."""
         ok = admission.check(kind, ctx, body, now, origin=origin, tag=tag)
         return ok, self.hooks.cache_key(ok.caller, kind, body, cache_header)
 
-    def _plan(self, kind: str, ctx: Caller, body: dict[str, Any], tag: str | None,
-              now: datetime, price: pricing.Price, count: Callable[[], int]) -> Admitted:
+    def _plan(
+        self,
+        kind: str,
+        ctx: Caller,
+        body: dict[str, Any],
+        tag: str | None,
+        now: datetime,
+        price: pricing.Price,
+        count: Callable[[], int],
+    ) -> Admitted:
         """Everything about the call's hold, from its configuration; no write."""
         project, user = ctx.project, ctx.user
         model = body["model"]
         default_cap = project.default_max_output_tokens or self.settings.default_max_output_tokens
-        spec = routes.prepare(kind, body, default_cap=default_cap, safety_id=routes.
-                              safety_identifier(project.id, user.id, self.settings.safety_salt))
+        spec = routes.prepare(
+            kind,
+            body,
+            default_cap=default_cap,
+            safety_id=routes.safety_identifier(project.id, user.id, self.settings.safety_salt),
+        )
         input_tokens = count()
         if spec.previous_response_id is not None:
             earlier = self.store.response_tokens(project.id, spec.previous_response_id)
@@ -294,7 +377,9 @@ class Proxy:
                 raise InvalidRequest(
                     "'previous_response_id' is not a response this project received through "
                     "Tollgate, so the context it continues cannot be held; send the earlier "
-                    "turns in 'input' instead.", param="previous_response_id")
+                    "turns in 'input' instead.",
+                    param="previous_response_id",
+                )
             input_tokens += earlier
         hold_tier = spec.service_tier
         if hold_tier == "auto":
@@ -303,43 +388,68 @@ class Proxy:
             # "default" outright rather than risk a priority bill held at default rates.
             if pricing.rates_for(price, "priority", input_tokens) is None:
                 hold_tier = "default"
-                spec = dataclasses.replace(spec, service_tier=hold_tier, modified=True,
-                                           body={**spec.body, "service_tier": hold_tier})
+                spec = dataclasses.replace(
+                    spec,
+                    service_tier=hold_tier,
+                    modified=True,
+                    body={**spec.body, "service_tier": hold_tier},
+                )
             else:
-                hold_tier = pricing.dearest_tier(price, ("default", "priority"), input_tokens,
-                                                 spec.output_cap, spec.n)
+                hold_tier = pricing.dearest_tier(
+                    price, ("default", "priority"), input_tokens, spec.output_cap, spec.n
+                )
         rates = pricing.rates_for(price, hold_tier, input_tokens)
         if rates is None:
-            raise ModelNotPriced(f"The model '{model}' has no price for service_tier "
-                                 f"'{spec.service_tier}'.", param="service_tier")
+            raise ModelNotPriced(
+                f"The model '{model}' has no price for service_tier '{spec.service_tier}'.",
+                param="service_tier",
+            )
         estimate = pricing.estimate_nano(rates, input_tokens, spec.output_cap, spec.n)
         limits = _budget_limits(ctx, model, now)
         plan = HoldPlan(
-            call_id="call_" + secrets.token_hex(12), project=project.id, user=user.id,
-            key_name=ctx.key.name, model=model, route=kind, budget_period=project.budget_period,
-            period_key=period_key(project.budget_period, now), limits=limits,
-            estimate_nano=estimate, admitted_at=now, external_key=project.external_key,
-            expires_at=now + timedelta(seconds=self.settings.hold_ttl_s), streamed=spec.stream,
-            tag=tag, estimate_tokens=input_tokens + spec.output_cap * spec.n,
+            call_id="call_" + secrets.token_hex(12),
+            project=project.id,
+            user=user.id,
+            key_name=ctx.key.name,
+            model=model,
+            route=kind,
+            budget_period=project.budget_period,
+            period_key=period_key(project.budget_period, now),
+            limits=limits,
+            estimate_nano=estimate,
+            admitted_at=now,
+            external_key=project.external_key,
+            expires_at=now + timedelta(seconds=self.settings.hold_ttl_s),
+            streamed=spec.stream,
+            tag=tag,
+            estimate_tokens=input_tokens + spec.output_cap * spec.n,
             touch_key=ctx.key.key_hash if _stale(ctx.key.last_used_at, now) else None,
             rate_limits=rate_limits_for(
-                project=project.id, user=user.id, model=model, at=now,
+                project=project.id,
+                user=user.id,
+                model=model,
+                at=now,
                 project_limits=(project.rpm, project.tpm),
                 model_limits=_rpm_tpm(ctx.model_limit),
                 member_model_limits=_rpm_tpm(ctx.member_model_limit),
-                key_name=ctx.key.name, key_rpm=ctx.key.rpm))
+                key_name=ctx.key.name,
+                key_rpm=ctx.key.rpm,
+            ),
+        )
         return Admitted(ctx, spec, plan, price, rates, input_tokens)
 
     def _secret_for(self, ctx: Caller) -> tuple[str, str]:
         ext = self.store.external_key(ctx.project.external_key)
         if ext is None:
-            raise UpstreamAuthError("This project has no upstream API key configured; "
-                                    "ask an administrator.")
+            raise UpstreamAuthError(
+                "This project has no upstream API key configured; ask an administrator."
+            )
         try:
             secret = self.secrets.get(ext.secret_name, ext.secret_version)
         except Exception:  # noqa: BLE001 - any store failure means "no usable key"
-            raise UpstreamAuthError("The project's upstream API key could not be read; "
-                                    "ask an administrator.") from None
+            raise UpstreamAuthError(
+                "The project's upstream API key could not be read; ask an administrator."
+            ) from None
         return secret, (ext.base_url or self.settings.upstream_base_url).rstrip("/")
 
     def _forward(self, a: Admitted, request: flask.Request, raw: bytes) -> flask.Response:
@@ -349,22 +459,30 @@ class Proxy:
             secret, base = self._secret_for(a.ctx)
             data = json.dumps(a.spec.body).encode() if a.spec.modified else raw
             sent = True  # from here upstream may bill the call
-            resp = self.upstream.post(base + routes.UPSTREAM_PATH[a.spec.route], data,
-                                      forward_headers(dict(request.headers), secret),
-                                      stream=a.spec.stream)
+            resp = self.upstream.post(
+                base + routes.UPSTREAM_PATH[a.spec.route],
+                data,
+                forward_headers(dict(request.headers), secret),
+                stream=a.spec.stream,
+            )
             if resp.raw is not None:
                 return self._stream(a, resp, started)  # its generator settles the call
             if resp.status in (401, 403):
-                log.error("upstream rejected the organisation key of project %s (%s)",
-                          a.plan.project, resp.status)
-            outcome = billing.from_answer(a, resp.status, resp.body,
-                                          resp.headers.get("x-request-id"))
+                log.error(
+                    "upstream rejected the organisation key of project %s (%s)",
+                    a.plan.project,
+                    resp.status,
+                )
+            outcome = billing.from_answer(
+                a, resp.status, resp.body, resp.headers.get("x-request-id")
+            )
             self.hooks.ratelimits(a, resp, self.clock())
             self.hooks.remember(a, resp, outcome, self.clock())
         except BaseException as err:
             # Every path out of a held call settles it, exceptions included.
-            booked = outcome or billing.from_failure(err, sent=sent,
-                                                     estimate_nano=a.plan.estimate_nano)
+            booked = outcome or billing.from_failure(
+                err, sent=sent, estimate_nano=a.plan.estimate_nano
+            )
             booked.latency_ms = int((time.monotonic() - started) * 1000)
             self._settle(a, booked)
             raise
@@ -383,17 +501,23 @@ class Proxy:
             with deferring(later):
                 return self._settle(a, outcome)
 
-        body = relay(a, resp, cap_bytes=self.settings.stream_cap_bytes, started=started,
-                     settle=settle)
+        body = relay(
+            a, resp, cap_bytes=self.settings.stream_cap_bytes, started=started, settle=settle
+        )
         # content_type, not mimetype: Flask appends "; charset=utf-8" to a text/* mimetype,
         # which doubled the charset upstream already sends.
-        reply = flask.Response(body, status=200, headers=headers,
-                               content_type=headers.pop("content-type", "text/event-stream"))
+        reply = flask.Response(
+            body,
+            status=200,
+            headers=headers,
+            content_type=headers.pop("content-type", "text/event-stream"),
+        )
         reply.call_on_close(lambda: [post() for post in later])
         return reply
 
-    def _reply_then_settle(self, a: Admitted, resp: UpstreamResponse, outcome: Outcome,
-                           started: float) -> flask.Response:
+    def _reply_then_settle(
+        self, a: Admitted, resp: UpstreamResponse, outcome: Outcome, started: float
+    ) -> flask.Response:
         """The answer, settled when the WSGI server closes the response: after its last
         byte is written, so the settlement commit is not between upstream and the
         client (one Firestore round trip less on the critical path).
@@ -405,18 +529,21 @@ class Proxy:
         sweep books the call at its estimate, as for a crash."""
         remaining = self.ledger.remaining_after(a.plan, outcome.cost_nano)
         outcome.soft_exceeded = self.ledger.soft_exceeded(a.plan, outcome.cost_nano)
-        reply = flask.Response(resp.body, status=resp.status,
-                               headers=self._headers(a, resp, outcome, remaining))
+        reply = flask.Response(
+            resp.body, status=resp.status, headers=self._headers(a, resp, outcome, remaining)
+        )
 
         def settle() -> None:
             outcome.latency_ms = int((time.monotonic() - started) * 1000)
             self._settle(a, outcome)
+
         reply.call_on_close(settle)
         return reply
 
     @staticmethod
-    def _headers(a: Admitted, resp: UpstreamResponse, outcome: Outcome,
-                 remaining: int | None) -> dict[str, str]:
+    def _headers(
+        a: Admitted, resp: UpstreamResponse, outcome: Outcome, remaining: int | None
+    ) -> dict[str, str]:
         headers = response_headers(resp.headers)
         headers["x-tollgate-call-id"] = a.plan.call_id
         if a.clamped_to is not None:
@@ -434,12 +561,21 @@ class Proxy:
             states = self.ledger.settle(a.plan, outcome, a.extra)
         except Exception as exc:  # noqa: BLE001
             # The hold stays live and the sweep will book it at the estimate.
-            log.error("settlement of %s failed (%s); the sweep will book it",
-                      a.plan.call_id, type(exc).__name__)
+            log.error(
+                "settlement of %s failed (%s); the sweep will book it",
+                a.plan.call_id,
+                type(exc).__name__,
+            )
             return None
-        log.info("call %s project=%s user=%s model=%s status=%s cost_nano=%d",
-                 a.plan.call_id, a.plan.project, a.plan.user, a.plan.model, outcome.status,
-                 outcome.cost_nano)
+        log.info(
+            "call %s project=%s user=%s model=%s status=%s cost_nano=%d",
+            a.plan.call_id,
+            a.plan.project,
+            a.plan.user,
+            a.plan.model,
+            outcome.status,
+            outcome.cost_nano,
+        )
         if states is not None:
             self.hooks.after_settle(a, outcome, states, self.clock())
         return states
@@ -448,22 +584,33 @@ class Proxy:
 def _budget_limits(ctx: Caller, model: str, now: datetime) -> list[Limit]:
     """The budget counters a call of ``model`` by this key is booked against now."""
     return limits_for(
-        project=ctx.project.id, user=ctx.member.user, model=model,
+        project=ctx.project.id,
+        user=ctx.member.user,
+        model=model,
         period=period_key(ctx.project.budget_period, now),
         project_limit=topped_up(ctx.project.budget_nano, ctx.project.topups, now),
         member_limit=topped_up(ctx.member.budget_nano, ctx.member.topups, now),
         model_limit=ctx.model_limit.budget_nano if ctx.model_limit else None,
-        member_model_limit=(ctx.member_model_limit.budget_nano
-                            if ctx.member_model_limit else None),
-        key_name=ctx.key.name, key_limit=ctx.key.budget_nano,
+        member_model_limit=(ctx.member_model_limit.budget_nano if ctx.member_model_limit else None),
+        key_name=ctx.key.name,
+        key_limit=ctx.key.budget_nano,
         project_windows=[(k, period_key(k, now), n) for k, n in ctx.project.windows],
         member_windows=[(k, period_key(k, now), n) for k, n in ctx.member.windows],
-        soft=frozenset(scope for scope, soft in (
-            ("project", ctx.project.budget_soft), ("member", ctx.member.budget_soft),
-            ("model", ctx.model_limit is not None and ctx.model_limit.budget_soft),
-            ("member_model", (ctx.member_model_limit is not None
-                              and ctx.member_model_limit.budget_soft)),
-            ("key", ctx.key.budget_soft)) if soft))
+        soft=frozenset(
+            scope
+            for scope, soft in (
+                ("project", ctx.project.budget_soft),
+                ("member", ctx.member.budget_soft),
+                ("model", ctx.model_limit is not None and ctx.model_limit.budget_soft),
+                (
+                    "member_model",
+                    (ctx.member_model_limit is not None and ctx.member_model_limit.budget_soft),
+                ),
+                ("key", ctx.key.budget_soft),
+            )
+            if soft
+        ),
+    )
 
 
 def _rpm_tpm(limit: LimitRecord | None) -> tuple[int | None, int | None]:

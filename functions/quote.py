@@ -27,13 +27,16 @@ def wants_dry_run(value: str | None) -> bool:
         return True
     if v in _NO:
         return False
-    raise InvalidRequest(f"The header '{HEADER}' must be 1 (quote, do not call) or 0.",
-                         param=HEADER)
+    raise InvalidRequest(
+        f"The header '{HEADER}' must be 1 (quote, do not call) or 0.", param=HEADER
+    )
 
 
 def _rates(r: pricing.Rates) -> dict[str, str]:
-    out = {"input": pricing.rate_to_usd_per_mtok(r.input),
-           "output": pricing.rate_to_usd_per_mtok(r.output)}
+    out = {
+        "input": pricing.rate_to_usd_per_mtok(r.input),
+        "output": pricing.rate_to_usd_per_mtok(r.output),
+    }
     if r.cached_input is not None:
         out["cached_input"] = pricing.rate_to_usd_per_mtok(r.cached_input)
     if r.cache_write is not None:
@@ -53,27 +56,44 @@ def build(a: Admitted, now: Sequence[CounterState]) -> dict[str, Any]:
     budgets = []
     for lim, st in zip(limits, now, strict=True):
         room = None if lim.limit_nano is None else lim.limit_nano - st.taken
-        budgets.append({
-            "scope": lim.scope, "label": lim.label, "period": lim.period or plan.period_key,
-            "budget_period": lim.period_kind or plan.budget_period,
-            "budget_usd": _usd(lim.limit_nano if lim.limit_nano is not None
-                               else lim.soft_nano), "soft": lim.soft_nano is not None,
-            "spent_usd": _usd(st.spent), "held_usd": _usd(st.held),
-            "reserved_usd": _usd(st.escrow), "remaining_usd": _usd(room),
-            "fits": room is None or room >= plan.estimate_nano})
+        budgets.append(
+            {
+                "scope": lim.scope,
+                "label": lim.label,
+                "period": lim.period or plan.period_key,
+                "budget_period": lim.period_kind or plan.budget_period,
+                "budget_usd": _usd(lim.limit_nano if lim.limit_nano is not None else lim.soft_nano),
+                "soft": lim.soft_nano is not None,
+                "spent_usd": _usd(st.spent),
+                "held_usd": _usd(st.held),
+                "reserved_usd": _usd(st.escrow),
+                "remaining_usd": _usd(room),
+                "fits": room is None or room >= plan.estimate_nano,
+            }
+        )
     breach = first_breach(limits, [st.with_call(plan.estimate_nano) for st in now])
     return {
-        "object": "tollgate.quote", "dry_run": True, "route": spec.route,
-        "model": plan.model, "project": plan.project, "user": plan.user,
-        "estimate": {"input_tokens": a.input_tokens, "output_tokens_cap": spec.output_cap,
-                     "choices": spec.n, "cost_usd": pricing.format_usd(plan.estimate_nano)},
-        "price": {"valid_from": a.price.valid_from.isoformat(),
-                  "service_tier": spec.service_tier or "default",
-                  "usd_per_1m_tokens": _rates(a.rates)},
+        "object": "tollgate.quote",
+        "dry_run": True,
+        "route": spec.route,
+        "model": plan.model,
+        "project": plan.project,
+        "user": plan.user,
+        "estimate": {
+            "input_tokens": a.input_tokens,
+            "output_tokens_cap": spec.output_cap,
+            "choices": spec.n,
+            "cost_usd": pricing.format_usd(plan.estimate_nano),
+        },
+        "price": {
+            "valid_from": a.price.valid_from.isoformat(),
+            "service_tier": spec.service_tier or "default",
+            "usd_per_1m_tokens": _rates(a.rates),
+        },
         "budgets": budgets,
         "remaining_usd": _usd(remaining_nano(limits, now)),  # the tightest budget
         "would_be_admitted": breach is None,
-        "message": None if breach is None else refusal_message(
-            *breach, plan.estimate_nano, plan.budget_period, plan.period_key),
+        "message": None
+        if breach is None
+        else refusal_message(*breach, plan.estimate_nano, plan.budget_period, plan.period_key),
     }
-

@@ -75,8 +75,7 @@ def usd_to_nano(value: Any) -> int:
 def percent(drift: int, base: int) -> str | None:
     if base == 0:
         return "0.00" if drift == 0 else None
-    return str((Decimal(drift) * 100 / Decimal(base)).quantize(Decimal("0.01"),
-                                                              ROUND_HALF_UP))
+    return str((Decimal(drift) * 100 / Decimal(base)).quantize(Decimal("0.01"), ROUND_HALF_UP))
 
 
 def line_item_model(line_item: Any) -> str | None:
@@ -90,8 +89,9 @@ def _row_name(model: str | None, upstream: str | None, known: Iterable[str]) -> 
     if upstream:
         return upstream
     alias = model or "(unknown)"
-    snaps = [k for k in known if k == alias or ((m := _SNAPSHOT.match(k))
-                                               and m.group("alias") == alias)]
+    snaps = [
+        k for k in known if k == alias or ((m := _SNAPSHOT.match(k)) and m.group("alias") == alias)
+    ]
     return snaps[0] if len(snaps) == 1 else alias
 
 
@@ -100,8 +100,13 @@ def _zero() -> dict[str, int]:
 
 
 def _zero_ours() -> dict[str, Any]:
-    return {**_zero(), "cost_nano": 0, "estimated_calls": 0, "estimated_cost_nano": 0,
-            "orphaned_calls": 0}
+    return {
+        **_zero(),
+        "cost_nano": 0,
+        "estimated_calls": 0,
+        "estimated_cost_nano": 0,
+        "orphaned_calls": 0,
+    }
 
 
 def openai_usage(results: Iterable[Mapping[str, Any]], km: KeyMap) -> dict[str, dict[str, int]]:
@@ -121,8 +126,9 @@ def openai_usage(results: Iterable[Mapping[str, Any]], km: KeyMap) -> dict[str, 
     return out
 
 
-def openai_costs(results: Iterable[Mapping[str, Any]], project_id: str
-                 ) -> tuple[dict[str, int], int]:
+def openai_costs(
+    results: Iterable[Mapping[str, Any]], project_id: str
+) -> tuple[dict[str, int], int]:
     """Per model, OpenAI's cost in nano-dollars for one project, and what no model
     could be read from (other line items)."""
     per: dict[str, int] = {}
@@ -139,8 +145,9 @@ def openai_costs(results: Iterable[Mapping[str, Any]], project_id: str
     return per, other
 
 
-def tollgate_usage(records: Iterable[Mapping[str, Any]], known: Iterable[str]
-                   ) -> dict[str, dict[str, Any]]:
+def tollgate_usage(
+    records: Iterable[Mapping[str, Any]], known: Iterable[str]
+) -> dict[str, dict[str, Any]]:
     """Per model row, Tollgate's exact counts, its estimated calls and all its cost."""
     known = list(known)
     out: dict[str, dict[str, Any]] = {}
@@ -165,10 +172,17 @@ def tollgate_usage(records: Iterable[Mapping[str, Any]], known: Iterable[str]
     return out
 
 
-def compare_key(day: date, km: KeyMap, usage_results: Sequence[Mapping[str, Any]],
-                records: Sequence[Mapping[str, Any]], cost_per_model: Mapping[str, int],
-                cost_other_nano: int, tollgate_project_cost: Mapping[str, tuple[int, int]],
-                shared_with: Sequence[str], threshold_percent: float) -> dict[str, Any]:
+def compare_key(
+    day: date,
+    km: KeyMap,
+    usage_results: Sequence[Mapping[str, Any]],
+    records: Sequence[Mapping[str, Any]],
+    cost_per_model: Mapping[str, int],
+    cost_other_nano: int,
+    tollgate_project_cost: Mapping[str, tuple[int, int]],
+    shared_with: Sequence[str],
+    threshold_percent: float,
+) -> dict[str, Any]:
     """The reconciliation of one external key for one day (see the module docstring).
 
     ``tollgate_project_cost``: Tollgate's (cost, calls) per model row over every key
@@ -179,24 +193,43 @@ def compare_key(day: date, km: KeyMap, usage_results: Sequence[Mapping[str, Any]
     for name in sorted(set(theirs) | set(ours)):
         o, t = theirs.get(name) or _zero(), ours.get(name) or _zero_ours()
         drift = {f: o[f] - t[f] for f in COUNTS}
-        models.append({
-            "model": name, "openai": o, "tollgate": t, "drift": drift,
-            "drift_percent": {f: percent(drift[f], o[f]) for f in COUNTS},
-            "unbooked_requests": max(0, drift["requests"] - t["estimated_calls"])})
+        models.append(
+            {
+                "model": name,
+                "openai": o,
+                "tollgate": t,
+                "drift": drift,
+                "drift_percent": {f: percent(drift[f], o[f]) for f in COUNTS},
+                "unbooked_requests": max(0, drift["requests"] - t["estimated_calls"]),
+            }
+        )
     cost_rows = []
     for name in sorted(set(cost_per_model) | set(tollgate_project_cost)):
         o_nano = cost_per_model.get(name, 0)
         t_nano, calls = tollgate_project_cost.get(name, (0, 0))
-        cost_rows.append({"model": name, "openai_nano": o_nano, "tollgate_nano": t_nano,
-                          "tollgate_calls": calls,
-                          "drift_nano": o_nano - t_nano,
-                          "drift_percent": percent(o_nano - t_nano, o_nano)})
+        cost_rows.append(
+            {
+                "model": name,
+                "openai_nano": o_nano,
+                "tollgate_nano": t_nano,
+                "tollgate_calls": calls,
+                "drift_nano": o_nano - t_nano,
+                "drift_percent": percent(o_nano - t_nano, o_nano),
+            }
+        )
     doc: dict[str, Any] = {
-        "day": day.isoformat(), "external_key": km.external_key,
-        "openai_project_id": km.project_id, "openai_key_id": km.key_id,
-        "scope": "key" if km.key_id else "project", "models": models,
-        "cost": {"scope": "project", "shared_with": sorted(shared_with),
-                 "models": cost_rows, "other_line_items_nano": cost_other_nano},
+        "day": day.isoformat(),
+        "external_key": km.external_key,
+        "openai_project_id": km.project_id,
+        "openai_key_id": km.key_id,
+        "scope": "key" if km.key_id else "project",
+        "models": models,
+        "cost": {
+            "scope": "project",
+            "shared_with": sorted(shared_with),
+            "models": cost_rows,
+            "other_line_items_nano": cost_other_nano,
+        },
         "unbooked_requests": sum(m["unbooked_requests"] for m in models),
         "estimated_calls": sum(m["tollgate"]["estimated_calls"] for m in models),
     }
@@ -210,10 +243,12 @@ def _drifts(doc: Mapping[str, Any]) -> list[tuple[str, str | None]]:
     """(what, relative drift) of every figure compared. Tollgate rounds each call's cost
     up to the nano-dollar and the Costs API's float is rounded once, so a cost drift
     within a nano-dollar a call (plus one) is rounding: left out."""
-    out = [(f"{m['model']} {f}", p) for m in doc["models"]
-           for f, p in m["drift_percent"].items()]
-    out += [(f"{c['model']} cost", c["drift_percent"]) for c in doc["cost"]["models"]
-            if abs(c["drift_nano"]) > c["tollgate_calls"] + 1]
+    out = [(f"{m['model']} {f}", p) for m in doc["models"] for f, p in m["drift_percent"].items()]
+    out += [
+        (f"{c['model']} cost", c["drift_percent"])
+        for c in doc["cost"]["models"]
+        if abs(c["drift_nano"]) > c["tollgate_calls"] + 1
+    ]
     return out
 
 
@@ -229,8 +264,7 @@ def max_drift(doc: Mapping[str, Any]) -> str | None:
     pcts = [p for _, p in _drifts(doc)]
     if any(p is None for p in pcts):
         return None
-    return str(max([abs(Decimal(p)) for p in pcts if p is not None],
-                   default=Decimal("0.00")))
+    return str(max([abs(Decimal(p)) for p in pcts if p is not None], default=Decimal("0.00")))
 
 
 def digest(usage: Mapping[str, Any], costs: Mapping[str, int], other: int) -> str:
@@ -240,8 +274,11 @@ def digest(usage: Mapping[str, Any], costs: Mapping[str, int], other: int) -> st
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def cost_per_row(records: Iterable[Mapping[str, Any]], known: Iterable[str]
-                 ) -> dict[str, tuple[int, int]]:
+def cost_per_row(
+    records: Iterable[Mapping[str, Any]], known: Iterable[str]
+) -> dict[str, tuple[int, int]]:
     """Tollgate's cost and number of calls per model row (cache answers left out)."""
-    return {name: (row["cost_nano"], row["requests"] + row["estimated_calls"])
-            for name, row in tollgate_usage(records, known).items()}
+    return {
+        name: (row["cost_nano"], row["requests"] + row["estimated_calls"])
+        for name, row in tollgate_usage(records, known).items()
+    }

@@ -37,8 +37,18 @@ ADMIN_KEY_DOC = ("config", "openai_admin_key")
 # the organisation's usage and costs; deploy.sh grants it to the admin function alone.
 ADMIN_KEY_SECRET = "tollgate-openai-admin-key"
 LOOKBACK_DAYS = 7
-RECORD_FIELDS = ["model", "upstream_model", "status", "cached", "estimated", "external_key",
-                 "input_tokens", "cached_tokens", "output_tokens", "cost_nano"]
+RECORD_FIELDS = [
+    "model",
+    "upstream_model",
+    "status",
+    "cached",
+    "estimated",
+    "external_key",
+    "input_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "cost_nano",
+]
 
 
 def reconciliation_id(day: str, external_key: str) -> str:
@@ -46,9 +56,15 @@ def reconciliation_id(day: str, external_key: str) -> str:
 
 
 class Reconciler:
-    def __init__(self, db: firestore.Client, secrets: CachedSecrets, base_url: str,
-                 threshold_percent: float, clock: Callable[[], datetime] = utcnow,
-                 api: UsageApi | None = None) -> None:
+    def __init__(
+        self,
+        db: firestore.Client,
+        secrets: CachedSecrets,
+        base_url: str,
+        threshold_percent: float,
+        clock: Callable[[], datetime] = utcnow,
+        api: UsageApi | None = None,
+    ) -> None:
         self.db = db
         self.secrets = secrets
         self.base_url = base_url
@@ -62,10 +78,13 @@ class Reconciler:
             snap = self.db.collection(ADMIN_KEY_DOC[0]).document(ADMIN_KEY_DOC[1]).get()
             d = (snap.to_dict() or {}) if snap.exists else {}
             if not d.get("secret_name"):
-                raise InvalidRequest("No OpenAI admin key is set: store one with PUT "
-                                     "/openai-admin-key (tollgate openai-admin-key set).")
-            secret = self.secrets.get(str(d["secret_name"]), str(d.get("secret_version")
-                                                                 or "latest"))
+                raise InvalidRequest(
+                    "No OpenAI admin key is set: store one with PUT "
+                    "/openai-admin-key (tollgate openai-admin-key set)."
+                )
+            secret = self.secrets.get(
+                str(d["secret_name"]), str(d.get("secret_version") or "latest")
+            )
             self._api = UsageApi(secret, self.base_url)
         return self._api
 
@@ -78,8 +97,12 @@ class Reconciler:
         out = []
         for n in range(LOOKBACK_DAYS, 0, -1):
             day = today - timedelta(days=n)
-            docs = [s.to_dict() or {} for s in indexes.query(
-                self.db, "reconciliations", equals={"day": day.isoformat()}).stream()]
+            docs = [
+                s.to_dict() or {}
+                for s in indexes.query(
+                    self.db, "reconciliations", equals={"day": day.isoformat()}
+                ).stream()
+            ]
             stable = {d.get("external_key") for d in docs if d.get("stable")}
             if not keys or not keys <= stable:
                 out.append(day)
@@ -90,8 +113,9 @@ class Reconciler:
         for s in indexes.query(self.db, "external_keys").stream():
             d = s.to_dict() or {}
             if d.get("openai_project_id"):
-                out.append(KeyMap(s.id, str(d["openai_project_id"]),
-                                  d.get("openai_key_id") or None))
+                out.append(
+                    KeyMap(s.id, str(d["openai_project_id"]), d.get("openai_key_id") or None)
+                )
         return sorted(out, key=lambda k: k.external_key)
 
     # --- the run ----------------------------------------------------------------------------
@@ -99,8 +123,7 @@ class Reconciler:
     def run(self, days: Sequence[date], actor: str) -> dict[str, Any]:
         maps = self.key_maps()
         if not days or not maps:
-            return {"days": [d.isoformat() for d in days], "data": [],
-                    "unmapped": not maps}
+            return {"days": [d.isoformat() for d in days], "data": [], "unmapped": not maps}
         api = self.api()
         start, _ = reconcile.day_bounds(min(days))
         _, end = reconcile.day_bounds(max(days))
@@ -123,64 +146,107 @@ class Reconciler:
         projects that use the key now (a project that changed keys that day is then
         attributed to its new key)."""
         s, e = reconcile.day_bounds(day)
-        span = [("ts", ">=", datetime.fromtimestamp(s, UTC)),
-                ("ts", "<", datetime.fromtimestamp(e, UTC))]
-        by_key = indexes.query(self.db, "usage", equals={"external_key": key}, ranges=span,
-                               order=[("ts", indexes.DESC)])
+        span = [
+            ("ts", ">=", datetime.fromtimestamp(s, UTC)),
+            ("ts", "<", datetime.fromtimestamp(e, UTC)),
+        ]
+        by_key = indexes.query(
+            self.db,
+            "usage",
+            equals={"external_key": key},
+            ranges=span,
+            order=[("ts", indexes.DESC)],
+        )
         out = [r.to_dict() or {} for r in by_key.select(RECORD_FIELDS).stream()]
-        projects = [p.id for p in indexes.query(
-            self.db, "projects", equals={"external_key": key}).stream()]
+        projects = [
+            p.id for p in indexes.query(self.db, "projects", equals={"external_key": key}).stream()
+        ]
         for p in projects:
-            q = indexes.query(self.db, "usage", equals={"project": p}, ranges=span,
-                              order=[("ts", indexes.DESC)])
-            out += [d for d in (r.to_dict() or {} for r in q.select(RECORD_FIELDS).stream())
-                    if not d.get("external_key")]
+            q = indexes.query(
+                self.db, "usage", equals={"project": p}, ranges=span, order=[("ts", indexes.DESC)]
+            )
+            out += [
+                d
+                for d in (r.to_dict() or {} for r in q.select(RECORD_FIELDS).stream())
+                if not d.get("external_key")
+            ]
         return out
 
-    def _day(self, day: date, maps: list[KeyMap], usage: list[dict[str, Any]],
-             costs: list[dict[str, Any]], actor: str) -> list[dict[str, Any]]:
+    def _day(
+        self,
+        day: date,
+        maps: list[KeyMap],
+        usage: list[dict[str, Any]],
+        costs: list[dict[str, Any]],
+        actor: str,
+    ) -> list[dict[str, Any]]:
         records = {k.external_key: self._records(k.external_key, day) for k in maps}
         by_project: dict[str, list[KeyMap]] = {}
         for k in maps:
             by_project.setdefault(k.project_id, []).append(k)
         now = self.clock()
         _, day_end = reconcile.day_bounds(day)
-        refs = {k.external_key: self.db.collection("reconciliations").document(
-            reconciliation_id(day.isoformat(), k.external_key)) for k in maps}
-        prev = {s.id: s.to_dict() or {} for s in self.db.get_all(list(refs.values()))
-                if s.exists}
+        refs = {
+            k.external_key: self.db.collection("reconciliations").document(
+                reconciliation_id(day.isoformat(), k.external_key)
+            )
+            for k in maps
+        }
+        prev = {s.id: s.to_dict() or {} for s in self.db.get_all(list(refs.values())) if s.exists}
         docs = []
         for k in maps:
             cost_models, other = reconcile.openai_costs(costs, k.project_id)
-            known = set(cost_models) | {str(r.get("model")) for r in usage
-                                        if r.get("project_id") == k.project_id}
+            known = set(cost_models) | {
+                str(r.get("model")) for r in usage if r.get("project_id") == k.project_id
+            }
             project_cost: dict[str, tuple[int, int]] = {}
             for sibling in by_project[k.project_id]:
                 for name, (nano, calls) in reconcile.cost_per_row(
-                        records[sibling.external_key], known).items():
+                    records[sibling.external_key], known
+                ).items():
                     was = project_cost.get(name, (0, 0))
                     project_cost[name] = (was[0] + nano, was[1] + calls)
             doc = reconcile.compare_key(
-                day, k, usage, records[k.external_key], cost_models, other, project_cost,
+                day,
+                k,
+                usage,
+                records[k.external_key],
+                cost_models,
+                other,
+                project_cost,
                 [x.external_key for x in by_project[k.project_id] if x is not k],
-                self.threshold)
+                self.threshold,
+            )
             before = prev.get(refs[k.external_key].id, {})
             after_day = now.timestamp() >= day_end
-            doc.update(ran_at=now, runs=int(before.get("runs") or 0) + 1,
-                       threshold_percent=str(self.threshold),
-                       # stable: a second run after the day ended saw the same figures
-                       stable=bool(after_day and before.get("complete")
-                                   and before.get("openai_digest") == doc["openai_digest"]),
-                       complete=after_day,
-                       alerted_digest=before.get("alerted_digest"))
+            doc.update(
+                ran_at=now,
+                runs=int(before.get("runs") or 0) + 1,
+                threshold_percent=str(self.threshold),
+                # stable: a second run after the day ended saw the same figures
+                stable=bool(
+                    after_day
+                    and before.get("complete")
+                    and before.get("openai_digest") == doc["openai_digest"]
+                ),
+                complete=after_day,
+                alerted_digest=before.get("alerted_digest"),
+            )
             docs.append(doc)
         self._alert(docs)
         batch = self.db.batch()
         for doc in docs:
             batch.set(refs[doc["external_key"]], doc)
-        self.writer.audit(batch, actor, "reconcile.run", day.isoformat(), {
-            "keys": [d["external_key"] for d in docs],
-            "over_threshold": [d["external_key"] for d in docs if d["over_threshold"]]})
+        self.writer.audit(
+            batch,
+            actor,
+            "reconcile.run",
+            day.isoformat(),
+            {
+                "keys": [d["external_key"] for d in docs],
+                "over_threshold": [d["external_key"] for d in docs if d["over_threshold"]],
+            },
+        )
         batch.commit()
         return docs
 
@@ -211,26 +277,33 @@ class Reconciler:
         text = alert_text(doc)
         body: dict[str, Any] = {"text": text}  # Slack and Google Chat: text alone
         if cfg.format == "json":
-            body = {"type": "reconciliation_drift", "day": doc["day"],
-                    "external_key": doc["external_key"], "over_threshold": doc["over_threshold"],
-                    "max_drift_percent": doc["max_drift_percent"],
-                    "unbooked_requests": doc["unbooked_requests"],
-                    "threshold_percent": doc["threshold_percent"], "text": text}
+            body = {
+                "type": "reconciliation_drift",
+                "day": doc["day"],
+                "external_key": doc["external_key"],
+                "over_threshold": doc["over_threshold"],
+                "max_drift_percent": doc["max_drift_percent"],
+                "unbooked_requests": doc["unbooked_requests"],
+                "threshold_percent": doc["threshold_percent"],
+                "text": text,
+            }
         session = requests.Session()
         session.trust_env = False
         res = post_once(session, str(cfg.webhook), body, SWEEP_TIMEOUT_S)
         if not res.ok:
-            log.warning("reconciliation alert for %s not delivered (%s)", doc["external_key"],
-                        res.error)
+            log.warning(
+                "reconciliation alert for %s not delivered (%s)", doc["external_key"], res.error
+            )
         return res.ok
 
 
 def alert_text(doc: dict[str, Any]) -> str:
-    what = ", ".join(doc["over_threshold"][:5]) + (" …" if len(doc["over_threshold"]) > 5
-                                                    else "")
+    what = ", ".join(doc["over_threshold"][:5]) + (" …" if len(doc["over_threshold"]) > 5 else "")
     worst = doc["max_drift_percent"]
-    return (f"Tollgate: OpenAI's usage for external key '{doc['external_key']}' on "
-            f"{doc['day']} differs from Tollgate's books by more than "
-            f"{doc['threshold_percent']} % ({what}; largest drift "
-            f"{'unbounded' if worst is None else worst + ' %'}; "
-            f"{doc['unbooked_requests']} request(s) upstream that Tollgate did not book).")
+    return (
+        f"Tollgate: OpenAI's usage for external key '{doc['external_key']}' on "
+        f"{doc['day']} differs from Tollgate's books by more than "
+        f"{doc['threshold_percent']} % ({what}; largest drift "
+        f"{'unbounded' if worst is None else worst + ' %'}; "
+        f"{doc['unbooked_requests']} request(s) upstream that Tollgate did not book)."
+    )

@@ -60,21 +60,27 @@ class UserRecord:
 
     @classmethod
     def from_doc(cls, uid: str, d: Mapping[str, Any]) -> UserRecord:
-        return cls(uid, str(d.get("name", "")), str(d.get("email", "")),
-                   bool(d.get("disabled", False)))
+        return cls(
+            uid, str(d.get("name", "")), str(d.get("email", "")), bool(d.get("disabled", False))
+        )
 
 
 def topups_of(d: Mapping[str, Any]) -> tuple[Topup, ...]:
     """A scope's top-ups, stored as ``[{"amount_nano", "until", "note", ...}]``."""
-    return tuple(Topup(int(t["amount_nano"]), t["until"], str(t.get("note") or ""))
-                 for t in d.get("topups") or ()
-                 if isinstance(t, Mapping) and isinstance(t.get("until"), datetime))
+    return tuple(
+        Topup(int(t["amount_nano"]), t["until"], str(t.get("note") or ""))
+        for t in d.get("topups") or ()
+        if isinstance(t, Mapping) and isinstance(t.get("until"), datetime)
+    )
 
 
 def windows_of(d: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
     """A scope's extra budget windows, stored as ``[{"period", "budget_nano"}]``."""
-    return tuple((str(w["period"]), int(w["budget_nano"])) for w in d.get("windows") or ()
-                 if isinstance(w, Mapping) and w.get("budget_nano") is not None)
+    return tuple(
+        (str(w["period"]), int(w["budget_nano"]))
+        for w in d.get("windows") or ()
+        if isinstance(w, Mapping) and w.get("budget_nano") is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -89,9 +95,15 @@ class MemberRecord:
 
     @classmethod
     def from_doc(cls, d: Mapping[str, Any]) -> MemberRecord:
-        return cls(str(d.get("project", "")), str(d.get("user", "")),
-                   str(d.get("role", "member")), d.get("budget_nano"),
-                   bool(d.get("budget_soft", False)), windows_of(d), topups_of(d))
+        return cls(
+            str(d.get("project", "")),
+            str(d.get("user", "")),
+            str(d.get("role", "member")),
+            d.get("budget_nano"),
+            bool(d.get("budget_soft", False)),
+            windows_of(d),
+            topups_of(d),
+        )
 
 
 @dataclass(frozen=True)
@@ -171,8 +183,9 @@ class LimitRecord:
 
     @classmethod
     def from_doc(cls, d: Mapping[str, Any]) -> LimitRecord:
-        return cls(d.get("budget_nano"), d.get("rpm"), d.get("tpm"),
-                   bool(d.get("budget_soft", False)))
+        return cls(
+            d.get("budget_nano"), d.get("rpm"), d.get("tpm"), bool(d.get("budget_soft", False))
+        )
 
 
 @dataclass(frozen=True)
@@ -185,8 +198,13 @@ class ExternalKeyRecord:
 
     @classmethod
     def from_doc(cls, kid: str, d: Mapping[str, Any]) -> ExternalKeyRecord:
-        return cls(kid, str(d.get("secret_name", "")), str(d.get("secret_version", "latest")),
-                   str(d.get("last4", "")), d.get("base_url") or None)
+        return cls(
+            kid,
+            str(d.get("secret_name", "")),
+            str(d.get("secret_version", "latest")),
+            str(d.get("last4", "")),
+            d.get("base_url") or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -212,4 +230,3 @@ class Caller(CallContext):
     user: UserRecord
     member: MemberRecord
     project: ProjectRecord
-

@@ -14,10 +14,30 @@ from typing import Any
 from functions.pricing import format_usd
 
 CSV_COLUMNS = (
-    "ts", "call_id", "project", "user", "key_name", "model", "upstream_model", "route",
-    "status", "http_status", "input_tokens", "cached_tokens", "cache_write_tokens",
-    "output_tokens", "reasoning_tokens", "cost_usd", "estimate_usd", "latency_ms",
-    "streamed", "cached", "estimated", "tag", "request_id")
+    "ts",
+    "call_id",
+    "project",
+    "user",
+    "key_name",
+    "model",
+    "upstream_model",
+    "route",
+    "status",
+    "http_status",
+    "input_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "estimate_usd",
+    "latency_ms",
+    "streamed",
+    "cached",
+    "estimated",
+    "tag",
+    "request_id",
+)
 _MONEY_COLUMNS = frozenset({"cost_usd", "estimate_usd"})
 # A cell a spreadsheet would run as a formula: one that starts with = + - @ (spaces
 # before them included) or a tab/CR, at the start of the value *or after any character
@@ -33,6 +53,7 @@ def _iso(dt: datetime) -> str:
 def record_json(rec: Mapping[str, Any]) -> dict[str, Any]:
     """JSON-ready copy: datetimes as ISO 8601 "Z", every int ``*_nano`` also as
     ``*_usd`` (decimal string), nested maps (upstream's ``usage``, audit details) too."""
+
     def conv(x: Any) -> Any:
         if isinstance(x, datetime):
             return _iso(x)
@@ -72,4 +93,3 @@ def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
         j = record_json(row)
         w.writerow([_cell(c, j.get(c)) for c in CSV_COLUMNS])
     return buf.getvalue()
-

@@ -22,8 +22,7 @@ from functions.errors import InvalidRequest
 
 # Filter (and group_by) name -> usage record field. A key is filtered by its name, which
 # is unique per member, not per project: "ci" groups every member's key named "ci".
-FIELDS = {"user": "user", "project": "project", "model": "model", "tag": "tag",
-          "key": "key_name"}
+FIELDS = {"user": "user", "project": "project", "model": "model", "tag": "tag", "key": "key_name"}
 # ``Filters.tag == UNTAGGED`` selects the calls sent without ``x-tollgate-tag`` (stored
 # as null). The proxy only stores tags of 1-64 characters, so "" is never a real tag.
 UNTAGGED = ""
@@ -50,9 +49,15 @@ def parse_filters(args: Mapping[str, str]) -> Filters:
     after, before = times["after"], times["before"]
     if after is not None and before is not None and after >= before:
         raise InvalidRequest("'after' must be earlier than 'before'.", param="after")
-    return Filters(user=filter_value(args, "user"), project=filter_value(args, "project"),
-                   model=filter_value(args, "model"), after=after, before=before,
-                   tag=tag_value(args), key=filter_value(args, "key"))
+    return Filters(
+        user=filter_value(args, "user"),
+        project=filter_value(args, "project"),
+        model=filter_value(args, "model"),
+        after=after,
+        before=before,
+        tag=tag_value(args),
+        key=filter_value(args, "key"),
+    )
 
 
 def filter_value(args: Mapping[str, str], name: str) -> str | None:
@@ -68,8 +73,10 @@ def tag_value(args: Mapping[str, str]) -> str | None:
     """A tag to filter on: what ``x-tollgate-tag`` accepts (1-64 printable ASCII)."""
     v = args.get("tag") or None
     if v is not None and not validate.is_name(v, TAG_MAX):
-        raise InvalidRequest(f"'tag' must be 1-{TAG_MAX} printable ASCII characters, as "
-                             "sent in x-tollgate-tag.", param="tag")
+        raise InvalidRequest(
+            f"'tag' must be 1-{TAG_MAX} printable ASCII characters, as sent in x-tollgate-tag.",
+            param="tag",
+        )
     return v
 
 
@@ -83,12 +90,13 @@ def equalities(f: Filters) -> dict[str, Any]:
     return out
 
 
-def usage_query(db: firestore.Client, f: Filters, *, tie_break: bool = False,
-                limit: int | None = None) -> firestore.Query:
+def usage_query(
+    db: firestore.Client, f: Filters, *, tie_break: bool = False, limit: int | None = None
+) -> firestore.Query:
     """The usage records matching ``f``, newest first (``tie_break``: then by id, for
     cursors)."""
     ranges = ([("ts", ">=", f.after)] if f.after else []) + (
-        [("ts", "<", f.before)] if f.before else [])
+        [("ts", "<", f.before)] if f.before else []
+    )
     order = [("ts", indexes.DESC)] + ([(indexes.NAME, indexes.DESC)] if tie_break else [])
-    return indexes.query(db, "usage", equals=equalities(f), ranges=ranges, order=order,
-                         limit=limit)
+    return indexes.query(db, "usage", equals=equalities(f), ranges=ranges, order=order, limit=limit)

@@ -44,8 +44,11 @@ def _ids(db: firestore.Client, collection: str) -> set[str]:
 
 def _related(db: firestore.Client, field: str, value: str, want: str) -> set[str]:
     """``want`` of members and keys whose ``field`` is ``value`` (keys outlive members)."""
-    return {str(s.get(want)) for coll in ("members", "keys")
-            for s in indexes.query(db, coll, equals={field: value}).select([want]).stream()}
+    return {
+        str(s.get(want))
+        for coll in ("members", "keys")
+        for s in indexes.query(db, coll, equals={field: value}).select([want]).stream()
+    }
 
 
 def _key_names(db: firestore.Client, f: Filters) -> set[str]:
@@ -61,8 +64,9 @@ def _tags(db: firestore.Client, f: Filters, after: str | None) -> Iterator[str]:
     last = after
     while True:
         ranges = [("tag", ">", last)] if last is not None else [("tag", ">=", "")]
-        q = indexes.query(db, "usage", equals=equals, ranges=ranges,
-                          order=[("tag", indexes.ASC)], limit=1).select(["tag"])
+        q = indexes.query(
+            db, "usage", equals=equals, ranges=ranges, order=[("tag", indexes.ASC)], limit=1
+        ).select(["tag"])
         snaps = list(q.stream())
         if not snaps:
             return
@@ -75,16 +79,19 @@ def day_window(f: Filters, now: datetime) -> tuple[Filters, list[str]]:
     MAX_DAYS)."""
     before = f.before or now
     last = (before - timedelta(microseconds=1)).date()
-    after = f.after or datetime.combine(last - timedelta(days=DEFAULT_DAYS - 1), time(),
-                                        tzinfo=UTC)
+    after = f.after or datetime.combine(last - timedelta(days=DEFAULT_DAYS - 1), time(), tzinfo=UTC)
     if after >= before:
         return replace(f, after=after, before=before), []
     n = (last - after.date()).days + 1
     if n > MAX_DAYS:
-        raise InvalidRequest(f"group_by=day covers at most {MAX_DAYS} days, this range has "
-                             f"{n}: narrow 'after'/'before'.", param="after")
+        raise InvalidRequest(
+            f"group_by=day covers at most {MAX_DAYS} days, this range has "
+            f"{n}: narrow 'after'/'before'.",
+            param="after",
+        )
     return replace(f, after=after, before=before), [
-        (last - timedelta(days=i)).isoformat() for i in range(n)]
+        (last - timedelta(days=i)).isoformat() for i in range(n)
+    ]
 
 
 def narrow(f: Filters, group_by: str, group: str | None) -> Filters:
@@ -92,14 +99,16 @@ def narrow(f: Filters, group_by: str, group: str | None) -> Filters:
     if group_by == "day":
         assert group is not None and f.after is not None and f.before is not None
         start = datetime.combine(date.fromisoformat(group), time(), tzinfo=UTC)
-        return replace(f, after=max(f.after, start),
-                       before=min(f.before, start + timedelta(days=1)))
+        return replace(
+            f, after=max(f.after, start), before=min(f.before, start + timedelta(days=1))
+        )
     one: dict[str, Any] = {group_by: UNTAGGED if group is None else group}
     return replace(f, **one)
 
 
-def candidates(db: firestore.Client, f: Filters, group_by: str,
-               after: str | None) -> Iterator[str | None]:
+def candidates(
+    db: firestore.Client, f: Filters, group_by: str, after: str | None
+) -> Iterator[str | None]:
     """The groups of ``group_by`` (not ``day``) in page order, from just after the group
     ``after`` (a page token's), lazily."""
     pinned = getattr(f, group_by)

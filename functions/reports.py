@@ -50,9 +50,24 @@ from functions.report_filters import (
 )
 from functions.report_groups import GROUP_BY, MAX_DAYS, candidates, day_window, narrow
 
-__all__ = ["CSV_COLUMNS", "GROUP_BY", "MAX_DAYS", "UNTAGGED", "Filters", "aggregate",
-           "audit_list", "day_window", "filter_value", "parse_filters", "parse_limit",
-           "record_json", "records", "tag_value", "to_csv", "totals"]
+__all__ = [
+    "CSV_COLUMNS",
+    "GROUP_BY",
+    "MAX_DAYS",
+    "UNTAGGED",
+    "Filters",
+    "aggregate",
+    "audit_list",
+    "day_window",
+    "filter_value",
+    "parse_filters",
+    "parse_limit",
+    "record_json",
+    "records",
+    "tag_value",
+    "to_csv",
+    "totals",
+]
 
 MAX_GROUPS_PER_PAGE = 200
 MAX_RECORDS_PER_PAGE = 1000
@@ -76,6 +91,7 @@ def _check_limit(n: int, maximum: int) -> None:
 
 # --- page tokens -------------------------------------------------------------------
 
+
 def _encode(kind: str, value: Any) -> str:
     raw = json.dumps({"k": kind, "v": value}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -95,6 +111,7 @@ def _decode(token: str, kind: str) -> Any:
 
 # --- aggregates ----------------------------------------------------------------------
 
+
 def totals(db: firestore.Client, f: Filters) -> dict[str, int]:
     """``{"calls", "input_tokens", "cached_tokens", "output_tokens", "cost_nano"}`` of
     the records matching ``f``, as integers."""
@@ -113,20 +130,28 @@ def totals(db: firestore.Client, f: Filters) -> dict[str, int]:
 def _row(group: str | None, t: Mapping[str, int]) -> dict[str, Any]:
     calls, cost = t["calls"], t["cost_nano"]
     avg = (2 * cost + calls) // (2 * calls) if calls else 0  # half up, in integers
-    return {"group": group, "calls": calls, "input_tokens": t["input_tokens"],
-            "cached_tokens": t["cached_tokens"], "output_tokens": t["output_tokens"],
-            "cost_usd": format_usd(cost), "avg_cost_usd": format_usd(avg)}
+    return {
+        "group": group,
+        "calls": calls,
+        "input_tokens": t["input_tokens"],
+        "cached_tokens": t["cached_tokens"],
+        "output_tokens": t["output_tokens"],
+        "cost_usd": format_usd(cost),
+        "avg_cost_usd": format_usd(avg),
+    }
 
 
-def _todo(db: firestore.Client, f: Filters, group_by: str, page_token: str | None,
-          now: datetime | None) -> tuple[Filters, Iterator[str | None]]:
+def _todo(
+    db: firestore.Client, f: Filters, group_by: str, page_token: str | None, now: datetime | None
+) -> tuple[Filters, Iterator[str | None]]:
     """The filters (day: with both bounds) and the groups left, from the page token."""
     last: str | None = None
     if page_token:
         value = _decode(page_token, "g:" + group_by)
         if not isinstance(value, str):  # the untagged group is last: never in a token
-            raise InvalidRequest("'page_token' is not a token from this listing.",
-                                 param="page_token")
+            raise InvalidRequest(
+                "'page_token' is not a token from this listing.", param="page_token"
+            )
         last = value
     if group_by == "day":  # newest first: continue with older days
         f, days = day_window(f, now or datetime.now(UTC))
@@ -134,16 +159,22 @@ def _todo(db: firestore.Client, f: Filters, group_by: str, page_token: str | Non
     return f, candidates(db, f, group_by, last)
 
 
-def aggregate(db: firestore.Client, f: Filters, group_by: str | None, *, limit: int = 50,
-              page_token: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+def aggregate(
+    db: firestore.Client,
+    f: Filters,
+    group_by: str | None,
+    *,
+    limit: int = 50,
+    page_token: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
     """``{"data": [row], "next_page_token"}``; without ``group_by`` one total row (zeros
     when nothing matched) and no next page. ``group`` is null for the untagged calls of
     ``group_by="tag"``."""
     if not group_by:  # None, or an empty ?group_by=
         return {"data": [_row(None, totals(db, f))], "next_page_token": None}
     if group_by not in GROUP_BY:
-        raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUP_BY)}.",
-                             param="group_by")
+        raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUP_BY)}.", param="group_by")
     _check_limit(limit, MAX_GROUPS_PER_PAGE)
     f, todo = _todo(db, f, group_by, page_token, now)
     rows: list[dict[str, Any]] = []
@@ -162,8 +193,10 @@ def aggregate(db: firestore.Client, f: Filters, group_by: str | None, *, limit: 
 
 # --- records and audit ------------------------------------------------------------
 
-def _page_by_ts(db: firestore.Client, q: firestore.Query, collection: str, limit: int,
-                page_token: str | None) -> tuple[list[Any], str | None]:
+
+def _page_by_ts(
+    db: firestore.Client, q: firestore.Query, collection: str, limit: int, page_token: str | None
+) -> tuple[list[Any], str | None]:
     """Newest first, cursor after (ts, id) of the last item of the previous page: items
     added since (newer) are before the cursor and cannot shift this page."""
     if page_token:
@@ -172,11 +205,11 @@ def _page_by_ts(db: firestore.Client, q: firestore.Query, collection: str, limit
             ts, doc_id = datetime.fromisoformat(cur[0]), str(cur[1])
             if not doc_id or "/" in doc_id or len(doc_id) > 256:
                 raise ValueError(doc_id)
-            q = q.start_after({"ts": ts,
-                               indexes.NAME: db.collection(collection).document(doc_id)})
+            q = q.start_after({"ts": ts, indexes.NAME: db.collection(collection).document(doc_id)})
         except (TypeError, ValueError, IndexError, KeyError):
-            raise InvalidRequest("'page_token' is not a token from this listing.",
-                                 param="page_token") from None
+            raise InvalidRequest(
+                "'page_token' is not a token from this listing.", param="page_token"
+            ) from None
     snaps = list(q.stream())  # limit + 1: the extra one only says whether more exist
     if len(snaps) <= limit:
         return snaps, None
@@ -186,8 +219,9 @@ def _page_by_ts(db: firestore.Client, q: firestore.Query, collection: str, limit
     return snaps, _encode(collection, [ts, last.id])
 
 
-def records(db: firestore.Client, f: Filters, *, limit: int = 100,
-            page_token: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+def records(
+    db: firestore.Client, f: Filters, *, limit: int = 100, page_token: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """Usage records matching ``f``, newest first (ts, then id, descending)."""
     _check_limit(limit, MAX_RECORDS_PER_PAGE)
     q = usage_query(db, f, tie_break=True, limit=limit + 1)
@@ -195,13 +229,17 @@ def records(db: firestore.Client, f: Filters, *, limit: int = 100,
     return [{"call_id": s.id, **(s.to_dict() or {})} for s in snaps], token
 
 
-def audit_list(db: firestore.Client, *, limit: int = 50,
-               page_token: str | None = None) -> dict[str, Any]:
+def audit_list(
+    db: firestore.Client, *, limit: int = 50, page_token: str | None = None
+) -> dict[str, Any]:
     """``{"data": [{"id", "ts", "actor", "action", "target", "details"}], "next_page_token"}``
     newest first, JSON-ready."""
     _check_limit(limit, MAX_RECORDS_PER_PAGE)
-    q = indexes.query(db, "audit", order=[("ts", indexes.DESC), (indexes.NAME, indexes.DESC)],
-                      limit=limit + 1)
+    q = indexes.query(
+        db, "audit", order=[("ts", indexes.DESC), (indexes.NAME, indexes.DESC)], limit=limit + 1
+    )
     snaps, token = _page_by_ts(db, q, "audit", limit, page_token)
-    return {"data": [record_json({"id": s.id, **(s.to_dict() or {})}) for s in snaps],
-            "next_page_token": token}
+    return {
+        "data": [record_json({"id": s.id, **(s.to_dict() or {})}) for s in snaps],
+        "next_page_token": token,
+    }

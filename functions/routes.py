@@ -71,10 +71,12 @@ def match(method: str, path: str) -> Route:
     if method == "GET" and path == "/v1/models":
         return Route(MODELS_LIST)
     if method == "GET" and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
-        return Route(MODEL_GET, path[len("/v1/models/"):])
-    raise NotFound(f"Invalid URL ({method} {path[:200]}): Tollgate serves /v1/chat/completions, "
-                   "/v1/completions, /v1/embeddings, /v1/responses, /v1/moderations and "
-                   "/v1/models.")
+        return Route(MODEL_GET, path[len("/v1/models/") :])
+    raise NotFound(
+        f"Invalid URL ({method} {path[:200]}): Tollgate serves /v1/chat/completions, "
+        "/v1/completions, /v1/embeddings, /v1/responses, /v1/moderations and "
+        "/v1/models."
+    )
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,9 @@ def _int_field(body: dict[str, Any], name: str, lo: int, hi: int | None = None) 
     return v
 
 
-def _require_type(body: dict[str, Any], name: str, types: tuple[type, ...], what: str,
-                  required: bool = False) -> None:
+def _require_type(
+    body: dict[str, Any], name: str, types: tuple[type, ...], what: str, required: bool = False
+) -> None:
     v = body.get(name)
     if v is None:
         if required:
@@ -121,7 +124,9 @@ def _check_tool(tool: Any, param: str, priced_tools: tuple[str, ...]) -> None:
         raise UnsupportedParameter(
             f"The tool type '{tool['type'][:64]}' is not a function or custom tool: OpenAI may "
             "bill it per call, and this project has no price for it, so its cost cannot be "
-            "bounded.", param=param)
+            "bounded.",
+            param=param,
+        )
 
 
 def _check_tools(body: dict[str, Any], priced_tools: tuple[str, ...]) -> None:
@@ -138,8 +143,9 @@ def _check_tools(body: dict[str, Any], priced_tools: tuple[str, ...]) -> None:
     if choice is None or isinstance(choice, str):
         return
     if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
-        raise InvalidRequest("'tool_choice' must be a string or an object with a 'type'.",
-                             param="tool_choice")
+        raise InvalidRequest(
+            "'tool_choice' must be a string or an object with a 'type'.", param="tool_choice"
+        )
     if choice["type"] != "allowed_tools":
         _check_tool(choice, "tool_choice", priced_tools)
         return
@@ -176,20 +182,26 @@ def _refuse_references(value: Any, param: str) -> None:
                 raise UnsupportedParameter(
                     f"'{where}' is an item_reference: it pulls a stored item Tollgate cannot "
                     "see into the context, so its tokens cannot be held. Send the item "
-                    "itself.", param=where)
+                    "itself.",
+                    param=where,
+                )
             if kind in _FILE_PARTS:
                 where = _path(node)
                 raise UnsupportedParameter(
                     f"'{where}' is a file: what a file costs (its extracted text plus an "
                     "image of each page) cannot be bounded before the call. Send its text, "
-                    "or its pages as images.", param=where)
+                    "or its pages as images.",
+                    param=where,
+                )
             ref = next((k for k in _REF_KEYS if item.get(k) is not None), None)
             if ref is not None:
                 where = _path(node)
                 raise UnsupportedParameter(
                     f"'{where}' refers to content by '{ref}', which Tollgate cannot see or "
                     "bound (and files are not uploaded through Tollgate). Send the content "
-                    "itself.", param=where)
+                    "itself.",
+                    param=where,
+                )
             stack.extend((v, node, k) for k, v in item.items() if isinstance(v, dict | list))
         elif isinstance(item, list):
             stack.extend((v, node, i) for i, v in enumerate(item) if isinstance(v, dict | list))
@@ -230,8 +242,9 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
     if model is None:
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
     if not isinstance(model, str) or not model.strip() or not is_name(model):
-        raise InvalidRequest("'model' must be a model name (printable ASCII, at most 256 "
-                             "characters).", param="model")
+        raise InvalidRequest(
+            "'model' must be a model name (printable ASCII, at most 256 characters).", param="model"
+        )
     _require_type(body, "stream", (bool,), "a boolean")
     _require_type(body, "service_tier", (str,), "a string")
     _require_type(body, "safety_identifier", (str,), "a string")
@@ -246,18 +259,22 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
             raise InvalidRequest("'messages' must not be empty.", param="messages")
         for i, m in enumerate(body["messages"]):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise InvalidRequest(f"'messages[{i}]' must be an object with a 'role'.",
-                                     param=f"messages[{i}]")
+                raise InvalidRequest(
+                    f"'messages[{i}]' must be an object with a 'role'.", param=f"messages[{i}]"
+                )
             if m.get("audio") is not None:
                 # An assistant turn's audio by id: a stored answer of unknown length.
                 raise UnsupportedParameter(
                     f"'messages[{i}].audio' refers to audio stored at OpenAI, whose tokens "
                     "Tollgate cannot see; send the transcript as content.",
-                    param=f"messages[{i}].audio")
+                    param=f"messages[{i}].audio",
+                )
         _refuse_references(body["messages"], "messages")
         if body.get("web_search_options") is not None and "web_search" not in priced_tools:
-            raise UnsupportedParameter("'web_search_options' is billed per call and this "
-                                       "project has no price for it.", param="web_search_options")
+            raise UnsupportedParameter(
+                "'web_search_options' is billed per call and this project has no price for it.",
+                param="web_search_options",
+            )
         _check_tools(body, priced_tools)
     elif kind == COMPLETIONS:
         _require_type(body, "prompt", (str, list), "a string or an array", required=True)
@@ -269,8 +286,10 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
         # free at OpenAI, so only moderation models: any other model name here would
         # be a way around the project's allowed list and prices
         if not is_moderation_model(model):
-            raise InvalidRequest(f"'{model}' is not a moderation model; use "
-                                 f"'{DEFAULT_MODERATION_MODEL}'.", param="model")
+            raise InvalidRequest(
+                f"'{model}' is not a moderation model; use '{DEFAULT_MODERATION_MODEL}'.",
+                param="model",
+            )
         _require_type(body, "input", (str, list), "a string or an array", required=True)
         if not body["input"]:
             raise InvalidRequest("'input' must not be empty.", param="input")
@@ -282,23 +301,30 @@ def validate(kind: str, body: Any, *, priced_tools: tuple[str, ...] = ()) -> Non
         _require_type(body, "previous_response_id", (str,), "a string")
         prev = body.get("previous_response_id")
         if isinstance(prev, str) and (len(prev) > 256 or not prev.isascii()):
-            raise InvalidRequest("'previous_response_id' is not a response id.",
-                                 param="previous_response_id")
+            raise InvalidRequest(
+                "'previous_response_id' is not a response id.", param="previous_response_id"
+            )
         if body.get("background"):
             raise UnsupportedParameter(
                 "'background' responses run after the call ends, so their cost cannot be "
-                "held; call without background.", param="background")
+                "held; call without background.",
+                param="background",
+            )
         if body.get("conversation") is not None:
             raise UnsupportedParameter(
                 "'conversation' continues a conversation stored at OpenAI. Tollgate does not "
                 "proxy /v1/conversations, so none belongs to this project and its tokens "
                 "cannot be held; send the earlier turns in 'input' or use "
-                "'previous_response_id'.", param="conversation")
+                "'previous_response_id'.",
+                param="conversation",
+            )
         if body.get("prompt") is not None:
             raise UnsupportedParameter(
                 "'prompt' runs a prompt template stored at OpenAI, whose content Tollgate "
                 "cannot see or hold budget for; send its text in 'instructions' and "
-                "'input'.", param="prompt")
+                "'input'.",
+                param="prompt",
+            )
         if isinstance(body.get("input"), list):
             _refuse_references(body["input"], "input")
         _check_tools(body, priced_tools)
@@ -315,8 +341,11 @@ def prompt_count(prompt: Any) -> int:
     """Prompts in a completions ``prompt``: a string or one token array is one; any other
     list is one prompt per element (strings or token arrays). OpenAI answers every prompt
     with n choices and bills best_of candidates for each."""
-    if isinstance(prompt, list) and prompt and not all(
-            isinstance(x, int) and not isinstance(x, bool) for x in prompt):
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and not all(isinstance(x, int) and not isinstance(x, bool) for x in prompt)
+    ):
         return len(prompt)
     return 1
 
@@ -372,7 +401,9 @@ def prepare(kind: str, body: dict[str, Any], *, default_cap: int, safety_id: str
             raise InvalidRequest(
                 f"'prompt' holds {prompts} prompts: with "
                 f"'max_tokens', 'n' and 'best_of' that asks for {cap * n} output tokens, "
-                f"more than {_MAX_OUTPUT}.", param="prompt")
+                f"more than {_MAX_OUTPUT}.",
+                param="prompt",
+            )
     return CallSpec(
         route=kind,
         model=body["model"],

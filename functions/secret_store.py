@@ -95,12 +95,18 @@ class GcpSecretStore:
 
         parent = f"projects/{self.project}"
         try:
-            self._c().create_secret(request={"parent": parent, "secret_id": name,
-                                             "secret": {"replication": {"automatic": {}}}})
+            self._c().create_secret(
+                request={
+                    "parent": parent,
+                    "secret_id": name,
+                    "secret": {"replication": {"automatic": {}}},
+                }
+            )
         except AlreadyExists:
             pass
-        v = self._c().add_secret_version(request={"parent": f"{parent}/secrets/{name}",
-                                                  "payload": {"data": value.encode()}})
+        v = self._c().add_secret_version(
+            request={"parent": f"{parent}/secrets/{name}", "payload": {"data": value.encode()}}
+        )
         return v.name.rsplit("/", 1)[-1]
 
 

@@ -123,11 +123,14 @@ class Settings:
             escrow=_switch(env, "TOLLGATE_ESCROW", True),
             grant_draw_window_s=_int(env, "TOLLGATE_GRANT_DRAW_WINDOW_S", 15, 1),
             grant_close_margin_s=_int(env, "TOLLGATE_GRANT_CLOSE_MARGIN_S", 60, 1),
-            usage_api_base_url=(env.get("TOLLGATE_USAGE_API_BASE_URL", "").strip()
-                                or "https://api.openai.com/v1").rstrip("/"),
+            usage_api_base_url=(
+                env.get("TOLLGATE_USAGE_API_BASE_URL", "").strip() or "https://api.openai.com/v1"
+            ).rstrip("/"),
             reconcile_drift_percent=_float(env, "TOLLGATE_RECONCILE_DRIFT_PERCENT", 2.0),
             scheduler_audience=env.get("TOLLGATE_SCHEDULER_AUDIENCE", "").strip().rstrip("/"),
             scheduler_sa=env.get("TOLLGATE_SCHEDULER_SA", "").strip(),
-            oidc_certs_url=(env.get("TOLLGATE_OIDC_CERTS_URL", "").strip()
-                            or "https://www.googleapis.com/oauth2/v1/certs"),
+            oidc_certs_url=(
+                env.get("TOLLGATE_OIDC_CERTS_URL", "").strip()
+                or "https://www.googleapis.com/oauth2/v1/certs"
+            ),
         )

@@ -36,7 +36,7 @@ class EventBuffer:
             if m is None:
                 return events
             events.append(self._buf[: m.end()])
-            self._buf = self._buf[m.end():]
+            self._buf = self._buf[m.end() :]
 
     @property
     def pending(self) -> bytes:
@@ -102,8 +102,11 @@ class StreamMeter:
         self._remember(obj)
         for choice in obj.get("choices") or ():
             if isinstance(choice, dict):
-                piece = (choice.get("delta") or {}).get("content") if self.route == "chat" \
+                piece = (
+                    (choice.get("delta") or {}).get("content")
+                    if self.route == "chat"
                     else choice.get("text")
+                )
                 if isinstance(piece, str):
                     self.text.append(piece)
         usage = obj.get("usage")
@@ -122,8 +125,7 @@ class StreamMeter:
         kind = obj.get("type")
         if kind == "response.output_text.delta" and isinstance(obj.get("delta"), str):
             self.text.append(obj["delta"])
-        elif kind == "response.reasoning_summary_text.delta" and isinstance(
-                obj.get("delta"), str):
+        elif kind == "response.reasoning_summary_text.delta" and isinstance(obj.get("delta"), str):
             self.text.append(obj["delta"])
         resp = obj.get("response")
         if isinstance(resp, dict):

@@ -52,21 +52,28 @@ class _Client(firestore.Client):
     so this repeats its channel set-up (google-cloud-firestore 2.34,
     ``BaseClient._firestore_api_helper``) with one option more."""
 
-    def _firestore_api_helper(self, transport: Any, client_class: Any,
-                              client_module: Any) -> Any:
+    def _firestore_api_helper(self, transport: Any, client_class: Any, client_module: Any) -> Any:
         if self._firestore_api_internal is None:
             if self._emulator_host is not None:
                 # as the library does: insecure, and an "owner" token the emulator accepts
-                channel = grpc.insecure_channel(self._emulator_host, options=[
-                    ("Authorization", "Bearer owner"), *base_client._GRPC_MSG_SIZE_OPTIONS,
-                    _SINGLE_THREADED_READS])
+                channel = grpc.insecure_channel(
+                    self._emulator_host,
+                    options=[
+                        ("Authorization", "Bearer owner"),
+                        *base_client._GRPC_MSG_SIZE_OPTIONS,
+                        _SINGLE_THREADED_READS,
+                    ],
+                )
             else:
                 channel = transport.create_channel(
-                    self._target, credentials=self._credentials,
-                    options=[*base_client._DEFAULT_CHANNEL_OPTIONS, _SINGLE_THREADED_READS])
+                    self._target,
+                    credentials=self._credentials,
+                    options=[*base_client._DEFAULT_CHANNEL_OPTIONS, _SINGLE_THREADED_READS],
+                )
             self._transport = transport(host=self._target, channel=channel)
             self._firestore_api_internal = client_class(
-                transport=self._transport, client_options=self._client_options)
+                transport=self._transport, client_options=self._client_options
+            )
             client_module._client_info = self._client_info
             _lend_retries(self._transport)
         return self._firestore_api_internal
@@ -181,13 +188,18 @@ class Store:
             key=KeyRecord.from_doc(key_hash, key_doc),
             user=UserRecord.from_doc(user, docs["user"]) if "user" in docs else None,
             member=MemberRecord.from_doc(docs["member"]) if "member" in docs else None,
-            project=(ProjectRecord.from_doc(project, docs["project"])
-                     if "project" in docs else None),
+            project=(
+                ProjectRecord.from_doc(project, docs["project"]) if "project" in docs else None
+            ),
             model=ModelRecord.from_doc(model, docs["model"]) if model and "model" in docs else None,
-            model_limit=(LimitRecord.from_doc(docs["model_limit"])
-                         if "model_limit" in docs else None),
-            member_model_limit=(LimitRecord.from_doc(docs["member_model_limit"])
-                                if "member_model_limit" in docs else None),
+            model_limit=(
+                LimitRecord.from_doc(docs["model_limit"]) if "model_limit" in docs else None
+            ),
+            member_model_limit=(
+                LimitRecord.from_doc(docs["member_model_limit"])
+                if "member_model_limit" in docs
+                else None
+            ),
         )
         with self._lock:
             self._recent[(key_hash, model)] = ctx
@@ -199,8 +211,11 @@ class Store:
     def origin_listed(self, origin: str) -> bool:
         """Whether a live project lists this browser origin (for a preflight, which
         carries no key). Single-field array-contains queries need no composite index."""
-        q = self.db.collection("projects").where(
-            filter=FieldFilter("cors_origins", "array_contains", origin)).limit(10)
+        q = (
+            self.db.collection("projects")
+            .where(filter=FieldFilter("cors_origins", "array_contains", origin))
+            .limit(10)
+        )
         for snap in q.stream():
             self.reads += 1
             if not (snap.to_dict() or {}).get("archived"):
@@ -233,8 +248,9 @@ class Store:
         if ids is None:
             snaps = list(indexes.query(self.db, "models").stream())
         else:
-            snaps = [s for s in self.db.get_all([self.ref("models", doc_id(m)) for m in ids])
-                     if s.exists]
+            snaps = [
+                s for s in self.db.get_all([self.ref("models", doc_id(m)) for m in ids]) if s.exists
+            ]
         self.reads += len(snaps)
         out = []
         for s in snaps:

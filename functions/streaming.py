@@ -24,8 +24,9 @@ from functions.upstream import StreamBroken, UpstreamResponse
 SettleFn = Callable[[Admitted, Outcome], object]
 
 
-def relay(a: Admitted, resp: UpstreamResponse, *, cap_bytes: int, started: float,
-          settle: SettleFn) -> Iterator[bytes]:
+def relay(
+    a: Admitted, resp: UpstreamResponse, *, cap_bytes: int, started: float, settle: SettleFn
+) -> Iterator[bytes]:
     meter = sse.StreamMeter(a.spec.route)
     buf = sse.EventBuffer()
     sent = 0
@@ -42,7 +43,9 @@ def relay(a: Admitted, resp: UpstreamResponse, *, cap_bytes: int, started: float
                     status = "stream_too_large"
                     yield sse.error_event(
                         "The response reached Tollgate's streamed-size limit and was ended; "
-                        "ask for less output per call.", "stream_too_large")
+                        "ask for less output per call.",
+                        "stream_too_large",
+                    )
                     break
                 sent += len(out)
                 yield out
@@ -52,12 +55,15 @@ def relay(a: Admitted, resp: UpstreamResponse, *, cap_bytes: int, started: float
                     yield buf.pending + b"\n\n"
                 status = "ok" if meter.finished else "upstream_cut"
                 if not meter.finished:
-                    yield sse.error_event("The upstream stream ended early.",
-                                          "upstream_stream_error")
+                    yield sse.error_event(
+                        "The upstream stream ended early.", "upstream_stream_error"
+                    )
         except StreamBroken:
             status = "upstream_cut"
-            yield sse.error_event("The upstream stream broke off; what was received has "
-                                  "been billed as an estimate.", "upstream_stream_error")
+            yield sse.error_event(
+                "The upstream stream broke off; what was received has been billed as an estimate.",
+                "upstream_stream_error",
+            )
     except GeneratorExit:
         status = "client_closed"
         raise
@@ -80,7 +86,20 @@ def _passable(raw_events: list[bytes], meter: sse.StreamMeter, wants_usage: bool
 def _outcome(a: Admitted, meter: sse.StreamMeter, status: str, rid: str | None) -> Outcome:
     if meter.usage is not None:
         # Upstream's own count, even if the stream then broke or the client left.
-        return billing.from_usage(a, meter.usage, tier=meter.service_tier, model=meter.model,
-                                  request_id=rid, response_id=meter.response_id, status=status)
-    return billing.from_text_seen(a, meter.seen_text, status=status, model=meter.model,
-                                  request_id=rid, response_id=meter.response_id)
+        return billing.from_usage(
+            a,
+            meter.usage,
+            tier=meter.service_tier,
+            model=meter.model,
+            request_id=rid,
+            response_id=meter.response_id,
+            status=status,
+        )
+    return billing.from_text_seen(
+        a,
+        meter.seen_text,
+        status=status,
+        model=meter.model,
+        request_id=rid,
+        response_id=meter.response_id,
+    )

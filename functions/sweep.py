@@ -23,8 +23,12 @@ log = logging.getLogger("tollgate.ledger")
 
 
 class HoldSweeper:
-    def __init__(self, db: firestore.Client, clock: Callable[[], datetime],
-                 close_margin_s: float = CLOSE_MARGIN_S) -> None:
+    def __init__(
+        self,
+        db: firestore.Client,
+        clock: Callable[[], datetime],
+        close_margin_s: float = CLOSE_MARGIN_S,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.grants = GrantSweeper(db, close_margin_s)
@@ -38,8 +42,9 @@ class HoldSweeper:
         self.grants_closed += closed
         swept = 0
         equals = {"state": "live"} if project is None else {"state": "live", "project": project}
-        q = indexes.query(self.db, "holds", equals=equals, ranges=[("expires_at", "<", now)],
-                          limit=limit)
+        q = indexes.query(
+            self.db, "holds", equals=equals, ranges=[("expires_at", "<", now)], limit=limit
+        )
         for snap in q.stream():
             try:
                 swept += self._sweep_one(snap.reference, now)
@@ -64,14 +69,23 @@ class HoldSweeper:
                 return 0
             est = int(h.get("estimate_nano", 0))
             for cid in h.get("counters", []):
-                tx.set(self.db.collection("counters").document(cid), {
-                    "held": Increment(-est), "inflight": Increment(-1),
-                    "spent": Increment(est)}, merge=True)
+                tx.set(
+                    self.db.collection("counters").document(cid),
+                    {"held": Increment(-est), "inflight": Increment(-1), "spent": Increment(est)},
+                    merge=True,
+                )
             plan = plan_from_hold(h)
-            tx.create(usage_ref, usage_record(plan, Outcome(
-                status="orphaned", cost_nano=est, http_status=0, estimated=True), now))
-            tx.update(hold_ref, {"state": "swept", "settled_at": now,
-                                 "purge_at": now + SETTLED_HOLD_TTL})
+            tx.create(
+                usage_ref,
+                usage_record(
+                    plan,
+                    Outcome(status="orphaned", cost_nano=est, http_status=0, estimated=True),
+                    now,
+                ),
+            )
+            tx.update(
+                hold_ref, {"state": "swept", "settled_at": now, "purge_at": now + SETTLED_HOLD_TTL}
+            )
             return 1
 
         n = run(self.db.transaction())

@@ -15,13 +15,31 @@ from functions.encodings import CL100K, O200K, OFFLINE, get_encoding
 # Our own table, used when tiktoken does not know a model. Longest prefix wins, so
 # "gpt-4o" never falls into "gpt-4-"; anything unmatched is o200k_base (every model
 # since gpt-4o uses it).
-_PREFIXES: tuple[tuple[str, str], ...] = tuple(sorted(
-    {"gpt-6": O200K, "gpt-5": O200K, "gpt-4.5-": O200K, "gpt-4.1": O200K, "gpt-4o": O200K,
-     "chatgpt-4o-": O200K, "o1": O200K, "o3": O200K, "o4-mini": O200K, "codex": O200K,
-     "ft:gpt-4o": O200K, "gpt-4-": CL100K, "gpt-3.5-turbo": CL100K, "ft:gpt-3.5-turbo": CL100K,
-     "text-embedding-ada-002": CL100K, "text-embedding-3-": CL100K,
-     "davinci-002": CL100K, "babbage-002": CL100K}.items(),
-    key=lambda kv: -len(kv[0])))
+_PREFIXES: tuple[tuple[str, str], ...] = tuple(
+    sorted(
+        {
+            "gpt-6": O200K,
+            "gpt-5": O200K,
+            "gpt-4.5-": O200K,
+            "gpt-4.1": O200K,
+            "gpt-4o": O200K,
+            "chatgpt-4o-": O200K,
+            "o1": O200K,
+            "o3": O200K,
+            "o4-mini": O200K,
+            "codex": O200K,
+            "ft:gpt-4o": O200K,
+            "gpt-4-": CL100K,
+            "gpt-3.5-turbo": CL100K,
+            "ft:gpt-3.5-turbo": CL100K,
+            "text-embedding-ada-002": CL100K,
+            "text-embedding-3-": CL100K,
+            "davinci-002": CL100K,
+            "babbage-002": CL100K,
+        }.items(),
+        key=lambda kv: -len(kv[0]),
+    )
+)
 
 # Chat framing, from the OpenAI cookbook "How to count tokens with tiktoken".
 TOKENS_PER_MESSAGE, TOKENS_PER_NAME, REPLY_PRIMING = 3, 1, 3
@@ -30,12 +48,18 @@ TOKENS_PER_MESSAGE, TOKENS_PER_NAME, REPLY_PRIMING = 3, 1, 3
 IMAGE_TOKENS = 1_600
 # Patch models: 1_536 patches * up to 2.46; gpt-4o-mini: 2_833 + 5_667 * 8 tiles (its token
 # price is ~1/16 of gpt-4o's, so 1_600 would hold a sixteenth of the real cost).
-_IMAGE_PREFIXES = (("gpt-4o-mini", 48_200), ("ft:gpt-4o-mini", 48_200), ("gpt-4.1-mini", 3_800),
-                   ("gpt-4.1-nano", 3_800), ("gpt-5-mini", 3_800), ("gpt-5-nano", 3_800),
-                   ("o4-mini", 3_800))
+_IMAGE_PREFIXES = (
+    ("gpt-4o-mini", 48_200),
+    ("ft:gpt-4o-mini", 48_200),
+    ("gpt-4.1-mini", 3_800),
+    ("gpt-4.1-nano", 3_800),
+    ("gpt-5-mini", 3_800),
+    ("gpt-5-nano", 3_800),
+    ("o4-mini", 3_800),
+)
 AUDIO_TOKENS = 1_000  # ~100 s at ~10 tokens/s: the length is in the base64, not worth decoding
-FILE_TOKENS = 8_000   # a PDF of a few pages (text plus a page image each)
-SCALAR_TOKENS = 2     # a number, bool or other non-text leaf where text was expected
+FILE_TOKENS = 8_000  # a PDF of a few pages (text plus a page image each)
+SCALAR_TOKENS = 2  # a number, bool or other non-text leaf where text was expected
 _TEXT_PARTS = ("text", "input_text", "output_text", "refusal")  # a tuple: "type" may be unhashable
 _BLOB_MIN_CHARS = 1_000  # a "data:" URL this long in an unknown field is a media blob, not text
 _SEP = "<|endofprompt|>"  # special token in both encodings; splits one encode() into segments
@@ -89,8 +113,9 @@ def _encode_len(enc: tiktoken.Encoding, text: str) -> int:
         # ~500k+ whitespace. Chunking moves the count by about a token per cut.
         if len(text) <= _CHUNK_CHARS:
             return len(text.encode("utf-8", "surrogatepass"))  # a token is at least a byte
-        return sum(_encode_len(enc, text[i:i + _CHUNK_CHARS])
-                   for i in range(0, len(text), _CHUNK_CHARS))
+        return sum(
+            _encode_len(enc, text[i : i + _CHUNK_CHARS]) for i in range(0, len(text), _CHUNK_CHARS)
+        )
 
 
 def _count_one(enc: tiktoken.Encoding, text: str) -> int:
@@ -103,8 +128,11 @@ def _count_one(enc: tiktoken.Encoding, text: str) -> int:
 
 def _count_many(enc: tiktoken.Encoding, texts: list[str]) -> int:
     """Exactly sum(tokens(t)), in one encode() call where possible (the hot path)."""
-    if (len(texts) > 1 and sum(map(len, texts)) <= _CHUNK_CHARS
-            and not any(_SEP in t for t in texts)):
+    if (
+        len(texts) > 1
+        and sum(map(len, texts)) <= _CHUNK_CHARS
+        and not any(_SEP in t for t in texts)
+    ):
         # tiktoken encodes the text between allowed special tokens independently, so each
         # separator adds exactly one token and nothing merges across it.
         try:
@@ -201,15 +229,16 @@ class _Tally:
                     self.text(leaf)
 
     def total(self) -> int:
-        return self.fixed + _count_many(get_encoding(encoding_name_for_model(self.model)),
-                                        self.texts)
+        return self.fixed + _count_many(
+            get_encoding(encoding_name_for_model(self.model)), self.texts
+        )
 
 
 def _chat(t: _Tally, body: dict[str, Any]) -> None:
     messages = body.get("messages")
     for msg in messages if isinstance(messages, list) else []:
         t.fixed += TOKENS_PER_MESSAGE
-        for key, value in (msg.items() if isinstance(msg, dict) else [("", msg)]):
+        for key, value in msg.items() if isinstance(msg, dict) else [("", msg)]:
             if key == "content":
                 t.content(value)
             elif key == "tool_calls" and isinstance(value, list):

@@ -28,10 +28,24 @@ _FORWARD_PREFIXES = ("x-stainless-",)
 # Upstream headers never passed back: they name the organisation, set cookies for
 # OpenAI's domain, or describe the upstream connection rather than ours.
 _DROP_BACK = {
-    "openai-organization", "openai-project", "set-cookie", "connection", "keep-alive",
-    "transfer-encoding", "te", "trailer", "upgrade", "proxy-authenticate",
-    "proxy-authorization", "content-length", "content-encoding", "alt-svc", "cf-ray",
-    "server", "date", "strict-transport-security",
+    "openai-organization",
+    "openai-project",
+    "set-cookie",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "content-length",
+    "content-encoding",
+    "alt-svc",
+    "cf-ray",
+    "server",
+    "date",
+    "strict-transport-security",
 }
 
 
@@ -80,23 +94,34 @@ class UpstreamResponse:
 
 
 class Upstream:
-    def __init__(self, connect_timeout_s: float, read_timeout_s: float,
-                 pool_size: int = 64) -> None:
+    def __init__(
+        self, connect_timeout_s: float, read_timeout_s: float, pool_size: int = 64
+    ) -> None:
         self.timeout = urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s)
-        self.pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False,
-                                        retries=False)
+        self.pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, block=False, retries=False)
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str],
-             stream: bool = False) -> UpstreamResponse:
+    def post(
+        self, url: str, body: bytes, headers: Mapping[str, str], stream: bool = False
+    ) -> UpstreamResponse:
         headers = dict(headers)
         if not stream:
             # JSON compresses ~5x; urllib3 decodes it. Streams stay identity: a gzip
             # decoder may hold back a small event until more bytes arrive.
             headers.setdefault("accept-encoding", "gzip")
         try:
-            r = cast(urllib3.HTTPResponse, self.pool.urlopen(
-                "POST", url, body=body, headers=headers, timeout=self.timeout,
-                retries=False, redirect=False, preload_content=False))
+            r = cast(
+                urllib3.HTTPResponse,
+                self.pool.urlopen(
+                    "POST",
+                    url,
+                    body=body,
+                    headers=headers,
+                    timeout=self.timeout,
+                    retries=False,
+                    redirect=False,
+                    preload_content=False,
+                ),
+            )
         except NewConnectionError:
             # before U3Timeout: urllib3 makes it a subclass of ConnectTimeoutError
             raise UpstreamUnavailable("The upstream API could not be reached.") from None

@@ -42,18 +42,27 @@ class Bucket:
 
 
 class UsageApi:
-    def __init__(self, admin_key: str, base_url: str = "https://api.openai.com/v1",
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        admin_key: str,
+        base_url: str = "https://api.openai.com/v1",
+        session: requests.Session | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = admin_key
         self.session = session or requests.Session()
         self.session.trust_env = False  # no proxy from the environment sees the admin key
 
-    def buckets(self, endpoint: str, start: int, end: int,
-                group_by: Sequence[str] = (), limit: int = 31) -> Iterator[Bucket]:
+    def buckets(
+        self, endpoint: str, start: int, end: int, group_by: Sequence[str] = (), limit: int = 31
+    ) -> Iterator[Bucket]:
         """Every 1-day bucket of ``endpoint`` in [start, end), following ``next_page``."""
-        params: dict[str, Any] = {"start_time": start, "end_time": end, "bucket_width": "1d",
-                                  "limit": limit}
+        params: dict[str, Any] = {
+            "start_time": start,
+            "end_time": end,
+            "bucket_width": "1d",
+            "limit": limit,
+        }
         if group_by:
             params["group_by"] = list(group_by)  # repeated: group_by=a&group_by=b
         for _ in range(MAX_PAGES):
@@ -64,8 +73,9 @@ class UsageApi:
             if not page.get("has_more") or not cursor:
                 return
             params["page"] = cursor
-        raise UpstreamBadResponse(f"OpenAI's {endpoint} API kept answering has_more after "
-                                  f"{MAX_PAGES} pages.")
+        raise UpstreamBadResponse(
+            f"OpenAI's {endpoint} API kept answering has_more after {MAX_PAGES} pages."
+        )
 
     def check(self) -> None:
         """One cheap call (one bucket of costs): raises AdminKeyRefused if the key cannot
@@ -76,25 +86,35 @@ class UsageApi:
     def _get(self, endpoint: str, params: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.base_url}/organization/{endpoint}"
         try:
-            r = self.session.get(url, params=params, timeout=TIMEOUT_S, allow_redirects=False,
-                                 headers={"Authorization": f"Bearer {self._key}"})
+            r = self.session.get(
+                url,
+                params=params,
+                timeout=TIMEOUT_S,
+                allow_redirects=False,
+                headers={"Authorization": f"Bearer {self._key}"},
+            )
         except requests.RequestException as e:
-            raise UpstreamUnavailable(f"OpenAI's {endpoint} API could not be reached "
-                                      f"({type(e).__name__}).") from None
+            raise UpstreamUnavailable(
+                f"OpenAI's {endpoint} API could not be reached ({type(e).__name__})."
+            ) from None
         if r.status_code == 200:
             try:
                 page = r.json()
             except ValueError:
                 page = None
             if not isinstance(page, dict) or not isinstance(page.get("data", []), list):
-                raise UpstreamBadResponse(f"OpenAI's {endpoint} API answered 200 without a "
-                                          "page of buckets.")
+                raise UpstreamBadResponse(
+                    f"OpenAI's {endpoint} API answered 200 without a page of buckets."
+                )
             return page
         reason = _reason(r)
         if r.status_code in (401, 403):
-            raise AdminKeyRefused(f"OpenAI refused the admin key on {endpoint} "
-                                  f"({r.status_code}{reason}); it needs an organisation admin "
-                                  "key with read access to usage.", param="secret")
+            raise AdminKeyRefused(
+                f"OpenAI refused the admin key on {endpoint} "
+                f"({r.status_code}{reason}); it needs an organisation admin "
+                "key with read access to usage.",
+                param="secret",
+            )
         raise UpstreamBadResponse(f"OpenAI's {endpoint} API answered {r.status_code}{reason}.")
 
 
@@ -108,8 +128,10 @@ def _reason(r: requests.Response) -> str:
 
 def _bucket(endpoint: str, b: Any) -> Bucket:
     try:
-        return Bucket(int(b["start_time"]), int(b["end_time"]),
-                      tuple(r for r in b.get("results") or () if isinstance(r, dict)))
+        return Bucket(
+            int(b["start_time"]),
+            int(b["end_time"]),
+            tuple(r for r in b.get("results") or () if isinstance(r, dict)),
+        )
     except (KeyError, TypeError, ValueError):
-        raise UpstreamBadResponse(f"OpenAI's {endpoint} API answered a malformed bucket.") \
-            from None
+        raise UpstreamBadResponse(f"OpenAI's {endpoint} API answered a malformed bucket.") from None

@@ -34,8 +34,11 @@ def ident(body: dict[str, Any], name: str, *, required: bool = True) -> str | No
     if v is None and not required:
         return None
     if not isinstance(v, str) or not _ID.match(v):
-        raise InvalidRequest(f"'{name}' must be 1-128 letters, digits, '.', '_', '@' or '-', "
-                             "starting with a letter or digit.", param=name)
+        raise InvalidRequest(
+            f"'{name}' must be 1-128 letters, digits, '.', '_', '@' or '-', "
+            "starting with a letter or digit.",
+            param=name,
+        )
     return v
 
 
@@ -43,16 +46,23 @@ def path_id(value: str, name: str) -> str:
     return ident({name: value}, name) or ""
 
 
-def text(body: dict[str, Any], name: str, *, required: bool = False, max_len: int = 200,
-         default: str | None = None) -> str | None:
+def text(
+    body: dict[str, Any],
+    name: str,
+    *,
+    required: bool = False,
+    max_len: int = 200,
+    default: str | None = None,
+) -> str | None:
     v = body.get(name, default)
     if v is None:
         if required:
             raise InvalidRequest(f"Missing required field '{name}'.", param=name)
         return None
     if not isinstance(v, str) or len(v) > max_len:
-        raise InvalidRequest(f"'{name}' must be a string of at most {max_len} characters.",
-                             param=name)
+        raise InvalidRequest(
+            f"'{name}' must be a string of at most {max_len} characters.", param=name
+        )
     return v
 
 
@@ -89,13 +99,15 @@ def usd_nano(body: dict[str, Any], name: str = "budget_usd") -> int | None:
     try:
         d = Decimal(repr(v) if isinstance(v, float) else str(v).strip())
     except InvalidOperation:
-        raise InvalidRequest(f"'{name}' must be a dollar amount like \"12.50\".",
-                             param=name) from None
+        raise InvalidRequest(
+            f"'{name}' must be a dollar amount like \"12.50\".", param=name
+        ) from None
     # The range before any arithmetic: scaling "1e999999" overflows (a 500), and a tiny
     # "1e-999999999" would round to 0 nano-dollars.
     if not d.is_finite() or d < 0 or d > MAX_USD or d != d.quantize(_NANO_USD):
-        raise InvalidRequest(f"'{name}' must be between 0 and {MAX_USD} dollars with at most "
-                             "9 decimals.", param=name)
+        raise InvalidRequest(
+            f"'{name}' must be between 0 and {MAX_USD} dollars with at most 9 decimals.", param=name
+        )
     return int(d * 1_000_000_000)
 
 
@@ -107,8 +119,9 @@ def timestamp(value: Any, name: str) -> datetime:
     try:
         dt = datetime.fromisoformat(value.strip().replace("z", "Z"))
     except ValueError:
-        raise InvalidRequest(f"'{name}' is not an ISO 8601 time: {value[:40]!r}.",
-                             param=name) from None
+        raise InvalidRequest(
+            f"'{name}' is not an ISO 8601 time: {value[:40]!r}.", param=name
+        ) from None
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise InvalidRequest(f"'{name}' needs a time zone, e.g. '{value[:25]}Z'.", param=name)
     if not 1970 <= dt.year <= 9000:
@@ -116,8 +129,9 @@ def timestamp(value: Any, name: str) -> datetime:
     return dt
 
 
-def one_of(body: dict[str, Any], name: str, choices: tuple[str, ...],
-           default: str | None = None) -> str | None:
+def one_of(
+    body: dict[str, Any], name: str, choices: tuple[str, ...], default: str | None = None
+) -> str | None:
     v = body.get(name, default)
     if v is None:
         return None
@@ -130,8 +144,11 @@ def string_list(body: dict[str, Any], name: str, max_items: int = 500) -> list[s
     v = body.get(name)
     if v is None:
         return None
-    if (not isinstance(v, list) or len(v) > max_items
-            or not all(isinstance(x, str) and 0 < len(x) <= 256 for x in v)):
+    if (
+        not isinstance(v, list)
+        or len(v) > max_items
+        or not all(isinstance(x, str) and 0 < len(x) <= 256 for x in v)
+    ):
         raise InvalidRequest(f"'{name}' must be a list of strings.", param=name)
     return list(dict.fromkeys(v))
 
@@ -142,8 +159,9 @@ def usd_per_mtok(body: dict[str, Any], name: str, *, required: bool) -> int | No
     v = body.get(name)
     if v is None:
         if required:
-            raise InvalidRequest(f"Missing required field '{name}' (USD per 1M tokens).",
-                                 param=name)
+            raise InvalidRequest(
+                f"Missing required field '{name}' (USD per 1M tokens).", param=name
+            )
         return None
     try:
         return usd_per_mtok_to_rate(v)
@@ -157,8 +175,9 @@ def only_fields(body: dict[str, Any], allowed: set[str]) -> None:
         raise InvalidRequest(f"Unknown field '{extra[0]}'.", param=extra[0])
 
 
-def windows(body: dict[str, Any], main_period: str, periods: tuple[str, ...],
-            name: str = "windows") -> list[dict[str, Any]] | None:
+def windows(
+    body: dict[str, Any], main_period: str, periods: tuple[str, ...], name: str = "windows"
+) -> list[dict[str, Any]] | None:
     """Extra budget windows of a scope, ``[{"period": "daily", "budget_usd": "5"}]``: at
     most one per period, none in the period of the scope's main budget (that is the
     main budget). Stored as ``[{"period", "budget_nano"}]``; ``[]`` removes them all."""
@@ -166,19 +185,22 @@ def windows(body: dict[str, Any], main_period: str, periods: tuple[str, ...],
     if value is None:
         return None
     if not isinstance(value, list):
-        raise InvalidRequest(f"'{name}' must be a list of {{\"period\", \"budget_usd\"}}.",
-                             param=name)
+        raise InvalidRequest(
+            f'\'{name}\' must be a list of {{"period", "budget_usd"}}.', param=name
+        )
     out: list[dict[str, Any]] = []
     for i, w in enumerate(value):
         where = f"{name}[{i}]"
         if not isinstance(w, dict) or set(w) != {"period", "budget_usd"}:
-            raise InvalidRequest(f"'{where}' must be {{\"period\", \"budget_usd\"}}.",
-                                 param=where)
+            raise InvalidRequest(f'\'{where}\' must be {{"period", "budget_usd"}}.', param=where)
         kind = w["period"]
         if kind not in periods or kind == main_period:
-            raise InvalidRequest(f"'{where}.period' must be one of "
-                                 f"{', '.join(p for p in periods if p != main_period)} (the "
-                                 f"main budget is {main_period}).", param=f"{where}.period")
+            raise InvalidRequest(
+                f"'{where}.period' must be one of "
+                f"{', '.join(p for p in periods if p != main_period)} (the "
+                f"main budget is {main_period}).",
+                param=f"{where}.period",
+            )
         if any(o["period"] == kind for o in out):
             raise InvalidRequest(f"'{name}' has two {kind} budgets.", param=where)
         nano = usd_nano(w, "budget_usd")

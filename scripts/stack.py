@@ -49,9 +49,11 @@ DEMO_MODELS = ("gpt-4o-mini", "gpt-4.1-nano", "text-embedding-3-small")
 FAKE_KEY = "sk-fake-local-upstream"
 # What each function answers to an unauthenticated GET: how we tell our function from any
 # other HTTP server that happens to answer on its port. (path, status, content type)
-PROBES = {"openai": ("/v1/models", 401, "application/json"),
-          "admin": ("/users", 401, "application/json"),
-          "log": ("/log", 200, "text/html")}
+PROBES = {
+    "openai": ("/v1/models", 401, "application/json"),
+    "admin": ("/users", 401, "application/json"),
+    "log": ("/log", 200, "text/html"),
+}
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -72,8 +74,13 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Stopped(signum)
 
 
-def seed(db: firestore.Client, secrets_file: Path, upstream_key: str,
-         base_url: str | None, admin_token: str) -> dict[str, str]:
+def seed(
+    db: firestore.Client,
+    secrets_file: Path,
+    upstream_key: str,
+    base_url: str | None,
+    admin_token: str,
+) -> dict[str, str]:
     from functions.price_table import openai_price_table
 
     store = LocalSecretStore(secrets_file)
@@ -86,12 +93,20 @@ def seed(db: firestore.Client, secrets_file: Path, upstream_key: str,
             prov.add_price(entry.model, price)
     prov.create_user("alice", "Alice", "alice@example.com")
     prov.create_user("bob", "Bob", "bob@example.com")
-    prov.create_project("demo", name="Demo project", external_key="main", budget_usd="5",
-                        budget_period="monthly", allowed_models=DEMO_MODELS,
-                        default_max_output_tokens=512)
+    prov.create_project(
+        "demo",
+        name="Demo project",
+        external_key="main",
+        budget_usd="5",
+        budget_period="monthly",
+        allowed_models=DEMO_MODELS,
+        default_max_output_tokens=512,
+    )
     members = Membership(db)
-    return {"alice": members.add_member("demo", "alice", role="lead", budget_usd="2"),
-            "bob": members.add_member("demo", "bob", budget_usd="1")}
+    return {
+        "alice": members.add_member("demo", "alice", role="lead", budget_usd="2"),
+        "bob": members.add_member("demo", "bob", budget_usd="1"),
+    }
 
 
 # ---- ports
@@ -111,8 +126,7 @@ def port_free(port: int) -> bool:
 
 
 def _ports(ports: list[int]) -> str:
-    return (f"port {ports[0]} is" if len(ports) == 1
-            else f"ports {', '.join(map(str, ports))} are")
+    return f"port {ports[0]} is" if len(ports) == 1 else f"ports {', '.join(map(str, ports))} are"
 
 
 def choose_ports(first: int | None) -> tuple[list[int], str | None]:
@@ -123,14 +137,16 @@ def choose_ports(first: int | None) -> tuple[list[int], str | None]:
     if first is not None:
         wanted = [first + i for i in range(len(FUNCTIONS))]
         if not 1024 <= first <= 65535 - len(FUNCTIONS) + 1:
-            raise StackError(f"--port {first}: choose a first port between 1024 and "
-                             f"{65535 - len(FUNCTIONS) + 1}")
+            raise StackError(
+                f"--port {first}: choose a first port between 1024 and {65535 - len(FUNCTIONS) + 1}"
+            )
         taken = [p for p in wanted if not port_free(p)]
         if taken:
             raise StackError(
                 f"{_ports(taken)} in use on 127.0.0.1 by another process; "
                 f"the functions need {wanted[0]}-{wanted[-1]}. Choose another --port (or "
-                "TOLLGATE_PORT), or give neither to let the stack pick free ports")
+                "TOLLGATE_PORT), or give neither to let the stack pick free ports"
+            )
         return wanted, None
     wanted = [DEFAULT_PORT + i for i in range(len(FUNCTIONS))]
     taken = [p for p in wanted if not port_free(p)]
@@ -145,8 +161,10 @@ def choose_ports(first: int | None) -> tuple[list[int], str | None]:
     finally:
         for s in socks:
             s.close()
-    note = (f"{_ports(taken)} in use by another process: the functions use the free ports "
-            f"{', '.join(map(str, ports))} instead")
+    note = (
+        f"{_ports(taken)} in use by another process: the functions use the free ports "
+        f"{', '.join(map(str, ports))} instead"
+    )
     return ports, note
 
 
@@ -234,8 +252,9 @@ def answers_as(target: str, status: int, content_type: str, body: bytes) -> bool
         return False
 
 
-def wait_for_function(target: str, proc: subprocess.Popen[bytes], port: int,
-                      timeout_s: float = 60.0) -> None:
+def wait_for_function(
+    target: str, proc: subprocess.Popen[bytes], port: int, timeout_s: float = 60.0
+) -> None:
     """Return once the function started as PROC answers on PORT; StackError if it exits,
     if another process answers there instead, or if nothing answers in time."""
     path = PROBES[target][0]
@@ -246,22 +265,26 @@ def wait_for_function(target: str, proc: subprocess.Popen[bytes], port: int,
             raise StackError(
                 f"the {target} function (pid {proc.pid}) exited with status {rc} before it "
                 f"answered on port {port} (its log is above; 'Connection in use' means "
-                "another process took the port meanwhile: run again)")
+                "another process took the port meanwhile: run again)"
+            )
         answer = _get(f"http://127.0.0.1:{port}{path}")
         if answer is not None:
             owned = group_owns_listener(proc.pid, port)
             if owned is False:
                 raise StackError(
                     f"port {port} is answered by another process, not by the {target} "
-                    f"function started here (pid {proc.pid}): not using it")
+                    f"function started here (pid {proc.pid}): not using it"
+                )
             if not answers_as(target, *answer):
                 raise StackError(
                     f"what answers GET {path} on port {port} is not Tollgate's {target} "
-                    f"function (HTTP {answer[0]}, {answer[1] or 'no content type'})")
+                    f"function (HTTP {answer[0]}, {answer[1] or 'no content type'})"
+                )
             return
         if time.monotonic() > deadline:
-            raise StackError(f"the {target} function did not answer on port {port} in "
-                             f"{timeout_s:.0f} s")
+            raise StackError(
+                f"the {target} function did not answer on port {port} in {timeout_s:.0f} s"
+            )
         time.sleep(0.2)
 
 
@@ -272,10 +295,24 @@ def start_function(target: str, port: int, env: dict[str, str]) -> subprocess.Po
     # Its own process group: gunicorn's workers are children of the master, and stopping
     # the group stops them all.
     return subprocess.Popen(
-        [sys.executable, "-m", "functions_framework", "--source",
-         str(ROOT / "functions" / "main.py"), "--target", target, "--host", "127.0.0.1",
-         "--port", str(port)],
-        env=env, cwd=ROOT, start_new_session=True, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--source",
+            str(ROOT / "functions" / "main.py"),
+            "--target",
+            target,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
@@ -297,11 +334,13 @@ def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
 
 
 def smoke(url: str, key: str, db: firestore.Client) -> None:
-    body = json.dumps({"model": "gpt-4o-mini",
-                       "messages": [{"role": "user", "content": "Hello"}]}).encode()
+    body = json.dumps(
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
+    ).encode()
     headers = {"Authorization": f"alice {key}", "Content-Type": "application/json"}
     req = urllib.request.Request(  # noqa: S310 - a loopback URL we built
-        url + "/openai", data=body, method="POST", headers=headers)
+        url + "/openai", data=body, method="POST", headers=headers
+    )
     with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
         answer = json.load(r)
         call_id = r.headers["x-tollgate-call-id"]
@@ -313,17 +352,23 @@ def smoke(url: str, key: str, db: firestore.Client) -> None:
         if rec is None:
             time.sleep(0.05)
     assert rec and rec["status"] == "ok" and rec["cost_nano"] > 0, rec
-    print(f"smoke: {answer['choices'][0]['message']['content']!r} booked as {call_id}, "
-          f"cost ${rec['cost_nano'] / 1e9:.9f}")
+    print(
+        f"smoke: {answer['choices'][0]['message']['content']!r} booked as {call_id}, "
+        f"cost ${rec['cost_nano'] / 1e9:.9f}"
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     env_port = os.environ.get("TOLLGATE_PORT")
-    ap.add_argument("--port", type=int, default=int(env_port) if env_port else None,
-                    help=f"first port; functions use PORT, PORT+1, PORT+2, and a taken one is "
-                         f"an error (default: {DEFAULT_PORT}-{DEFAULT_PORT + 2}, or free "
-                         "ports if those are taken)")
+    ap.add_argument(
+        "--port",
+        type=int,
+        default=int(env_port) if env_port else None,
+        help=f"first port; functions use PORT, PORT+1, PORT+2, and a taken one is "
+        f"an error (default: {DEFAULT_PORT}-{DEFAULT_PORT + 2}, or free "
+        "ports if those are taken)",
+    )
     ap.add_argument("--smoke", action="store_true", help="check one call end to end, then stop")
     args = ap.parse_args()
 
@@ -346,8 +391,10 @@ def main() -> int:
         assert emulator.proc is not None
         # Emulator.start() accepts any "Ok" on its port: make sure it is this emulator.
         if group_owns_listener(emulator.proc.pid, emulator.port) is False:
-            raise StackError(f"port {emulator.port} is answered by another process, not by "
-                             f"the Firestore emulator started here (pid {emulator.proc.pid})")
+            raise StackError(
+                f"port {emulator.port} is answered by another process, not by "
+                f"the Firestore emulator started here (pid {emulator.proc.pid})"
+            )
         emulator_ours = True
         os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
         real_key = os.environ.get("OPENAI_API_KEY")
@@ -362,9 +409,14 @@ def main() -> int:
         db = firestore.Client(project=PROJECT, database="tollgate")
         admin_token = "tga_" + secrets.token_urlsafe(24)
         keys = seed(db, secrets_file, upstream_key, base_url, admin_token)
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TOLLGATE_GCP_PROJECT": PROJECT,
-               "OPENAI_BASE_URL": base_url, "TOLLGATE_SECRET_BACKEND": "local",
-               "TOLLGATE_SECRETS_FILE": str(secrets_file)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TOLLGATE_GCP_PROJECT": PROJECT,
+            "OPENAI_BASE_URL": base_url,
+            "TOLLGATE_SECRET_BACKEND": "local",
+            "TOLLGATE_SECRETS_FILE": str(secrets_file),
+        }
         env.pop("OPENAI_API_KEY", None)  # the functions read keys from the secret store only
         urls = {}
         for target, port in zip(FUNCTIONS, ports, strict=True):
@@ -380,8 +432,7 @@ def main() -> int:
         while True:
             for target, proc in zip(FUNCTIONS, procs, strict=True):
                 if proc.poll() is not None:
-                    raise StackError(f"the {target} function exited with status "
-                                     f"{proc.returncode}")
+                    raise StackError(f"the {target} function exited with status {proc.returncode}")
             time.sleep(0.5)
     except StackError as e:
         print(f"stack: {e}", file=sys.stderr, flush=True)
@@ -396,14 +447,19 @@ def main() -> int:
         _stop_all(procs, fake, emulator, emulator_ours)
 
 
-def _stop_all(procs: list[subprocess.Popen[bytes]], fake: FakeUpstream | None,
-              emulator: Emulator, emulator_ours: bool) -> None:
+def _stop_all(
+    procs: list[subprocess.Popen[bytes]],
+    fake: FakeUpstream | None,
+    emulator: Emulator,
+    emulator_ours: bool,
+) -> None:
     """Stop everything main() started. Never raises, and a second signal cannot cut it
     short: it is what keeps a Java emulator from outliving us."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     steps: list[tuple[str, Callable[[], None]]] = [
-        (f"function pid {p.pid}", functools.partial(stop_group, p)) for p in procs]
+        (f"function pid {p.pid}", functools.partial(stop_group, p)) for p in procs
+    ]
     if fake is not None:
         steps.append(("fake upstream", fake.stop))
     if emulator.proc is not None:
@@ -419,37 +475,48 @@ def _stop_all(procs: list[subprocess.Popen[bytes]], fake: FakeUpstream | None,
     print("stopped.", flush=True)
 
 
-def _print_banner(urls: dict[str, str], keys: dict[str, str], admin_token: str, emu: str,
-                  upstream: str, fake: bool) -> None:
+def _print_banner(
+    urls: dict[str, str],
+    keys: dict[str, str],
+    admin_token: str,
+    emu: str,
+    upstream: str,
+    fake: bool,
+) -> None:
     o = urls["openai"]
     body = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}'
-    curl = (f"curl -s {o}/openai -H {shlex.quote('Authorization: alice ' + keys['alice'])} "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
-    print(f"""
+    curl = (
+        f"curl -s {o}/openai -H {shlex.quote('Authorization: alice ' + keys['alice'])} "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
+    )
+    print(
+        f"""
 Tollgate is running (Ctrl-C stops everything).
   openai function : {o}          (SDK base_url: {o}/v1)
-  admin function  : {urls['admin']}          (admin token: {admin_token})
-  log page        : {urls['log']}/log      (paste a key to see its calls)
-  admin console   : {urls['admin']}/console/      (sign in with the admin token or alice's key)
+  admin function  : {urls["admin"]}          (admin token: {admin_token})
+  log page        : {urls["log"]}/log      (paste a key to see its calls)
+  admin console   : {urls["admin"]}/console/      (sign in with the admin token or alice's key)
   Firestore       : emulator at {emu}, project {PROJECT}
-  upstream        : {upstream}{'  (fake upstream: no OPENAI_API_KEY set)' if fake else ''}
-  demo project    : 'demo', models {', '.join(DEMO_MODELS)}, budget $5/month
-  keys (shown once): alice (lead) {keys['alice']}
-                     bob          {keys['bob']}
+  upstream        : {upstream}{"  (fake upstream: no OPENAI_API_KEY set)" if fake else ""}
+  demo project    : 'demo', models {", ".join(DEMO_MODELS)}, budget $5/month
+  keys (shown once): alice (lead) {keys["alice"]}
+                     bob          {keys["bob"]}
 
 Try it:
   {curl}
 
 Admin CLI (same shell; `pip install .` makes it the `tollgate` command):
-  export TOLLGATE_ADMIN_URL={urls['admin']} TOLLGATE_ADMIN_TOKEN={admin_token}
+  export TOLLGATE_ADMIN_URL={urls["admin"]} TOLLGATE_ADMIN_TOKEN={admin_token}
   .venv/bin/python -m tollgate_cli usage --group-by user
 
 Or with the SDK (pip install openai):
   from openai import OpenAI
-  client = OpenAI(base_url="{o}/v1", api_key="{keys['alice']}")
+  client = OpenAI(base_url="{o}/v1", api_key="{keys["alice"]}")
   print(client.chat.completions.create(
       model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hi"}}]).choices[0].message)
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

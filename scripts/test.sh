@@ -14,6 +14,7 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then
 fi
 shellcheck -x deploy.sh scripts/*.sh .ci/run
 .venv/bin/ruff check functions tollgate_cli tests scripts bench
+.venv/bin/ruff format --check functions tollgate_cli tests scripts bench
 .venv/bin/mypy
 # The whole suite (no arguments) also measures branch coverage and fails under the floor
 # in pyproject.toml; a run of chosen tests does not.

@@ -39,13 +39,17 @@ EPOCH = datetime(2020, 1, 1, tzinfo=UTC)
 MINI = ("0.15", "0.075", "0.60")
 
 
-def make_price(inp: str, cached: str | None, out: str, since: datetime = EPOCH,
-               **tiers: pricing.Rates) -> pricing.Price:
-    rates = pricing.Rates(input=pricing.usd_per_mtok_to_rate(inp),
-                          output=pricing.usd_per_mtok_to_rate(out),
-                          cached_input=pricing.usd_per_mtok_to_rate(cached) if cached else None)
-    return pricing.Price(valid_from=since, valid_to=None, tiers={"default": rates, **tiers},
-                         source="tests")
+def make_price(
+    inp: str, cached: str | None, out: str, since: datetime = EPOCH, **tiers: pricing.Rates
+) -> pricing.Price:
+    rates = pricing.Rates(
+        input=pricing.usd_per_mtok_to_rate(inp),
+        output=pricing.usd_per_mtok_to_rate(out),
+        cached_input=pricing.usd_per_mtok_to_rate(cached) if cached else None,
+    )
+    return pricing.Price(
+        valid_from=since, valid_to=None, tiers={"default": rates, **tiers}, source="tests"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -129,8 +133,13 @@ class World:
         for s in self.db.collection("counters").stream():
             d = s.to_dict() or {}
             st = exact_states(self.db, str(d.get("project")), [s.id])[s.id]
-            out[s.id] = {**d, "spent": st.spent, "held": st.held, "inflight": st.inflight,
-                         "escrow": st.escrow}
+            out[s.id] = {
+                **d,
+                "spent": st.spent,
+                "held": st.held,
+                "inflight": st.inflight,
+                "escrow": st.escrow,
+            }
         return out
 
     def counter(self, scope: str, *parts: str) -> dict[str, Any]:
@@ -181,16 +190,23 @@ def wait_for_usage(world: World, n: int = 1, timeout: float = 10.0) -> list[dict
 
 
 @pytest.fixture
-def world(db: firestore.Client, gcp_project: str, upstream: FakeUpstream,
-          tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+def world(
+    db: firestore.Client,
+    gcp_project: str,
+    upstream: FakeUpstream,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[World]:
     secrets_file = tmp_path / "secrets.json"
-    os.environ.update({
-        "TOLLGATE_GCP_PROJECT": gcp_project,
-        "OPENAI_BASE_URL": upstream.base_url,
-        "TOLLGATE_SECRET_BACKEND": "local",
-        "TOLLGATE_SECRETS_FILE": str(secrets_file),
-        "TOLLGATE_UPSTREAM_TIMEOUT_S": "5",
-    })
+    os.environ.update(
+        {
+            "TOLLGATE_GCP_PROJECT": gcp_project,
+            "OPENAI_BASE_URL": upstream.base_url,
+            "TOLLGATE_SECRET_BACKEND": "local",
+            "TOLLGATE_SECRETS_FILE": str(secrets_file),
+            "TOLLGATE_UPSTREAM_TIMEOUT_S": "5",
+        }
+    )
     store = LocalSecretStore(secrets_file)
     store.put("tollgate-admin-tokens", json.dumps({"root": ADMIN_TOKEN}))
     prov = Provisioner(db, store)
@@ -200,11 +216,17 @@ def world(db: firestore.Client, gcp_project: str, upstream: FakeUpstream,
     prov.add_price("text-embedding-3-small", make_price("0.02", None, "0"))
     for uid in ("alice", "bob"):
         prov.create_user(uid, uid.title(), f"{uid}@example.com")
-    prov.create_project("demo", external_key="main", budget_usd="10",
-                        allowed_models=["gpt-4o-mini", "text-embedding-3-small"],
-                        default_max_output_tokens=256)
-    keys = {"alice": members.add_member("demo", "alice", role="lead"),
-            "bob": members.add_member("demo", "bob")}
+    prov.create_project(
+        "demo",
+        external_key="main",
+        budget_usd="10",
+        allowed_models=["gpt-4o-mini", "text-embedding-3-small"],
+        default_max_output_tokens=256,
+    )
+    keys = {
+        "alice": members.add_member("demo", "alice", role="lead"),
+        "bob": members.add_member("demo", "bob"),
+    }
     w = World(db, prov, members, "demo", keys, upstream, secrets_file)
     yield w
     from functions.admin import admin_for
@@ -230,8 +252,7 @@ def _app(target: str) -> Any:
         def open(self, *args: Any, buffered: bool = True, **kwargs: Any) -> Any:
             return super().open(*args, buffered=buffered, **kwargs)
 
-    app = functions_framework.create_app(target=target,
-                                        source=str(ROOT / "functions" / "main.py"))
+    app = functions_framework.create_app(target=target, source=str(ROOT / "functions" / "main.py"))
     app.test_client_class = Client
     return app
 
@@ -255,6 +276,7 @@ class _Unfinished:
             except BaseException:
                 self._done()
                 raise
+
         return served
 
     def _done(self) -> None:
@@ -328,8 +350,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from functions import indexes
 
     declared = indexes.declared()
-    missing = sorted({str(indexes.needed_index(s)) + " on " + s.collection
-                      for s in indexes.seen() if not indexes.covered(s, declared)})
+    missing = sorted(
+        {
+            str(indexes.needed_index(s)) + " on " + s.collection
+            for s in indexes.seen()
+            if not indexes.covered(s, declared)
+        }
+    )
     if missing:
         print("\nqueries without a declared composite index:\n  " + "\n  ".join(missing))
         session.exitstatus = 1

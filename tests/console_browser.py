@@ -8,7 +8,6 @@ imported into each test module (``*_fixture``, registered under their
 fixture names).
 """
 
-
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -39,11 +38,21 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 browser_test = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="browser tests need /usr/bin/chromium and /usr/bin/chromedriver "
-           "(apt-get install -y chromium chromium-driver)")
+    "(apt-get install -y chromium chromium-driver)",
+)
 # No internet here: without the background-networking flags Chromium keeps dialling out.
-CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,900")
+CHROME_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+)
 SIGN_IN = "Sign in with an admin token, or with your proxy key if you lead a project."
 BAD_TOKEN = "This token was not accepted"
 WAIT_S = 20
@@ -52,26 +61,31 @@ XSS = "<img src=x onerror=alert(1)>"
 
 # ---- browser ------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module", name="downloads")
 def downloads_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("console-downloads")
 
 
 @pytest.fixture(scope="module", name="browser")
-def browser_fixture(tmp_path_factory: pytest.TempPathFactory,
-                    downloads: Path) -> Iterator[WebDriver]:
+def browser_fixture(
+    tmp_path_factory: pytest.TempPathFactory, downloads: Path
+) -> Iterator[WebDriver]:
     opts = Options()
     opts.binary_location = str(CHROMIUM)
     for flag in CHROME_FLAGS:
         opts.add_argument(flag)
     opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('console-profile')}")
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
+    opts.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
     try:
-        driver.execute_cdp_cmd("Page.setDownloadBehavior",
-                               {"behavior": "allow", "downloadPath": str(downloads)})
+        driver.execute_cdp_cmd(
+            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
         yield driver
     finally:
         driver.quit()
@@ -91,8 +105,9 @@ def driver_fixture(browser: WebDriver) -> Iterator[WebDriver]:
 
 
 def wait(driver: WebDriver, cond: Callable[[WebDriver], Any], what: str) -> Any:
-    return WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)
-                         ).until(cond, message=f"timed out waiting for {what}")
+    return WebDriverWait(
+        driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(cond, message=f"timed out waiting for {what}")
 
 
 def by_id(driver: WebDriver, id_: str) -> WebElement:
@@ -106,10 +121,16 @@ def message(driver: WebDriver) -> str:
 
 def view(driver: WebDriver, name: str) -> None:
     """Wait until the view ``name`` is rendered and nothing is loading."""
-    wait(driver, lambda d: d.execute_script(
-        "const r = document.querySelector('#view > .view-root');"
-        "return r && r.dataset.view === arguments[0] && !document.body.classList.contains('busy')",
-        name), f"the {name} view")
+    wait(
+        driver,
+        lambda d: d.execute_script(
+            "const r = document.querySelector('#view > .view-root');"
+            "return r && r.dataset.view === arguments[0]"
+            " && !document.body.classList.contains('busy')",
+            name,
+        ),
+        f"the {name} view",
+    )
 
 
 def go(driver: WebDriver, hash_: str, name: str) -> None:
@@ -138,8 +159,7 @@ def fill(form: WebElement, values: dict[str, str]) -> None:
         if field.tag_name == "select":
             Select(field).select_by_value(value)
         else:
-            field.parent.execute_script(
-                "arguments[0].value = arguments[1]", field, value)
+            field.parent.execute_script("arguments[0].value = arguments[1]", field, value)
 
 
 def check(form: WebElement, name: str, value: str) -> None:
@@ -149,10 +169,14 @@ def check(form: WebElement, name: str, value: str) -> None:
 
 
 def table_rows(driver: WebDriver, id_: str) -> list[list[str]]:
-    return list(driver.execute_script(
-        "const t = document.getElementById(arguments[0]);"
-        "return t ? [...t.querySelectorAll('tbody tr')].map(tr => [...tr.cells]"
-        ".map(td => td.textContent)) : []", id_))
+    return list(
+        driver.execute_script(
+            "const t = document.getElementById(arguments[0]);"
+            "return t ? [...t.querySelectorAll('tbody tr')].map(tr => [...tr.cells]"
+            ".map(td => td.textContent)) : []",
+            id_,
+        )
+    )
 
 
 def secret(driver: WebDriver) -> str:
@@ -161,33 +185,67 @@ def secret(driver: WebDriver) -> str:
 
 
 def csp_violations(driver: WebDriver) -> list[str]:
-    return [e["message"] for e in driver.get_log("browser")
-            if "Content Security Policy" in e["message"]]
+    return [
+        e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"]
+    ]
 
 
 def chat(proxy_url: str, key: str, tag: str | None = None) -> requests.Response:
     headers = {**bearer(key), **({"x-tollgate-tag": tag} if tag else {})}
-    return requests.post(proxy_url + "/v1/chat/completions", headers=headers, timeout=15, json={
-        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]})
+    return requests.post(
+        proxy_url + "/v1/chat/completions",
+        headers=headers,
+        timeout=15,
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]},
+    )
 
 
-def seed_usage(world: World, call_id: str, *, project: str, user: str, at: datetime,
-               cost_nano: int, model: str = "gpt-4o-mini", tag: str | None = None) -> None:
+def seed_usage(
+    world: World,
+    call_id: str,
+    *,
+    project: str,
+    user: str,
+    at: datetime,
+    cost_nano: int,
+    model: str = "gpt-4o-mini",
+    tag: str | None = None,
+) -> None:
     """A usage record as settlement writes it, and its spend on the counters."""
-    plan = HoldPlan(call_id=call_id, project=project, user=user, key_name="default",
-                    model=model, route="chat", budget_period="monthly",
-                    period_key=period_key("monthly", at), limits=(), estimate_nano=cost_nano,
-                    admitted_at=at, expires_at=at + timedelta(minutes=10), tag=tag)
-    outcome = Outcome(status="ok", cost_nano=cost_nano, upstream_model=model, latency_ms=321,
-                      usage=Usage(input_tokens=1200, cached_tokens=200, output_tokens=300))
+    plan = HoldPlan(
+        call_id=call_id,
+        project=project,
+        user=user,
+        key_name="default",
+        model=model,
+        route="chat",
+        budget_period="monthly",
+        period_key=period_key("monthly", at),
+        limits=(),
+        estimate_nano=cost_nano,
+        admitted_at=at,
+        expires_at=at + timedelta(minutes=10),
+        tag=tag,
+    )
+    outcome = Outcome(
+        status="ok",
+        cost_nano=cost_nano,
+        upstream_model=model,
+        latency_ms=321,
+        usage=Usage(input_tokens=1200, cached_tokens=200, output_tokens=300),
+    )
     world.db.collection("usage").document(call_id).set(
-        usage_record(plan, outcome, at + timedelta(seconds=1)))
+        usage_record(plan, outcome, at + timedelta(seconds=1))
+    )
     if plan.period_key == period_key("monthly", datetime.now(UTC)):
-        for counter in (doc_id("p", project, plan.period_key),
-                        doc_id("m", project, user, plan.period_key)):
+        for counter in (
+            doc_id("p", project, plan.period_key),
+            doc_id("m", project, user, plan.period_key),
+        ):
             world.db.collection("counters").document(counter).set(
-                {"spent": Increment(cost_nano), "held": Increment(0),
-                 "inflight": Increment(0)}, merge=True)
+                {"spent": Increment(cost_nano), "held": Increment(0), "inflight": Increment(0)},
+                merge=True,
+            )
 
 
 def money_text(driver: WebDriver, usd: str) -> str:
@@ -198,8 +256,13 @@ def shoot(driver: WebDriver, tmp_path: Path, name: str, height: int = 900) -> Pa
     """A 1280-wide viewport screenshot; copied to $TOLLGATE_SCREENSHOT_DIR when set."""
     frame = driver.execute_script("return [outerWidth - innerWidth, outerHeight - innerHeight]")
     driver.set_window_size(1280 + frame[0], height + frame[1])
-    wait(driver, lambda d: d.execute_script(
-        "return innerWidth === 1280 && innerHeight === arguments[0]", height), "the window size")
+    wait(
+        driver,
+        lambda d: d.execute_script(
+            "return innerWidth === 1280 && innerHeight === arguments[0]", height
+        ),
+        "the window size",
+    )
     driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
     shot = tmp_path / name
     assert driver.save_screenshot(str(shot))
@@ -214,11 +277,22 @@ def seed_team(world: World) -> None:
     prov, members = world.prov, world.members
     for uid, name in (("carol", "Carol"), ("dave", "Dave"), ("erin", "Erin")):
         prov.create_user(uid, name, f"{uid}@example.com")
-    prov.create_project("lab", name="Research lab", external_key="main", budget_usd="25",
-                        allowed_models=["gpt-4o-mini", "text-embedding-3-small"],
-                        default_max_output_tokens=1024, rpm=120)
-    prov.create_project("support", name="Support bot", external_key="main", budget_usd="8",
-                        allowed_models=["gpt-4o-mini"])
+    prov.create_project(
+        "lab",
+        name="Research lab",
+        external_key="main",
+        budget_usd="25",
+        allowed_models=["gpt-4o-mini", "text-embedding-3-small"],
+        default_max_output_tokens=1024,
+        rpm=120,
+    )
+    prov.create_project(
+        "support",
+        name="Support bot",
+        external_key="main",
+        budget_usd="8",
+        allowed_models=["gpt-4o-mini"],
+    )
     members.add_member("lab", "carol", role="lead")
     members.add_member("lab", "dave", budget_usd="10")
     members.add_member("support", "erin")
@@ -231,22 +305,40 @@ def seed_team(world: World) -> None:
     month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     n = 0
     # this period: demo at 85 %, support at 105 %, lab at 24 %
-    for project, user, total_nano in (("demo", "bob", 8_500_000_000),
-                                      ("support", "erin", 8_400_000_000),
-                                      ("lab", "dave", 4_000_000_000),
-                                      ("lab", "carol", 2_000_000_000)):
+    for project, user, total_nano in (
+        ("demo", "bob", 8_500_000_000),
+        ("support", "erin", 8_400_000_000),
+        ("lab", "dave", 4_000_000_000),
+        ("lab", "carol", 2_000_000_000),
+    ):
         at = max(month + timedelta(hours=1), now - timedelta(hours=3))
         for part in (0.5, 0.3, 0.2):
             n += 1
-            seed_usage(world, f"seed-{n}", project=project, user=user,
-                       at=at + timedelta(minutes=n), cost_nano=int(total_nano * part),
-                       model="gpt-4o-mini" if part != 0.2 else "text-embedding-3-small")
+            seed_usage(
+                world,
+                f"seed-{n}",
+                project=project,
+                user=user,
+                at=at + timedelta(minutes=n),
+                cost_nano=int(total_nano * part),
+                model="gpt-4o-mini" if part != 0.2 else "text-embedding-3-small",
+            )
     # earlier days, for the chart (outside this period, so no counter moves)
-    for days_ago, cost in ((5, 4.2), (6, 7.5), (9, 2.8), (12, 9.1), (13, 5.9), (16, 1.4),
-                           (20, 6.2), (23, 3.1), (27, 1.6)):
+    for days_ago, cost in (
+        (5, 4.2),
+        (6, 7.5),
+        (9, 2.8),
+        (12, 9.1),
+        (13, 5.9),
+        (16, 1.4),
+        (20, 6.2),
+        (23, 3.1),
+        (27, 1.6),
+    ):
         at = noon - timedelta(days=days_ago)
         if at >= month:
             continue
         n += 1
-        seed_usage(world, f"seed-{n}", project="lab", user="dave", at=at,
-                   cost_nano=int(cost * 10**9))
+        seed_usage(
+            world, f"seed-{n}", project="lab", user="dave", at=at, cost_nano=int(cost * 10**9)
+        )

@@ -42,13 +42,18 @@ class Emulator:
     def start(self, timeout_s: float = 90.0) -> Emulator:
         gcloud = shutil.which("gcloud")
         if gcloud is None:
-            raise RuntimeError("gcloud is not on PATH; install the Google Cloud CLI with the "
-                               "cloud-firestore-emulator component")
+            raise RuntimeError(
+                "gcloud is not on PATH; install the Google Cloud CLI with the "
+                "cloud-firestore-emulator component"
+            )
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [gcloud, "emulators", "firestore", "start", f"--host-port={self.host}", "--quiet"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         if not isinstance(log, int):
             log.close()  # the emulator has its own copy of the descriptor
         deadline = time.monotonic() + timeout_s
@@ -56,12 +61,16 @@ class Emulator:
             if _ok(self.host):
                 return self
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the Firestore emulator exited with {self.proc.returncode}"
-                                   f" (log: {self.log_path})")
+                raise RuntimeError(
+                    f"the Firestore emulator exited with {self.proc.returncode}"
+                    f" (log: {self.log_path})"
+                )
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"the Firestore emulator did not answer on {self.host} in "
-                           f"{timeout_s:.0f} s (log: {self.log_path})")
+        raise RuntimeError(
+            f"the Firestore emulator did not answer on {self.host} in "
+            f"{timeout_s:.0f} s (log: {self.log_path})"
+        )
 
     def stop(self) -> None:
         if self.proc is None:

@@ -786,15 +786,21 @@ def _moderation(fake: FakeUpstream, route: str, body: dict[str, Any]) -> dict[st
     for item in _items(body["input"]):
         text = json.dumps(item).lower()
         hit = "kill" in text
-        results.append({
-            "flagged": hit,
-            "categories": {c: hit and c == "violence" for c in _MODERATION_CATEGORIES},
-            "category_scores": {c: (0.93 if hit and c == "violence" else 0.0001)
-                                for c in _MODERATION_CATEGORIES},
-            "category_applied_input_types": {c: ["text"] for c in _MODERATION_CATEGORIES},
-        })
-    return {"id": f"modr-{_hex()}", "model": body.get("model") or "omni-moderation-latest",
-            "results": results}
+        results.append(
+            {
+                "flagged": hit,
+                "categories": {c: hit and c == "violence" for c in _MODERATION_CATEGORIES},
+                "category_scores": {
+                    c: (0.93 if hit and c == "violence" else 0.0001) for c in _MODERATION_CATEGORIES
+                },
+                "category_applied_input_types": {c: ["text"] for c in _MODERATION_CATEGORIES},
+            }
+        )
+    return {
+        "id": f"modr-{_hex()}",
+        "model": body.get("model") or "omni-moderation-latest",
+        "results": results,
+    }
 
 
 def _response(fake: FakeUpstream, route: str, body: dict[str, Any]) -> dict[str, Any]:

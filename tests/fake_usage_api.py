@@ -77,8 +77,9 @@ class FakeUsageApi:
         self._thread.start()
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._server.shutdown()
         self._server.server_close()
 
@@ -90,20 +91,42 @@ class FakeUsageApi:
             self.max_page = 31
             self.admin_keys = {ADMIN_KEY}
 
-    def add_call(self, ts: int, project_id: str, api_key_id: str, model: str, *,
-                 input_tokens: int, cached_tokens: int = 0, output_tokens: int = 0,
-                 prices: tuple[str, str | None, str] = ("0.15", "0.075", "0.60"),
-                 endpoint: str = "completions", times: int = 1) -> None:
+    def add_call(
+        self,
+        ts: int,
+        project_id: str,
+        api_key_id: str,
+        model: str,
+        *,
+        input_tokens: int,
+        cached_tokens: int = 0,
+        output_tokens: int = 0,
+        prices: tuple[str, str | None, str] = ("0.15", "0.075", "0.60"),
+        endpoint: str = "completions",
+        times: int = 1,
+    ) -> None:
         """``times`` calls at ``ts``, and their cost line items at ``prices`` (USD per
         1M tokens: input, cached input, output), as OpenAI would bill them."""
         inp, cached, out = prices
         with self.lock:
             for _ in range(times):
-                self.calls.append(Call(ts, project_id, api_key_id, model, endpoint,
-                                       input_tokens, cached_tokens, output_tokens))
-                items = [("input", _usd(inp, input_tokens - cached_tokens)),
-                         ("cached input", _usd(cached or inp, cached_tokens)),
-                         ("output", _usd(out, output_tokens))]
+                self.calls.append(
+                    Call(
+                        ts,
+                        project_id,
+                        api_key_id,
+                        model,
+                        endpoint,
+                        input_tokens,
+                        cached_tokens,
+                        output_tokens,
+                    )
+                )
+                items = [
+                    ("input", _usd(inp, input_tokens - cached_tokens)),
+                    ("cached input", _usd(cached or inp, cached_tokens)),
+                    ("output", _usd(out, output_tokens)),
+                ]
                 for kind, usd in items:
                     if usd:
                         self.costs.append(Cost(ts, project_id, f"{model}, {kind}", usd))
@@ -112,11 +135,16 @@ class FakeUsageApi:
 
     def _answer(self, path: str, q: dict[str, list[str]], auth: str) -> tuple[int, Any]:
         if auth.removeprefix("Bearer ") not in self.admin_keys:
-            return 401, _error("Incorrect API key provided. You must be an organization "
-                               "owner to use the Admin API.", "invalid_api_key")
-        kinds = {"/v1/organization/usage/completions": "completions",
-                 "/v1/organization/usage/embeddings": "embeddings",
-                 "/v1/organization/costs": "costs"}
+            return 401, _error(
+                "Incorrect API key provided. You must be an organization "
+                "owner to use the Admin API.",
+                "invalid_api_key",
+            )
+        kinds = {
+            "/v1/organization/usage/completions": "completions",
+            "/v1/organization/usage/embeddings": "embeddings",
+            "/v1/organization/costs": "costs",
+        }
         kind = kinds.get(path)
         if kind is None:
             return 404, _error(f"Unknown path {path}", "unknown_url")
@@ -131,17 +159,21 @@ class FakeUsageApi:
         groups = q.get("group_by", []) + q.get("group_by[]", [])
         allowed = COST_GROUPS if kind == "costs" else USAGE_GROUPS
         if any(g not in allowed for g in groups) or not 1 <= limit <= (
-                180 if kind == "costs" else 31):
+            180 if kind == "costs" else 31
+        ):
             return 400, _error("invalid group_by or limit", "invalid_value")
         first = start - start % DAY
         if "page" in q:
             first = int(base64.b64decode(q["page"][0]).decode())
         starts = list(range(first, end, DAY))
-        page, rest = starts[:min(limit, self.max_page)], starts[min(limit, self.max_page):]
+        page, rest = starts[: min(limit, self.max_page)], starts[min(limit, self.max_page) :]
         data = [self._bucket(kind, s, min(s + DAY, end), groups) for s in page]
-        return 200, {"object": "page", "data": data, "has_more": bool(rest),
-                     "next_page": base64.b64encode(str(rest[0]).encode()).decode()
-                     if rest else None}
+        return 200, {
+            "object": "page",
+            "data": data,
+            "has_more": bool(rest),
+            "next_page": base64.b64encode(str(rest[0]).encode()).decode() if rest else None,
+        }
 
     def _bucket(self, kind: str, s: int, e: int, groups: list[str]) -> dict[str, Any]:
         with self.lock:
@@ -154,30 +186,54 @@ class FakeUsageApi:
                 k = tuple(getattr(c, g) for g in groups)
                 sums[k] = sums.get(k, Decimal(0)) + c.usd
             for k, usd in sums.items():
-                r = {"object": "organization.costs.result",
-                     # a JSON float, as OpenAI answers
-                     "amount": {"value": float(usd), "currency": "usd"},
-                     "line_item": None, "project_id": None}
+                r = {
+                    "object": "organization.costs.result",
+                    # a JSON float, as OpenAI answers
+                    "amount": {"value": float(usd), "currency": "usd"},
+                    "line_item": None,
+                    "project_id": None,
+                }
                 r.update(zip(groups, k, strict=True))
                 results[k] = r
         else:
             for c in calls:
                 k = tuple(getattr(c, g, None) for g in groups)
-                r = results.setdefault(k, {
-                    "object": f"organization.usage.{kind}.result", "input_tokens": 0,
-                    "num_model_requests": 0, "project_id": None, "user_id": None,
-                    "api_key_id": None, "model": None, "batch": None,
-                    **({"output_tokens": 0, "input_cached_tokens": 0,
-                        "input_audio_tokens": 0, "output_audio_tokens": 0,
-                        "service_tier": None} if kind == "completions" else {}),
-                    **dict(zip(groups, k, strict=True))})
+                r = results.setdefault(
+                    k,
+                    {
+                        "object": f"organization.usage.{kind}.result",
+                        "input_tokens": 0,
+                        "num_model_requests": 0,
+                        "project_id": None,
+                        "user_id": None,
+                        "api_key_id": None,
+                        "model": None,
+                        "batch": None,
+                        **(
+                            {
+                                "output_tokens": 0,
+                                "input_cached_tokens": 0,
+                                "input_audio_tokens": 0,
+                                "output_audio_tokens": 0,
+                                "service_tier": None,
+                            }
+                            if kind == "completions"
+                            else {}
+                        ),
+                        **dict(zip(groups, k, strict=True)),
+                    },
+                )
                 r["input_tokens"] += c.input_tokens
                 r["num_model_requests"] += 1
                 if kind == "completions":
                     r["output_tokens"] += c.output_tokens
                     r["input_cached_tokens"] += c.cached_tokens
-        return {"object": "bucket", "start_time": s, "end_time": e,
-                "results": list(results.values())}
+        return {
+            "object": "bucket",
+            "start_time": s,
+            "end_time": e,
+            "results": list(results.values()),
+        }
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -203,5 +259,6 @@ class FakeUsageApi:
 
 
 def _error(message: str, code: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                      "code": code}}
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }

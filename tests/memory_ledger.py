@@ -75,16 +75,20 @@ class MemoryLedger:
         with self._lock:
             after = [st.with_call(plan.estimate_nano) for st in self._states(plan)]
             windows = [self.windows.get(rl.counter_id, WindowState()) for rl in plan.rate_limits]
-            windows = [WindowState(w.requests + 1, w.tokens + plan.estimate_tokens)
-                       for w in windows]
+            windows = [
+                WindowState(w.requests + 1, w.tokens + plan.estimate_tokens) for w in windows
+            ]
             rate = rate_breach(plan.rate_limits, windows)
             if rate is not None:
                 message, wait = rate_refusal(rate, plan.admitted_at)
                 raise RateLimited(message, retry_after_s=wait)
             breach = first_breach(plan.limits, after)
             if breach is not None:
-                raise BudgetExceeded(refusal_message(*breach, plan.estimate_nano,
-                                                     plan.budget_period, plan.period_key))
+                raise BudgetExceeded(
+                    refusal_message(
+                        *breach, plan.estimate_nano, plan.budget_period, plan.period_key
+                    )
+                )
             for lim, st in zip(plan.limits, after, strict=True):
                 self.counters[lim.counter_id] = st
             for rl, w in zip(plan.rate_limits, windows, strict=True):
@@ -96,8 +100,12 @@ class MemoryLedger:
         out = []
         for lim in plan.limits:
             st = self.counters.get(lim.counter_id, CounterState())
-            st = replace(st, held=st.held - plan.estimate_nano, inflight=st.inflight - 1,
-                         spent=st.spent + spent)
+            st = replace(
+                st,
+                held=st.held - plan.estimate_nano,
+                inflight=st.inflight - 1,
+                spent=st.spent + spent,
+            )
             self.counters[lim.counter_id] = st
             out.append(st)
         return out
@@ -109,12 +117,16 @@ class MemoryLedger:
             self._move(plan, 0)
             for rl in plan.rate_limits:
                 w = self.windows[rl.counter_id]
-                self.windows[rl.counter_id] = WindowState(w.requests - 1,
-                                                          w.tokens - plan.estimate_tokens)
+                self.windows[rl.counter_id] = WindowState(
+                    w.requests - 1, w.tokens - plan.estimate_tokens
+                )
 
-    def settle(self, plan: HoldPlan, outcome: Outcome,
-               extra: Sequence[tuple[str, str, dict[str, Any]]] = ()
-               ) -> list[CounterState] | None:
+    def settle(
+        self,
+        plan: HoldPlan,
+        outcome: Outcome,
+        extra: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> list[CounterState] | None:
         if outcome.soft_exceeded is None:
             outcome.soft_exceeded = self.soft_exceeded(plan, outcome.cost_nano)
         with self._lock:
@@ -136,12 +148,22 @@ class MemoryLedger:
         billed them), as the real sweep does."""
         now = self.clock()
         with self._lock:
-            due = [p for p in self.holds.values() if p.expires_at <= now
-                   and (project is None or p.project == project)][:limit]
+            due = [
+                p
+                for p in self.holds.values()
+                if p.expires_at <= now and (project is None or p.project == project)
+            ][:limit]
             for plan in due:
                 del self.holds[plan.call_id]
                 self._move(plan, plan.estimate_nano)
-                self.usage[plan.call_id] = usage_record(plan, Outcome(
-                    status="orphaned", cost_nano=plan.estimate_nano, http_status=0,
-                    estimated=True), now)
+                self.usage[plan.call_id] = usage_record(
+                    plan,
+                    Outcome(
+                        status="orphaned",
+                        cost_nano=plan.estimate_nano,
+                        http_status=0,
+                        estimated=True,
+                    ),
+                    now,
+                )
             return len(due)

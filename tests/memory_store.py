@@ -31,8 +31,9 @@ Docs = dict[str, dict[str, dict[str, Any]]]
 class MemoryStore:
     db = None  # nothing here is Firestore
 
-    def __init__(self, docs: Docs | None = None,
-                 usage: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, docs: Docs | None = None, usage: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.docs: Docs = docs if docs is not None else {}
         # the usage records (a MemoryLedger's, when paired with one)
         self.usage = usage if usage is not None else {}
@@ -65,7 +66,8 @@ class MemoryStore:
             project=ProjectRecord.from_doc(project, p) if p is not None else None,
             model=ModelRecord.from_doc(model, mod) if model and mod is not None else None,
             model_limit=LimitRecord.from_doc(ml) if ml is not None else None,
-            member_model_limit=LimitRecord.from_doc(mml) if mml is not None else None)
+            member_model_limit=LimitRecord.from_doc(mml) if mml is not None else None,
+        )
         with self._lock:
             self._recent[(key_hash, model)] = ctx
         return ctx
@@ -76,8 +78,10 @@ class MemoryStore:
 
     def origin_listed(self, origin: str) -> bool:
         with self._lock:
-            return any(origin in (p.get("cors_origins") or ()) and not p.get("archived")
-                       for p in self.docs.get("projects", {}).values())
+            return any(
+                origin in (p.get("cors_origins") or ()) and not p.get("archived")
+                for p in self.docs.get("projects", {}).values()
+            )
 
     def external_key(self, key_id: str) -> ExternalKeyRecord | None:
         d = self._get("external_keys", key_id or "-")
@@ -86,8 +90,11 @@ class MemoryStore:
     def models(self, ids: list[str] | None = None) -> list[ModelRecord]:
         with self._lock:
             found = self.docs.get("models", {})
-            docs = ([(i, found[i]) for i in sorted(found)] if ids is None else
-                    [(doc_id(m), found[doc_id(m)]) for m in ids if doc_id(m) in found])
+            docs = (
+                [(i, found[i]) for i in sorted(found)]
+                if ids is None
+                else [(doc_id(m), found[doc_id(m)]) for m in ids if doc_id(m) in found]
+            )
         return [ModelRecord.from_doc(str(d.get("id", i)), d) for i, d in docs]
 
     def response_tokens(self, project: str, response_id: str) -> int | None:

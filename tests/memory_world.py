@@ -33,38 +33,79 @@ SECRET = "sk-fake-upstream-org-key-0001"
 
 
 def price_doc(inp: str, cached: str | None, out: str) -> dict[str, Any]:
-    rates = pricing.Rates(input=pricing.usd_per_mtok_to_rate(inp),
-                          output=pricing.usd_per_mtok_to_rate(out),
-                          cached_input=pricing.usd_per_mtok_to_rate(cached) if cached else None)
-    return pricing.price_to_doc(pricing.Price(valid_from=EPOCH, valid_to=None,
-                                              tiers={"default": rates}, source="tests"))
+    rates = pricing.Rates(
+        input=pricing.usd_per_mtok_to_rate(inp),
+        output=pricing.usd_per_mtok_to_rate(out),
+        cached_input=pricing.usd_per_mtok_to_rate(cached) if cached else None,
+    )
+    return pricing.price_to_doc(
+        pricing.Price(valid_from=EPOCH, valid_to=None, tiers={"default": rates}, source="tests")
+    )
 
 
 def seed_docs(keys: dict[str, str]) -> Docs:
     """``demo`` with a $10 monthly budget, alice (lead) and bob with one key each,
     gpt-4o-mini and text-embedding-3-small priced, the external key ``main``."""
     docs: Docs = {
-        "external_keys": {"main": {"id": "main", "secret_name": "tollgate-ext-main",
-                                   "secret_version": "1", "last4": SECRET[-4:]}},
+        "external_keys": {
+            "main": {
+                "id": "main",
+                "secret_name": "tollgate-ext-main",
+                "secret_version": "1",
+                "last4": SECRET[-4:],
+            }
+        },
         "models": {
-            doc_id("gpt-4o-mini"): {"id": "gpt-4o-mini", "created": 1,
-                                    "prices": [price_doc("0.15", "0.075", "0.60")]},
-            doc_id("text-embedding-3-small"): {"id": "text-embedding-3-small", "created": 1,
-                                               "prices": [price_doc("0.02", None, "0")]}},
-        "projects": {"demo": {"id": "demo", "name": "Demo", "external_key": "main",
-                              "budget_nano": 10_000_000_000, "budget_period": "monthly",
-                              "allowed_models": ["gpt-4o-mini", "text-embedding-3-small"],
-                              "default_max_output_tokens": 256, "archived": False}},
-        "users": {}, "members": {}, "keys": {}}
+            doc_id("gpt-4o-mini"): {
+                "id": "gpt-4o-mini",
+                "created": 1,
+                "prices": [price_doc("0.15", "0.075", "0.60")],
+            },
+            doc_id("text-embedding-3-small"): {
+                "id": "text-embedding-3-small",
+                "created": 1,
+                "prices": [price_doc("0.02", None, "0")],
+            },
+        },
+        "projects": {
+            "demo": {
+                "id": "demo",
+                "name": "Demo",
+                "external_key": "main",
+                "budget_nano": 10_000_000_000,
+                "budget_period": "monthly",
+                "allowed_models": ["gpt-4o-mini", "text-embedding-3-small"],
+                "default_max_output_tokens": 256,
+                "archived": False,
+            }
+        },
+        "users": {},
+        "members": {},
+        "keys": {},
+    }
     for user, key in keys.items():
-        docs["users"][user] = {"id": user, "name": user.title(), "email": f"{user}@example.com",
-                               "disabled": False}
+        docs["users"][user] = {
+            "id": user,
+            "name": user.title(),
+            "email": f"{user}@example.com",
+            "disabled": False,
+        }
         docs["members"][member_id("demo", user)] = {
-            "project": "demo", "user": user, "role": "lead" if user == "alice" else "member",
-            "budget_nano": None}
+            "project": "demo",
+            "user": user,
+            "role": "lead" if user == "alice" else "member",
+            "budget_nano": None,
+        }
         docs["keys"][auth.key_hash(key)] = {
-            "project": "demo", "user": user, "name": "default", "last4": key[-4:],
-            "created_at": EPOCH, "expires_at": None, "revoked_at": None, "last_used_at": None}
+            "project": "demo",
+            "user": user,
+            "name": "default",
+            "last4": key[-4:],
+            "created_at": EPOCH,
+            "expires_at": None,
+            "revoked_at": None,
+            "last_used_at": None,
+        }
     return docs
 
 
@@ -78,15 +119,30 @@ class MemoryWorld:
     upstream: FakeUpstream
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def call(self, user: str = "bob", body: dict[str, Any] | None = None,
-             path: str = "/v1/chat/completions", **headers: str) -> Any:
-        body = body if body is not None else {
-            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    def call(
+        self,
+        user: str = "bob",
+        body: dict[str, Any] | None = None,
+        path: str = "/v1/chat/completions",
+        **headers: str,
+    ) -> Any:
+        body = (
+            body
+            if body is not None
+            else {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+        )
         # buffered: the answer is read and closed, as a server does after the last byte
         # (a plain answer is settled in its close())
-        return self.client.post(path, data=json.dumps(body), buffered=True, headers={
-            "Authorization": f"Bearer {self.keys[user]}", "Content-Type": "application/json",
-            **headers})
+        return self.client.post(
+            path,
+            data=json.dumps(body),
+            buffered=True,
+            headers={
+                "Authorization": f"Bearer {self.keys[user]}",
+                "Content-Type": "application/json",
+                **headers,
+            },
+        )
 
     def project(self, **fields: Any) -> None:
         doc = self.store.docs["projects"]["demo"]
@@ -100,11 +156,19 @@ def memory_world(upstream: FakeUpstream, tmp_path: Path) -> MemoryWorld:
     secrets_file = tmp_path / "secrets.json"
     backend = LocalSecretStore(secrets_file)
     assert backend.put("tollgate-ext-main", SECRET) == "1"
-    settings = Settings(gcp_project="memory", upstream_base_url=upstream.base_url,
-                        upstream_timeout_s=5.0, secrets_file=str(secrets_file))
-    proxy = Proxy(settings, store, ledger,  # type: ignore[arg-type]
-                  Upstream(settings.upstream_connect_timeout_s, settings.upstream_timeout_s),
-                  CachedSecrets(backend))
+    settings = Settings(
+        gcp_project="memory",
+        upstream_base_url=upstream.base_url,
+        upstream_timeout_s=5.0,
+        secrets_file=str(secrets_file),
+    )
+    proxy = Proxy(
+        settings,
+        store,
+        ledger,  # type: ignore[arg-type]
+        Upstream(settings.upstream_connect_timeout_s, settings.upstream_timeout_s),
+        CachedSecrets(backend),
+    )
     app = flask.Flask("tollgate-memory")
 
     def handle(_path: str = "") -> flask.Response:

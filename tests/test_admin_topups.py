@@ -8,14 +8,21 @@ from datetime import UTC, datetime, timedelta
 
 from tests.conftest import admin_auth, bearer
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}],
-        "max_tokens": 20}
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Say hi"}],
+    "max_tokens": 20,
+}
 TOPUPS = "/admin/projects/demo/topups"
 
 
 def call(client, key):
-    return client.post("/v1/chat/completions", data=json.dumps(CHAT), headers=bearer(key),
-                       content_type="application/json")
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps(CHAT),
+        headers=bearer(key),
+        content_type="application/json",
+    )
 
 
 def soon(**delta) -> str:
@@ -25,8 +32,11 @@ def soon(**delta) -> str:
 def test_a_project_top_up_lets_calls_through_until_it_ends(client, admin_client, world):
     world.prov.update_project("demo", budget_nano=1000)  # less than one call
     assert call(client, world.keys["bob"]).status_code == 429
-    r = admin_client.post(TOPUPS, headers=admin_auth(),
-                          json={"amount_usd": "0.5", "until": soon(days=2), "note": "demo day"})
+    r = admin_client.post(
+        TOPUPS,
+        headers=admin_auth(),
+        json={"amount_usd": "0.5", "until": soon(days=2), "note": "demo day"},
+    )
     assert r.status_code == 201, r.get_data(True)
     assert r.get_json()["amount_usd"] == "0.500000000" and r.get_json()["user"] is None
     assert call(client, world.keys["bob"]).status_code == 200
@@ -48,25 +58,31 @@ def test_a_lead_tops_up_members_within_the_project_budget(client, admin_client, 
     world.db.collection("members").document("demo|bob").update({"budget_nano": 1000})
     lead = {"Authorization": f"Bearer {world.keys['alice']}"}
     assert call(client, world.keys["bob"]).status_code == 429
-    r = admin_client.post(TOPUPS, headers=lead,
-                          json={"user": "bob", "amount_usd": "0.1", "until": soon(hours=3)})
+    r = admin_client.post(
+        TOPUPS, headers=lead, json={"user": "bob", "amount_usd": "0.1", "until": soon(hours=3)}
+    )
     assert r.status_code == 201, r.get_data(True)
     assert call(client, world.keys["bob"]).status_code == 200
     # past the project's own budget, a lead is refused (an administrator is not)
-    r = admin_client.post(TOPUPS, headers=lead,
-                          json={"user": "bob", "amount_usd": "0.95", "until": soon(hours=3)})
+    r = admin_client.post(
+        TOPUPS, headers=lead, json={"user": "bob", "amount_usd": "0.95", "until": soon(hours=3)}
+    )
     assert r.status_code == 403 and r.get_json()["error"]["param"] == "amount_usd"
     # never themselves, never the project
-    for body in ({"user": "alice", "amount_usd": "0.1", "until": soon(hours=1)},
-                 {"amount_usd": "0.1", "until": soon(hours=1)}):
+    for body in (
+        {"user": "alice", "amount_usd": "0.1", "until": soon(hours=1)},
+        {"amount_usd": "0.1", "until": soon(hours=1)},
+    ):
         assert admin_client.post(TOPUPS, headers=lead, json=body).status_code == 403
 
 
 def test_top_ups_are_checked(admin_client, world):
-    for body, param in [({"amount_usd": "0", "until": soon(days=1)}, "amount_usd"),
-                        ({"amount_usd": "1", "until": soon(days=-1)}, "until"),
-                        ({"amount_usd": "1", "until": soon(days=400)}, "until"),
-                        ({"amount_usd": "1"}, "until"),
-                        ({"user": "bob", "amount_usd": "1", "until": soon(days=1)}, "user")]:
+    for body, param in [
+        ({"amount_usd": "0", "until": soon(days=1)}, "amount_usd"),
+        ({"amount_usd": "1", "until": soon(days=-1)}, "until"),
+        ({"amount_usd": "1", "until": soon(days=400)}, "until"),
+        ({"amount_usd": "1"}, "until"),
+        ({"user": "bob", "amount_usd": "1", "until": soon(days=1)}, "user"),
+    ]:
         r = admin_client.post(TOPUPS, headers=admin_auth(), json=body)
         assert r.status_code == 400 and r.get_json()["error"]["param"] == param, (body, r.json)

@@ -27,22 +27,38 @@ from functions.records import (
 )
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
-PRICE = pricing.Price(valid_from=NOW - timedelta(days=1), valid_to=None,
-                      tiers={"default": pricing.Rates(input=150_000, output=600_000)})
+PRICE = pricing.Price(
+    valid_from=NOW - timedelta(days=1),
+    valid_to=None,
+    tiers={"default": pricing.Rates(input=150_000, output=600_000)},
+)
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
 
 
-def ctx(*, key: dict[str, Any] | None = None, project: dict[str, Any] | None = None,
-        user: bool = True, prices: tuple[pricing.Price, ...] = (PRICE,)) -> CallContext:
+def ctx(
+    *,
+    key: dict[str, Any] | None = None,
+    project: dict[str, Any] | None = None,
+    user: bool = True,
+    prices: tuple[pricing.Price, ...] = (PRICE,),
+) -> CallContext:
     return CallContext(
         key=KeyRecord("h", "lab", "bob", "laptop", **(key or {})),
-        user=UserRecord("bob") if user else None, member=MemberRecord("lab", "bob"),
+        user=UserRecord("bob") if user else None,
+        member=MemberRecord("lab", "bob"),
         project=ProjectRecord("lab", **{"allowed_models": ("gpt-4o-mini",), **(project or {})}),
-        model=ModelRecord("gpt-4o-mini", prices))
+        model=ModelRecord("gpt-4o-mini", prices),
+    )
 
 
-def check(c: CallContext | None, body: Any = CHAT, kind: str = routes.CHAT, *,
-          origin: str | None = None, tag: str | None = None) -> admission.Checked:
+def check(
+    c: CallContext | None,
+    body: Any = CHAT,
+    kind: str = routes.CHAT,
+    *,
+    origin: str | None = None,
+    tag: str | None = None,
+) -> admission.Checked:
     return admission.check(kind, c, body, NOW, origin=origin, tag=tag)
 
 
@@ -86,8 +102,7 @@ def test_the_model_must_be_allowed_for_the_project_and_the_key():
 
 
 def test_a_model_without_a_price_in_force_is_not_sent():
-    later = pricing.Price(valid_from=NOW + timedelta(days=1), valid_to=None,
-                          tiers=PRICE.tiers)
+    later = pricing.Price(valid_from=NOW + timedelta(days=1), valid_to=None, tiers=PRICE.tiers)
     with pytest.raises(ModelNotPriced):
         check(ctx(prices=(later,)))
 

@@ -24,14 +24,16 @@ def test_digest_is_sha256_hex_and_not_the_key():
     assert len(h) == 64 and KEY not in h and h == auth.key_hash(KEY)
 
 
-@pytest.mark.parametrize("header", [f"Bearer {KEY}", f"alice {KEY}", f"UserName {KEY}",
-                                    f"bearer   {KEY}", KEY])
+@pytest.mark.parametrize(
+    "header", [f"Bearer {KEY}", f"alice {KEY}", f"UserName {KEY}", f"bearer   {KEY}", KEY]
+)
 def test_accepted_header_forms(header):
     assert auth.key_from_header(header) == KEY
 
 
-@pytest.mark.parametrize("header", [None, "", "   ", "alice", "UserName alice", "Bearer",
-                                    "a b c", "alice sk-not-ours"])
+@pytest.mark.parametrize(
+    "header", [None, "", "   ", "alice", "UserName alice", "Bearer", "a b c", "alice sk-not-ours"]
+)
 def test_a_name_or_nothing_gets_the_key_needed_message(header):
     with pytest.raises(InvalidApiKey) as e:
         auth.key_from_header(header)
@@ -46,8 +48,12 @@ def test_a_malformed_bearer_token_is_an_incorrect_key_and_is_not_echoed():
 
 
 def _ctx(**over):
-    base = dict(key=KeyRecord("h", "demo", "bob", "laptop"), user=UserRecord("bob"),
-                member=MemberRecord("demo", "bob"), project=ProjectRecord("demo"))
+    base = dict(
+        key=KeyRecord("h", "demo", "bob", "laptop"),
+        user=UserRecord("bob"),
+        member=MemberRecord("demo", "bob"),
+        project=ProjectRecord("demo"),
+    )
     base.update(over)
     return CallContext(**base)
 
@@ -56,14 +62,17 @@ def test_a_valid_context_passes():
     assert auth.check_context(_ctx(), NOW).user.id == "bob"
 
 
-@pytest.mark.parametrize("over, words", [
-    (dict(key=KeyRecord("h", "demo", "bob", "x", revoked_at=NOW)), "revoked"),
-    (dict(key=KeyRecord("h", "demo", "bob", "x", expires_at=NOW)), "expired"),
-    (dict(user=UserRecord("bob", disabled=True)), "disabled"),
-    (dict(user=None), "disabled"),
-    (dict(member=None), "no longer"),
-    (dict(project=ProjectRecord("demo", archived=True)), "no longer"),
-])
+@pytest.mark.parametrize(
+    "over, words",
+    [
+        (dict(key=KeyRecord("h", "demo", "bob", "x", revoked_at=NOW)), "revoked"),
+        (dict(key=KeyRecord("h", "demo", "bob", "x", expires_at=NOW)), "expired"),
+        (dict(user=UserRecord("bob", disabled=True)), "disabled"),
+        (dict(user=None), "disabled"),
+        (dict(member=None), "no longer"),
+        (dict(project=ProjectRecord("demo", archived=True)), "no longer"),
+    ],
+)
 def test_revoked_expired_disabled_or_removed_is_401(over, words):
     with pytest.raises(InvalidApiKey, match=words):
         auth.check_context(_ctx(**over), NOW)

@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert out.with_suffix(".md").exists()
     assert "## Targets" in proc.stdout  # the table is printed too
@@ -41,12 +46,24 @@ def percentiles(d: dict[str, Any]) -> None:
 
 
 def test_every_section_is_there_and_none_failed(results):
-    for name in ("meta", "latency", "streaming", "firestore", "writes", "throughput",
-                 "overshoot", "cold_start", "memory", "hot", "hot_runout",
-                 "exact_n_2_instances", "added_latency", "targets"):
+    for name in (
+        "meta",
+        "latency",
+        "streaming",
+        "firestore",
+        "writes",
+        "throughput",
+        "overshoot",
+        "cold_start",
+        "memory",
+        "hot",
+        "hot_runout",
+        "exact_n_2_instances",
+        "added_latency",
+        "targets",
+    ):
         assert name in results, name
-        assert not (isinstance(results[name], dict) and "error" in results[name]), \
-            results[name]
+        assert not (isinstance(results[name], dict) and "error" in results[name]), results[name]
     assert results["meta"]["mode"] == "quick"
 
 
@@ -94,8 +111,10 @@ def test_firestore_floor_and_counted_round_trips(results):
     assert "Commit" in rt["stream_methods"]
     # the projection counts the round trips the answer waits for: those before upstream
     # (the settlement is written after the last byte)
-    assert fs["projected_production_overhead_ms"]["non_streaming"] >= \
-        rt["before_first_byte"] * fs["production_rtt_ms_assumed"]
+    assert (
+        fs["projected_production_overhead_ms"]["non_streaming"]
+        >= rt["before_first_byte"] * fs["production_rtt_ms_assumed"]
+    )
 
 
 def test_document_writes_per_call_are_counted(results):
@@ -159,9 +178,16 @@ def test_memory_and_big_prompt(results):
 
 def test_targets_are_reported_with_a_verdict(results):
     names = {t["name"] for t in results["targets"]}
-    assert {"p50 overhead", "p99 overhead", "round trips before first byte",
-            "round trips in total (non-streaming)", "streaming first-byte overhead",
-            "chunk gaps", "overshoot, estimate exact", "no deadlock, no live hold left"} <= names
+    assert {
+        "p50 overhead",
+        "p99 overhead",
+        "round trips before first byte",
+        "round trips in total (non-streaming)",
+        "streaming first-byte overhead",
+        "chunk gaps",
+        "overshoot, estimate exact",
+        "no deadlock, no live hold left",
+    } <= names
     assert all(isinstance(t["pass"], bool) for t in results["targets"])
 
 
@@ -175,12 +201,16 @@ def test_window_counting_is_exact():
     assert max_in_window([0.0, 10.0, 20.0], 10)[0] == 1  # windows are [t, t + 10)
     assert max_in_window([0.0, 9.99, 10.0, 19.98], 10) == (3, 9.99)
     assert max_in_window([5.0, 0.0, 1.0, 2.0, 30.0], 10) == (4, 0.0)
-    recs = [{"m": "Commit", "t": 100.0 + i, "w": ["counters/p", f"usage/{i}"], "x": None}
-            for i in range(12)]
-    recs += [{"m": "Commit", "t": 105.5, "w": ["counters/p"], "x": "Aborted"},  # wrote nothing
-             {"m": "BatchGetDocuments", "t": 101.0, "d": 7},
-             {"m": "RunQuery", "t": 102.0, "r": 0},  # billed one read
-             {"m": "Commit", "t": 500.0, "w": ["counters/p"], "x": None}]  # outside
+    recs = [
+        {"m": "Commit", "t": 100.0 + i, "w": ["counters/p", f"usage/{i}"], "x": None}
+        for i in range(12)
+    ]
+    recs += [
+        {"m": "Commit", "t": 105.5, "w": ["counters/p"], "x": "Aborted"},  # wrote nothing
+        {"m": "BatchGetDocuments", "t": 101.0, "d": 7},
+        {"m": "RunQuery", "t": 102.0, "r": 0},  # billed one read
+        {"m": "Commit", "t": 500.0, "w": ["counters/p"], "x": None},
+    ]  # outside
     d = doc_figures(recs, 100.0, 112.0, calls=12)
     assert d["hottest_doc"] == "counters/p" and d["max_writes_one_doc_in_10s"] == 10
     assert d["writes"] == 24 and d["writes_per_call"] == 2.0
@@ -225,11 +255,14 @@ def test_hot_project_over_two_instances(results):
     led = hot["ledger"]
     assert led["admin_error"] is None
     assert led["usage_records"] >= hot["ok"] and led["usage_by_status"] == {
-        "ok": led["usage_records"]}
+        "ok": led["usage_records"]
+    }
     assert led["live_holds_after"] == 0 and led["in_flight_after"] == 0
-    assert hot["highest_sustained_calls_per_s"] in (None, hot["offered_calls_per_s"],
-                                                    *(p["offered_calls_per_s"]
-                                                      for p in hot["probes"]))
+    assert hot["highest_sustained_calls_per_s"] in (
+        None,
+        hot["offered_calls_per_s"],
+        *(p["offered_calls_per_s"] for p in hot["probes"]),
+    )
 
 
 def test_budget_running_out_under_load_is_exact(results):
@@ -268,10 +301,15 @@ def test_exact_n_across_two_instances(results):
 def test_added_latency_and_round_trips_are_under_clear_keys(results):
     al = results["added_latency"]
     assert all(number(al["added_ms_vs_direct"][k]) for k in ("p50", "p95", "p99"))
-    assert al["round_trips_before_first_byte"] == results["firestore"]["round_trips"][
-        "before_first_byte"]
+    assert (
+        al["round_trips_before_first_byte"]
+        == results["firestore"]["round_trips"]["before_first_byte"]
+    )
     assert 0 < al["round_trips_before_first_byte"] <= al["round_trips_total"] <= 10
     assert number(al["one_round_trip_floor_ms_p50"]) and al["one_round_trip_floor_ms_p50"] > 0
     names = {t["name"] for t in results["targets"] if t["issue"] == 15}
-    assert {"hot project: writes to one document", "exact N across 2 instances",
-            "run-out: zero overshoot, counters == usage records"} <= names
+    assert {
+        "hot project: writes to one document",
+        "exact N across 2 instances",
+        "run-out: zero overshoot, counters == usage records",
+    } <= names

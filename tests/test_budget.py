@@ -49,8 +49,16 @@ def test_doc_ids_survive_slashes_in_model_names():
 
 
 def _limits(**kw):
-    base = dict(project="demo", user="bob", model="m", period="2026-11", project_limit=100,
-                member_limit=None, model_limit=None, member_model_limit=None)
+    base = dict(
+        project="demo",
+        user="bob",
+        model="m",
+        period="2026-11",
+        project_limit=100,
+        member_limit=None,
+        model_limit=None,
+        member_model_limit=None,
+    )
     base.update(kw)
     return limits_for(**base)
 
@@ -83,8 +91,13 @@ def test_remaining_is_the_smallest_headroom():
 
 def test_refusal_names_limit_spent_held_in_flight_and_figures_before_this_call():
     lim = _limits()[0]
-    msg = refusal_message(lim, CounterState(spent=90_000_000, held=30_000_000, inflight=3),
-                          estimate=20_000_000, period="monthly", period_label="2026-11")
+    msg = refusal_message(
+        lim,
+        CounterState(spent=90_000_000, held=30_000_000, inflight=3),
+        estimate=20_000_000,
+        period="monthly",
+        period_label="2026-11",
+    )
     assert "project 'demo'" in msg
     assert "spent $0.090000000" in msg
     assert "held $0.010000000 by 2 call(s) in flight" in msg
@@ -92,9 +105,17 @@ def test_refusal_names_limit_spent_held_in_flight_and_figures_before_this_call()
 
 
 def test_a_soft_budget_tracks_without_refusing():
-    lims = limits_for(project="p", user="u", model="m", period="2026-12", project_limit=100,
-                      member_limit=50, model_limit=30, member_model_limit=None,
-                      soft=frozenset({"member", "model"}))
+    lims = limits_for(
+        project="p",
+        user="u",
+        model="m",
+        period="2026-12",
+        project_limit=100,
+        member_limit=50,
+        model_limit=30,
+        member_model_limit=None,
+        soft=frozenset({"member", "model"}),
+    )
     project, member, model = lims
     assert project.limit_nano == 100 and project.soft_nano is None
     assert (member.limit_nano, member.soft_nano) == (None, 50)
@@ -108,19 +129,34 @@ def test_a_soft_budget_tracks_without_refusing():
 
 
 def test_a_scope_may_carry_several_windows_each_with_its_own_counter():
-    lims = limits_for(project="p", user="u", model="m", period="2026-12", project_limit=100,
-                      member_limit=None, model_limit=None, member_model_limit=None,
-                      project_windows=[("daily", "2026-12-03", 10), ("weekly", "2026-W49", 40),
-                                       ("monthly", "2026-12", 999)],  # the main: skipped
-                      member_windows=[("daily", "2026-12-03", 5)])
+    lims = limits_for(
+        project="p",
+        user="u",
+        model="m",
+        period="2026-12",
+        project_limit=100,
+        member_limit=None,
+        model_limit=None,
+        member_model_limit=None,
+        project_windows=[
+            ("daily", "2026-12-03", 10),
+            ("weekly", "2026-W49", 40),
+            ("monthly", "2026-12", 999),
+        ],  # the main: skipped
+        member_windows=[("daily", "2026-12-03", 5)],
+    )
     assert [(lim.counter_id, lim.limit_nano, lim.period) for lim in lims] == [
-        (doc_id("p", "p", "2026-12"), 100, None), (doc_id("m", "p", "u", "2026-12"), None, None),
+        (doc_id("p", "p", "2026-12"), 100, None),
+        (doc_id("m", "p", "u", "2026-12"), None, None),
         (doc_id("p", "p", "2026-12-03"), 10, "2026-12-03"),
         (doc_id("p", "p", "2026-W49"), 40, "2026-W49"),
-        (doc_id("m", "p", "u", "2026-12-03"), 5, "2026-12-03")]
+        (doc_id("m", "p", "u", "2026-12-03"), 5, "2026-12-03"),
+    ]
     daily = lims[2]
-    assert first_breach(lims, [CounterState(spent=50)] * 2 + [CounterState(spent=11)]
-                        + [CounterState()] * 2) == (daily, CounterState(spent=11))
-    msg = refusal_message(daily, CounterState(spent=11, held=1, inflight=1), 1, "monthly",
-                          "2026-12")
+    assert first_breach(
+        lims, [CounterState(spent=50)] * 2 + [CounterState(spent=11)] + [CounterState()] * 2
+    ) == (daily, CounterState(spent=11))
+    msg = refusal_message(
+        daily, CounterState(spent=11, held=1, inflight=1), 1, "monthly", "2026-12"
+    )
     assert "project 'p' (daily) (daily budget, period 2026-12-03)" in msg

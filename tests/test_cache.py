@@ -13,25 +13,30 @@ import pytest
 from functions import cache
 
 NOW = datetime(2026, 12, 3, 7, 0, tzinfo=UTC)
-BODY = {"model": "gpt-4o-mini", "temperature": 0,
-        "messages": [{"role": "system", "content": "Be brief."},
-                     {"role": "user", "content": "Größe?"}]}
+BODY = {
+    "model": "gpt-4o-mini",
+    "temperature": 0,
+    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Größe?"}],
+}
 ANSWER = json.dumps({"id": "chatcmpl-1", "choices": []}).encode()
 
 
 # --------------------------------------------------------------------------- wanted
 
 
-@pytest.mark.parametrize(("enabled", "header", "expected"), [
-    (True, None, True),
-    (False, None, False),
-    (False, "use", True),
-    (False, " USE ", True),
-    (False, "", False),
-    (False, "bypass", False),
-    (False, "yes", False),
-    (True, "use", True),
-])
+@pytest.mark.parametrize(
+    ("enabled", "header", "expected"),
+    [
+        (True, None, True),
+        (False, None, False),
+        (False, "use", True),
+        (False, " USE ", True),
+        (False, "", False),
+        (False, "bypass", False),
+        (False, "yes", False),
+        (True, "use", True),
+    ],
+)
 def test_wanted_by_the_project_or_by_the_callers_header(enabled, header, expected):
     assert cache.wanted(enabled, header) is expected
 
@@ -46,9 +51,14 @@ def test_key_is_a_sha256_hex_digest_that_reveals_nothing():
 
 
 def test_key_ignores_the_order_of_keys_at_every_level():
-    reordered = {"messages": [{"content": "Be brief.", "role": "system"},
-                              {"content": "Größe?", "role": "user"}],
-                 "temperature": 0, "model": "gpt-4o-mini"}
+    reordered = {
+        "messages": [
+            {"content": "Be brief.", "role": "system"},
+            {"content": "Größe?", "role": "user"},
+        ],
+        "temperature": 0,
+        "model": "gpt-4o-mini",
+    }
     assert cache.key("demo", "chat", reordered) == cache.key("demo", "chat", BODY)
 
 
@@ -95,20 +105,23 @@ def test_another_projects_entry_is_refused():
 
 
 def test_a_body_too_big_for_a_firestore_document_is_not_cached():
-    assert cache.entry("demo", "chat", "m", b"x" * cache.MAX_BODY_BYTES, "a/b", 60,
-                       NOW) is not None
-    assert cache.entry("demo", "chat", "m", b"x" * (cache.MAX_BODY_BYTES + 1), "a/b", 60,
-                       NOW) is None
+    assert cache.entry("demo", "chat", "m", b"x" * cache.MAX_BODY_BYTES, "a/b", 60, NOW) is not None
+    assert (
+        cache.entry("demo", "chat", "m", b"x" * (cache.MAX_BODY_BYTES + 1), "a/b", 60, NOW) is None
+    )
     assert cache.MAX_BODY_BYTES < 1024 * 1024
 
 
-@pytest.mark.parametrize("doc", [
-    None,
-    {},
-    {"project": "demo", "body": ANSWER},  # no expiry
-    {"project": "demo", "body": ANSWER, "expires_at": None},
-    {"project": "demo", "body": ANSWER.decode(), "expires_at": NOW + timedelta(hours=1)},
-    {"body": ANSWER, "expires_at": NOW + timedelta(hours=1)},
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        None,
+        {},
+        {"project": "demo", "body": ANSWER},  # no expiry
+        {"project": "demo", "body": ANSWER, "expires_at": None},
+        {"project": "demo", "body": ANSWER.decode(), "expires_at": NOW + timedelta(hours=1)},
+        {"body": ANSWER, "expires_at": NOW + timedelta(hours=1)},
+    ],
+)
 def test_incomplete_or_odd_documents_are_not_usable(doc):
     assert not cache.usable(doc, "demo", NOW)

@@ -30,18 +30,41 @@ def post(client, key, body=CHAT, **headers):
 
 # --- rate limits ---------------------------------------------------------------------
 
+
 def rl_plan(at: datetime, tokens: int, rpm=None, tpm=None) -> HoldPlan:
     return HoldPlan(
-        call_id="call_" + secrets.token_hex(8), project="demo", user="bob", key_name="k",
-        model="m", route="chat", budget_period="monthly", period_key="2026-11",
-        limits=limits_for(project="demo", user="bob", model="m", period="2026-11",
-                          project_limit=None, member_limit=None, model_limit=None,
-                          member_model_limit=None),
-        estimate_nano=10, admitted_at=at, expires_at=at + timedelta(minutes=20),
+        call_id="call_" + secrets.token_hex(8),
+        project="demo",
+        user="bob",
+        key_name="k",
+        model="m",
+        route="chat",
+        budget_period="monthly",
+        period_key="2026-11",
+        limits=limits_for(
+            project="demo",
+            user="bob",
+            model="m",
+            period="2026-11",
+            project_limit=None,
+            member_limit=None,
+            model_limit=None,
+            member_model_limit=None,
+        ),
+        estimate_nano=10,
+        admitted_at=at,
+        expires_at=at + timedelta(minutes=20),
         estimate_tokens=tokens,
-        rate_limits=rate_limits_for(project="demo", user="bob", model="m", at=at,
-                                    project_limits=(rpm, tpm), model_limits=(None, None),
-                                    member_model_limits=(None, None)))
+        rate_limits=rate_limits_for(
+            project="demo",
+            user="bob",
+            model="m",
+            at=at,
+            project_limits=(rpm, tpm),
+            model_limits=(None, None),
+            member_model_limits=(None, None),
+        ),
+    )
 
 
 def test_retry_after_counts_to_the_end_of_the_minute():
@@ -71,8 +94,9 @@ def test_tpm_counts_the_estimate_then_the_actual(db):
     ledger.reserve(a)
     with pytest.raises(RateLimited, match="1000 tokens"):
         ledger.reserve(b)  # 1200 estimated > 1000
-    ledger.settle(a, Outcome(status="ok", cost_nano=1,
-                             usage=Usage(input_tokens=100, output_tokens=50)))
+    ledger.settle(
+        a, Outcome(status="ok", cost_nano=1, usage=Usage(input_tokens=100, output_tokens=50))
+    )
     ledger.reserve(b)  # a really used 150: 150 + 600 fits in the same minute
     window = db.collection("windows").document("rl|demo|202611231200").get().to_dict()
     assert (window["requests"], window["tokens"]) == (2, 750)
@@ -87,9 +111,16 @@ def inside_one_minute() -> None:
 def test_rpm_from_many_threads_admits_exactly_the_limit(proxy_url, world):
     world.prov.update_project("demo", rpm=5)
     inside_one_minute()
-    answers = burst(12, lambda: requests.post(
-        proxy_url + "/v1/chat/completions", json=CHAT, timeout=30,
-        headers=bearer(world.keys["bob"])), timeout_s=60)
+    answers = burst(
+        12,
+        lambda: requests.post(
+            proxy_url + "/v1/chat/completions",
+            json=CHAT,
+            timeout=30,
+            headers=bearer(world.keys["bob"]),
+        ),
+        timeout_s=60,
+    )
     assert Counter(r.status_code for r in answers) == {200: 5, 429: 7}
     refused = [r for r in answers if r.status_code == 429]
     assert all(r.json()["error"]["code"] == "rate_limit_exceeded" for r in refused)
@@ -108,12 +139,22 @@ def test_tpm_from_many_threads_admits_what_fits_and_books_within_it(proxy_url, w
     # a slow upstream keeps every admission before the first settlement
     world.upstream.latency_s = 1.0
     inside_one_minute()
-    answers = burst(10, lambda: requests.post(
-        proxy_url + "/v1/chat/completions", json=body, timeout=30,
-        headers=bearer(world.keys["bob"])), timeout_s=60)
+    answers = burst(
+        10,
+        lambda: requests.post(
+            proxy_url + "/v1/chat/completions",
+            json=body,
+            timeout=30,
+            headers=bearer(world.keys["bob"]),
+        ),
+        timeout_s=60,
+    )
     assert Counter(r.status_code for r in answers) == {200: 3, 429: 7}
-    assert all("tokens (estimated at admission) per minute" in r.json()["error"]["message"]
-               for r in answers if r.status_code != 200)
+    assert all(
+        "tokens (estimated at admission) per minute" in r.json()["error"]["message"]
+        for r in answers
+        if r.status_code != 200
+    )
     # settled: the window holds the actual tokens of the admitted calls, within tpm
     recs = wait_for_usage(world, 3)
     [window] = [s.to_dict() for s in world.db.collection("windows").stream()]
@@ -123,6 +164,7 @@ def test_tpm_from_many_threads_admits_what_fits_and_books_within_it(proxy_url, w
 
 
 # --- alerts -------------------------------------------------------------------------------
+
 
 class Receiver:
     def __init__(self) -> None:
@@ -150,14 +192,18 @@ def test_each_threshold_is_posted_once_per_period(client, admin_client, world):
     hook = Receiver()
     world.upstream.bill_cap = True  # every call costs exactly its hold
     world.upstream.prompt_tokens = lambda path, body: tokens.estimate_input_tokens(
-        "chat", body, body["model"])
+        "chat", body, body["model"]
+    )
     world.prov.update_project("demo", default_max_output_tokens=10)
     post(client, world.keys["bob"])  # learn what one call costs
     cost = world.usage()[0]["cost_nano"]
     # a budget of exactly 10 such calls: 50 % is crossed by the 5th, 80 % by the 8th
     world.prov.update_project("demo", budget_nano=10 * cost)
-    r = admin_client.put("/projects/demo/alerts", headers=admin_auth(),
-                         json={"webhook_url": hook.url, "thresholds": [80, 50]})
+    r = admin_client.put(
+        "/projects/demo/alerts",
+        headers=admin_auth(),
+        json={"webhook_url": hook.url, "thresholds": [80, 50]},
+    )
     assert r.status_code == 200 and r.get_json()["config"]["thresholds"] == [50, 80]
     for _ in range(3):
         post(client, world.keys["bob"])  # calls 2-4
@@ -175,13 +221,16 @@ def test_each_threshold_is_posted_once_per_period(client, admin_client, world):
 def test_a_dead_webhook_never_fails_the_call(client, world):
     from tests.emulator import free_port
 
-    world.prov.update_project("demo", budget_nano=1_000_000,
-                              alerts={"webhook_url": f"http://127.0.0.1:{free_port()}/x",
-                                      "thresholds": [1]})
+    world.prov.update_project(
+        "demo",
+        budget_nano=1_000_000,
+        alerts={"webhook_url": f"http://127.0.0.1:{free_port()}/x", "thresholds": [1]},
+    )
     assert post(client, world.keys["bob"]).status_code == 200
 
 
 # --- response cache -----------------------------------------------------------------------
+
 
 def test_cache_hit_miss_ttl_isolation_and_flush(client, admin_client, world):
     world.prov.update_project("demo", cache={"enabled": True, "ttl_s": 2})
@@ -199,8 +248,12 @@ def test_cache_hit_miss_ttl_isolation_and_flush(client, admin_client, world):
     assert post(client, world.keys["bob"], {**CHAT, "n": 2}).headers["x-tollgate-cache"] == "miss"
 
     # another project never sees demo's entries
-    world.prov.create_project("other", external_key="main", allowed_models=["gpt-4o-mini"],
-                              cache={"enabled": True, "ttl_s": 60})
+    world.prov.create_project(
+        "other",
+        external_key="main",
+        allowed_models=["gpt-4o-mini"],
+        cache={"enabled": True, "ttl_s": 60},
+    )
     carol = (world.prov.create_user("carol"), world.members.add_member("other", "carol"))[1]
     assert post(client, carol).headers["x-tollgate-cache"] == "miss"
 
@@ -238,6 +291,7 @@ def test_too_big_answers_are_not_cached():
 
 # --- upstream rate-limit headers ------------------------------------------------------------
 
+
 def test_last_ratelimit_headers_per_external_key_in_admin(client, admin_client, world):
     assert post(client, world.keys["bob"]).status_code == 200
     data = admin_client.get("/ratelimits", headers=admin_auth()).get_json()["data"]
@@ -253,13 +307,17 @@ def test_audit20_a_cache_hit_has_the_budget_header_and_a_record_of_what_it_saved
     hit = post(client, world.keys["bob"])
     assert hit.headers["x-tollgate-cache"] == "hit"
     # a hit spends nothing, so the budget left is what the miss left
-    assert (hit.headers["x-tollgate-budget-remaining-usd"]
-            == miss.headers["x-tollgate-budget-remaining-usd"])
+    assert (
+        hit.headers["x-tollgate-budget-remaining-usd"]
+        == miss.headers["x-tollgate-budget-remaining-usd"]
+    )
     [rec] = [u for u in world.usage() if u["cached"]]
     [paid] = [u for u in world.usage() if not u["cached"]]
     assert rec["period"] == paid["period"] != ""
     saved = miss.get_json()["usage"]
     assert (rec["input_tokens"], rec["output_tokens"], rec["cost_nano"]) == (
-        saved["prompt_tokens"], saved["completion_tokens"], 0)
+        saved["prompt_tokens"],
+        saved["completion_tokens"],
+        0,
+    )
     assert rec["call_id"] == hit.headers["x-tollgate-call-id"]
-

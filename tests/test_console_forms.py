@@ -46,15 +46,25 @@ def row_button(driver: WebDriver, table_id: str, first_cell: str, label: str) ->
 
 
 @browser_test
-def test_prices_external_keys_limits_and_users(driver: WebDriver, world: World,
-                                               admin_url: str, proxy_url: str) -> None:
+def test_prices_external_keys_limits_and_users(
+    driver: WebDriver, world: World, admin_url: str, proxy_url: str
+) -> None:
     sign_in(driver, admin_url + "/console/", ADMIN_TOKEN)
     view(driver, "overview")
 
     # a dated price: the history shows both, the old one ending where the new starts
     go(driver, "#models/gpt-4o-mini", "models")
-    submit(driver, "add-price", {"model": "gpt-4o-mini", "valid_from": "2030-01-01T00:00",
-                                 "input": "0.2", "cached_input": "0.1", "output": "0.8"})
+    submit(
+        driver,
+        "add-price",
+        {
+            "model": "gpt-4o-mini",
+            "valid_from": "2030-01-01T00:00",
+            "input": "0.2",
+            "cached_input": "0.1",
+            "output": "0.8",
+        },
+    )
     wait(driver, lambda d: len(table_rows(d, "price-history")) == 2, "the price history")
     newest, oldest = table_rows(driver, "price-history")
     assert newest[1:5] == ["in force", "$0.2", "$0.1", "$0.8"] and newest[6] == "admin:root"
@@ -77,8 +87,9 @@ def test_prices_external_keys_limits_and_users(driver: WebDriver, world: World,
     rows = {r[0]: r for r in table_rows(driver, "external-key-list")}
     assert rows["spare"][1] == "…" + UPSTREAM_SECRET[-4:] and rows["main"][5] == "demo"
     assert UPSTREAM_SECRET not in driver.page_source
-    main_delete = [b for b in driver.find_elements(By.XPATH, "//button[text()='Delete']")
-                   if not b.is_enabled()]
+    main_delete = [
+        b for b in driver.find_elements(By.XPATH, "//button[text()='Delete']") if not b.is_enabled()
+    ]
     assert len(main_delete) == 1  # main is used by demo: its Delete is disabled
     row_button(driver, "external-key-list", "spare", "Delete")
     assert accept_confirm(driver) == "Delete external key 'spare'?"
@@ -87,10 +98,16 @@ def test_prices_external_keys_limits_and_users(driver: WebDriver, world: World,
     # a limit for one member on one model, then removed
     go(driver, "#limits/demo", "limits")
     submit(driver, "set-limit", {"model": "gpt-4o-mini", "user": "bob", "rpm": "7"})
-    wait(driver, lambda d: [r[:5] for r in table_rows(d, "limit-list")] == [
-        ["gpt-4o-mini", "bob", "–", "7", "–"]], "the limit")
-    limits = requests.get(admin_url + "/projects/demo/limits", headers=admin_auth(),
-                          timeout=10).json()["data"]
+    wait(
+        driver,
+        lambda d: (
+            [r[:5] for r in table_rows(d, "limit-list")] == [["gpt-4o-mini", "bob", "–", "7", "–"]]
+        ),
+        "the limit",
+    )
+    limits = requests.get(
+        admin_url + "/projects/demo/limits", headers=admin_auth(), timeout=10
+    ).json()["data"]
     assert [(x["model"], x["user"], x["rpm"]) for x in limits] == [("gpt-4o-mini", "bob", 7)]
     row_button(driver, "limit-list", "gpt-4o-mini", "Remove")
     accept_confirm(driver)

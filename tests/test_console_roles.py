@@ -42,12 +42,18 @@ from tests.console_browser import (  # noqa: F401 - *_fixture: fixtures
 
 @browser_test
 def test_lead_sees_and_manages_only_their_project(
-        driver: WebDriver, world: World, admin_url: str, proxy_url: str) -> None:
+    driver: WebDriver, world: World, admin_url: str, proxy_url: str
+) -> None:
     hidden = "Hidden Project Name"
     world.prov.create_user("zed", "Zed Outsider", "zed@example.com")
     world.prov.create_user("carol", "Carol", "carol@example.com")
-    world.prov.create_project("secret-proj", name=hidden, external_key="main",
-                              budget_usd="50", allowed_models=["gpt-4o-mini"])
+    world.prov.create_project(
+        "secret-proj",
+        name=hidden,
+        external_key="main",
+        budget_usd="50",
+        allowed_models=["gpt-4o-mini"],
+    )
     zed = world.members.add_member("secret-proj", "zed", role="lead")
     assert chat(proxy_url, zed, tag="outsider-tag").status_code == 200
     assert chat(proxy_url, world.keys["bob"]).status_code == 200
@@ -58,7 +64,8 @@ def test_lead_sees_and_manages_only_their_project(
     assert "lead:alice@demo (lead of demo)" in by_id(driver, "who").text
     tabs = driver.execute_script(
         "return [...document.querySelectorAll('#nav a')].filter(a => !a.hidden)"
-        ".map(a => a.textContent)")
+        ".map(a => a.textContent)"
+    )
     assert tabs == ["Members and keys"]
     # the lead's own row carries a "you" badge
     assert [r[0] for r in table_rows(driver, "member-table")] == ["aliceyou", "bob"]
@@ -81,15 +88,20 @@ def test_lead_sees_and_manages_only_their_project(
     rows = table_rows(driver, "key-table")
     mine = [i for i, r in enumerate(rows) if r[0] == "alice"][0]
     driver.find_elements(By.CSS_SELECTOR, "#key-table tbody tr")[mine].find_element(
-        By.XPATH, ".//button[text()='Rotate']").click()
+        By.XPATH, ".//button[text()='Rotate']"
+    ).click()
     accept_confirm(driver)
-    wait(driver, lambda d: "A project lead cannot change their own membership" in message(d),
-         "the API's refusal")
+    wait(
+        driver,
+        lambda d: "A project lead cannot change their own membership" in message(d),
+        "the API's refusal",
+    )
     assert chat(proxy_url, world.keys["alice"]).status_code == 200  # unchanged
     # a member's key: rotated by the lead
     bob_row = [i for i, r in enumerate(table_rows(driver, "key-table")) if r[0] == "bob"][0]
     driver.find_elements(By.CSS_SELECTOR, "#key-table tbody tr")[bob_row].find_element(
-        By.XPATH, ".//button[text()='Rotate']").click()
+        By.XPATH, ".//button[text()='Rotate']"
+    ).click()
     accept_confirm(driver)
     wait(driver, lambda d: secret(d).startswith("tg_") and secret(d) != carol, "bob's new key")
     assert chat(proxy_url, world.keys["bob"]).status_code == 401
@@ -97,12 +109,20 @@ def test_lead_sees_and_manages_only_their_project(
     assert driver.find_elements(By.XPATH, "//button[text()='Revoke']") == []
 
     # admin views typed into the address bar: the API's refusal, nothing of its data
-    for hash_, name in (("#overview", "overview"), ("#project/secret-proj", "project"),
-                        ("#usage", "usage"), ("#audit", "audit")):
-        driver.execute_script("document.getElementById('message').hidden = true;"
-                              "location.hash = arguments[0]", hash_)
-        wait(driver, lambda d: "may only manage the members of project 'demo'" in message(d),
-             f"the refusal of {name}")
+    for hash_, name in (
+        ("#overview", "overview"),
+        ("#project/secret-proj", "project"),
+        ("#usage", "usage"),
+        ("#audit", "audit"),
+    ):
+        driver.execute_script(
+            "document.getElementById('message').hidden = true;location.hash = arguments[0]", hash_
+        )
+        wait(
+            driver,
+            lambda d: "may only manage the members of project 'demo'" in message(d),
+            f"the refusal of {name}",
+        )
         nothing_of_the_other_project()
     go(driver, "#members/secret-proj", "members")  # the lead's own project, whatever the hash
     assert [r[0] for r in table_rows(driver, "member-table")] == ["aliceyou", "bob", "carol"]
@@ -112,7 +132,8 @@ def test_lead_sees_and_manages_only_their_project(
 
 @browser_test
 def test_hostile_names_and_tags_render_as_text(
-        driver: WebDriver, world: World, admin_url: str, proxy_url: str) -> None:
+    driver: WebDriver, world: World, admin_url: str, proxy_url: str
+) -> None:
     user_name = "<svg onload=alert(2)>Bob"
     tag = "<img src=x onerror=alert(3)>"  # 28 printable ASCII: a valid x-tollgate-tag
     key_name = "<b>k</b>"
@@ -124,8 +145,9 @@ def test_hostile_names_and_tags_render_as_text(
 
     sign_in(driver, admin_url + "/console/", ADMIN_TOKEN)
     view(driver, "overview")
-    assert driver.find_element(By.CSS_SELECTOR, ".project[data-project='demo'] .project-name"
-                               ).text.startswith(XSS)
+    assert driver.find_element(
+        By.CSS_SELECTOR, ".project[data-project='demo'] .project-name"
+    ).text.startswith(XSS)
     go(driver, "#projects", "projects")
     assert table_rows(driver, "project-list")[0][0] == XSS + "demo"
     go(driver, "#project/demo", "project")
@@ -137,16 +159,24 @@ def test_hostile_names_and_tags_render_as_text(
     form = by_id(driver, "usage-filters")
     fill(form, {"group_by": "tag"})
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait(driver, lambda d: [r[0] for r in table_rows(d, "usage-groups")] == [tag],
-         "the tag as a group")
+    wait(
+        driver,
+        lambda d: [r[0] for r in table_rows(d, "usage-groups")] == [tag],
+        "the tag as a group",
+    )
     assert table_rows(driver, "calls")[0][5] == tag
     assert "<option" not in driver.execute_script(
-        "return document.querySelector('[name=project]').textContent")
+        "return document.querySelector('[name=project]').textContent"
+    )
     go(driver, "#audit", "audit")
     assert any(XSS in r[4] for r in table_rows(driver, "audit-log"))
 
-    for hash_, name in (("#overview", "overview"), ("#project/demo", "project"),
-                        ("#users", "users"), ("#audit", "audit")):
+    for hash_, name in (
+        ("#overview", "overview"),
+        ("#project/demo", "project"),
+        ("#users", "users"),
+        ("#audit", "audit"),
+    ):
         go(driver, hash_, name)
         assert driver.find_elements(By.CSS_SELECTOR, "img, b, main svg[onload], [onerror]") == []
     assert len(driver.find_elements(By.TAG_NAME, "script")) == 3  # ours only
@@ -159,8 +189,9 @@ def test_hostile_names_and_tags_render_as_text(
 
 
 @browser_test
-def test_wrong_token_member_key_and_sign_out(driver: WebDriver, world: World,
-                                            admin_url: str) -> None:
+def test_wrong_token_member_key_and_sign_out(
+    driver: WebDriver, world: World, admin_url: str
+) -> None:
     sign_in(driver, admin_url + "/console", "tga_" + "x" * 30)  # redirected to console/
     wait(driver, lambda d: BAD_TOKEN in message(d), "the refused-token message")
     assert driver.current_url == admin_url + "/console/"
@@ -169,8 +200,14 @@ def test_wrong_token_member_key_and_sign_out(driver: WebDriver, world: World,
 
     by_id(driver, "token").send_keys(world.keys["bob"])  # a member, not a lead
     by_id(driver, "sign-in").click()
-    wait(driver, lambda d: "This key may not use the admin console: Only administrators and "
-         "project leads may use the admin API." in message(d), "the member's refusal")
+    wait(
+        driver,
+        lambda d: (
+            "This key may not use the admin console: Only administrators and "
+            "project leads may use the admin API." in message(d)
+        ),
+        "the member's refusal",
+    )
     assert not by_id(driver, "nav").is_displayed()
 
     by_id(driver, "token").send_keys(ADMIN_TOKEN)
@@ -186,18 +223,26 @@ def test_wrong_token_member_key_and_sign_out(driver: WebDriver, world: World,
 
 
 @browser_test
-def test_usage_calls_page_on_and_download_as_csv(driver: WebDriver, world: World,
-                                                  admin_url: str, downloads: Path) -> None:
+def test_usage_calls_page_on_and_download_as_csv(
+    driver: WebDriver, world: World, admin_url: str, downloads: Path
+) -> None:
     start = datetime.now(UTC) - timedelta(hours=5)
     for i in range(60):
-        seed_usage(world, f"many-{i:03d}", project="demo", user="bob",
-                   at=start + timedelta(seconds=i), cost_nano=1_000_000 + i)
+        seed_usage(
+            world,
+            f"many-{i:03d}",
+            project="demo",
+            user="bob",
+            at=start + timedelta(seconds=i),
+            cost_nano=1_000_000 + i,
+        )
     sign_in(driver, admin_url + "/console/", ADMIN_TOKEN)
     view(driver, "overview")
     go(driver, "#usage", "usage")
     wait(driver, lambda d: len(table_rows(d, "calls")) == 50, "the first page of calls")
-    assert table_rows(driver, "usage-groups") == [["demo", "60", "72,000", "12,000", "18,000",
-                                                   "$0.06", "$0.001"]]
+    assert table_rows(driver, "usage-groups") == [
+        ["demo", "60", "72,000", "12,000", "18,000", "$0.06", "$0.001"]
+    ]
     by_id(driver, "more-calls").click()
     wait(driver, lambda d: len(table_rows(d, "calls")) == 60, "the second page")
     assert not by_id(driver, "more-calls").is_displayed()
@@ -206,13 +251,17 @@ def test_usage_calls_page_on_and_download_as_csv(driver: WebDriver, world: World
         old.unlink()
     by_id(driver, "csv").click()
     target = downloads / "tollgate-usage.csv"
-    wait(driver, lambda d: target.exists() and not list(downloads.glob("*.crdownload")),
-         "tollgate-usage.csv")
+    wait(
+        driver,
+        lambda d: target.exists() and not list(downloads.glob("*.crdownload")),
+        "tollgate-usage.csv",
+    )
     lines = target.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 61 and lines[0].startswith("ts,")
     # the token went in a header, never in a URL
     fetched = driver.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name)")
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
     assert any("format=csv" in u for u in fetched)
     assert not any(ADMIN_TOKEN in u for u in fetched)
     assert csp_violations(driver) == []

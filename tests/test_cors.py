@@ -17,14 +17,23 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 def call(client, key, origin=None):
     headers = {**bearer(key), **({"Origin": origin} if origin else {})}
-    return client.post("/v1/chat/completions", data=json.dumps(CHAT), headers=headers,
-                       content_type="application/json")
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps(CHAT),
+        headers=headers,
+        content_type="application/json",
+    )
 
 
 def preflight(client, origin, path="/v1/chat/completions"):
-    return client.options(path, headers={
-        "Origin": origin, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os"})
+    return client.options(
+        path,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, x-stainless-os",
+        },
+    )
 
 
 def test_no_origin_is_allowed_by_default(client, world):
@@ -38,8 +47,9 @@ def test_no_origin_is_allowed_by_default(client, world):
 
 
 def test_a_listed_origin_gets_preflight_and_readable_answers(client, admin_client, world):
-    r = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
-                           json={"cors_origins": [APP]})
+    r = admin_client.patch(
+        "/admin/projects/demo", headers=admin_auth(), json={"cors_origins": [APP]}
+    )
     assert r.status_code == 200 and r.get_json()["cors_origins"] == [APP]
     pre = preflight(client, APP)
     assert pre.status_code == 204
@@ -60,15 +70,23 @@ def test_a_listed_origin_gets_preflight_and_readable_answers(client, admin_clien
 
 
 def test_an_origin_listed_by_another_project_does_not_open_this_one(client, world):
-    world.prov.create_project("other", external_key="main", budget_usd="1",
-                              cors_origins=[APP])
+    world.prov.create_project("other", external_key="main", budget_usd="1", cors_origins=[APP])
     assert preflight(client, APP).status_code == 204  # some project lists it
-    r = call(client, world.keys["bob"], origin=APP)   # bob's key is of project demo
+    r = call(client, world.keys["bob"], origin=APP)  # bob's key is of project demo
     assert r.status_code == 403 and world.upstream.received == []
 
 
-@pytest.mark.parametrize("bad", [["*"], ["https://app.example.com/path"], ["app.example.com"],
-                                 ["HTTPS://APP.EXAMPLE.COM"], "https://a.example", [3]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["*"],
+        ["https://app.example.com/path"],
+        ["app.example.com"],
+        ["HTTPS://APP.EXAMPLE.COM"],
+        "https://a.example",
+        [3],
+    ],
+)
 def test_origins_are_exact_scheme_host_and_port(bad):
     with pytest.raises(InvalidRequest) as e:
         cors.check_origins(bad)
@@ -76,5 +94,4 @@ def test_origins_are_exact_scheme_host_and_port(bad):
 
 
 def test_origins_are_kept_sorted_and_unique():
-    assert cors.check_origins([APP, "http://localhost:5173", APP]) == [
-        "http://localhost:5173", APP]
+    assert cors.check_origins([APP, "http://localhost:5173", APP]) == ["http://localhost:5173", APP]

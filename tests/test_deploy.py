@@ -30,10 +30,21 @@ from tests.emulator import free_port
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy.sh"
 # name: (memory, concurrency, timeout)
-SIZES = {"openai": ("2Gi", "40", "900s"), "admin": ("512Mi", "8", "120s"),
-         "log": ("512Mi", "16", "60s")}
-APIS = ("cloudfunctions", "run", "cloudbuild", "artifactregistry", "firestore",
-        "secretmanager", "iam", "logging")
+SIZES = {
+    "openai": ("2Gi", "40", "900s"),
+    "admin": ("512Mi", "8", "120s"),
+    "log": ("512Mi", "16", "60s"),
+}
+APIS = (
+    "cloudfunctions",
+    "run",
+    "cloudbuild",
+    "artifactregistry",
+    "firestore",
+    "secretmanager",
+    "iam",
+    "logging",
+)
 EXT = 'resource.name.startsWith("projects/{}/secrets/tollgate-ext-")'
 
 # FAKE_MODE: "forbidden" (a dry run: any call fails), "empty" (nothing exists; creates
@@ -129,46 +140,73 @@ elif "create" in words and k:
         state["lag"] = int(os.environ.get("FAKE_DB_LAG", "0"))
 save()
 """
-EVERYTHING = ["database", "sa:tollgate-openai", "sa:tollgate-admin", "sa:tollgate-log",
-              "sa:tollgate-build", "secret", "secret-version", "function:openai",
-              "function:admin", "function:log", "sa:tollgate-scheduler",
-              "job:tollgate-reconcile", "job:tollgate-sweep"]
+EVERYTHING = [
+    "database",
+    "sa:tollgate-openai",
+    "sa:tollgate-admin",
+    "sa:tollgate-log",
+    "sa:tollgate-build",
+    "secret",
+    "secret-version",
+    "function:openai",
+    "function:admin",
+    "function:log",
+    "sa:tollgate-scheduler",
+    "job:tollgate-reconcile",
+    "job:tollgate-sweep",
+]
 
 
 def indexes() -> list[dict[str, Any]]:  # read at run time: indexes get added
     return json.loads((ROOT / "functions/firestore.indexes.json").read_text())["indexes"]
 
 
-def run_deploy(tmp: Path, mode: str, *args: str, **knobs: str,
-               ) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+def run_deploy(
+    tmp: Path,
+    mode: str,
+    *args: str,
+    **knobs: str,
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     """Run deploy.sh against the fake gcloud; KNOBS are FAKE_* settings (lower case)."""
     bin_dir, log, state = tmp / "bin", tmp / "gcloud.log", tmp / "state.json"
     bin_dir.mkdir(parents=True, exist_ok=True)
     (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
     (bin_dir / "gcloud").chmod(0o755)
     log.write_text("")
-    exists = [k for k in EVERYTHING if mode in ("full", "racy")
-              and not (k == "secret-version" and knobs.get("no_version"))]
+    exists = [
+        k
+        for k in EVERYTHING
+        if mode in ("full", "racy") and not (k == "secret-version" and knobs.get("no_version"))
+    ]
     state.write_text(json.dumps({"exists": exists, "seen": {}, "lag": 0}))
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log),
-           "FAKE_MODE": mode, "FAKE_STATE": str(state), "TOLLGATE_DEPLOY_POLL_S": "0.01",
-           "FAKE_INDEXES": str(ROOT / "functions/firestore.indexes.json"),
-           **{f"FAKE_{k.upper()}": v for k, v in knobs.items()}}
-    proc = subprocess.run(["bash", str(DEPLOY), *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(log),
+        "FAKE_MODE": mode,
+        "FAKE_STATE": str(state),
+        "TOLLGATE_DEPLOY_POLL_S": "0.01",
+        "FAKE_INDEXES": str(ROOT / "functions/firestore.indexes.json"),
+        **{f"FAKE_{k.upper()}": v for k, v in knobs.items()},
+    }
+    proc = subprocess.run(
+        ["bash", str(DEPLOY), *args], capture_output=True, text=True, env=env, timeout=300
+    )
     return proc, [json.loads(line) for line in log.read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory: pytest.TempPathFactory) -> list[list[str]]:
     """The commands of ``deploy.sh --dry-run my-proj europe-west1``, each as its argv."""
-    proc, calls = run_deploy(tmp_path_factory.mktemp("dry"), "forbidden",
-                             "--dry-run", "my-proj", "europe-west1")
+    proc, calls = run_deploy(
+        tmp_path_factory.mktemp("dry"), "forbidden", "--dry-run", "my-proj", "europe-west1"
+    )
     assert proc.returncode == 0, proc.stderr
     assert calls == [], "a dry run ran gcloud"
     assert "tga_" not in proc.stdout  # no admin token is made, let alone shown
-    return [shlex.split(line[2:]) for line in proc.stdout.splitlines()
-            if line.startswith("+ gcloud ")]
+    return [
+        shlex.split(line[2:]) for line in proc.stdout.splitlines() if line.startswith("+ gcloud ")
+    ]
 
 
 def find(cmds: list[list[str]], *parts: str) -> int:
@@ -182,61 +220,120 @@ def test_dry_run_prints_every_step_in_order(dry_run: list[list[str]]) -> None:
     cmds = dry_run
     enable = find(cmds, "services", "enable")
     assert all(f"{api}.googleapis.com" in cmds[enable] for api in APIS)
-    database = find(cmds, "databases", "create", "--database=tollgate",
-                    "--type=firestore-native", "--location=europe-west1")
-    accounts = [find(cmds, "service-accounts", "create", f"tollgate-{who}")
-                for who in [*SIZES, "build", "scheduler"]]
+    database = find(
+        cmds,
+        "databases",
+        "create",
+        "--database=tollgate",
+        "--type=firestore-native",
+        "--location=europe-west1",
+    )
+    accounts = [
+        find(cmds, "service-accounts", "create", f"tollgate-{who}")
+        for who in [*SIZES, "build", "scheduler"]
+    ]
     ext = EXT.format("PROJECT_NUMBER")
-    grants = [find(cmds, "add-iam-policy-binding", f"serviceAccount:tollgate-{fn}@", f"--role={r}",
-                   condition) for fn, r, condition in [
-        ("openai", "roles/datastore.user", "--condition=None"),
-        ("openai", "roles/secretmanager.secretAccessor", f"--condition=expression={ext}"),
-        ("admin", "roles/datastore.user", "--condition=None"),
-        ("admin", "roles/secretmanager.admin", f"--condition=expression={ext}"),
-        ("log", "roles/datastore.viewer", "--condition=None"),
-        ("build", "roles/cloudbuild.builds.builder", "--condition=None")]]
+    grants = [
+        find(
+            cmds,
+            "add-iam-policy-binding",
+            f"serviceAccount:tollgate-{fn}@",
+            f"--role={r}",
+            condition,
+        )
+        for fn, r, condition in [
+            ("openai", "roles/datastore.user", "--condition=None"),
+            ("openai", "roles/secretmanager.secretAccessor", f"--condition=expression={ext}"),
+            ("admin", "roles/datastore.user", "--condition=None"),
+            ("admin", "roles/secretmanager.admin", f"--condition=expression={ext}"),
+            ("log", "roles/datastore.viewer", "--condition=None"),
+            ("build", "roles/cloudbuild.builds.builder", "--condition=None"),
+        ]
+    ]
     # the OpenAI admin key (reconciliation) is the admin function's, never the proxy's
     from functions.reconcile_run import ADMIN_KEY_SECRET
+
     assert any(ADMIN_KEY_SECRET in arg for arg in cmds[grants[3]])
-    assert not any(ADMIN_KEY_SECRET in arg or "tollgate-openai-admin" in arg
-                   for arg in cmds[grants[1]])
+    assert not any(
+        ADMIN_KEY_SECRET in arg or "tollgate-openai-admin" in arg for arg in cmds[grants[1]]
+    )
     assert not ADMIN_KEY_SECRET.startswith("tollgate-ext-")
     secret = find(cmds, "secrets", "create", "tollgate-admin-tokens", "--data-file=-")
-    secret_grant = find(cmds, "secrets", "add-iam-policy-binding", "tollgate-admin-tokens",
-                        "serviceAccount:tollgate-admin@", "roles/secretmanager.secretAccessor")
-    creates = [i for i, argv in enumerate(cmds) if argv[1:5] == ["firestore", "indexes",
-                                                                    "composite", "create"]]
+    secret_grant = find(
+        cmds,
+        "secrets",
+        "add-iam-policy-binding",
+        "tollgate-admin-tokens",
+        "serviceAccount:tollgate-admin@",
+        "roles/secretmanager.secretAccessor",
+    )
+    creates = [
+        i
+        for i, argv in enumerate(cmds)
+        if argv[1:5] == ["firestore", "indexes", "composite", "create"]
+    ]
     assert len(creates) == len(indexes())
     for i, ix in zip(creates, indexes(), strict=True):
-        assert {"--database=tollgate", f"--collection-group={ix['collectionGroup']}",
-                "--query-scope=collection", "--async"} <= set(cmds[i])
+        assert {
+            "--database=tollgate",
+            f"--collection-group={ix['collectionGroup']}",
+            "--query-scope=collection",
+            "--async",
+        } <= set(cmds[i])
         assert [a for a in cmds[i] if a.startswith("--field-config=")] == [
             f"--field-config=field-path={f['fieldPath']},order={f['order'].lower()}"
-            for f in ix["fields"]]
-    ttls = [i for i, argv in enumerate(cmds) if argv[1:5] == ["firestore", "fields", "ttls",
-                                                                 "update"]]
+            for f in ix["fields"]
+        ]
+    ttls = [
+        i for i, argv in enumerate(cmds) if argv[1:5] == ["firestore", "fields", "ttls", "update"]
+    ]
     assert sorted(cmds[i][5:9] for i in ttls) == [  # settled holds, closed grants, cache
         ["expires_at", "--collection-group=cache_entries", "--enable-ttl", "--database=tollgate"],
         ["purge_at", "--collection-group=grants", "--enable-ttl", "--database=tollgate"],
-        ["purge_at", "--collection-group=holds", "--enable-ttl", "--database=tollgate"]]
-    deploys = [next(i for i, argv in enumerate(cmds) if argv[1:4] == ["functions", "deploy", fn])
-               for fn in SIZES]
+        ["purge_at", "--collection-group=holds", "--enable-ttl", "--database=tollgate"],
+    ]
+    deploys = [
+        next(i for i, argv in enumerate(cmds) if argv[1:4] == ["functions", "deploy", fn])
+        for fn in SIZES
+    ]
     for i, (fn, (memory, concurrency, timeout)) in zip(deploys, SIZES.items(), strict=True):
-        assert {"--gen2", "--runtime=python312", "--cpu=1", "--trigger-http",
-                f"--entry-point={fn}", f"--memory={memory}",
-                f"--service-account=tollgate-{fn}@my-proj.iam.gserviceaccount.com",
-                "--build-service-account=projects/my-proj/serviceAccounts/"
-                "tollgate-build@my-proj.iam.gserviceaccount.com",
-                f"--concurrency={concurrency}", f"--timeout={timeout}",
-                "--region=europe-west1", "--project=my-proj"} <= set(cmds[i])
-        env = dict(kv.split("=", 1) for a in cmds[i] if a.startswith("--set-env-vars=")
-                   for kv in a.removeprefix("--set-env-vars=").split(","))
+        assert {
+            "--gen2",
+            "--runtime=python312",
+            "--cpu=1",
+            "--trigger-http",
+            f"--entry-point={fn}",
+            f"--memory={memory}",
+            f"--service-account=tollgate-{fn}@my-proj.iam.gserviceaccount.com",
+            "--build-service-account=projects/my-proj/serviceAccounts/"
+            "tollgate-build@my-proj.iam.gserviceaccount.com",
+            f"--concurrency={concurrency}",
+            f"--timeout={timeout}",
+            "--region=europe-west1",
+            "--project=my-proj",
+        } <= set(cmds[i])
+        env = dict(
+            kv.split("=", 1)
+            for a in cmds[i]
+            if a.startswith("--set-env-vars=")
+            for kv in a.removeprefix("--set-env-vars=").split(",")
+        )
         assert env["TOLLGATE_GCP_PROJECT"] == "my-proj" and env["TOLLGATE_DATABASE"] == "tollgate"
         assert env["TOLLGATE_SECRET_BACKEND"] == "gcp" and env["THREADS"] == concurrency
         assert env["TIKTOKEN_CACHE_DIR"] == "/workspace/tiktoken"
         assert env.get("TOLLGATE_FUNCTION_TIMEOUT_S") == ("900" if fn == "openai" else None)
-    public = [find(cmds, "functions", "add-invoker-policy-binding", fn, "--member=allUsers",
-                   "--region=europe-west1", "--project=my-proj") for fn in SIZES]
+    public = [
+        find(
+            cmds,
+            "functions",
+            "add-invoker-policy-binding",
+            fn,
+            "--member=allUsers",
+            "--region=europe-west1",
+            "--project=my-proj",
+        )
+        for fn in SIZES
+    ]
     urls = [find(cmds, "functions", "describe", fn, "serviceConfig.uri") for fn in SIZES]
     # Cloud Scheduler: the reconciliation daily, the sweep every 5 minutes, each with the
     # scheduler's OIDC token for an audience the admin function is told (no admin token)
@@ -246,11 +343,25 @@ def test_dry_run_prints_every_step_in_order(dry_run: list[list[str]]) -> None:
     admin_env = cmds[deploys[1]][-1]
     assert f"TOLLGATE_SCHEDULER_SA={scheduler}" in admin_env
     assert f"TOLLGATE_SCHEDULER_AUDIENCE={audience}" in admin_env
-    jobs = [find(cmds, "scheduler", "jobs", "create", "http", name, f"--schedule={cron}",
-                 f"--uri={audience}{path}", f"--oidc-service-account-email={scheduler}",
-                 f"--oidc-token-audience={audience}", "--location=europe-west1")
-            for name, cron, path in [("tollgate-reconcile", "0 6 * * *", "/reconcile"),
-                                     ("tollgate-sweep", "*/5 * * * *", "/sweep")]]
+    jobs = [
+        find(
+            cmds,
+            "scheduler",
+            "jobs",
+            "create",
+            "http",
+            name,
+            f"--schedule={cron}",
+            f"--uri={audience}{path}",
+            f"--oidc-service-account-email={scheduler}",
+            f"--oidc-token-audience={audience}",
+            "--location=europe-west1",
+        )
+        for name, cron, path in [
+            ("tollgate-reconcile", "0 6 * * *", "/reconcile"),
+            ("tollgate-sweep", "*/5 * * * *", "/sweep"),
+        ]
+    ]
     assert not any("Authorization" in a or "tga_" in a for i in jobs for a in cmds[i])
     assert enable < database < min(accounts) <= max(accounts) < min(grants)
     assert max(grants) < secret < secret_grant < min(creates) <= max(creates) < min(ttls)
@@ -277,12 +388,16 @@ def test_converges_and_never_shows_the_token_unasked(tmp_path: Path) -> None:
 
     again, calls = run_deploy(tmp_path, "full", "my-proj")
     assert again.returncode == 0, again.stderr
-    assert [c["argv"] for c in calls if ("create" in c["argv"] or "update" in c["argv"])
-            and c["argv"][0] != "scheduler"] == []
+    assert [
+        c["argv"]
+        for c in calls
+        if ("create" in c["argv"] or "update" in c["argv"]) and c["argv"][0] != "scheduler"
+    ] == []
     # a scheduler job that exists is brought to the current definition
     assert [c["argv"][:5] for c in calls if c["argv"][:3] == ["scheduler", "jobs", "update"]] == [
         ["scheduler", "jobs", "update", "http", "tollgate-reconcile"],
-        ["scheduler", "jobs", "update", "http", "tollgate-sweep"]]
+        ["scheduler", "jobs", "update", "http", "tollgate-sweep"],
+    ]
     assert sum(c["argv"][:2] == ["functions", "deploy"] for c in calls) == 3
     assert not any(c["stdin"] for c in calls)  # no secret, no version, no token
     assert "gcloud secrets versions access latest --secret=tollgate-admin-tokens" in again.stdout
@@ -326,12 +441,16 @@ def test_cloudbuild_tests_then_deploys_like_deploy_sh(dry_run: list[list[str]]) 
         ours = next(argv[1:] for argv in dry_run if argv[1:4] == ["functions", "deploy", fn])
         # the same flags, in the same order, as deploy.sh (its source is a temp dir)
         assert [a for a in args if not a.startswith("--source=")] == [
-            a for a in ours if not a.startswith("--source=")]
+            a for a in ours if not a.startswith("--source=")
+        ]
 
 
 def fetch(url: str, data: bytes | None = None) -> tuple[int, str, bytes]:
-    req = urllib.request.Request(url, data=data,  # noqa: S310 - http on loopback only
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(  # noqa: S310 - http on loopback only
+        url,
+        data=data,
+        headers={"Content-Type": "application/json"},
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(req, timeout=30) as r:
@@ -342,52 +461,90 @@ def fetch(url: str, data: bytes | None = None) -> tuple[int, str, bytes]:
         return 0, "", b""
 
 
-def test_staged_source_installs_and_serves__slow_pip_install(tmp_path: Path,
-                                                             emulator: str) -> None:
+def test_staged_source_installs_and_serves__slow_pip_install(tmp_path: Path, emulator: str) -> None:
     """SLOW (about a minute): installs the staged requirements.txt from PyPI into a fresh
     virtualenv, then serves each target from the staged directory alone."""
     stage, venv = tmp_path / "stage", tmp_path / "venv"
     subprocess.run(["bash", str(DEPLOY), "--stage-only", str(stage)], check=True, timeout=120)
-    for name in ("main.py", "requirements.txt", ".gcloudignore", "functions/main.py",
-                 "web/index.html"):
+    for name in (
+        "main.py",
+        "requirements.txt",
+        ".gcloudignore",
+        "functions/main.py",
+        "web/index.html",
+    ):
         assert (stage / name).is_file(), name
     assert not list(stage.rglob("__pycache__"))
     for name, (_url, sha256) in encodings._BPE_FILES.items():
         data = Path(encodings._cache_path(str(stage / "tiktoken"), name)).read_bytes()
         assert hashlib.sha256(data).hexdigest() == sha256, name
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-cache-dir",
-                    "-r", str(stage / "requirements.txt")], check=True, timeout=900)
+    subprocess.run(
+        [
+            str(venv / "bin/python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-cache-dir",
+            "-r",
+            str(stage / "requirements.txt"),
+        ],
+        check=True,
+        timeout=900,
+    )
 
     trap = socket.create_server(("127.0.0.1", 0))  # stands for the internet: must stay idle
     trap.setblocking(False)
     proxy = f"http://127.0.0.1:{trap.getsockname()[1]}"
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
-           "TOLLGATE_GCP_PROJECT": "stage-" + secrets.token_hex(4),
-           "FIRESTORE_EMULATOR_HOST": emulator, "TIKTOKEN_CACHE_DIR": str(stage / "tiktoken"),
-           "TOLLGATE_SECRET_BACKEND": "local",
-           "TOLLGATE_SECRETS_FILE": str(tmp_path / "secrets.json"),
-           **{k: proxy for k in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")},
-           **{k: "127.0.0.1,localhost" for k in ("NO_PROXY", "no_proxy")}}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "TOLLGATE_GCP_PROJECT": "stage-" + secrets.token_hex(4),
+        "FIRESTORE_EMULATOR_HOST": emulator,
+        "TIKTOKEN_CACHE_DIR": str(stage / "tiktoken"),
+        "TOLLGATE_SECRET_BACKEND": "local",
+        "TOLLGATE_SECRETS_FILE": str(tmp_path / "secrets.json"),
+        **{k: proxy for k in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")},
+        **{k: "127.0.0.1,localhost" for k in ("NO_PROXY", "no_proxy")},
+    }
     servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     log = tmp_path / "servers.log"
     try:
         with log.open("wb") as out:
             for fn in SIZES:
                 port = free_port()
-                servers[fn] = (subprocess.Popen(
-                    [str(venv / "bin/functions-framework"), "--source", str(stage / "main.py"),
-                     "--target", fn, "--host", "127.0.0.1", "--port", str(port)],
-                    cwd=stage, env=env, start_new_session=True, stdout=out,
-                    stderr=subprocess.STDOUT), f"http://127.0.0.1:{port}")
+                servers[fn] = (
+                    subprocess.Popen(
+                        [
+                            str(venv / "bin/functions-framework"),
+                            "--source",
+                            str(stage / "main.py"),
+                            "--target",
+                            fn,
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(port),
+                        ],
+                        cwd=stage,
+                        env=env,
+                        start_new_session=True,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    ),
+                    f"http://127.0.0.1:{port}",
+                )
         deadline = time.monotonic() + 60
         for proc, url in servers.values():
             while fetch(url + "/")[0] == 0:
                 assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
                 time.sleep(0.3)
 
-        status, kind, body = fetch(servers["openai"][1] + "/v1/chat/completions",
-                                   b'{"model": "gpt-4o-mini", "messages": []}')
+        status, kind, body = fetch(
+            servers["openai"][1] + "/v1/chat/completions",
+            b'{"model": "gpt-4o-mini", "messages": []}',
+        )
         assert status == 401 and "json" in kind
         assert json.loads(body)["error"]["code"] == "invalid_api_key"
         status, kind, body = fetch(servers["admin"][1] + "/users")
@@ -396,8 +553,14 @@ def test_staged_source_installs_and_serves__slow_pip_install(tmp_path: Path,
         assert status == 200 and kind.startswith("text/html") and b"log/app.js" in body
         # tiktoken loads both encodings from the staged files alone
         check = "import tiktoken; [tiktoken.get_encoding(n) for n in ('o200k_base', 'cl100k_base')]"
-        proc = subprocess.run([str(venv / "bin/python"), "-c", check], cwd=stage, env=env,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [str(venv / "bin/python"), "-c", check],
+            cwd=stage,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
     finally:
         for proc, _url in servers.values():
@@ -431,31 +594,46 @@ def write_sdk(tmp: Path, emulator_java: int, java_version: str) -> dict[str, str
     (sdk / "VERSION").write_text("999.0.0\n")
     with zipfile.ZipFile(jar, "w") as z:
         header = b"\xca\xfe\xba\xbe\x00\x00" + (emulator_java + 44).to_bytes(2, "big")
-        z.writestr("com/google/cloud/datastore/emulator/firestore/CloudFirestore.class",
-                   header + b"\x00" * 16)
-    scripts = {sdk / "bin/gcloud": "echo 'fake gcloud: not expected here' >&2; exit 1",
-               tools / "java": f"echo 'openjdk version \"{java_version}\" 2025-04-15' >&2",
-               tools / "apt-get": f'echo "$*" >> {tmp}/apt.log\n'
-                                  'echo "E: Unable to locate package ${*: -1}" >&2; exit 100'}
+        z.writestr(
+            "com/google/cloud/datastore/emulator/firestore/CloudFirestore.class",
+            header + b"\x00" * 16,
+        )
+    scripts = {
+        sdk / "bin/gcloud": "echo 'fake gcloud: not expected here' >&2; exit 1",
+        tools / "java": f"echo 'openjdk version \"{java_version}\" 2025-04-15' >&2",
+        tools / "apt-get": f'echo "$*" >> {tmp}/apt.log\n'
+        'echo "E: Unable to locate package ${*: -1}" >&2; exit 100',
+    }
     for path, body in scripts.items():
         path.write_text(f"#!/bin/sh\n{body}\n" if "${" not in body else f"#!/bin/bash\n{body}\n")
         path.chmod(0o755)
     return {**os.environ, "PATH": f"{sdk / 'bin'}:{tools}:{os.environ['PATH']}"}
 
 
-@pytest.mark.parametrize(("emulator_java", "java_version", "ok"), [
-    (21, "17.0.15", False),   # a newer emulator, bookworm's Java: the case CI would hit
-    (11, "1.8.0_292", False),  # old-style version string
-    (21, "21.0.7", True),
-    (11, "17.0.15", True),    # this machine: gcloud 528's emulator runs on 11+
-])
-def test_audit15_setup_checks_java_against_the_emulator(tmp_path: Path, emulator_java: int,
-                                                        java_version: str, ok: bool) -> None:
+@pytest.mark.parametrize(
+    ("emulator_java", "java_version", "ok"),
+    [
+        (21, "17.0.15", False),  # a newer emulator, bookworm's Java: the case CI would hit
+        (11, "1.8.0_292", False),  # old-style version string
+        (21, "21.0.7", True),
+        (11, "17.0.15", True),  # this machine: gcloud 528's emulator runs on 11+
+    ],
+)
+def test_audit15_setup_checks_java_against_the_emulator(
+    tmp_path: Path, emulator_java: int, java_version: str, ok: bool
+) -> None:
     env = write_sdk(tmp_path, emulator_java, java_version)
-    proc = subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    found = java_version.split(".")[1] if java_version.startswith("1.") else \
-        java_version.split(".")[0]
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts/setup.sh")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    found = (
+        java_version.split(".")[1] if java_version.startswith("1.") else java_version.split(".")[0]
+    )
     if ok:
         assert proc.returncode == 0, proc.stderr
         assert "needs Java" not in proc.stderr
@@ -482,8 +660,7 @@ def test_audit15_cloudbuild_tests_on_java_21() -> None:
 BUILD_SA = "tollgate-build@my-proj.iam.gserviceaccount.com"
 
 
-def test_audit16_builds_run_as_an_account_with_the_builder_role(
-        dry_run: list[list[str]]) -> None:
+def test_audit16_builds_run_as_an_account_with_the_builder_role(dry_run: list[list[str]]) -> None:
     cmds = dry_run
     account = find(cmds, "iam", "service-accounts", "create", "tollgate-build")
     grant = find(cmds, "projects", "add-iam-policy-binding", f"--member=serviceAccount:{BUILD_SA}")
@@ -496,33 +673,43 @@ def test_audit16_builds_run_as_an_account_with_the_builder_role(
     assert build["substitutions"]["_BUILD_SA"] == "tollgate-build"
     for fn in SIZES:
         args = next(s["args"] for s in build["steps"] if s["id"] == f"deploy-{fn}")
-        assert ("--build-service-account=projects/$PROJECT_ID/serviceAccounts/"
-                "${_BUILD_SA}@${PROJECT_ID}.iam.gserviceaccount.com") in args
+        assert (
+            "--build-service-account=projects/$PROJECT_ID/serviceAccounts/"
+            "${_BUILD_SA}@${PROJECT_ID}.iam.gserviceaccount.com"
+        ) in args
 
 
 def invoker_fix(fn: str) -> str:
-    return (f"gcloud functions add-invoker-policy-binding {fn} --region=europe-west1 "
-            "--project=my-proj --member=allUsers")
+    return (
+        f"gcloud functions add-invoker-policy-binding {fn} --region=europe-west1 "
+        "--project=my-proj --member=allUsers"
+    )
 
 
-def test_audit17_org_policy_against_allusers_deploys_all_three_then_warns(
-        tmp_path: Path) -> None:
+def test_audit17_org_policy_against_allusers_deploys_all_three_then_warns(tmp_path: Path) -> None:
     proc, calls = run_deploy(tmp_path, "full", "my-proj", "europe-west1", policy="1")
     assert proc.returncode == 3, proc.stderr  # documented: deployed, not public
     assert [c["argv"][2] for c in calls if c["argv"][:2] == ["functions", "deploy"]] == [
-        "openai", "admin", "log"]
-    tried = [c["argv"] for c in calls if c["argv"][:2] == ["functions",
-                                                            "add-invoker-policy-binding"]]
+        "openai",
+        "admin",
+        "log",
+    ]
+    tried = [
+        c["argv"] for c in calls if c["argv"][:2] == ["functions", "add-invoker-policy-binding"]
+    ]
     assert [argv[2] for argv in tried] == ["openai", "admin", "log"]
-    warning = proc.stderr[proc.stderr.index("WARNING: deployed, but not public"):]
+    warning = proc.stderr[proc.stderr.index("WARNING: deployed, but not public") :]
     assert "openai admin log" in warning and "allowedPolicyMemberDomains" in warning
     for fn, argv in zip(SIZES, tried, strict=True):
         assert f"  {invoker_fix(fn)}\n" in warning
         assert shlex.split(invoker_fix(fn))[1:] == [a for a in argv if a != "--format=none"]
     assert "https://openai-abc123-ew.a.run.app" in proc.stdout  # URLs are still printed
     doc = (ROOT / "docs/deploy.md").read_text()
-    assert "exit status 3" in doc.lower() and invoker_fix("NAME").replace(
-        "europe-west1", "REGION").replace("my-proj", "PROJECT_ID") in doc
+    assert (
+        "exit status 3" in doc.lower()
+        and invoker_fix("NAME").replace("europe-west1", "REGION").replace("my-proj", "PROJECT_ID")
+        in doc
+    )
     usage = subprocess.run(["bash", str(DEPLOY), "--help"], capture_output=True, text=True)
     assert re.search(r"^  3  .*deployed but not all are public", usage.stdout, re.M)
 
@@ -531,9 +718,14 @@ def test_audit17_one_failed_build_does_not_stop_the_other_functions(tmp_path: Pa
     proc, calls = run_deploy(tmp_path, "empty", "my-proj", build_fails="admin")
     assert proc.returncode == 1, proc.stderr
     assert [c["argv"][2] for c in calls if c["argv"][:2] == ["functions", "deploy"]] == [
-        "openai", "admin", "log"]
+        "openai",
+        "admin",
+        "log",
+    ]
     assert [c["argv"][2] for c in calls if c["argv"][1] == "add-invoker-policy-binding"] == [
-        "openai", "log"]
+        "openai",
+        "log",
+    ]
     assert "not deployed: admin" in proc.stderr and "WARNING" not in proc.stderr
     assert "https://log-abc123-ew.a.run.app" in proc.stdout
 
@@ -548,8 +740,11 @@ def commands_in(markdown: str) -> list[str]:
 def test_audit18_every_iam_binding_passes_a_condition(dry_run: list[list[str]]) -> None:
     """Once a project's policy holds a conditional binding, add-iam-policy-binding without
     --condition prompts, and fails when it cannot: every one must say --condition."""
-    docs = [c for c in commands_in((ROOT / "docs/deploy.md").read_text())
-            if "add-iam-policy-binding" in c]
+    docs = [
+        c
+        for c in commands_in((ROOT / "docs/deploy.md").read_text())
+        if "add-iam-policy-binding" in c
+    ]
     assert any("roles/cloudbuild.builds.builder" in c for c in docs)
     assert docs and all(re.search(r"--condition=\S", c) for c in docs), docs
     bindings = [argv for argv in dry_run if "add-iam-policy-binding" in argv]
@@ -557,8 +752,9 @@ def test_audit18_every_iam_binding_passes_a_condition(dry_run: list[list[str]]) 
     assert all(any(a.startswith("--condition=") for a in argv) for argv in bindings)
 
 
-def test_audit18_waits_for_a_new_database_before_its_indexes(tmp_path: Path,
-                                                              dry_run: list[list[str]]) -> None:
+def test_audit18_waits_for_a_new_database_before_its_indexes(
+    tmp_path: Path, dry_run: list[list[str]]
+) -> None:
     create = find(dry_run, "firestore", "databases", "create")
     wait = find(dry_run, "firestore", "databases", "describe", "--format=value(name)")
     first_index = find(dry_run, "firestore", "indexes", "composite", "create")
@@ -595,8 +791,9 @@ def test_audit18_fills_an_admin_secret_left_without_a_version(tmp_path: Path) ->
     assert not any(c["argv"][:3] == ["secrets", "versions", "add"] for c in calls)
 
 
-def test_every_gcloud_command_parses_with_the_real_cli(tmp_path: Path,
-                                                      dry_run: list[list[str]]) -> None:
+def test_every_gcloud_command_parses_with_the_real_cli(
+    tmp_path: Path, dry_run: list[list[str]]
+) -> None:
     """The real gcloud, without credentials, parses each command and then stops at
     "no active account" (exit 1); a flag or value it does not know is exit 2."""
     gcloud = shutil.which("gcloud")
@@ -605,44 +802,80 @@ def test_every_gcloud_command_parses_with_the_real_cli(tmp_path: Path,
     _proc, calls = run_deploy(tmp_path / "stub", "full", "my-proj", no_version="1", policy="1")
     build = cloudbuild()
     subs = {**build["substitutions"], "PROJECT_ID": "my-proj"}
-    cloud = [[re.sub(r"\$\{?(\w+)\}?", lambda m: subs[m.group(1)], a) for a in s["args"]]
-             for s in build["steps"] if s.get("entrypoint") == "gcloud"]
-    docs = [shlex.split(c[c.index("gcloud ") + 7:]) for c in commands_in(
-        (ROOT / "docs/deploy.md").read_text()) if c.startswith("gcloud ") and "|" not in c]
+    cloud = [
+        [re.sub(r"\$\{?(\w+)\}?", lambda m: subs[m.group(1)], a) for a in s["args"]]
+        for s in build["steps"]
+        if s.get("entrypoint") == "gcloud"
+    ]
+    docs = [
+        shlex.split(c[c.index("gcloud ") + 7 :])
+        for c in commands_in((ROOT / "docs/deploy.md").read_text())
+        if c.startswith("gcloud ") and "|" not in c
+    ]
     source = tmp_path / "stage"
     source.mkdir()
-    commands = {tuple("--source=" + str(source) if a.startswith("--source=") else a
-                      for a in argv)
-                for argv in [*(d[1:] for d in dry_run), *(c["argv"] for c in calls),
-                             *cloud, *docs]}
+    commands = {
+        tuple("--source=" + str(source) if a.startswith("--source=") else a for a in argv)
+        for argv in [*(d[1:] for d in dry_run), *(c["argv"] for c in calls), *cloud, *docs]
+    }
     # One per command and set of flags (about 1.5 s of CPU each): the nine index creates
     # differ in field names only, the bindings in the member's name. A condition or a
     # member's kind (None or an expression; a service account or allUsers) is kept apart.
-    verbs = {"enable", "describe", "create", "list", "update", "deploy", "access", "add",
-             "submit", "add-iam-policy-binding", "add-invoker-policy-binding"}
+    verbs = {
+        "enable",
+        "describe",
+        "create",
+        "list",
+        "update",
+        "deploy",
+        "access",
+        "add",
+        "submit",
+        "add-iam-policy-binding",
+        "add-invoker-policy-binding",
+    }
     shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[str, ...]] = {}
     for argv in sorted(commands):
         words = tuple(a for a in argv if not a.startswith("-"))
-        path = next((words[:i + 1] for i, w in enumerate(words) if w in verbs), words)
-        flags = tuple(sorted(a[:a.index("=") + 5] if a.startswith(("--condition=", "--member="))
-                             else a.split("=")[0] for a in argv if a.startswith("-")))
+        path = next((words[: i + 1] for i, w in enumerate(words) if w in verbs), words)
+        flags = tuple(
+            sorted(
+                a[: a.index("=") + 5]
+                if a.startswith(("--condition=", "--member="))
+                else a.split("=")[0]
+                for a in argv
+                if a.startswith("-")
+            )
+        )
         shapes.setdefault((path, flags), argv)
     commands = set(shapes.values())
-    commands.add(("functions", "add-invoker-policy-binding", "x", "--member=allUsers",
-                  "--regin=r"))  # a typo: proves the check can fail
-    env = {**os.environ, "CLOUDSDK_CONFIG": str(tmp_path / "config"),
-           "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+    commands.add(
+        ("functions", "add-invoker-policy-binding", "x", "--member=allUsers", "--regin=r")
+    )  # a typo: proves the check can fail
+    env = {
+        **os.environ,
+        "CLOUDSDK_CONFIG": str(tmp_path / "config"),
+        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+    }
 
     def parse(argv: tuple[str, ...]) -> tuple[tuple[str, ...], int, str]:
-        p = subprocess.run([gcloud, *argv], env=env, stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=120)
+        p = subprocess.run(
+            [gcloud, *argv],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return argv, p.returncode, p.stderr
 
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(parse, sorted(commands)))
-    bad = {" ".join(argv): err.strip().splitlines()[0] for argv, rc, err in results
-           if rc == 2 or "unrecognized arguments" in err or "invalid choice" in err}
-    assert list(bad) == [
-        "functions add-invoker-policy-binding x --member=allUsers --regin=r"], bad
+    bad = {
+        " ".join(argv): err.strip().splitlines()[0]
+        for argv, rc, err in results
+        if rc == 2 or "unrecognized arguments" in err or "invalid choice" in err
+    }
+    assert list(bad) == ["functions add-invoker-policy-binding x --member=allUsers --regin=r"], bad

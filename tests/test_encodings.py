@@ -32,17 +32,21 @@ def tiktoken_source_constants() -> dict[str, tuple[str, str]]:
         if not isinstance(fn, ast.FunctionDef):
             continue
         for node in ast.walk(fn):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id == "load_tiktoken_bpe"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "load_tiktoken_bpe"
+            ):
                 url = ast.literal_eval(node.args[0])
-                sha = next(ast.literal_eval(k.value) for k in node.keywords
-                           if k.arg == "expected_hash")
+                sha = next(
+                    ast.literal_eval(k.value) for k in node.keywords if k.arg == "expected_hash"
+                )
                 found[fn.name] = (url, sha)
     return found
 
 
-
 # -- offline BPE files -------------------------------------------------------------------
+
 
 def test_bpe_constants_are_tiktokens() -> None:
     source = tiktoken_source_constants()
@@ -51,9 +55,15 @@ def test_bpe_constants_are_tiktokens() -> None:
 
 
 def test_seed_cli_lets_tiktoken_run_without_network(tmp_path: Path) -> None:
-    seeded = subprocess.run([sys.executable, "-m", "functions.encodings", "seed", str(tmp_path)],
-                            cwd=ROOT, env=offline_env(), capture_output=True, text=True,
-                            timeout=60, check=True)
+    seeded = subprocess.run(
+        [sys.executable, "-m", "functions.encodings", "seed", str(tmp_path)],
+        cwd=ROOT,
+        env=offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     paths = seeded.stdout.split()
     assert len(paths) == 2
     for name, (url, sha) in tiktoken_source_constants().items():
@@ -61,8 +71,10 @@ def test_seed_cli_lets_tiktoken_run_without_network(tmp_path: Path) -> None:
             path = tmp_path / hashlib.sha1(url.encode()).hexdigest()  # noqa: S324
             assert str(path) in paths
             assert hashlib.sha256(path.read_bytes()).hexdigest() == sha
-    code = ("import tiktoken; print([tiktoken.get_encoding(n).encode('hello world')"
-            " for n in ('o200k_base', 'cl100k_base')])")
+    code = (
+        "import tiktoken; print([tiktoken.get_encoding(n).encode('hello world')"
+        " for n in ('o200k_base', 'cl100k_base')])"
+    )
     done = run_python(code, offline_env(TIKTOKEN_CACHE_DIR=str(tmp_path)))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[[24912, 2375], [15339, 1917]]"
@@ -81,13 +93,16 @@ def test_seed_is_idempotent_and_repairs_a_bad_file(tmp_path: Path) -> None:
     second = encodings.seed_encoding_cache(str(tmp_path))
     assert second == first
     assert os.stat(first[0]).st_mtime_ns == mtime  # valid file left alone
-    assert hashlib.sha256(Path(first[1]).read_bytes()).hexdigest() == encodings._BPE_FILES[
-        "cl100k_base"][1]
+    assert (
+        hashlib.sha256(Path(first[1]).read_bytes()).hexdigest()
+        == encodings._BPE_FILES["cl100k_base"][1]
+    )
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in first)
 
 
 def test_unset_or_invalid_cache_dir_seeds_the_tmp_default(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
     monkeypatch.setattr(encodings.tempfile, "gettempdir", lambda: str(tmp_path))
     expected = str(tmp_path / "tollgate-tiktoken")
@@ -112,11 +127,14 @@ def test_unwritable_tmp_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
 
 # -- lazy, shared, thread-safe loading ---------------------------------------------------
 
+
 def test_import_loads_no_encoding() -> None:
-    code = ("import os, sys, functions.encodings as t, tiktoken.registry as r\n"
-            "assert not t._encodings and not r.ENCODINGS\n"
-            "assert 'TIKTOKEN_CACHE_DIR' not in os.environ\n"
-            "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])")
+    code = (
+        "import os, sys, functions.encodings as t, tiktoken.registry as r\n"
+        "assert not t._encodings and not r.ENCODINGS\n"
+        "assert 'TIKTOKEN_CACHE_DIR' not in os.environ\n"
+        "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+    )
     done = run_python(code, offline_env())
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) < 70_000  # kB; one loaded encoding alone is ~80 MB

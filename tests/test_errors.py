@@ -19,8 +19,10 @@ from functions.errors import (
     redact,
 )
 
-_NODE = re.compile(r"^(?P<lead>[ │├└─]*?)(?P<name>[A-Za-z_][\w.]*)\s+(?P<status>\d{3})\s+"
-                   r"(?P<type>\w+) / (?P<code>\w+)\s*$")
+_NODE = re.compile(
+    r"^(?P<lead>[ │├└─]*?)(?P<name>[A-Za-z_][\w.]*)\s+(?P<status>\d{3})\s+"
+    r"(?P<type>\w+) / (?P<code>\w+)\s*$"
+)
 
 
 def drawn_tree() -> list[tuple[int, str, int, str, str]]:
@@ -36,8 +38,9 @@ def drawn_tree() -> list[tuple[int, str, int, str, str]]:
 
 def resolve(name: str) -> type:
     module, _, cls = name.rpartition(".")
-    return getattr(importlib.import_module(f"functions.{module}" if module else
-                                           "functions.errors"), cls)
+    return getattr(
+        importlib.import_module(f"functions.{module}" if module else "functions.errors"), cls
+    )
 
 
 def all_subclasses(cls: type) -> set[type]:
@@ -53,8 +56,9 @@ def every_error_class() -> list[type[TollgateError]]:
     return sorted([TollgateError, *all_subclasses(TollgateError)], key=lambda c: c.__name__)
 
 
-def make(cls: type[TollgateError], message: str = "Something about 'model'.",
-         **kw: object) -> TollgateError:
+def make(
+    cls: type[TollgateError], message: str = "Something about 'model'.", **kw: object
+) -> TollgateError:
     if issubclass(cls, RateLimited):
         return cls(message, retry_after_s=5, **kw)
     return cls(message, **kw)
@@ -79,7 +83,8 @@ def test_the_drawn_tree_matches_the_real_class_hierarchy():
         if parents:
             assert cls.__bases__ == (parents[-1],), (
                 f"{name} is drawn under {parents[-1].__name__} but derives from "
-                f"{[b.__name__ for b in cls.__bases__]}")
+                f"{[b.__name__ for b in cls.__bases__]}"
+            )
         assert (cls.status, cls.type, cls.code) == (status, etype, code), name
         parents.append(cls)
 
@@ -107,16 +112,23 @@ def test_every_error_has_openais_shape_and_its_status(cls):
     body = json.loads(err.to_json())
     assert body == err.body()
     assert list(body) == ["error"]
-    assert body["error"] == {"message": "Something about 'model'.", "type": cls.type,
-                             "param": "model", "code": cls.code}
+    assert body["error"] == {
+        "message": "Something about 'model'.",
+        "type": cls.type,
+        "param": "model",
+        "code": cls.code,
+    }
 
 
 def test_param_defaults_to_null_and_the_default_message_says_nothing_of_the_cause():
     body = TollgateError().body()["error"]
     assert body["param"] is None
     assert body["message"] == "Internal error in the Tollgate proxy."
-    assert (TollgateError.status, body["type"], body["code"]) == (500, "api_error",
-                                                                 "internal_error")
+    assert (TollgateError.status, body["type"], body["code"]) == (
+        500,
+        "api_error",
+        "internal_error",
+    )
 
 
 def test_statuses_callers_rely_on():
@@ -143,7 +155,8 @@ def test_budget_exceeded_tells_the_sdk_not_to_retry():
     assert kept == {"x-tollgate-scope": "project", "x-should-retry": "false"}
     # a caller's own choice wins
     assert BudgetExceeded("over", headers={"x-should-retry": "true"}).headers == {
-        "x-should-retry": "true"}
+        "x-should-retry": "true"
+    }
 
 
 def test_other_errors_carry_only_the_headers_given_and_a_copy_of_them():
@@ -161,8 +174,9 @@ OPENAI_KEY = "sk-proj-Zz9_aB-cD1234567890abcdefgh"
 ADMIN_TOKEN = "tga_test_admin_token_0123456789abcdef"
 
 
-@pytest.mark.parametrize("secret", [PROXY_KEY, OPENAI_KEY, ADMIN_TOKEN,
-                                    "Bearer some.opaque-token_value"])
+@pytest.mark.parametrize(
+    "secret", [PROXY_KEY, OPENAI_KEY, ADMIN_TOKEN, "Bearer some.opaque-token_value"]
+)
 def test_redact_removes_every_key_like_string(secret):
     out = redact(f"key {secret} was refused; again: {secret} (twice)")
     assert secret not in out

@@ -25,7 +25,8 @@ def test_a_grant_is_sized_by_rate_and_never_near_the_end():
     # 6 calls/s for HORIZON_S at 1000 each, far from any limit
     assert target_amount(rate_per_s=6, mean_estimate=1000, free=None, mine=0) == 60_000
     assert target_amount(rate_per_s=0.1, mean_estimate=1000, free=None, mine=0) == (
-        escrow.MIN_CALLS * 1000)
+        escrow.MIN_CALLS * 1000
+    )
     # at most a SHARE of the room around it
     assert target_amount(rate_per_s=100, mean_estimate=1000, free=400_000, mine=0) == 100_000
     # fewer than MIN_FREE_ESTIMATES estimates left: no grant at all
@@ -34,8 +35,15 @@ def test_a_grant_is_sized_by_rate_and_never_near_the_end():
 
 
 def opened(book: GrantBook, amount: int) -> Grant:
-    g = Grant(id="g", project="demo", period="2026-11", counters=KEY, limits=LIMITS,
-              amount=amount, synced_at=book.clock())
+    g = Grant(
+        id="g",
+        project="demo",
+        period="2026-11",
+        counters=KEY,
+        limits=LIMITS,
+        amount=amount,
+        synced_at=book.clock(),
+    )
     book.opened(KEY, g)
     return g
 
@@ -56,8 +64,14 @@ def test_no_draw_after_the_draw_window():
     assert book.draw(KEY, LIMITS, 100) is None
 
 
-ops = st.lists(st.tuples(st.sampled_from(["draw", "settle", "settle_sync", "sync", "land"]),
-                         st.integers(1, 2_000), st.integers(0, 100)), max_size=80)
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["draw", "settle", "settle_sync", "sync", "land"]),
+        st.integers(1, 2_000),
+        st.integers(0, 100),
+    ),
+    max_size=80,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -85,8 +99,11 @@ def test_calls_never_spend_more_than_the_grant_reserves(amount: int, script) -> 
         elif op in ("settle", "settle_sync") and live:
             e = live.pop(0)
             cost = e * pct // 100
-            sp = book.plan_sync(g, own=(e, cost), force=True) if (
-                op == "settle_sync" and in_flight is None) else None
+            sp = (
+                book.plan_sync(g, own=(e, cost), force=True)
+                if (op == "settle_sync" and in_flight is None)
+                else None
+            )
             if sp is None:
                 book.end_settle(g, book.begin_settle(g, e, cost), cost, landed=True)
             else:
@@ -97,7 +114,8 @@ def test_calls_never_spend_more_than_the_grant_reserves(amount: int, script) -> 
         elif op == "land" and in_flight is not None:
             # what the counters take grows by exactly ``growth``; never without a check
             assert (in_flight.new_amount + spent + in_flight.flushed) - (reserved + spent) == (
-                in_flight.growth)
+                in_flight.growth
+            )
             reserved, spent = in_flight.new_amount, spent + in_flight.flushed
             book.synced(in_flight, None, None, ok=True)
             in_flight = None

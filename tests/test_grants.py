@@ -73,8 +73,11 @@ def assert_exact(db) -> None:
     """Every counter equals the sum of the usage records booked on it, nothing held."""
     recs = usage(db).values()
     for cid, st in counters(db).items():
-        booked = sum(r["cost_nano"] for r in recs
-                     if cid == f"p|demo|{r['period']}" or cid == f"m|demo|bob|{r['period']}")
+        booked = sum(
+            r["cost_nano"]
+            for r in recs
+            if cid == f"p|demo|{r['period']}" or cid == f"m|demo|bob|{r['period']}"
+        )
         assert (st.spent, st.held, st.escrow, st.inflight) == (booked, 0, 0, 0), cid
     # closed grants carry the TTL field; an open one never does (see the busy test)
     assert all(g["state"] == "closed" and g.get("purge_at") for g in grants(db))

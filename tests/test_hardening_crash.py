@@ -34,16 +34,20 @@ from tests.conftest import ROOT, admin_auth
 from tests.emulator import free_port
 from tests.fake_upstream import Stall
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 1000}
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000}
 CALLS = 3
 
 
 def counters_match_records(world: Any) -> list[dict[str, Any]]:
     recs = world.usage()
     for cid, c in world.counters().items():
-        mine = [r for r in recs if r["period"] == c["period"] and r["project"] == c["project"]
-                and (c.get("user") is None or r["user"] == c["user"])]
+        mine = [
+            r
+            for r in recs
+            if r["period"] == c["period"]
+            and r["project"] == c["project"]
+            and (c.get("user") is None or r["user"] == c["user"])
+        ]
         assert c.get("spent", 0) == sum(r["cost_nano"] for r in mine), (cid, c)
     return recs
 
@@ -52,18 +56,41 @@ def counters_match_records(world: Any) -> list[dict[str, Any]]:
 def instance(world: Any, emulator: str, gcp_project: str) -> Any:
     """The openai function in its own process group; killed (-9) at the latest on exit."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOLLGATE_GCP_PROJECT": gcp_project,
-           "FIRESTORE_EMULATOR_HOST": emulator, "OPENAI_BASE_URL": world.upstream.base_url,
-           "TOLLGATE_SECRET_BACKEND": "local", "TOLLGATE_SECRETS_FILE": str(world.secrets_file),
-           "TOLLGATE_FUNCTION_TIMEOUT_S": "1", "TOLLGATE_HOLD_MARGIN_S": "1",
-           "TOLLGATE_UPSTREAM_TIMEOUT_S": "30", "THREADS": "8",
-           "TOLLGATE_GRANT_DRAW_WINDOW_S": "1", "TOLLGATE_GRANT_CLOSE_MARGIN_S": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TOLLGATE_GCP_PROJECT": gcp_project,
+        "FIRESTORE_EMULATOR_HOST": emulator,
+        "OPENAI_BASE_URL": world.upstream.base_url,
+        "TOLLGATE_SECRET_BACKEND": "local",
+        "TOLLGATE_SECRETS_FILE": str(world.secrets_file),
+        "TOLLGATE_FUNCTION_TIMEOUT_S": "1",
+        "TOLLGATE_HOLD_MARGIN_S": "1",
+        "TOLLGATE_UPSTREAM_TIMEOUT_S": "30",
+        "THREADS": "8",
+        "TOLLGATE_GRANT_DRAW_WINDOW_S": "1",
+        "TOLLGATE_GRANT_CLOSE_MARGIN_S": "1",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "functions_framework", "--source",
-         str(ROOT / "functions" / "main.py"), "--target", "openai", "--host", "127.0.0.1",
-         "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)  # its own process group: gunicorn master and worker
+        [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--source",
+            str(ROOT / "functions" / "main.py"),
+            "--target",
+            "openai",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # its own process group: gunicorn master and worker
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -81,7 +108,8 @@ def instance(world: Any, emulator: str, gcp_project: str) -> Any:
 
 
 def test_a_killed_instance_is_swept_and_a_late_settlement_corrects_it(
-        instance: Any, world: Any, admin_client: Any, client: Any) -> None:
+    instance: Any, world: Any, admin_client: Any, client: Any
+) -> None:
     url, proc = instance
     os.environ["TOLLGATE_GRANT_CLOSE_MARGIN_S"] = "1"  # the admin function's sweep
     key = world.keys["bob"]
@@ -90,8 +118,12 @@ def test_a_killed_instance_is_swept_and_a_late_settlement_corrects_it(
 
     def call() -> None:
         try:
-            requests.post(url + "/v1/chat/completions", json=CHAT, timeout=30,
-                          headers={"Authorization": f"Bearer {key}"})
+            requests.post(
+                url + "/v1/chat/completions",
+                json=CHAT,
+                timeout=30,
+                headers={"Authorization": f"Bearer {key}"},
+            )
         except requests.RequestException as exc:  # the instance dies under it
             errors.append(exc)
 
@@ -126,7 +158,10 @@ def test_a_killed_instance_is_swept_and_a_late_settlement_corrects_it(
     time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds()) + 1.5)
     r = admin_client.post("/sweep", headers=admin_auth())
     assert r.status_code == 200 and r.get_json() == {
-        "swept": CALLS, "grants_closed": 1, "alerts_resent": 0}
+        "swept": CALLS,
+        "grants_closed": 1,
+        "alerts_resent": 0,
+    }
     recs = counters_match_records(world)
     assert sorted(r["call_id"] for r in recs) == sorted(h["call_id"] for h in holds)
     for rec in recs:
@@ -136,7 +171,10 @@ def test_a_killed_instance_is_swept_and_a_late_settlement_corrects_it(
     assert (p["held"], p["inflight"], p["spent"], p["escrow"]) == (0, 0, estimates, 0)
     assert world.live_holds() == []
     assert admin_client.post("/sweep", headers=admin_auth()).get_json() == {
-        "swept": 0, "grants_closed": 0, "alerts_resent": 0}
+        "swept": 0,
+        "grants_closed": 0,
+        "alerts_resent": 0,
+    }
 
     # the rest of the budget is usable at once
     ok = client.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"})
@@ -146,16 +184,23 @@ def test_a_killed_instance_is_swept_and_a_late_settlement_corrects_it(
 
     # a settlement of one of them arrives late (say its instance had only stalled)
     late = holds[0]
-    plan = plan_from_hold(world.db.collection("holds").document(late["call_id"]).get()
-                          .to_dict() or {})
-    limits = limits_for(project="demo", user="bob", model="gpt-4o-mini", period=period,
-                        project_limit=10_000_000_000, member_limit=None, model_limit=None,
-                        member_model_limit=None)
+    plan = plan_from_hold(
+        world.db.collection("holds").document(late["call_id"]).get().to_dict() or {}
+    )
+    limits = limits_for(
+        project="demo",
+        user="bob",
+        model="gpt-4o-mini",
+        period=period,
+        project_limit=10_000_000_000,
+        member_limit=None,
+        model_limit=None,
+        member_model_limit=None,
+    )
     assert [lim.counter_id for lim in limits] == late["counters"]
     plan = dataclasses.replace(plan, limits=limits)
     actual = 12_345
-    outcome = Outcome(status="ok", cost_nano=actual,
-                      usage=Usage(input_tokens=9, output_tokens=7))
+    outcome = Outcome(status="ok", cost_nano=actual, usage=Usage(input_tokens=9, output_tokens=7))
     ledger = Ledger(world.db)
     assert ledger.settle(plan, outcome) is None  # already booked: corrected, not re-booked
     rec = world.db.collection("usage").document(late["call_id"]).get().to_dict()
@@ -163,8 +208,10 @@ def test_a_killed_instance_is_swept_and_a_late_settlement_corrects_it(
     assert rec["cost_nano"] == actual and rec["estimated"] is False
     moved = world.counter("p", "demo", period)["spent"] - after_new
     assert moved == actual - late["estimate_nano"]
-    assert world.counter("m", "demo", "bob", period)["spent"] == world.counter(
-        "p", "demo", period)["spent"]
+    assert (
+        world.counter("m", "demo", "bob", period)["spent"]
+        == world.counter("p", "demo", period)["spent"]
+    )
 
     before = world.counters()
     assert ledger.settle(plan, outcome) is None  # and again: nothing moves

@@ -26,8 +26,14 @@ CHAT = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 300}
 RESPONSES = {"model": "gpt-4o-mini", "input": "Tell me a story", "max_output_tokens": 300}
 RATES = make_price("0.15", "0.075", "0.60").tiers["default"]
 # what upstream says when it refuses the organisation's key: it names the key
-ECHO = {"error": {"message": f"Incorrect API key provided: {UPSTREAM_SECRET}.",
-                  "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}}
+ECHO = {
+    "error": {
+        "message": f"Incorrect API key provided: {UPSTREAM_SECRET}.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_api_key",
+    }
+}
 
 
 def balanced(world: Any) -> list[dict[str, Any]]:
@@ -36,11 +42,15 @@ def balanced(world: Any) -> list[dict[str, Any]]:
     recs = world.usage()
     for cid, c in world.counters().items():
         assert (c.get("held", 0), c.get("inflight", 0)) == (0, 0), (cid, c)
-        mine = [r for r in recs if r["period"] == c["period"] and r["project"] == c["project"]
-                and (c.get("user") is None or r["user"] == c["user"])]
+        mine = [
+            r
+            for r in recs
+            if r["period"] == c["period"]
+            and r["project"] == c["project"]
+            and (c.get("user") is None or r["user"] == c["user"])
+        ]
         assert c.get("spent", 0) == sum(r["cost_nano"] for r in mine), (cid, c)
     return recs
-
 
 
 def events(data: bytes) -> list[sse.Event]:
@@ -55,6 +65,7 @@ def error_of(body: bytes) -> dict[str, Any]:
 
 
 # --- the fault matrix: each fault, streamed and not ------------------------------------
+
 
 def _refused(world: Any, mp: pytest.MonkeyPatch) -> None:
     mp.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
@@ -72,20 +83,38 @@ def _no_secret(world: Any, mp: pytest.MonkeyPatch) -> None:
 FAULTS: dict[str, tuple[Any, int, str | None, str, str]] = {
     # name: (set-up, client status, Tollgate's error code or None if passed through,
     #        record status, cost booked: "zero" | "hold")
-    "connection refused": (_refused, 502, "upstream_unavailable", "upstream_unavailable",
-                           "zero"),
+    "connection refused": (_refused, 502, "upstream_unavailable", "upstream_unavailable", "zero"),
     "500": (lambda w, mp: w.upstream.push(Error(500)), 500, None, "upstream_error", "zero"),
-    "429": (lambda w, mp: w.upstream.push(Error(429, headers={"retry-after": "7"})), 429, None,
-            "upstream_error", "zero"),
-    "401": (lambda w, mp: w.upstream.push(Error(401, body=ECHO)), 502, "upstream_auth_error",
-            "upstream_auth_error", "zero"),
-    "403": (lambda w, mp: w.upstream.push(Error(403, body=ECHO)), 502, "upstream_auth_error",
-            "upstream_auth_error", "zero"),
+    "429": (
+        lambda w, mp: w.upstream.push(Error(429, headers={"retry-after": "7"})),
+        429,
+        None,
+        "upstream_error",
+        "zero",
+    ),
+    "401": (
+        lambda w, mp: w.upstream.push(Error(401, body=ECHO)),
+        502,
+        "upstream_auth_error",
+        "upstream_auth_error",
+        "zero",
+    ),
+    "403": (
+        lambda w, mp: w.upstream.push(Error(403, body=ECHO)),
+        502,
+        "upstream_auth_error",
+        "upstream_auth_error",
+        "zero",
+    ),
     "slow first byte": (_stall, 504, "upstream_timeout", "upstream_timeout", "hold"),
-    "org key unreadable": (_no_secret, 502, "upstream_auth_error", "upstream_auth_error",
-                           "zero"),
-    "invalid JSON": (lambda w, mp: w.upstream.push(InvalidJSON()), 502, "upstream_bad_response",
-                     "upstream_bad_response", "hold"),
+    "org key unreadable": (_no_secret, 502, "upstream_auth_error", "upstream_auth_error", "zero"),
+    "invalid JSON": (
+        lambda w, mp: w.upstream.push(InvalidJSON()),
+        502,
+        "upstream_bad_response",
+        "upstream_bad_response",
+        "hold",
+    ),
 }
 
 
@@ -93,15 +122,17 @@ FAULTS: dict[str, tuple[Any, int, str | None, str, str]] = {
 CASES = [(f, s) for f in FAULTS for s in (False, True) if not (f == "invalid JSON" and s)]
 
 
-@pytest.mark.parametrize(("fault", "stream"), CASES,
-                         ids=[f"{f}-{'stream' if s else 'plain'}" for f, s in CASES])
-def test_upstream_fault_is_answered_booked_and_released(client: Any, world: Any,
-                                                       monkeypatch: pytest.MonkeyPatch,
-                                                       fault: str, stream: bool) -> None:
+@pytest.mark.parametrize(
+    ("fault", "stream"), CASES, ids=[f"{f}-{'stream' if s else 'plain'}" for f, s in CASES]
+)
+def test_upstream_fault_is_answered_booked_and_released(
+    client: Any, world: Any, monkeypatch: pytest.MonkeyPatch, fault: str, stream: bool
+) -> None:
     setup, status, code, rec_status, cost = FAULTS[fault]
     setup(world, monkeypatch)
-    r = client.post("/v1/chat/completions", json={**CHAT, "stream": stream},
-                    headers=bearer(world.keys["bob"]))
+    r = client.post(
+        "/v1/chat/completions", json={**CHAT, "stream": stream}, headers=bearer(world.keys["bob"])
+    )
     body = r.get_data()
     assert r.status_code == status, body[:300]
     assert UPSTREAM_SECRET not in body.decode("utf-8", "replace")
@@ -127,8 +158,9 @@ def test_upstream_fault_is_answered_booked_and_released(client: Any, world: Any,
 
 def test_a_streamed_request_answered_with_broken_json_is_ended_and_billed(client, world):
     world.upstream.push(InvalidJSON())  # 200, but "{not json" instead of an event stream
-    r = client.post("/v1/chat/completions", json={**CHAT, "stream": True},
-                    headers=bearer(world.keys["bob"]))
+    r = client.post(
+        "/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(world.keys["bob"])
+    )
     evs = events(r.get_data())
     assert evs[-1].json()["error"]["code"] == "upstream_stream_error"
     [rec] = balanced(world)
@@ -138,20 +170,24 @@ def test_a_streamed_request_answered_with_broken_json_is_ended_and_billed(client
 
 def test_the_final_error_event_stays_an_event_after_a_partial_upstream_line(client, world):
     world.upstream.push(InvalidJSON())
-    r = client.post("/v1/chat/completions", json={**CHAT, "stream": True},
-                    headers=bearer(world.keys["bob"]))
+    r = client.post(
+        "/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(world.keys["bob"])
+    )
     evs = events(r.get_data())
     assert evs[-1].event == "error"
 
 
 # --- streams that break after their first byte -----------------------------------------
 
-def test_a_stream_that_stalls_midway_is_ended_billed_and_upstream_closed(client, world,
-                                                                         monkeypatch):
+
+def test_a_stream_that_stalls_midway_is_ended_billed_and_upstream_closed(
+    client, world, monkeypatch
+):
     monkeypatch.setenv("TOLLGATE_UPSTREAM_TIMEOUT_S", "0.5")
     world.upstream.push(Stream(chunk_delay_s=1.5, chunks=4))
-    r = client.post("/v1/chat/completions", json={**CHAT, "stream": True},
-                    headers=bearer(world.keys["bob"]))
+    r = client.post(
+        "/v1/chat/completions", json={**CHAT, "stream": True}, headers=bearer(world.keys["bob"])
+    )
     assert r.status_code == 200
     evs = events(r.get_data())
     assert evs[-1].event == "error"
@@ -159,45 +195,69 @@ def test_a_stream_that_stalls_midway_is_ended_billed_and_upstream_closed(client,
     [rec] = balanced(world)
     assert rec["status"] == "upstream_cut" and rec["estimated"] is True
     prompt = tokens.estimate_input_tokens("chat", CHAT, "gpt-4o-mini")
-    seen = "".join((e.json()["choices"][0]["delta"].get("content") or "")
-                   for e in evs[:-1] if e.json() and e.json().get("choices"))
-    assert rec["cost_nano"] == pricing.cost_nano(RATES, pricing.Usage(
-        input_tokens=prompt, output_tokens=tokens.count_output_tokens(seen, "gpt-4o-mini")))
+    seen = "".join(
+        (e.json()["choices"][0]["delta"].get("content") or "")
+        for e in evs[:-1]
+        if e.json() and e.json().get("choices")
+    )
+    assert rec["cost_nano"] == pricing.cost_nano(
+        RATES,
+        pricing.Usage(
+            input_tokens=prompt, output_tokens=tokens.count_output_tokens(seen, "gpt-4o-mini")
+        ),
+    )
     deadline = time.monotonic() + 5
     while not world.upstream.received[-1].client_closed and time.monotonic() < deadline:
         time.sleep(0.05)
     assert world.upstream.received[-1].client_closed  # upstream stopped generating for us
 
 
-@pytest.mark.parametrize("spec, status", [(Stream(cut_after=7, chunks=10), "upstream_cut"),
-                                          (Stream(no_usage=True, chunks=5), "ok")],
-                         ids=["cut", "no-usage"])
-def test_a_responses_stream_without_its_usage_is_billed_from_the_text_seen(client, world,
-                                                                           spec, status):
+@pytest.mark.parametrize(
+    "spec, status",
+    [(Stream(cut_after=7, chunks=10), "upstream_cut"), (Stream(no_usage=True, chunks=5), "ok")],
+    ids=["cut", "no-usage"],
+)
+def test_a_responses_stream_without_its_usage_is_billed_from_the_text_seen(
+    client, world, spec, status
+):
     world.upstream.push(spec)
-    r = client.post("/v1/responses", json={**RESPONSES, "stream": True},
-                    headers=bearer(world.keys["bob"]))
+    r = client.post(
+        "/v1/responses", json={**RESPONSES, "stream": True}, headers=bearer(world.keys["bob"])
+    )
     evs = events(r.get_data())
-    text = "".join(e.json().get("delta", "") for e in evs
-                   if e.event == "response.output_text.delta")
+    text = "".join(
+        e.json().get("delta", "") for e in evs if e.event == "response.output_text.delta"
+    )
     [rec] = balanced(world)
     assert rec["status"] == status and rec["estimated"] is True and rec["route"] == "responses"
     prompt = tokens.estimate_input_tokens("responses", RESPONSES, "gpt-4o-mini")
     assert rec["output_tokens"] == tokens.count_output_tokens(text, "gpt-4o-mini") > 0
-    assert rec["cost_nano"] == pricing.cost_nano(RATES, pricing.Usage(
-        input_tokens=prompt, output_tokens=rec["output_tokens"])) < rec["estimate_nano"]
+    assert (
+        rec["cost_nano"]
+        == pricing.cost_nano(
+            RATES, pricing.Usage(input_tokens=prompt, output_tokens=rec["output_tokens"])
+        )
+        < rec["estimate_nano"]
+    )
     if status == "upstream_cut":
         assert evs[-1].event == "error"
 
 
 # --- the client goes away mid-stream --------------------------------------------------------
 
-@pytest.mark.parametrize("model, path", [("o4-mini", "/v1/chat/completions"),
-                                         ("o4-mini", "/v1/responses"),
-                                         ("gpt-4o-mini", "/v1/responses"),
-                                         ("gpt-4o-mini", "/v1/completions")])
-def test_a_client_that_leaves_midstream_closes_upstream_and_is_booked(proxy_url, world,
-                                                                      model, path):
+
+@pytest.mark.parametrize(
+    "model, path",
+    [
+        ("o4-mini", "/v1/chat/completions"),
+        ("o4-mini", "/v1/responses"),
+        ("gpt-4o-mini", "/v1/responses"),
+        ("gpt-4o-mini", "/v1/completions"),
+    ],
+)
+def test_a_client_that_leaves_midstream_closes_upstream_and_is_booked(
+    proxy_url, world, model, path
+):
     world.prov.add_price("o4-mini", make_price("1.10", "0.275", "4.40"))
     world.prov.update_project("demo", allowed_models=["gpt-4o-mini", "o4-mini"])
     body: dict[str, Any] = {"model": model, "stream": True}
@@ -208,8 +268,13 @@ def test_a_client_that_leaves_midstream_closes_upstream_and_is_booked(proxy_url,
     else:
         body |= {"prompt": "Once upon a time", "max_tokens": 500}
     world.upstream.push(Stream(chunk_delay_s=0.1, chunks=40))
-    r = requests.post(proxy_url + path, json=body, stream=True, timeout=30,
-                      headers={"Authorization": f"Bearer {world.keys['bob']}"})
+    r = requests.post(
+        proxy_url + path,
+        json=body,
+        stream=True,
+        timeout=30,
+        headers={"Authorization": f"Bearer {world.keys['bob']}"},
+    )
     assert r.status_code == 200
     chunks = r.iter_content(chunk_size=None)
     seen = next(chunks) + next(chunks)

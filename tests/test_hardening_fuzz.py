@@ -40,8 +40,14 @@ from tests.fake_upstream import Error
 # --- bugs found by this file, still open ---------------------------------------------
 KNOWN_BUGS: set[str] = set()  # every bug this file found is fixed; tags go here
 
-FUZZ = settings(max_examples=500, derandomize=True, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck), print_blob=True)
+FUZZ = settings(
+    max_examples=500,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
 MAX_BODY = 65_536  # TOLLGATE_MAX_BODY_BYTES during the fuzz: oversized bodies stay cheap
 BASE62 = string.ascii_letters + string.digits
 KEYLIKE = re.compile(r"tg_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{12,}")
@@ -50,6 +56,7 @@ MODEL = "gpt-4o-mini"
 
 
 # --- what every answer and log line must satisfy -------------------------------------
+
 
 def secrets_of(world: Any) -> list[str]:
     keys = list(world.keys.values()) + list(world.extra.get("keys", []))
@@ -111,24 +118,74 @@ def balanced(world: Any) -> None:
     for cid, c in world.counters().items():
         assert (c.get("held", 0), c.get("inflight", 0)) == (0, 0), (cid, c)
         if cid.startswith("p|"):
-            assert c.get("spent", 0) == sum(r["cost_nano"] for r in recs
-                                            if r["period"] == c["period"]), cid
+            assert c.get("spent", 0) == sum(
+                r["cost_nano"] for r in recs if r["period"] == c["period"]
+            ), cid
 
 
 # --- strategies shared by the three functions -----------------------------------------
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE", "PROPFIND"]
-CONTENT_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded",
-                 "multipart/form-data; boundary=zz", "application/json; charset=utf-16",
-                 "application/octet-stream", "", "🙂/🙂", None]
-WEIRD = [None, True, False, 0, -1, 1.5, -0.0, "", "x", [], {}, [None], [[]], {"": None},
-         10**30, -(10**30), 2**63, "😀", "\u0000", "tg_" + "Z" * 40, "<script>", "%s%n",
-         {"$ref": "#"}, [1, "two", {"3": [4]}], float("inf"), float("-inf"), float("nan"),
-         10**9, 4096, 128, 129, "gpt-4o", "text-embedding-3-small", "auto", "flex"]
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20),
-                      st.floats(allow_nan=True, allow_infinity=True))
-json_value = st.recursive(json_leaf, lambda c: st.lists(c, max_size=4)
-                          | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12)
+CONTENT_TYPES = [
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=zz",
+    "application/json; charset=utf-16",
+    "application/octet-stream",
+    "",
+    "🙂/🙂",
+    None,
+]
+WEIRD = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    -0.0,
+    "",
+    "x",
+    [],
+    {},
+    [None],
+    [[]],
+    {"": None},
+    10**30,
+    -(10**30),
+    2**63,
+    "😀",
+    "\u0000",
+    "tg_" + "Z" * 40,
+    "<script>",
+    "%s%n",
+    {"$ref": "#"},
+    [1, "two", {"3": [4]}],
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    10**9,
+    4096,
+    128,
+    129,
+    "gpt-4o",
+    "text-embedding-3-small",
+    "auto",
+    "flex",
+]
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=20),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
 wrong = st.one_of(st.sampled_from(WEIRD), json_value)
 header_text = st.text(max_size=64).filter(lambda s: "\r" not in s and "\n" not in s)
 
@@ -197,16 +254,20 @@ def known_bug_body(body: bytes | None) -> bool:
     if "reserved-doc-ids" in KNOWN_BUGS and isinstance(model, str) and _RESERVED.match(model):
         return True
     if "lone-surrogates" in KNOWN_BUGS and (
-            _has_surrogate(model) or _has_surrogate(doc.get("previous_response_id"))):
+        _has_surrogate(model) or _has_surrogate(doc.get("previous_response_id"))
+    ):
         return True
     if "int64-estimate" in KNOWN_BUGS and any(
-            isinstance(doc.get(f), int) and not isinstance(doc.get(f), bool)
-            and doc[f] > 10**15 for f in ("max_tokens", "max_completion_tokens",
-                                          "max_output_tokens")):
+        isinstance(doc.get(f), int) and not isinstance(doc.get(f), bool) and doc[f] > 10**15
+        for f in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+    ):
         return True
     prev = doc.get("previous_response_id")
-    return ("long-query-values" in KNOWN_BUGS and isinstance(prev, str)
-            and len(prev.encode("utf-8", "surrogatepass")) > 1400)
+    return (
+        "long-query-values" in KNOWN_BUGS
+        and isinstance(prev, str)
+        and len(prev.encode("utf-8", "surrogatepass")) > 1400
+    )
 
 
 # ======================================================================================
@@ -215,28 +276,91 @@ def known_bug_body(body: bytes | None) -> bool:
 
 CHAT_BASE = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 PROXY_ROUTES: dict[str, tuple[dict[str, Any], list[str]]] = {
-    "/v1/chat/completions": (CHAT_BASE, [
-        "model", "messages", "messages.0", "messages.0.role", "messages.0.content",
-        "messages.0.name", "messages.0.tool_calls", "stream", "stream_options", "max_tokens",
-        "max_completion_tokens", "n", "service_tier", "safety_identifier", "tools", "tools.0",
-        "web_search_options", "functions", "response_format", "temperature", "user",
-        "tool_choice", "logit_bias", "zz_unknown"]),
+    "/v1/chat/completions": (
+        CHAT_BASE,
+        [
+            "model",
+            "messages",
+            "messages.0",
+            "messages.0.role",
+            "messages.0.content",
+            "messages.0.name",
+            "messages.0.tool_calls",
+            "stream",
+            "stream_options",
+            "max_tokens",
+            "max_completion_tokens",
+            "n",
+            "service_tier",
+            "safety_identifier",
+            "tools",
+            "tools.0",
+            "web_search_options",
+            "functions",
+            "response_format",
+            "temperature",
+            "user",
+            "tool_choice",
+            "logit_bias",
+            "zz_unknown",
+        ],
+    ),
     "/": (CHAT_BASE, ["model", "messages", "max_tokens", "stream"]),
     "/openai": (CHAT_BASE, ["model", "messages.0.content", "n"]),
-    "/v1/completions": ({"model": MODEL, "prompt": "hi"}, [
-        "model", "prompt", "prompt.0", "suffix", "max_tokens", "n", "best_of", "stream",
-        "stream_options", "echo", "logprobs", "zz_unknown"]),
-    "/v1/embeddings": ({"model": "text-embedding-3-small", "input": "hi"}, [
-        "model", "input", "input.0", "encoding_format", "dimensions", "user", "zz_unknown"]),
-    "/v1/responses": ({"model": MODEL, "input": [{"role": "user", "content": "hi"}]}, [
-        "model", "input", "input.0", "input.0.content", "input.0.type", "instructions",
-        "max_output_tokens", "previous_response_id", "background", "tools", "tools.0", "text",
-        "text.format", "stream", "service_tier", "safety_identifier", "reasoning", "include",
-        "zz_unknown"]),
+    "/v1/completions": (
+        {"model": MODEL, "prompt": "hi"},
+        [
+            "model",
+            "prompt",
+            "prompt.0",
+            "suffix",
+            "max_tokens",
+            "n",
+            "best_of",
+            "stream",
+            "stream_options",
+            "echo",
+            "logprobs",
+            "zz_unknown",
+        ],
+    ),
+    "/v1/embeddings": (
+        {"model": "text-embedding-3-small", "input": "hi"},
+        ["model", "input", "input.0", "encoding_format", "dimensions", "user", "zz_unknown"],
+    ),
+    "/v1/responses": (
+        {"model": MODEL, "input": [{"role": "user", "content": "hi"}]},
+        [
+            "model",
+            "input",
+            "input.0",
+            "input.0.content",
+            "input.0.type",
+            "instructions",
+            "max_output_tokens",
+            "previous_response_id",
+            "background",
+            "tools",
+            "tools.0",
+            "text",
+            "text.format",
+            "stream",
+            "service_tier",
+            "safety_identifier",
+            "reasoning",
+            "include",
+            "zz_unknown",
+        ],
+    ),
 }
-REQUIRED = {"/v1/chat/completions": ["model", "messages"], "/": ["model", "messages"],
-            "/openai": ["model"], "/v1/completions": ["model", "prompt"],
-            "/v1/embeddings": ["model", "input"], "/v1/responses": ["model"]}
+REQUIRED = {
+    "/v1/chat/completions": ["model", "messages"],
+    "/": ["model", "messages"],
+    "/openai": ["model"],
+    "/v1/completions": ["model", "prompt"],
+    "/v1/embeddings": ["model", "input"],
+    "/v1/responses": ["model"],
+}
 BIG_CHARS = ["x", " ", "\n", "é", "😀", "\u0000", "<|endoftext|>", "ab "]
 BIG_SIZES = [1_000, 20_000, 60_000, 70_000, 200_000]
 DEPTHS = [50, 500, 900, 940, 990, 1_000, 2_000, 10_000, 100_000]
@@ -271,8 +395,12 @@ def set_path(doc: Any, dotted: str, value: Any) -> Any:
 def proxy_body(draw: Any) -> tuple[str, bytes]:
     path = draw(st.sampled_from(sorted(PROXY_ROUTES)))
     base, fields = PROXY_ROUTES[path]
-    kind = draw(st.sampled_from(["wrong"] * 8 + ["missing", "raw", "broken", "deep", "huge",
-                                                 "huge", "toplevel", "literal", "empty"]))
+    kind = draw(
+        st.sampled_from(
+            ["wrong"] * 8
+            + ["missing", "raw", "broken", "deep", "huge", "huge", "toplevel", "literal", "empty"]
+        )
+    )
     if kind == "wrong":  # one to three fields of the wrong type
         doc: Any = base
         for name in draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3)):
@@ -307,48 +435,103 @@ def proxy_body(draw: Any) -> tuple[str, bytes]:
     if kind == "toplevel":
         return path, dumps(draw(st.one_of(json_value, st.just([base]), st.just("{}")))).encode()
     if kind == "literal":
-        lit = draw(st.sampled_from(["NaN", "Infinity", "-Infinity", "1e400", "-0", "1e-400",
-                                    '"\\ud800"', '"\\udfff\\ud800"', "00", "0x10", "true ",
-                                    '"\\u0000"', "1" * 5000]))
+        lit = draw(
+            st.sampled_from(
+                [
+                    "NaN",
+                    "Infinity",
+                    "-Infinity",
+                    "1e400",
+                    "-0",
+                    "1e-400",
+                    '"\\ud800"',
+                    '"\\udfff\\ud800"',
+                    "00",
+                    "0x10",
+                    "true ",
+                    '"\\u0000"',
+                    "1" * 5000,
+                ]
+            )
+        )
         name = draw(st.sampled_from([f for f in fields if "." not in f]))
         return path, (dumps(base)[:-1] + f', "{name}": {lit}}}').encode()
-    return path, draw(st.sampled_from([b"", b" ", b"\n", b"null", b"\xef\xbb\xbf{}",
-                                       json.dumps(base).encode("utf-16")]))
+    return path, draw(
+        st.sampled_from(
+            [b"", b" ", b"\n", b"null", b"\xef\xbb\xbf{}", json.dumps(base).encode("utf-16")]
+        )
+    )
 
 
 def odd_proxy_auth(world: Any) -> Any:
     bob, alice = world.keys["bob"], world.keys["alice"]
     real = set(world.keys.values())
-    fixed = ["", " ", "\t", "Bearer", "Bearer ", "UserName", "UserName alice", "alice",
-             "Basic dXNlcjpwYXNz", "Bearer ключ-ü", "Bearer 🔑🔑", "Bearer " + "a" * 10_240,
-             "Bearer tg_" + "a" * 10_240, "Bearer tg_short", "Bearer " + ADMIN_TOKEN,
-             "Bearer " + UPSTREAM_SECRET, "Bearer " + auth.key_hash(bob),
-             "Bearer tg_" + auth.key_hash(bob), "Bearer " + bob + " extra",
-             "Bearer " + bob + "," + alice, "Bearer " + bob + "x", "Bearer " + bob[:-1],
-             "Bearer " + bob.upper(), "Basic " + base64.b64encode(bob.encode()).decode(),
-             "Bearer Bearer " + bob, "UserName alice bob", "Bearer\t\t", "tg_",
-             "Bearer " + bob.replace("tg_", "tg-")]
+    fixed = [
+        "",
+        " ",
+        "\t",
+        "Bearer",
+        "Bearer ",
+        "UserName",
+        "UserName alice",
+        "alice",
+        "Basic dXNlcjpwYXNz",
+        "Bearer ключ-ü",
+        "Bearer 🔑🔑",
+        "Bearer " + "a" * 10_240,
+        "Bearer tg_" + "a" * 10_240,
+        "Bearer tg_short",
+        "Bearer " + ADMIN_TOKEN,
+        "Bearer " + UPSTREAM_SECRET,
+        "Bearer " + auth.key_hash(bob),
+        "Bearer tg_" + auth.key_hash(bob),
+        "Bearer " + bob + " extra",
+        "Bearer " + bob + "," + alice,
+        "Bearer " + bob + "x",
+        "Bearer " + bob[:-1],
+        "Bearer " + bob.upper(),
+        "Basic " + base64.b64encode(bob.encode()).decode(),
+        "Bearer Bearer " + bob,
+        "UserName alice bob",
+        "Bearer\t\t",
+        "tg_",
+        "Bearer " + bob.replace("tg_", "tg-"),
+    ]
     fake = st.text(BASE62, min_size=32, max_size=128).map(lambda s: "tg_" + s)
     return st.one_of(
-        st.none(), st.sampled_from(fixed),
-        fake, fake.map(lambda k: "Bearer " + k), fake.map(lambda k: "UserName " + k),
+        st.none(),
+        st.sampled_from(fixed),
+        fake,
+        fake.map(lambda k: "Bearer " + k),
+        fake.map(lambda k: "UserName " + k),
         header_text.filter(lambda s: not any(k in s for k in real)),
-        header_text.map(lambda s: "Bearer " + s).filter(lambda s: not any(k in s for k in real)))
+        header_text.map(lambda s: "Bearer " + s).filter(lambda s: not any(k in s for k in real)),
+    )
 
 
 def valid_proxy_auth(world: Any) -> Any:
     bob, alice = world.keys["bob"], world.keys["alice"]
-    return st.sampled_from(["Bearer " + bob, "UserName " + bob, "bearer " + bob, bob,
-                            "alice " + alice, "Bearer   " + alice])
+    return st.sampled_from(
+        [
+            "Bearer " + bob,
+            "UserName " + bob,
+            "bearer " + bob,
+            bob,
+            "alice " + alice,
+            "Bearer   " + alice,
+        ]
+    )
 
 
 @st.composite
 def proxy_request(draw: Any, world: Any) -> Req:
     authed = draw(st.booleans())
     headers = auth_header(draw(valid_proxy_auth(world) if authed else odd_proxy_auth(world)))
-    for name, values in (("x-tollgate-tag", ["", "x" * 65, "ü", "ok-tag", "\t", "a b"]),
-                         ("x-tollgate-cache", ["use", "USE", "bogus", ""]),
-                         ("openai-organization", ["org-evil"])):
+    for name, values in (
+        ("x-tollgate-tag", ["", "x" * 65, "ü", "ok-tag", "\t", "a b"]),
+        ("x-tollgate-cache", ["use", "USE", "bogus", ""]),
+        ("openai-organization", ["org-evil"]),
+    ):
         if draw(st.integers(0, 9)) == 0:
             headers[name] = draw(st.sampled_from(values))
     ctype = draw(st.sampled_from(CONTENT_TYPES))
@@ -358,36 +541,73 @@ def proxy_request(draw: Any, world: Any) -> Req:
         method = draw(st.sampled_from([m for m in METHODS if m != "POST"]))
         return Req(method, path, headers, b"{}", ctype, authed=authed)
     if shape == "path":  # never forwarded, whatever the method
-        path = draw(st.one_of(
-            st.sampled_from(["/v1/files", "/v1/fine_tuning/jobs", "/v1/organization/users",
-                             "/v1/chat/completions/", "//v1/chat/completions",
-                             "/V1/CHAT/COMPLETIONS",
-                             "/v1/../v1/chat/completions", "/v1/chat/completions%00", "/v1",
-                             "/v1/models/", "/v2/chat/completions", "/v1/audio/speech",
-                             "/v1/images/generations", "/v1/batches", "/admin", "/log",
-                             "/" + "a" * 10_000, "/v1/chat/completions/../../admin/users"]),
-            st.text(string.ascii_letters + "/._-%", max_size=40).map(lambda s: "/x/" + s)))
+        path = draw(
+            st.one_of(
+                st.sampled_from(
+                    [
+                        "/v1/files",
+                        "/v1/fine_tuning/jobs",
+                        "/v1/organization/users",
+                        "/v1/chat/completions/",
+                        "//v1/chat/completions",
+                        "/V1/CHAT/COMPLETIONS",
+                        "/v1/../v1/chat/completions",
+                        "/v1/chat/completions%00",
+                        "/v1",
+                        "/v1/models/",
+                        "/v2/chat/completions",
+                        "/v1/audio/speech",
+                        "/v1/images/generations",
+                        "/v1/batches",
+                        "/admin",
+                        "/log",
+                        "/" + "a" * 10_000,
+                        "/v1/chat/completions/../../admin/users",
+                    ]
+                ),
+                st.text(string.ascii_letters + "/._-%", max_size=40).map(lambda s: "/x/" + s),
+            )
+        )
         method = draw(st.sampled_from(METHODS))
         return Req(method, path, headers, draw(proxy_body())[1], ctype, authed=authed)
     if shape == "models":  # GET /v1/models/{id}: an unknown id is a 404
-        mid = draw(st.one_of(st.sampled_from(["gpt-4o", "nope", "..", "%2F", "a" * 3000,
-                                              "gpt-4o-mini/extra", "😀"]), st.text(max_size=30)))
+        mid = draw(
+            st.one_of(
+                st.sampled_from(
+                    ["gpt-4o", "nope", "..", "%2F", "a" * 3000, "gpt-4o-mini/extra", "😀"]
+                ),
+                st.text(max_size=30),
+            )
+        )
         assume(mid.strip("/") not in ("gpt-4o-mini", "text-embedding-3-small", ""))
         if not authed:
-            return Req("GET", "/v1/models" + draw(st.sampled_from(["", "/" + mid])), headers,
-                       None, None, authed=False)
+            return Req(
+                "GET",
+                "/v1/models" + draw(st.sampled_from(["", "/" + mid])),
+                headers,
+                None,
+                None,
+                authed=False,
+            )
         return Req("GET", "/v1/models/" + mid, headers, None, None, authed=True)
     path, body = draw(proxy_body())
     return Req("POST", path, headers, body, ctype, authed=authed)
 
 
-def test_fuzz_openai(client: Any, world: Any, caplog: pytest.LogCaptureFixture,
-                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fuzz_openai(
+    client: Any, world: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TOLLGATE_MAX_BODY_BYTES", str(MAX_BODY))
     # Whatever Tollgate cannot judge (a wrong "temperature") goes upstream, which then
     # refuses it as OpenAI would: every answer is a 4xx and every forwarded call books.
-    refusal = {"error": {"message": "Invalid value (fake upstream).",
-                         "type": "invalid_request_error", "param": None, "code": None}}
+    refusal = {
+        "error": {
+            "message": "Invalid value (fake upstream).",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
     world.upstream.push(*[Error(400, body=refusal) for _ in range(2_000)])
     capture_all_logs(caplog)
     secrets = secrets_of(world)
@@ -407,8 +627,10 @@ def test_fuzz_openai(client: Any, world: Any, caplog: pytest.LogCaptureFixture,
         statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
 
     run()
-    print(f"openai fuzz: {len(sent)} requests, {len(world.upstream.received)} forwarded, "
-          f"statuses {sorted(statuses.items())}")
+    print(
+        f"openai fuzz: {len(sent)} requests, {len(world.upstream.received)} forwarded, "
+        f"statuses {sorted(statuses.items())}"
+    )
     assert len(sent) >= 500 and sum(r.authed for r in sent) >= 200
     check_logs(caplog, secrets)
     forwarded = list(world.upstream.received)
@@ -420,25 +642,36 @@ def test_fuzz_openai(client: Any, world: Any, caplog: pytest.LogCaptureFixture,
     recs = world.usage()
     assert len(recs) == len(forwarded)  # every forwarded call is booked, once
     assert {(r["status"], r["http_status"], r["cost_nano"]) for r in recs} == {
-        ("upstream_error", 400, 0)}
+        ("upstream_error", 400, 0)
+    }
     balanced(world)
 
 
 SYSTEMATIC_WRONG = [True, -1, 1.5, "x", [], {}, [None], 10**9]
 
 
-def test_every_field_of_every_route_with_every_wrong_type(client: Any, world: Any,
-                                                          caplog: pytest.LogCaptureFixture
-                                                          ) -> None:
+def test_every_field_of_every_route_with_every_wrong_type(
+    client: Any, world: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """Not random: each field Tollgate reads, on each proxied route, set to each of eight
     wrong types (~500 requests). Refused with a 400 naming it, or forwarded (upstream
     refuses it here) and then booked once, with nothing left held."""
     capture_all_logs(caplog)
     # one paid call first: a project that has spent nothing sweeps on every admission
-    assert client.post("/v1/chat/completions", json=CHAT_BASE,
-                       headers=bearer(world.keys["bob"])).status_code == 200
-    refusal = {"error": {"message": "Invalid value (fake upstream).",
-                         "type": "invalid_request_error", "param": None, "code": None}}
+    assert (
+        client.post(
+            "/v1/chat/completions", json=CHAT_BASE, headers=bearer(world.keys["bob"])
+        ).status_code
+        == 200
+    )
+    refusal = {
+        "error": {
+            "message": "Invalid value (fake upstream).",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
     world.upstream.push(*[Error(400, body=refusal) for _ in range(2_000)])
     secrets = secrets_of(world)
     n = 0
@@ -447,8 +680,12 @@ def test_every_field_of_every_route_with_every_wrong_type(client: Any, world: An
         for name in fields:
             for value in SYSTEMATIC_WRONG:
                 body = dumps(set_path(base, name, value)).encode()
-                r = client.post(path, data=body, headers=bearer(world.keys["bob"]),
-                                content_type="application/json")
+                r = client.post(
+                    path,
+                    data=body,
+                    headers=bearer(world.keys["bob"]),
+                    content_type="application/json",
+                )
                 check_answer(r, secrets, f"{path} {name}={value!r}")
                 e = r.get_json()["error"]
                 if name == "best_of" and "best-of-param" in KNOWN_BUGS:
@@ -467,41 +704,125 @@ def test_every_field_of_every_route_with_every_wrong_type(client: Any, world: An
 # ======================================================================================
 
 GOOD: dict[str, Any] = {
-    "ident": "fz-new-1", "text200": "Name", "secret": "fuzz-secret-1234", "email": "f@e.com",
-    "bool": True, "url": "http://127.0.0.1:9/v1", "model": "fz-model",
-    "ts": "2026-01-01T00:00:00Z", "rate": "1", "usd": "1", "list_str": [MODEL],
-    "role": "member", "period": "monthly", "int": 5, "cache": {"enabled": False},
-    "thresholds": [50], "tiers": {"flex": {"input": "1", "output": "1"}},
+    "ident": "fz-new-1",
+    "text200": "Name",
+    "secret": "fuzz-secret-1234",
+    "email": "f@e.com",
+    "bool": True,
+    "url": "http://127.0.0.1:9/v1",
+    "model": "fz-model",
+    "ts": "2026-01-01T00:00:00Z",
+    "rate": "1",
+    "usd": "1",
+    "list_str": [MODEL],
+    "role": "member",
+    "period": "monthly",
+    "int": 5,
+    "cache": {"enabled": False},
+    "thresholds": [50],
+    "tiers": {"flex": {"input": "1", "output": "1"}},
 }
 BAD: dict[str, list[Any]] = {
-    "ident": [5, True, [], {}, "", "bad id!", "-lead", "x" * 129, "é", "a/b", "..", "__x__",
-              " x", "x\n"],
+    "ident": [
+        5,
+        True,
+        [],
+        {},
+        "",
+        "bad id!",
+        "-lead",
+        "x" * 129,
+        "é",
+        "a/b",
+        "..",
+        "__x__",
+        " x",
+        "x\n",
+    ],
     "text200": [5, True, [], {}, "x" * 201],
     "secret": [5, True, [], {}, "x" * 4097],
     "email": [5, [], "nope", "a b@c", "@x", "x" * 400],
     "bool": ["true", 1, 0, [], "x", {}],
     "url": [5, [], "ftp://x", "javascript:alert(1)", "http://" + "x" * 500, ""],
     "model": [5, [], "", " x", "x ", "\n", "x" * 257, "a\u0000b", "\u200b\t"],
-    "ts": [5, [], {}, "2026-01-01T00:00:00", "yesterday", "", "2026-13-01T00:00:00Z",
-           "2026-01-01", "1700000000", True],
-    "rate": ["x", -1, "-1", [], {}, True, "NaN", "Infinity", "1e400", "0.0000001",
-             "1000001", 1e400],
-    "usd": ["x", -1, "-0.5", [], {}, True, "NaN", "Infinity", "1.0000000001", 1e10, "1e10",
-            "sNaN", 0.1 + 0.2],
+    "ts": [
+        5,
+        [],
+        {},
+        "2026-01-01T00:00:00",
+        "yesterday",
+        "",
+        "2026-13-01T00:00:00Z",
+        "2026-01-01",
+        "1700000000",
+        True,
+    ],
+    "rate": [
+        "x",
+        -1,
+        "-1",
+        [],
+        {},
+        True,
+        "NaN",
+        "Infinity",
+        "1e400",
+        "0.0000001",
+        "1000001",
+        1e400,
+    ],
+    "usd": [
+        "x",
+        -1,
+        "-0.5",
+        [],
+        {},
+        True,
+        "NaN",
+        "Infinity",
+        "1.0000000001",
+        1e10,
+        "1e10",
+        "sNaN",
+        0.1 + 0.2,
+    ],
     "list_str": [5, "x", [1], [""], ["x" * 257], [None], [[]], ["x"] * 501],
     "role": ["owner", 5, [], "", "LEAD", {}],
     "period": ["weekly", 5, "", "MONTHLY", []],
     "int": [0, -1, 1.5, "5", True, [], 10**13, {}],
-    "cache": [5, "x", [], {"enabled": "yes"}, {"ttl_s": 0}, {"zz": 1}, {"ttl_s": "x"},
-              {"ttl_s": 10**9}],
+    "cache": [
+        5,
+        "x",
+        [],
+        {"enabled": "yes"},
+        {"ttl_s": 0},
+        {"zz": 1},
+        {"ttl_s": "x"},
+        {"ttl_s": 10**9},
+    ],
     "thresholds": [[], [0], [True], "x", [1] * 11, [1001], [1.5], {}],
-    "tiers": ["x", [], {"gold": {}}, {"flex": 5}, {"flex": {"input": "x", "output": "1"}},
-              {"flex": {}}],
+    "tiers": [
+        "x",
+        [],
+        {"gold": {}},
+        {"flex": 5},
+        {"flex": {"input": "x", "output": "1"}},
+        {"flex": {}},
+    ],
 }
-PROJECT_FIELDS = {"id": "ident", "name": "text200", "external_key": "ident",
-                  "budget_usd": "usd", "budget_period": "period", "allowed_models": "list_str",
-                  "default_max_output_tokens": "int", "cache": "cache",
-                  "priced_tools": "list_str", "rpm": "int", "tpm": "int"}
+PROJECT_FIELDS = {
+    "id": "ident",
+    "name": "text200",
+    "external_key": "ident",
+    "budget_usd": "usd",
+    "budget_period": "period",
+    "allowed_models": "list_str",
+    "default_max_output_tokens": "int",
+    "cache": "cache",
+    "priced_tools": "list_str",
+    "rpm": "int",
+    "tpm": "int",
+}
 LIMIT_FIELDS = {"budget_usd": "usd", "rpm": "int", "tpm": "int"}
 ADMIN_BODY_ROUTES: list[tuple[str, str, dict[str, str]]] = [
     ("POST", "/users", {"id": "ident", "name": "text200", "email": "email"}),
@@ -509,14 +830,26 @@ ADMIN_BODY_ROUTES: list[tuple[str, str, dict[str, str]]] = [
     ("POST", "/external-keys", {"id": "ident", "secret": "secret", "base_url": "url"}),
     ("POST", "/external-keys/{key}/rotate", {"secret": "secret"}),
     ("POST", "/models", {"id": "model"}),
-    ("POST", "/models/{model}/costs", {"valid_from": "ts", "input": "rate", "output": "rate",
-                                       "cached_input": "rate", "cache_write": "rate",
-                                       "tiers": "tiers"}),
+    (
+        "POST",
+        "/models/{model}/costs",
+        {
+            "valid_from": "ts",
+            "input": "rate",
+            "output": "rate",
+            "cached_input": "rate",
+            "cache_write": "rate",
+            "tiers": "tiers",
+        },
+    ),
     ("POST", "/models/load-prices", {"models": "list_str"}),
     ("POST", "/projects", PROJECT_FIELDS),
     ("PATCH", "/projects/{project}", {k: v for k, v in PROJECT_FIELDS.items() if k != "id"}),
-    ("POST", "/projects/{project}/members", {"user": "ident", "role": "role",
-                                             "budget_usd": "usd", "key_name": "ident"}),
+    (
+        "POST",
+        "/projects/{project}/members",
+        {"user": "ident", "role": "role", "budget_usd": "usd", "key_name": "ident"},
+    ),
     ("PATCH", "/projects/{project}/members/{user}", {"budget_usd": "usd", "role": "role"}),
     ("POST", "/projects/{project}/members/{user}/keys", {"name": "ident", "expires_at": "ts"}),
     ("POST", "/projects/{project}/members/{user}/keys/{name}/rotate", {"expires_at": "ts"}),
@@ -525,22 +858,53 @@ ADMIN_BODY_ROUTES: list[tuple[str, str, dict[str, str]]] = [
     ("PUT", "/projects/{project}/alerts", {"webhook_url": "url", "thresholds": "thresholds"}),
 ]
 ADMIN_ALL_ROUTES = [
-    ("GET", "/users"), ("POST", "/users/{user}/disable"), ("GET", "/users/{user}"),
-    ("GET", "/external-keys"), ("DELETE", "/external-keys/{key}"), ("GET", "/models"),
-    ("GET", "/models/{model}"), ("GET", "/projects"), ("GET", "/projects/{project}"),
-    ("POST", "/projects/{project}/archive"), ("GET", "/projects/{project}/members"),
+    ("GET", "/users"),
+    ("POST", "/users/{user}/disable"),
+    ("GET", "/users/{user}"),
+    ("GET", "/external-keys"),
+    ("DELETE", "/external-keys/{key}"),
+    ("GET", "/models"),
+    ("GET", "/models/{model}"),
+    ("GET", "/projects"),
+    ("GET", "/projects/{project}"),
+    ("POST", "/projects/{project}/archive"),
+    ("GET", "/projects/{project}/members"),
     ("DELETE", "/projects/{project}/members/{user}"),
     ("GET", "/projects/{project}/members/{user}/keys"),
     ("DELETE", "/projects/{project}/members/{user}/keys/{name}"),
-    ("GET", "/projects/{project}/limits"), ("DELETE", "/projects/{project}/limits/{model}"),
-    ("POST", "/projects/{project}/cache/flush"), ("GET", "/projects/{project}/alerts"),
-    ("POST", "/sweep"), ("GET", "/usage"), ("GET", "/queries"), ("GET", "/ratelimits"),
-    ("GET", "/audit"), *[(m, p) for m, p, _ in ADMIN_BODY_ROUTES]]
-EXISTING = {"user": ["bob", "alice"], "project": ["demo"], "key": ["main"],
-            "model": [MODEL, "text-embedding-3-small"], "name": ["default"]}
+    ("GET", "/projects/{project}/limits"),
+    ("DELETE", "/projects/{project}/limits/{model}"),
+    ("POST", "/projects/{project}/cache/flush"),
+    ("GET", "/projects/{project}/alerts"),
+    ("POST", "/sweep"),
+    ("GET", "/usage"),
+    ("GET", "/queries"),
+    ("GET", "/ratelimits"),
+    ("GET", "/audit"),
+    *[(m, p) for m, p, _ in ADMIN_BODY_ROUTES],
+]
+EXISTING = {
+    "user": ["bob", "alice"],
+    "project": ["demo"],
+    "key": ["main"],
+    "model": [MODEL, "text-embedding-3-small"],
+    "name": ["default"],
+}
 # ids that exist nowhere (so routes that ignore their body answer 404, and change nothing)
-MISSING_IDS = ["nobody", "x" * 300, "é", "a b", "a%20b", "-", "~", "0", "ghost.user",
-               "a:b", "%25", "🙂"]
+MISSING_IDS = [
+    "nobody",
+    "x" * 300,
+    "é",
+    "a b",
+    "a%20b",
+    "-",
+    "~",
+    "0",
+    "ghost.user",
+    "a:b",
+    "%25",
+    "🙂",
+]
 
 
 def tmpl(path: str, ids: dict[str, str]) -> str:
@@ -549,8 +913,7 @@ def tmpl(path: str, ids: dict[str, str]) -> str:
 
 @st.composite
 def admin_malformed_body(draw: Any, fields: dict[str, str]) -> bytes:
-    kind = draw(st.sampled_from(["field"] * 6 + ["unknown", "toplevel", "broken", "deep",
-                                                  "huge"]))
+    kind = draw(st.sampled_from(["field"] * 6 + ["unknown", "toplevel", "broken", "deep", "huge"]))
     if kind in ("field", "unknown"):
         names = sorted(fields)
         good = draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))
@@ -562,31 +925,68 @@ def admin_malformed_body(draw: Any, fields: dict[str, str]) -> bytes:
             body[bad] = draw(st.sampled_from(BAD[fields[bad]]))
         return dumps(body).encode()
     if kind == "toplevel":
-        return dumps(draw(st.one_of(st.sampled_from([None, [], [{}], "x", 0, True]),
-                                    st.lists(json_value, min_size=1, max_size=3)))).encode()
+        return dumps(
+            draw(
+                st.one_of(
+                    st.sampled_from([None, [], [{}], "x", 0, True]),
+                    st.lists(json_value, min_size=1, max_size=3),
+                )
+            )
+        ).encode()
     if kind == "broken":
-        return draw(st.sampled_from([b"{", b"{nope", b'{"id": }', b"\xff\xfe", b"[1,]",
-                                     b'{"a":1}{"b":2}', b"NaN?", b"\x00"]))
+        return draw(
+            st.sampled_from(
+                [
+                    b"{",
+                    b"{nope",
+                    b'{"id": }',
+                    b"\xff\xfe",
+                    b"[1,]",
+                    b'{"a":1}{"b":2}',
+                    b"NaN?",
+                    b"\x00",
+                ]
+            )
+        )
     if kind == "deep":
-        return nested(draw(st.sampled_from(DEPTHS)), draw(st.sampled_from(["list",
-                                                                            "dict"]))).encode()
+        return nested(
+            draw(st.sampled_from(DEPTHS)), draw(st.sampled_from(["list", "dict"]))
+        ).encode()
     return b'{"name": "' + b"x" * draw(st.sampled_from([300_000, 1_100_000])) + b'"}'
 
 
 BAD_ARGS = {
-    "after": ["x", "2026-01-01T00:00:00", "2026-01-01", "2026-02-30T00:00:00Z", "now",
-              "2030-01-01T00:00:00Z"],  # the last one is after "before" (see GOOD_ARGS)
+    "after": [
+        "x",
+        "2026-01-01T00:00:00",
+        "2026-01-01",
+        "2026-02-30T00:00:00Z",
+        "now",
+        "2030-01-01T00:00:00Z",
+    ],  # the last one is after "before" (see GOOD_ARGS)
     "before": ["x", "2026-01-01T00:00:00", "tomorrow"],
     "limit": ["0", "-1", "abc", "1001", "9" * 30, "1.5", " ", "0x10"],
-    "page_token": ["x", "!!!", "e30", base64.urlsafe_b64encode(b'{"k":"nope","v":1}').decode(),
-                   base64.urlsafe_b64encode(b'{"k":"usage","v":5}').decode(),
-                   base64.urlsafe_b64encode(b'{"k":"audit","v":["x","y"]}').decode(),
-                   base64.urlsafe_b64encode(b'{"k":"usage","v":{"a":1}}').decode(),
-                   base64.urlsafe_b64encode(b'{"k":"usage","v":[]}').decode(), "%%%"],
+    "page_token": [
+        "x",
+        "!!!",
+        "e30",
+        base64.urlsafe_b64encode(b'{"k":"nope","v":1}').decode(),
+        base64.urlsafe_b64encode(b'{"k":"usage","v":5}').decode(),
+        base64.urlsafe_b64encode(b'{"k":"audit","v":["x","y"]}').decode(),
+        base64.urlsafe_b64encode(b'{"k":"usage","v":{"a":1}}').decode(),
+        base64.urlsafe_b64encode(b'{"k":"usage","v":[]}').decode(),
+        "%%%",
+    ],
     "group_by": ["week", "USER", "user,model", "ts"],
 }
-GOOD_ARGS = {"user": "bob", "project": "demo", "model": MODEL, "before": "2029-01-01T00:00:00Z",
-             "format": "csv", "limit": "5"}
+GOOD_ARGS = {
+    "user": "bob",
+    "project": "demo",
+    "model": MODEL,
+    "before": "2029-01-01T00:00:00Z",
+    "format": "csv",
+    "limit": "5",
+}
 
 
 @st.composite
@@ -604,15 +1004,32 @@ def bad_query(draw: Any, path: str, allowed: list[str]) -> str:
 
 
 def odd_admin_auth(world: Any) -> Any:
-    fixed = ["", "Bearer", "Bearer ", "Bearer wrong", "Bearer " + ADMIN_TOKEN + "x",
-             ADMIN_TOKEN, "Basic " + ADMIN_TOKEN, "Bearer " + ADMIN_TOKEN.upper(),
-             "Bearer " + ADMIN_TOKEN[:-1], "Bearer " + ADMIN_TOKEN + " x",
-             "Bearer " + world.keys["bob"], "Bearer " + UPSTREAM_SECRET,
-             "Bearer tg_" + "q" * 40, "Bearer " + "a" * 10_240, "Bearer ключ", "Token x",
-             "Bearer " + hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()]
-    return st.one_of(st.none(), st.sampled_from(fixed),
-                     header_text.filter(lambda s: ADMIN_TOKEN not in s
-                                        and not any(k in s for k in world.keys.values())))
+    fixed = [
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer wrong",
+        "Bearer " + ADMIN_TOKEN + "x",
+        ADMIN_TOKEN,
+        "Basic " + ADMIN_TOKEN,
+        "Bearer " + ADMIN_TOKEN.upper(),
+        "Bearer " + ADMIN_TOKEN[:-1],
+        "Bearer " + ADMIN_TOKEN + " x",
+        "Bearer " + world.keys["bob"],
+        "Bearer " + UPSTREAM_SECRET,
+        "Bearer tg_" + "q" * 40,
+        "Bearer " + "a" * 10_240,
+        "Bearer ключ",
+        "Token x",
+        "Bearer " + hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+    ]
+    return st.one_of(
+        st.none(),
+        st.sampled_from(fixed),
+        header_text.filter(
+            lambda s: ADMIN_TOKEN not in s and not any(k in s for k in world.keys.values())
+        ),
+    )
 
 
 @st.composite
@@ -624,22 +1041,35 @@ def admin_request(draw: Any, world: Any) -> Req:
         method, path = draw(st.sampled_from(ADMIN_ALL_ROUTES))
         ids = {k: draw(st.sampled_from(v)) for k, v in EXISTING.items()}
         body = dumps({"id": "fz-anon", "user": "bob"}).encode() if method != "GET" else None
-        return Req(method, prefix + tmpl(path, ids),
-                   auth_header(draw(odd_admin_auth(world))), body, ctype)
+        return Req(
+            method, prefix + tmpl(path, ids), auth_header(draw(odd_admin_auth(world))), body, ctype
+        )
     headers = admin_auth()
     shape = draw(st.sampled_from(["body"] * 5 + ["args"] * 2 + ["missing", "method", "path"]))
     if shape == "body":
         method, path, fields = draw(st.sampled_from(ADMIN_BODY_ROUTES))
         ids = {k: draw(st.sampled_from(v)) for k, v in EXISTING.items()}
-        return Req(method, prefix + tmpl(path, ids), headers,
-                   draw(admin_malformed_body(fields)), ctype, authed=True)
+        return Req(
+            method,
+            prefix + tmpl(path, ids),
+            headers,
+            draw(admin_malformed_body(fields)),
+            ctype,
+            authed=True,
+        )
     if shape == "args":
-        path, allowed = draw(st.sampled_from([
-            ("/usage", ["after", "before", "limit", "page_token", "group_by"]),
-            ("/queries", ["after", "before", "limit", "page_token"]),
-            ("/audit", ["limit", "page_token"])]))
-        return Req("GET", prefix + path, headers, None, None, draw(bad_query(path, allowed)),
-                   authed=True)
+        path, allowed = draw(
+            st.sampled_from(
+                [
+                    ("/usage", ["after", "before", "limit", "page_token", "group_by"]),
+                    ("/queries", ["after", "before", "limit", "page_token"]),
+                    ("/audit", ["limit", "page_token"]),
+                ]
+            )
+        )
+        return Req(
+            "GET", prefix + path, headers, None, None, draw(bad_query(path, allowed)), authed=True
+        )
     if shape == "missing":  # unknown ids: 404 (or 400 for a body), never a write
         method, path = draw(st.sampled_from([r for r in ADMIN_ALL_ROUTES if "{" in r[1]]))
         ids = {k: draw(st.sampled_from(MISSING_IDS)) for k in EXISTING}
@@ -649,21 +1079,35 @@ def admin_request(draw: Any, world: Any) -> Req:
         _m, path = draw(st.sampled_from(ADMIN_ALL_ROUTES))
         ids = {k: draw(st.sampled_from(v)) for k, v in EXISTING.items()}
         routes = {(m, p) for m, p in ADMIN_ALL_ROUTES}
-        method = draw(st.sampled_from([m for m in METHODS if (m, path) not in routes
-                                       and m != "HEAD"]))
+        method = draw(
+            st.sampled_from([m for m in METHODS if (m, path) not in routes and m != "HEAD"])
+        )
         return Req(method, prefix + tmpl(path, ids), headers, b"{}", ctype, authed=True)
-    path = draw(st.one_of(st.sampled_from(["/", "/admin", "/admin/", "/users/", "/v1/users",
-                                           "/users/bob/keys", "/sweep/now", "/" + "u" * 5000,
-                                           "/projects/demo/members/bob/keys/default/x"]),
-                          st.text(string.ascii_letters + "/-_.", max_size=30).map(
-                              lambda s: "/zz/" + s)))
-    return Req(draw(st.sampled_from(["GET", "POST", "DELETE"])), path, headers, b"{}", ctype,
-               authed=True)
+    path = draw(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "/",
+                    "/admin",
+                    "/admin/",
+                    "/users/",
+                    "/v1/users",
+                    "/users/bob/keys",
+                    "/sweep/now",
+                    "/" + "u" * 5000,
+                    "/projects/demo/members/bob/keys/default/x",
+                ]
+            ),
+            st.text(string.ascii_letters + "/-_.", max_size=30).map(lambda s: "/zz/" + s),
+        )
+    )
+    return Req(
+        draw(st.sampled_from(["GET", "POST", "DELETE"])), path, headers, b"{}", ctype, authed=True
+    )
 
 
 def known_admin_bug(req: Req) -> bool:
-    if "falsy-json-bodies" not in KNOWN_BUGS or not req.path.endswith(("/rotate",
-                                                                        "/load-prices")):
+    if "falsy-json-bodies" not in KNOWN_BUGS or not req.path.endswith(("/rotate", "/load-prices")):
         return False
     try:
         return not json.loads(req.body or b"{}") and json.loads(req.body or b"{}") != {}
@@ -709,8 +1153,11 @@ LOG_BAD_ARGS = {
     "daily": ["after", "before", "project", "member"],
     "totals": ["after", "before", "project", "member"],
 }
-LOG_BAD_VALUES = {**BAD_ARGS, "project": ["other", "x" * 300, "Demo", " demo"],
-                  "member": ["alice", "nobody"]}
+LOG_BAD_VALUES = {
+    **BAD_ARGS,
+    "project": ["other", "x" * 300, "Demo", " demo"],
+    "member": ["alice", "nobody"],
+}
 
 
 @st.composite
@@ -722,15 +1169,24 @@ def log_request(draw: Any, world: Any) -> Req:
     if not authed:
         name = draw(st.sampled_from(["me", "calls", "daily", "totals", "nope", ""]))
         query = urlencode({"format": "csv"}) if draw(st.booleans()) else ""
-        return Req(draw(st.sampled_from(["GET"] * 4 + METHODS)), prefix + name,
-                   auth_header(draw(odd_proxy_auth(world))), None, None, query)
+        return Req(
+            draw(st.sampled_from(["GET"] * 4 + METHODS)),
+            prefix + name,
+            auth_header(draw(odd_proxy_auth(world))),
+            None,
+            None,
+            query,
+        )
     headers = auth_header(draw(valid_proxy_auth(world)))
     shape = draw(st.sampled_from(["args"] * 6 + ["name", "method", "path"]))
     if shape == "args":
         name = draw(st.sampled_from(sorted(LOG_BAD_ARGS)))
         bad = draw(st.sampled_from(LOG_BAD_ARGS[name]))
-        args = {k: v for k, v in {"model": MODEL, "after": "2026-01-01T00:00:00Z"}.items()
-                if draw(st.booleans()) and k != bad}
+        args = {
+            k: v
+            for k, v in {"model": MODEL, "after": "2026-01-01T00:00:00Z"}.items()
+            if draw(st.booleans()) and k != bad
+        }
         args[bad] = draw(st.sampled_from(LOG_BAD_VALUES[bad]))
         if bad == "after" and args[bad].startswith("2030"):
             args["before"] = GOOD_ARGS["before"]  # after >= before
@@ -745,26 +1201,54 @@ def log_request(draw: Any, world: Any) -> Req:
             args["format"] = "csv"  # the CSV export ignores limit and page_token
         return Req("GET", prefix + name, headers, None, None, urlencode(args), authed=True)
     if shape == "name":
-        name = draw(st.one_of(st.sampled_from(["", "nope", "me/", "calls/x", "ME", "../me",
-                                               "calls.csv", "x" * 5000]),
-                              st.text(string.ascii_letters + "/._", max_size=20).filter(
-                                  lambda s: s not in ("me", "calls", "daily", "totals", "usage"))))
+        name = draw(
+            st.one_of(
+                st.sampled_from(
+                    ["", "nope", "me/", "calls/x", "ME", "../me", "calls.csv", "x" * 5000]
+                ),
+                st.text(string.ascii_letters + "/._", max_size=20).filter(
+                    lambda s: s not in ("me", "calls", "daily", "totals", "usage")
+                ),
+            )
+        )
         return Req("GET", prefix + name, headers, None, None, authed=True)
     if shape == "method":
-        return Req(draw(st.sampled_from([m for m in METHODS if m not in ("GET", "HEAD")])),
-                   prefix + draw(st.sampled_from(["me", "calls", "totals"])), headers, b"{}",
-                   draw(st.sampled_from(CONTENT_TYPES)), authed=True)
-    path = draw(st.sampled_from(["/favicon.ico", "/log/index.html", "/log/../functions/main.py",
-                                 "/log/app.js.map", "/.env", "/log/web/app.js", "/logs",
-                                 "/log/%2e%2e/README.md", "/..%2f..%2fetc/passwd"]))
+        return Req(
+            draw(st.sampled_from([m for m in METHODS if m not in ("GET", "HEAD")])),
+            prefix + draw(st.sampled_from(["me", "calls", "totals"])),
+            headers,
+            b"{}",
+            draw(st.sampled_from(CONTENT_TYPES)),
+            authed=True,
+        )
+    path = draw(
+        st.sampled_from(
+            [
+                "/favicon.ico",
+                "/log/index.html",
+                "/log/../functions/main.py",
+                "/log/app.js.map",
+                "/.env",
+                "/log/web/app.js",
+                "/logs",
+                "/log/%2e%2e/README.md",
+                "/..%2f..%2fetc/passwd",
+            ]
+        )
+    )
     return Req("GET", path, headers, None, None, authed=True)
 
 
-def test_fuzz_log(log_client: Any, client: Any, world: Any,
-                  caplog: pytest.LogCaptureFixture) -> None:
+def test_fuzz_log(
+    log_client: Any, client: Any, world: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     for who in ("bob", "alice", "bob"):  # calls in the log: the queries have rows to page
-        assert client.post("/v1/chat/completions", json=CHAT_BASE,
-                           headers=bearer(world.keys[who])).status_code == 200
+        assert (
+            client.post(
+                "/v1/chat/completions", json=CHAT_BASE, headers=bearer(world.keys[who])
+            ).status_code
+            == 200
+        )
     capture_all_logs(caplog)
     secrets = secrets_of(world)
     sent: list[Req] = []
@@ -791,6 +1275,7 @@ def test_fuzz_log(log_client: Any, client: Any, world: Any,
 # the bugs this file found, one precise request each
 # ======================================================================================
 
+
 def _year1(query: bool = False) -> str:
     return "0001-01-01T00:00:00" + ("%2B01:00" if query else "+01:00")
 
@@ -802,12 +1287,30 @@ def _token(kind: str, value: Any) -> str:
 CHAT_MSGS = [{"role": "user", "content": "hi"}]
 # (bug tag, function, method, path, query, json body as text)
 REGRESSIONS: list[tuple[str, str, str, str, str, str | None]] = [
-    ("reserved-doc-ids", "openai", "POST", "/v1/chat/completions", "",
-     json.dumps({"model": "..", "messages": CHAT_MSGS})),
-    ("reserved-doc-ids", "openai", "POST", "/v1/chat/completions", "",
-     json.dumps({"model": ".", "messages": CHAT_MSGS})),
-    ("reserved-doc-ids", "openai", "POST", "/v1/chat/completions", "",
-     json.dumps({"model": "__x__", "messages": CHAT_MSGS})),
+    (
+        "reserved-doc-ids",
+        "openai",
+        "POST",
+        "/v1/chat/completions",
+        "",
+        json.dumps({"model": "..", "messages": CHAT_MSGS}),
+    ),
+    (
+        "reserved-doc-ids",
+        "openai",
+        "POST",
+        "/v1/chat/completions",
+        "",
+        json.dumps({"model": ".", "messages": CHAT_MSGS}),
+    ),
+    (
+        "reserved-doc-ids",
+        "openai",
+        "POST",
+        "/v1/chat/completions",
+        "",
+        json.dumps({"model": "__x__", "messages": CHAT_MSGS}),
+    ),
     ("reserved-doc-ids", "admin", "GET", "/users/..", "", None),
     ("reserved-doc-ids", "admin", "GET", "/projects/__x__", "", None),
     ("reserved-doc-ids", "admin", "GET", "/models/..", "", None),
@@ -822,73 +1325,183 @@ REGRESSIONS: list[tuple[str, str, str, str, str, str | None]] = [
     ("out-of-range-dates", "log", "GET", "/log/api/calls", "before=" + _year1(True), None),
     ("out-of-range-dates", "log", "GET", "/log/api/daily", "before=0001-01-01T00:00:00Z", None),
     ("out-of-range-dates", "admin", "GET", "/queries", "before=" + _year1(True), None),
-    ("out-of-range-dates", "admin", "GET", "/usage",
-     "group_by=day&before=0001-01-01T00:00:00Z", None),
-    ("out-of-range-dates", "admin", "POST", "/projects/demo/members/bob/keys", "",
-     json.dumps({"name": "k1", "expires_at": _year1()})),
-    ("out-of-range-dates", "admin", "POST", "/projects/demo/members/bob/keys", "",
-     json.dumps({"name": "k2", "expires_at": "9999-12-31T23:59:59-01:00"})),
-    ("out-of-range-dates", "admin", "POST", "/models/gpt-4o-mini/costs", "",
-     json.dumps({"valid_from": _year1(), "input": "1", "output": "1"})),
-    ("page-token-doc-id", "log", "GET", "/log/api/calls",
-     "page_token=" + _token("usage", ["2020-01-01T00:00:00Z", "a/b"]), None),
-    ("page-token-doc-id", "admin", "GET", "/queries",
-     "page_token=" + _token("usage", ["2020-01-01T00:00:00Z", ""]), None),
-    ("page-token-doc-id", "admin", "GET", "/audit",
-     "page_token=" + _token("audit", ["2020-01-01T00:00:00Z", ""]), None),
-    ("int64-estimate", "openai", "POST", "/v1/chat/completions", "",
-     json.dumps({"model": MODEL, "messages": CHAT_MSGS, "max_tokens": 2**63})),
-    ("int64-estimate", "openai", "POST", "/v1/responses", "",
-     json.dumps({"model": MODEL, "input": "hi", "max_output_tokens": 10**30})),
-    ("long-query-values", "openai", "POST", "/v1/responses", "",
-     json.dumps({"model": MODEL, "input": "hi", "previous_response_id": "r" * 5000})),
+    (
+        "out-of-range-dates",
+        "admin",
+        "GET",
+        "/usage",
+        "group_by=day&before=0001-01-01T00:00:00Z",
+        None,
+    ),
+    (
+        "out-of-range-dates",
+        "admin",
+        "POST",
+        "/projects/demo/members/bob/keys",
+        "",
+        json.dumps({"name": "k1", "expires_at": _year1()}),
+    ),
+    (
+        "out-of-range-dates",
+        "admin",
+        "POST",
+        "/projects/demo/members/bob/keys",
+        "",
+        json.dumps({"name": "k2", "expires_at": "9999-12-31T23:59:59-01:00"}),
+    ),
+    (
+        "out-of-range-dates",
+        "admin",
+        "POST",
+        "/models/gpt-4o-mini/costs",
+        "",
+        json.dumps({"valid_from": _year1(), "input": "1", "output": "1"}),
+    ),
+    (
+        "page-token-doc-id",
+        "log",
+        "GET",
+        "/log/api/calls",
+        "page_token=" + _token("usage", ["2020-01-01T00:00:00Z", "a/b"]),
+        None,
+    ),
+    (
+        "page-token-doc-id",
+        "admin",
+        "GET",
+        "/queries",
+        "page_token=" + _token("usage", ["2020-01-01T00:00:00Z", ""]),
+        None,
+    ),
+    (
+        "page-token-doc-id",
+        "admin",
+        "GET",
+        "/audit",
+        "page_token=" + _token("audit", ["2020-01-01T00:00:00Z", ""]),
+        None,
+    ),
+    (
+        "int64-estimate",
+        "openai",
+        "POST",
+        "/v1/chat/completions",
+        "",
+        json.dumps({"model": MODEL, "messages": CHAT_MSGS, "max_tokens": 2**63}),
+    ),
+    (
+        "int64-estimate",
+        "openai",
+        "POST",
+        "/v1/responses",
+        "",
+        json.dumps({"model": MODEL, "input": "hi", "max_output_tokens": 10**30}),
+    ),
+    (
+        "long-query-values",
+        "openai",
+        "POST",
+        "/v1/responses",
+        "",
+        json.dumps({"model": MODEL, "input": "hi", "previous_response_id": "r" * 5000}),
+    ),
     ("long-query-values", "log", "GET", "/log/api/calls", "model=" + "m" * 5000, None),
     ("long-query-values", "admin", "GET", "/usage", "group_by=user&project=" + "p" * 3000, None),
-    ("long-doc-ids", "admin", "PUT", "/projects/demo/limits/" + "😀" * 200, "",
-     json.dumps({"rpm": 5})),
+    (
+        "long-doc-ids",
+        "admin",
+        "PUT",
+        "/projects/demo/limits/" + "😀" * 200,
+        "",
+        json.dumps({"rpm": 5}),
+    ),
     ("long-doc-ids", "admin", "POST", "/models", "", json.dumps({"id": "😀" * 200})),
-    ("lone-surrogates", "openai", "POST", "/v1/chat/completions", "",
-     '{"model": "\\ud800", "messages": [{"role": "user", "content": "hi"}]}'),
-    ("lone-surrogates", "openai", "POST", "/v1/responses", "",
-     '{"model": "gpt-4o-mini", "input": "hi", "previous_response_id": "\\ud800"}'),
+    (
+        "lone-surrogates",
+        "openai",
+        "POST",
+        "/v1/chat/completions",
+        "",
+        '{"model": "\\ud800", "messages": [{"role": "user", "content": "hi"}]}',
+    ),
+    (
+        "lone-surrogates",
+        "openai",
+        "POST",
+        "/v1/responses",
+        "",
+        '{"model": "gpt-4o-mini", "input": "hi", "previous_response_id": "\\ud800"}',
+    ),
     ("lone-surrogates", "admin", "POST", "/users", "", '{"id": "u1", "name": "\\ud800"}'),
-    ("falsy-json-bodies", "admin", "POST", "/projects/demo/members/bob/keys/default/rotate", "",
-     "[]"),
-    ("falsy-json-bodies", "admin", "POST", "/projects/demo/members/bob/keys/default/rotate", "",
-     "null"),
+    (
+        "falsy-json-bodies",
+        "admin",
+        "POST",
+        "/projects/demo/members/bob/keys/default/rotate",
+        "",
+        "[]",
+    ),
+    (
+        "falsy-json-bodies",
+        "admin",
+        "POST",
+        "/projects/demo/members/bob/keys/default/rotate",
+        "",
+        "null",
+    ),
 ]
 
 
 def _regression_params() -> list[Any]:
     out = []
     for tag in dict.fromkeys(t for t, *_ in REGRESSIONS):
-        what = ("is taken as {} and acted on (200)" if tag == "falsy-json-bodies"
-                else "answers 500")
-        marks = [pytest.mark.xfail(strict=True, reason=f"open bug '{tag}': {what}")
-                 ] if tag in KNOWN_BUGS else []
+        what = "is taken as {} and acted on (200)" if tag == "falsy-json-bodies" else "answers 500"
+        marks = (
+            [pytest.mark.xfail(strict=True, reason=f"open bug '{tag}': {what}")]
+            if tag in KNOWN_BUGS
+            else []
+        )
         out.append(pytest.param(tag, id=tag, marks=marks))
     return out
 
 
 @pytest.mark.parametrize("tag", _regression_params())
-def test_known_bug_regressions(client: Any, admin_client: Any, log_client: Any, world: Any,
-                               caplog: pytest.LogCaptureFixture, tag: str) -> None:
+def test_known_bug_regressions(
+    client: Any,
+    admin_client: Any,
+    log_client: Any,
+    world: Any,
+    caplog: pytest.LogCaptureFixture,
+    tag: str,
+) -> None:
     """Each request is malformed or out of range: a 4xx naming it (or, for a query, an
     empty answer) - never a 500. Nothing is held or written by a refused call."""
     capture_all_logs(caplog)
-    c: dict[str, Callable[..., Any]] = {"openai": client.open, "admin": admin_client.open,
-                                        "log": log_client.open}
+    c: dict[str, Callable[..., Any]] = {
+        "openai": client.open,
+        "admin": admin_client.open,
+        "log": log_client.open,
+    }
     failures = []
     for t, fn, method, path, query, body in REGRESSIONS:
         if t != tag:
             continue
         headers = admin_auth() if fn == "admin" else bearer(world.keys["bob"])
-        resp = c[fn](path, method=method, headers=headers, query_string=query,
-                     data=None if body is None else body.encode("utf-8", "surrogatepass"),
-                     content_type="application/json")
+        resp = c[fn](
+            path,
+            method=method,
+            headers=headers,
+            query_string=query,
+            data=None if body is None else body.encode("utf-8", "surrogatepass"),
+            content_type="application/json",
+        )
         try:
-            check_answer(resp, secrets_of(world), f"{method} {path}?{query}",
-                         ok=(200,) if method == "GET" else ())
+            check_answer(
+                resp,
+                secrets_of(world),
+                f"{method} {path}?{query}",
+                ok=(200,) if method == "GET" else (),
+            )
         except AssertionError as e:
             failures.append(str(e)[:300])
     assert not failures, "\n".join(failures)
@@ -896,9 +1509,13 @@ def test_known_bug_regressions(client: Any, admin_client: Any, log_client: Any, 
     balanced(world)
 
 
-@pytest.mark.xfail("best-of-param" in KNOWN_BUGS, strict=True,
-                   reason="open bug 'best-of-param': the 400 names 'n'")
+@pytest.mark.xfail(
+    "best-of-param" in KNOWN_BUGS, strict=True, reason="open bug 'best-of-param': the 400 names 'n'"
+)
 def test_best_of_over_the_limit_is_named(client: Any, world: Any) -> None:
-    r = client.post("/v1/completions", json={"model": MODEL, "prompt": "hi", "best_of": 129},
-                    headers=bearer(world.keys["bob"]))
+    r = client.post(
+        "/v1/completions",
+        json={"model": MODEL, "prompt": "hi", "best_of": 129},
+        headers=bearer(world.keys["bob"]),
+    )
     assert r.status_code == 400 and r.get_json()["error"]["param"] == "best_of"

@@ -38,12 +38,28 @@ class Clock:
 
 def plan(estimate: int, limit: int | None = 10_000) -> HoldPlan:
     return HoldPlan(
-        call_id="call_" + secrets.token_hex(8), project="demo", user="bob", key_name="k",
-        model="m", route="chat", budget_period="monthly", period_key="2026-11",
-        limits=limits_for(project="demo", user="bob", model="m", period="2026-11",
-                          project_limit=limit, member_limit=None, model_limit=None,
-                          member_model_limit=None),
-        estimate_nano=estimate, admitted_at=NOW, expires_at=NOW + timedelta(seconds=60))
+        call_id="call_" + secrets.token_hex(8),
+        project="demo",
+        user="bob",
+        key_name="k",
+        model="m",
+        route="chat",
+        budget_period="monthly",
+        period_key="2026-11",
+        limits=limits_for(
+            project="demo",
+            user="bob",
+            model="m",
+            period="2026-11",
+            project_limit=limit,
+            member_limit=None,
+            model_limit=None,
+            member_model_limit=None,
+        ),
+        estimate_nano=estimate,
+        admitted_at=NOW,
+        expires_at=NOW + timedelta(seconds=60),
+    )
 
 
 def ok(cost: int) -> Outcome:
@@ -90,15 +106,16 @@ class LostAnswers:
 @pytest.fixture
 def lost_answers(monkeypatch: pytest.MonkeyPatch) -> Iterator[LostAnswers]:
     la = LostAnswers()
-    monkeypatch.setattr(FirestoreClient, "commit",
-                        lambda client, *a, **k: la(client, *a, **k))
+    monkeypatch.setattr(FirestoreClient, "commit", lambda client, *a, **k: la(client, *a, **k))
     yield la
 
 
 # --- retries ----------------------------------------------------------------------------
 
+
 def test_a_settlement_whose_answer_was_lost_is_retried_without_double_booking(
-        db, ledger, lost_answers):
+    db, ledger, lost_answers
+):
     p = plan(300)
     ledger.reserve(p)
     lost_answers.arm(1)  # the settle batch lands; its answer does not
@@ -129,8 +146,7 @@ def test_a_settlement_that_failed_before_landing_is_retried_once(db, ledger, mon
     assert len(recs) == 1 and (c["spent"], c["held"], c["inflight"]) == (120, 0, 0)
 
 
-def test_a_late_settlement_whose_answer_was_lost_corrects_once(db, ledger, clock,
-                                                               lost_answers):
+def test_a_late_settlement_whose_answer_was_lost_corrects_once(db, ledger, clock, lost_answers):
     p = plan(500)
     ledger.reserve(p)
     clock.now = NOW + timedelta(minutes=5)
@@ -144,8 +160,7 @@ def test_a_late_settlement_whose_answer_was_lost_corrects_once(db, ledger, clock
     assert (c["spent"], c["held"], c["inflight"]) == (210, 0, 0)
 
 
-def test_a_refusal_whose_release_answer_was_lost_does_not_release_twice(db, ledger,
-                                                                         lost_answers):
+def test_a_refusal_whose_release_answer_was_lost_does_not_release_twice(db, ledger, lost_answers):
     lost_answers.arm(2)  # 1: the increment, 2: the release lands and its answer is lost
     with pytest.raises(BudgetExceeded):
         ledger.reserve(plan(20_000))
@@ -162,6 +177,7 @@ def test_a_reserve_whose_answer_was_lost_leaves_no_hold_behind(client, world, lo
 
 
 # --- concurrency --------------------------------------------------------------------------
+
 
 def race(n: int, fn: Any) -> tuple[list[Any], list[BaseException]]:
     start = threading.Barrier(n)
@@ -201,7 +217,8 @@ def contention(e: BaseException) -> bool:
     """How a Firestore transaction gives up under contention (the proxy logs it and the
     sweep's booking stands): Aborted, or the client's "Failed to commit transaction"."""
     return isinstance(e, gexc.Aborted) or (
-        isinstance(e, ValueError) and "Failed to commit transaction" in str(e))
+        isinstance(e, ValueError) and "Failed to commit transaction" in str(e)
+    )
 
 
 def test_concurrent_late_settlements_correct_the_orphan_once(db, ledger, clock):

@@ -46,9 +46,13 @@ def scenario(world: Any, client: Any, admin_client: Any, log_client: Any) -> lis
     base = world.upstream.base_url
 
     def admin(method: str, path: str, body: Any = None, status: int = 200) -> Any:
-        r = admin_client.open(path, method=method, headers=admin_auth(),
-                              data=None if body is None else json.dumps(body),
-                              content_type="application/json")
+        r = admin_client.open(
+            path,
+            method=method,
+            headers=admin_auth(),
+            data=None if body is None else json.dumps(body),
+            content_type="application/json",
+        )
         assert r.status_code == status, r.get_data(True)
         return r.get_json()
 
@@ -58,34 +62,50 @@ def scenario(world: Any, client: Any, admin_client: Any, log_client: Any) -> lis
     ci2 = admin("POST", "/projects/demo/members/carol/keys/ci/rotate", {}, 200)["key"]
     laptop = admin("POST", "/projects/demo/members/bob/keys", {"name": "laptop"}, 201)["key"]
     admin("DELETE", "/projects/demo/members/bob/keys/laptop")
-    admin("POST", "/external-keys", {"id": "second", "secret": SECOND_SECRET,
-                                     "base_url": base}, 201)
+    admin(
+        "POST", "/external-keys", {"id": "second", "secret": SECOND_SECRET, "base_url": base}, 201
+    )
     admin("POST", "/external-keys/second/rotate", {"secret": ROTATED_SECRET})
     admin("PATCH", "/projects/demo", {"cache": {"enabled": True, "ttl_s": 60}})
 
     for key in (world.keys["bob"], world.keys["alice"], carol, ci2):
-        for path, body in (("/v1/chat/completions", CHAT),
-                           ("/v1/chat/completions", {**CHAT, "stream": True}),
-                           ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"}),
-                           ("/v1/responses", {"model": "gpt-4o-mini", "input": "hi"})):
+        for path, body in (
+            ("/v1/chat/completions", CHAT),
+            ("/v1/chat/completions", {**CHAT, "stream": True}),
+            ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"}),
+            ("/v1/responses", {"model": "gpt-4o-mini", "input": "hi"}),
+        ):
             r = client.post(path, json=body, headers=bearer(key))
             assert r.status_code == 200, r.get_data(True)
             r.get_data()
-    world.upstream.push(Error(401, body={"error": {
-        "message": f"Incorrect API key provided: {UPSTREAM_SECRET}", "type": "x",
-        "param": None, "code": "invalid_api_key"}}))
-    r = client.post("/v1/chat/completions", json={**CHAT, "n": 2},
-                    headers=bearer(world.keys["bob"]))
+    world.upstream.push(
+        Error(
+            401,
+            body={
+                "error": {
+                    "message": f"Incorrect API key provided: {UPSTREAM_SECRET}",
+                    "type": "x",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            },
+        )
+    )
+    r = client.post(
+        "/v1/chat/completions", json={**CHAT, "n": 2}, headers=bearer(world.keys["bob"])
+    )
     assert r.status_code == 502
-    assert client.post("/v1/chat/completions", json=CHAT,
-                       headers=bearer(ci)).status_code == 401  # rotated away
+    assert (
+        client.post("/v1/chat/completions", json=CHAT, headers=bearer(ci)).status_code == 401
+    )  # rotated away
     assert log_client.get("/log/api/me", headers=bearer(carol)).status_code == 200
     return [*world.keys.values(), carol, ci, ci2, laptop]
 
 
 @pytest.fixture
-def everything(world: Any, client: Any, admin_client: Any, log_client: Any,
-               caplog: pytest.LogCaptureFixture) -> list[str]:
+def everything(
+    world: Any, client: Any, admin_client: Any, log_client: Any, caplog: pytest.LogCaptureFixture
+) -> list[str]:
     caplog.set_level(logging.DEBUG)
     keys = scenario(world, client, admin_client, log_client)
     world.extra["keys"] = keys
@@ -123,28 +143,52 @@ def test_firestore_holds_key_hashes_only_and_no_org_secret(world, everything):
     assert ext["last4"] == ROTATED_SECRET[-4:] and ext["secret_name"] == "tollgate-ext-second"
 
 
-def test_no_admin_or_log_answer_returns_a_key_after_creation(world, everything, admin_client,
-                                                             log_client, caplog):
+def test_no_admin_or_log_answer_returns_a_key_after_creation(
+    world, everything, admin_client, log_client, caplog
+):
     bodies = []
-    for path in ("/users", "/users/carol", "/external-keys", "/models", "/models/gpt-4o-mini",
-                 "/projects", "/projects/demo", "/projects/demo/members",
-                 "/projects/demo/members/bob/keys", "/projects/demo/members/carol/keys",
-                 "/projects/demo/limits", "/projects/demo/alerts", "/usage",
-                 "/usage?group_by=user", "/usage?group_by=day", "/usage?group_by=model",
-                 "/queries", "/queries?format=csv", "/ratelimits", "/audit?limit=1000"):
+    for path in (
+        "/users",
+        "/users/carol",
+        "/external-keys",
+        "/models",
+        "/models/gpt-4o-mini",
+        "/projects",
+        "/projects/demo",
+        "/projects/demo/members",
+        "/projects/demo/members/bob/keys",
+        "/projects/demo/members/carol/keys",
+        "/projects/demo/limits",
+        "/projects/demo/alerts",
+        "/usage",
+        "/usage?group_by=user",
+        "/usage?group_by=day",
+        "/usage?group_by=model",
+        "/queries",
+        "/queries?format=csv",
+        "/ratelimits",
+        "/audit?limit=1000",
+    ):
         r = admin_client.get(path, headers=admin_auth())
         assert r.status_code == 200, (path, r.get_data(True))
         bodies.append((path, r.get_data(True)))
     alice, carol = world.keys["alice"], everything[2]
-    for key, query in ((world.keys["bob"], ""), (alice, "?project=demo"), (carol, ""),
-                       (alice, "?project=demo&format=csv")):
+    for key, query in (
+        (world.keys["bob"], ""),
+        (alice, "?project=demo"),
+        (carol, ""),
+        (alice, "?project=demo&format=csv"),
+    ):
         for name in ("me", "calls", "daily", "totals"):
             r = log_client.get(f"/log/api/{name}{query}", headers=bearer(key))
             assert r.status_code == 200, (name, r.get_data(True))
             bodies.append((name, r.get_data(True)))
     keys_listed = json.loads(dict(bodies)["/projects/demo/members/carol/keys"])["data"]
-    assert {k["last4"] for k in keys_listed} == {everything[3][-4:], everything[4][-4:],
-                                                 everything[2][-4:]}
+    assert {k["last4"] for k in keys_listed} == {
+        everything[3][-4:],
+        everything[4][-4:],
+        everything[2][-4:],
+    }
     hashes = [auth.key_hash(k) for k in everything]
     for where, text in bodies:
         for secret in [*everything, *hashes, *secrets_of(world)]:
@@ -157,17 +201,30 @@ def test_no_admin_or_log_answer_returns_a_key_after_creation(world, everything, 
 
 def test_upstream_refusing_the_org_key_never_shows_it(client, world):
     for status in (401, 403):
-        world.upstream.push(Error(status, body={"error": {
-            "message": f"Incorrect API key provided: {UPSTREAM_SECRET}", "type": "x",
-            "param": None, "code": "invalid_api_key"}}))
+        world.upstream.push(
+            Error(
+                status,
+                body={
+                    "error": {
+                        "message": f"Incorrect API key provided: {UPSTREAM_SECRET}",
+                        "type": "x",
+                        "param": None,
+                        "code": "invalid_api_key",
+                    }
+                },
+            )
+        )
         r = client.post("/v1/chat/completions", json=CHAT, headers=bearer(world.keys["bob"]))
         assert r.status_code == 502
         assert r.get_json()["error"]["code"] == "upstream_auth_error"
         assert UPSTREAM_SECRET not in r.get_data(True) and "sk-" not in r.get_data(True)
         # the member is not told that *their* key is wrong
-        assert r.get_json()["error"]["message"] == UpstreamAuthError(
-            "The upstream API rejected the organisation's key; ask an administrator."
-        ).message
+        assert (
+            r.get_json()["error"]["message"]
+            == UpstreamAuthError(
+                "The upstream API rejected the organisation's key; ask an administrator."
+            ).message
+        )
 
 
 # --- redaction ---------------------------------------------------------------------------
@@ -175,23 +232,28 @@ def test_upstream_refusing_the_org_key_never_shows_it(client, world):
 KEY = "tg_" + "a1B2c3D4" * 5
 
 
-@pytest.mark.parametrize("text, hidden", [
-    (f"key {KEY} here", KEY),
-    (f'{{"authorization": "Bearer {KEY}"}}', KEY),
-    ("Authorization: Bearer sk-proj-AbCdEf0123456789_-xyz", "sk-proj-AbCdEf0123456789_-xyz"),
-    ("org key sk-svcacct-0123456789abcdef", "sk-svcacct-0123456789abcdef"),
-    ("Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "eyJhbGciOiJIUzI1NiJ9.payload.sig"),
-    (f"UserName {KEY}", KEY),
-    (f"{KEY}{KEY}", KEY),
-])
+@pytest.mark.parametrize(
+    "text, hidden",
+    [
+        (f"key {KEY} here", KEY),
+        (f'{{"authorization": "Bearer {KEY}"}}', KEY),
+        ("Authorization: Bearer sk-proj-AbCdEf0123456789_-xyz", "sk-proj-AbCdEf0123456789_-xyz"),
+        ("org key sk-svcacct-0123456789abcdef", "sk-svcacct-0123456789abcdef"),
+        ("Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "eyJhbGciOiJIUzI1NiJ9.payload.sig"),
+        (f"UserName {KEY}", KEY),
+        (f"{KEY}{KEY}", KEY),
+    ],
+)
 def test_redact_hides_anything_that_looks_like_a_key(text, hidden):
     out = errors.redact(text)
     assert hidden not in out and "…redacted" in out
     assert TollgateError(text).message == out  # every error message goes through it
 
 
-@pytest.mark.parametrize("text", ["tg_short", "model gpt-4o-mini", "task-force sk-1",
-                                  "budget of project 'demo' exceeded", ""])
+@pytest.mark.parametrize(
+    "text",
+    ["tg_short", "model gpt-4o-mini", "task-force sk-1", "budget of project 'demo' exceeded", ""],
+)
 def test_redact_leaves_ordinary_text_alone(text):
     assert errors.redact(text) == text
 
@@ -221,14 +283,17 @@ def httpio_app() -> Any:
 
 # --- the admin token ---------------------------------------------------------------------
 
-def test_admin_tokens_are_compared_in_constant_time_against_every_token(admin_client, world,
-                                                                        monkeypatch):
+
+def test_admin_tokens_are_compared_in_constant_time_against_every_token(
+    admin_client, world, monkeypatch
+):
     from functions import admin as admin_mod
     from functions.secret_store import LocalSecretStore
 
     others = {"ci": "tga_ci_token_0123456789abcdefghij", "ops": "tga_ops_token_0123456789abcdef"}
     LocalSecretStore(world.secrets_file).put(
-        "tollgate-admin-tokens", json.dumps({"root": ADMIN_TOKEN, **others}))
+        "tollgate-admin-tokens", json.dumps({"root": ADMIN_TOKEN, **others})
+    )
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
@@ -237,12 +302,18 @@ def test_admin_tokens_are_compared_in_constant_time_against_every_token(admin_cl
         return real(a, b)
 
     monkeypatch.setattr(admin_mod.hmac, "compare_digest", compare)
-    for token, status in ((ADMIN_TOKEN, 200), (others["ops"], 200), ("tga_wrong", 401),
-                          (ADMIN_TOKEN[:-1], 401), ("", 401)):
+    for token, status in (
+        (ADMIN_TOKEN, 200),
+        (others["ops"], 200),
+        ("tga_wrong", 401),
+        (ADMIN_TOKEN[:-1], 401),
+        ("", 401),
+    ):
         calls.clear()
         r = admin_client.get("/users", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == status
         if token:
             # every configured token is compared, whether or not one matched first
             assert len(calls) == 3 and {b for _a, b in calls} == {
-                t.encode() for t in (ADMIN_TOKEN, *others.values())}
+                t.encode() for t in (ADMIN_TOKEN, *others.values())
+            }

@@ -8,13 +8,16 @@ from functions.errors import InvalidRequest
 from functions.httpio import parse_json
 
 
-@pytest.mark.parametrize("raw, named", [
-    (b'{"model": "gpt-4o", "model": "gpt-4o-mini"}', '"model"'),
-    (b'{"model": "m", "max_tokens": 5, "max_tokens": 50000}', '"max_tokens"'),
-    (b'{"model": "m", "mod\\u0065l": "x"}', '"model"'),  # the same key, spelled escaped
-    (b'{"messages": [{"role": "user", "n": 1, "n": 2}]}', '"n"'),  # at any depth
-    (b'[{"a": {"b": [{"c": 1, "c": 1}]}}]', '"c"'),  # even with equal values
-])
+@pytest.mark.parametrize(
+    "raw, named",
+    [
+        (b'{"model": "gpt-4o", "model": "gpt-4o-mini"}', '"model"'),
+        (b'{"model": "m", "max_tokens": 5, "max_tokens": 50000}', '"max_tokens"'),
+        (b'{"model": "m", "mod\\u0065l": "x"}', '"model"'),  # the same key, spelled escaped
+        (b'{"messages": [{"role": "user", "n": 1, "n": 2}]}', '"n"'),  # at any depth
+        (b'[{"a": {"b": [{"c": 1, "c": 1}]}}]', '"c"'),  # even with equal values
+    ],
+)
 def test_audit8_duplicate_keys_are_refused_naming_the_key(raw: bytes, named: str) -> None:
     with pytest.raises(InvalidRequest) as e:
         parse_json(raw)
@@ -31,7 +34,10 @@ def test_audit8_nan_infinity_and_overflowing_numbers_are_refused(literal: bytes)
 
 def test_ordinary_json_still_parses() -> None:
     assert parse_json(b'{"a": 1.5, "b": [1e-400, -0, {"a": 2}], "c": {"a": "a"}}') == {
-        "a": 1.5, "b": [0.0, 0, {"a": 2}], "c": {"a": "a"}}
+        "a": 1.5,
+        "b": [0.0, 0, {"a": 2}],
+        "c": {"a": "a"},
+    }
     for bad in (b"", b"{not json", b'{"a": "\\ud800"}'):
         with pytest.raises(InvalidRequest):
             parse_json(bad)

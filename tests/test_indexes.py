@@ -38,26 +38,37 @@ def test_needed_index_automatic_cases() -> None:
 
 def test_needed_index_composites() -> None:
     assert needed_index(Shape("holds", ("project", "state"), "expires_at", ())) == (
-        ("project", ASC), ("state", ASC), ("expires_at", ASC))
-    assert needed_index(Shape("usage", ("user",), "ts",
-                              (("ts", DESC), ("__name__", DESC)))) == (
-        ("user", ASC), ("ts", DESC))
+        ("project", ASC),
+        ("state", ASC),
+        ("expires_at", ASC),
+    )
+    assert needed_index(Shape("usage", ("user",), "ts", (("ts", DESC), ("__name__", DESC)))) == (
+        ("user", ASC),
+        ("ts", DESC),
+    )
     assert needed_index(Shape("usage", ("user",), None, (("ts", ASC),))) == (
-        ("user", ASC), ("ts", ASC))
+        ("user", ASC),
+        ("ts", ASC),
+    )
     # a tie-breaker against the direction of ts is a real index field
     assert needed_index(Shape("usage", (), None, (("ts", DESC), ("__name__", ASC)))) == (
-        ("ts", DESC), ("__name__", ASC))
+        ("ts", DESC),
+        ("__name__", ASC),
+    )
     # a range field not ordered on explicitly comes after the explicit orders
     assert needed_index(Shape("usage", (), "ts", (("cost_nano", DESC),))) == (
-        ("cost_nano", DESC), ("ts", ASC))
+        ("cost_nano", DESC),
+        ("ts", ASC),
+    )
 
 
 def test_covered_positive_and_negative() -> None:
     shape = Shape("usage", ("project", "user"), "ts", (("ts", DESC),))
     good = ix("usage", ("user", ASC), ("project", ASC), ("ts", DESC))  # any equality order
     assert covered(shape, [good])
-    assert covered(shape, [ix("usage", ("project", ASC), ("user", ASC), ("ts", DESC),
-                              ("__name__", DESC))])
+    assert covered(
+        shape, [ix("usage", ("project", ASC), ("user", ASC), ("ts", DESC), ("__name__", DESC))]
+    )
     negatives = [
         ix("usage", ("project", ASC), ("user", ASC), ("ts", ASC)),  # wrong direction
         ix("usage", ("project", ASC), ("ts", DESC)),  # missing field
@@ -89,9 +100,14 @@ def test_declared_parses_the_file(tmp_path: Path) -> None:
 
 
 def test_query_records_its_shape(db: firestore.Client) -> None:
-    q = indexes.query(db, "usage", equals={"user": "u", "project": "p"},
-                      ranges=[("ts", ">=", NOW), ("ts", "<", NOW)], order=[("ts", DESC)],
-                      limit=3)
+    q = indexes.query(
+        db,
+        "usage",
+        equals={"user": "u", "project": "p"},
+        ranges=[("ts", ">=", NOW), ("ts", "<", NOW)],
+        order=[("ts", DESC)],
+        limit=3,
+    )
     assert list(q.stream()) == []
     assert Shape("usage", ("project", "user"), "ts", (("ts", DESC),)) in indexes.seen()
     with pytest.raises(ValueError):
@@ -109,12 +125,25 @@ def seed(db: firestore.Client) -> None:
     db.collection("members").document("p|u").set({"project": "p", "user": "u"})
     db.collection("keys").document("h").set({"project": "p", "user": "u", "name": "k"})
     for cid, tag in (("c1", "t"), ("c2", None)):
-        db.collection("usage").document(cid).set({
-            "call_id": cid, "ts": NOW - timedelta(days=1), "project": "p", "user": "u",
-            "model": "m", "key_name": "k", "tag": tag, "input_tokens": 1, "cached_tokens": 0,
-            "output_tokens": 1, "cost_nano": 5, "response_id": "resp_" + cid})
-    db.collection("audit").document("a").set({"ts": NOW, "actor": "x", "action": "y",
-                                              "target": "z", "details": {}})
+        db.collection("usage").document(cid).set(
+            {
+                "call_id": cid,
+                "ts": NOW - timedelta(days=1),
+                "project": "p",
+                "user": "u",
+                "model": "m",
+                "key_name": "k",
+                "tag": tag,
+                "input_tokens": 1,
+                "cached_tokens": 0,
+                "output_tokens": 1,
+                "cost_nano": 5,
+                "response_id": "resp_" + cid,
+            }
+        )
+    db.collection("audit").document("a").set(
+        {"ts": NOW, "actor": "x", "action": "y", "target": "z", "details": {}}
+    )
 
 
 def test_every_query_shape_is_covered_by_a_declared_index(db: firestore.Client) -> None:
@@ -123,16 +152,16 @@ def test_every_query_shape_is_covered_by_a_declared_index(db: firestore.Client) 
     # Every combination of the five equality filters (the shapes do not depend on which
     # time bounds are given: ts is ordered on either way), with and without bounds.
     for (user, project, model, tag, key), (a, b) in itertools.product(
-            itertools.product((None, "u"), (None, "p"), (None, "m"), (None, "t"),
-                              (None, "k")),
-            ((None, None), (after, before))):
-        f = Filters(user=user, project=project, model=model, after=a, before=b, tag=tag,
-                    key=key)
+        itertools.product((None, "u"), (None, "p"), (None, "m"), (None, "t"), (None, "k")),
+        ((None, None), (after, before)),
+    ):
+        f = Filters(user=user, project=project, model=model, after=a, before=b, tag=tag, key=key)
         for group_by in (None, *reports.GROUP_BY):
             page = reports.aggregate(db, f, group_by, limit=1, now=NOW)
             if page["next_page_token"]:
-                reports.aggregate(db, f, group_by, limit=1, now=NOW,
-                                  page_token=page["next_page_token"])
+                reports.aggregate(
+                    db, f, group_by, limit=1, now=NOW, page_token=page["next_page_token"]
+                )
         _, token = reports.records(db, f, limit=1)
         if token:
             reports.records(db, f, limit=1, page_token=token)
@@ -144,7 +173,8 @@ def test_every_query_shape_is_covered_by_a_declared_index(db: firestore.Client) 
     # reconciliation: a day's records by the key they were sent with, and by project
     db.collection("projects").document("p").set({"id": "p", "external_key": "main"})
     Reconciler(db, None, "", 2.0, clock=lambda: NOW)._records(  # type: ignore[arg-type]
-        "main", (NOW - timedelta(days=1)).date())
+        "main", (NOW - timedelta(days=1)).date()
+    )
 
     shapes = indexes.seen()
     usage = {s.equals for s in shapes if s.collection == "usage" and s.range_field == "ts"}
@@ -157,12 +187,20 @@ def test_every_query_shape_is_covered_by_a_declared_index(db: firestore.Client) 
     assert Shape("holds", ("project", "state"), "expires_at", ()) in shapes  # the sweep's
     assert Shape("usage", ("response_id",), None, ()) in shapes  # previous_response_id
     decl = declared()
-    missing = sorted({(s.collection, needed_index(s) or ()) for s in shapes
-                      if not covered(s, decl)})
+    missing = sorted(
+        {(s.collection, needed_index(s) or ()) for s in shapes if not covered(s, decl)}
+    )
     assert not missing, f"add these to functions/firestore.indexes.json: {missing}"
     # and no usage index is dead weight (each one slows every settlement's write)
-    used = {(frozenset(s.equals), need[len(s.equals):]) for s in shapes
-            if s.collection == "usage" and (need := needed_index(s))}
-    unused = [ix.fields for ix in decl if ix.collection == "usage"
-              and (frozenset(f for f, _ in ix.fields[:-1]), ix.fields[-1:]) not in used]
+    used = {
+        (frozenset(s.equals), need[len(s.equals) :])
+        for s in shapes
+        if s.collection == "usage" and (need := needed_index(s))
+    }
+    unused = [
+        ix.fields
+        for ix in decl
+        if ix.collection == "usage"
+        and (frozenset(f for f, _ in ix.fields[:-1]), ix.fields[-1:]) not in used
+    ]
     assert not unused, f"no query needs these usage indexes: {unused}"

@@ -24,15 +24,38 @@ class Clock:
         return self.now
 
 
-def plan(estimate: int, *, limit: int | None = 1000, member_limit: int | None = None,
-         at: datetime = NOW, ttl_s: int = 60, period: str = "2026-11") -> HoldPlan:
+def plan(
+    estimate: int,
+    *,
+    limit: int | None = 1000,
+    member_limit: int | None = None,
+    at: datetime = NOW,
+    ttl_s: int = 60,
+    period: str = "2026-11",
+) -> HoldPlan:
     return HoldPlan(
-        call_id="call_" + secrets.token_hex(8), project="demo", user="bob", key_name="k",
-        model="m", route="chat", budget_period="monthly", period_key=period,
-        limits=limits_for(project="demo", user="bob", model="m", period=period,
-                          project_limit=limit, member_limit=member_limit, model_limit=None,
-                          member_model_limit=None),
-        estimate_nano=estimate, admitted_at=at, expires_at=at + timedelta(seconds=ttl_s))
+        call_id="call_" + secrets.token_hex(8),
+        project="demo",
+        user="bob",
+        key_name="k",
+        model="m",
+        route="chat",
+        budget_period="monthly",
+        period_key=period,
+        limits=limits_for(
+            project="demo",
+            user="bob",
+            model="m",
+            period=period,
+            project_limit=limit,
+            member_limit=member_limit,
+            model_limit=None,
+            member_model_limit=None,
+        ),
+        estimate_nano=estimate,
+        admitted_at=at,
+        expires_at=at + timedelta(seconds=ttl_s),
+    )
 
 
 def ok(cost: int) -> Outcome:
@@ -57,8 +80,7 @@ def counter(db, period: str = "2026-11") -> dict:
     cid = f"p|demo|{period}"
     raw = db.collection("counters").document(cid).get().to_dict() or {}
     st = exact_states(db, "demo", [cid])[cid]
-    return {**raw, "spent": st.spent, "held": st.held, "inflight": st.inflight,
-            "escrow": st.escrow}
+    return {**raw, "spent": st.spent, "held": st.held, "inflight": st.inflight, "escrow": st.escrow}
 
 
 def usage(db) -> dict[str, dict]:

@@ -48,20 +48,49 @@ def ledger(ledger_and_clock: tuple[Any, Clock]) -> Any:
     return ledger_and_clock[0]
 
 
-def plan(estimate: int, *, budget: int | None = 1000, member: int | None = None,
-         soft: frozenset[str] = frozenset(), rpm: int | None = None,
-         ttl_s: int = 60) -> HoldPlan:
+def plan(
+    estimate: int,
+    *,
+    budget: int | None = 1000,
+    member: int | None = None,
+    soft: frozenset[str] = frozenset(),
+    rpm: int | None = None,
+    ttl_s: int = 60,
+) -> HoldPlan:
     return HoldPlan(
-        call_id="call_" + secrets.token_hex(8), project="lab", user="bob", key_name="k",
-        model="m", route="chat", budget_period="monthly", period_key="2026-12",
-        limits=limits_for(project="lab", user="bob", model="m", period="2026-12",
-                          project_limit=budget, member_limit=member, model_limit=None,
-                          member_model_limit=None, soft=soft),
-        estimate_nano=estimate, admitted_at=NOW, expires_at=NOW + timedelta(seconds=ttl_s),
+        call_id="call_" + secrets.token_hex(8),
+        project="lab",
+        user="bob",
+        key_name="k",
+        model="m",
+        route="chat",
+        budget_period="monthly",
+        period_key="2026-12",
+        limits=limits_for(
+            project="lab",
+            user="bob",
+            model="m",
+            period="2026-12",
+            project_limit=budget,
+            member_limit=member,
+            model_limit=None,
+            member_model_limit=None,
+            soft=soft,
+        ),
+        estimate_nano=estimate,
+        admitted_at=NOW,
+        expires_at=NOW + timedelta(seconds=ttl_s),
         estimate_tokens=10,
-        rate_limits=rate_limits_for(project="lab", user="bob", model="m", at=NOW,
-                                    project_limits=(rpm, None), model_limits=(None, None),
-                                    member_model_limits=(None, None)))
+        rate_limits=rate_limits_for(
+            project="lab",
+            user="bob",
+            model="m",
+            at=NOW,
+            project_limits=(rpm, None),
+            model_limits=(None, None),
+            member_model_limits=(None, None),
+        ),
+    )
 
 
 def ok(cost: int) -> Outcome:
@@ -98,8 +127,11 @@ def test_a_call_over_the_budget_is_refused_and_leaves_nothing(ledger):
     ledger.reserve(first)
     ledger.settle(first, ok(700))
     p = plan(301)
-    with pytest.raises(BudgetExceeded, match=r"Budget exceeded for project 'lab'.*"
-                                             r"spent \$0\.000000700"):
+    with pytest.raises(
+        BudgetExceeded,
+        match=r"Budget exceeded for project 'lab'.*"
+        r"spent \$0\.000000700",
+    ):
         ledger.reserve(p)
     assert spent_held(ledger, p) == (700, 0) and ledger.record(p.call_id) is None
     ledger.reserve(plan(300))  # what is left still fits
@@ -147,7 +179,10 @@ def test_a_cached_answer_is_a_free_record_that_moves_no_counter(ledger):
     ledger.book_cached(p, Usage(input_tokens=5, output_tokens=6))
     rec = ledger.record(p.call_id)
     assert rec is not None and (rec["cost_nano"], rec["cached"], rec["output_tokens"]) == (
-        0, True, 6)
+        0,
+        True,
+        6,
+    )
     assert spent_held(ledger, p) == (0, 0)
 
 
@@ -159,7 +194,10 @@ def test_the_sweep_books_an_expired_hold_at_its_estimate(ledger_and_clock):
     assert ledger.sweep(project="lab") == 1
     rec = ledger.record(p.call_id)
     assert rec is not None and (rec["status"], rec["cost_nano"], rec["estimated"]) == (
-        "orphaned", 250, True)
+        "orphaned",
+        250,
+        True,
+    )
     assert spent_held(ledger, p) == (250, 0)
     assert ledger.settle(p, ok(10)) is None  # too late: booked once, by the sweep
 

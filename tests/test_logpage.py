@@ -45,9 +45,18 @@ def calls(client, world):
     chat(client, world.extra["carol"], 1)
 
 
-@pytest.mark.parametrize("path, want", [("/", "/"), ("/log", "/"), ("/log/", "/"),
-                                        ("/log/app.js", "/app.js"), ("/app.js", "/app.js"),
-                                        ("/log/log/api/me", "/api/me"), ("/logs", "/logs")])
+@pytest.mark.parametrize(
+    "path, want",
+    [
+        ("/", "/"),
+        ("/log", "/"),
+        ("/log/", "/"),
+        ("/log/app.js", "/app.js"),
+        ("/app.js", "/app.js"),
+        ("/log/log/api/me", "/api/me"),
+        ("/logs", "/logs"),
+    ],
+)
 def test_leading_log_segments_are_stripped(path, want):
     assert strip_log(path) == want
 
@@ -57,17 +66,32 @@ def test_a_member_sees_only_their_own_calls(log_client, world, calls):
     mine = api(log_client, bob, "calls")["data"]
     assert [c["user"] for c in mine] == ["bob", "bob"]
     assert mine[0]["ts"] >= mine[1]["ts"]  # newest first
-    assert set(mine[0]) >= {"model", "input_tokens", "cached_tokens", "output_tokens",
-                            "cost_usd", "status", "latency_ms", "streamed", "cached", "estimated"}
+    assert set(mine[0]) >= {
+        "model",
+        "input_tokens",
+        "cached_tokens",
+        "output_tokens",
+        "cost_usd",
+        "status",
+        "latency_ms",
+        "streamed",
+        "cached",
+        "estimated",
+    }
     # asking for the whole project, or smuggling a user filter, changes nothing
     assert [c["user"] for c in api(log_client, bob, "calls", project="demo")["data"]] == [
-        "bob", "bob"]
+        "bob",
+        "bob",
+    ]
     assert [c["user"] for c in api(log_client, bob, "calls", user="alice")["data"]] == [
-        "bob", "bob"]
+        "bob",
+        "bob",
+    ]
     e = api(log_client, bob, "calls", status=403, project="demo", member="alice")["error"]
     assert e["param"] == "member"
     assert api(log_client, bob, "calls", status=403, project="other")["error"]["type"] == (
-        "permission_error")
+        "permission_error"
+    )
 
 
 def test_a_lead_sees_their_project_and_nothing_else(log_client, world, calls):
@@ -80,24 +104,40 @@ def test_a_lead_sees_their_project_and_nothing_else(log_client, world, calls):
     # carol leads 'other' and sees nothing of demo
     carol = world.extra["carol"]
     assert {c["project"] for c in api(log_client, carol, "calls", project="other")["data"]} == {
-        "other"}
+        "other"
+    }
     assert api(log_client, carol, "calls", status=403, project="demo", member="bob")
 
 
 def test_me_shows_budgets_with_their_top_ups_in_force(log_client, world):
     now = datetime.now(UTC)
-    world.db.collection("projects").document("demo").update({"topups": [
-        {"amount_nano": 2 * 10**9, "until": now + timedelta(days=1), "note": "<b>launch</b>"},
-        {"amount_nano": 7 * 10**9, "until": now - timedelta(days=1), "note": "over"}]})
-    world.db.collection("members").document("demo|bob").update({
-        "budget_nano": 10**9, "topups": [{"amount_nano": 5 * 10**8,
-                                          "until": now + timedelta(hours=5),
-                                          "note": "deadline"}]})
+    world.db.collection("projects").document("demo").update(
+        {
+            "topups": [
+                {
+                    "amount_nano": 2 * 10**9,
+                    "until": now + timedelta(days=1),
+                    "note": "<b>launch</b>",
+                },
+                {"amount_nano": 7 * 10**9, "until": now - timedelta(days=1), "note": "over"},
+            ]
+        }
+    )
+    world.db.collection("members").document("demo|bob").update(
+        {
+            "budget_nano": 10**9,
+            "topups": [
+                {"amount_nano": 5 * 10**8, "until": now + timedelta(hours=5), "note": "deadline"}
+            ],
+        }
+    )
     [demo] = api(log_client, world.keys["bob"], "me")["projects"]
     assert demo["budget_usd"] == "12.000000000"  # $10 + the top-up in force, not the old
     assert demo["member_budget_usd"] == "1.500000000"
     assert [(t["user"], t["amount_usd"], t["note"]) for t in demo["topups"]] == [
-        (None, "2.000000000", "<b>launch</b>"), ("bob", "0.500000000", "deadline")]
+        (None, "2.000000000", "<b>launch</b>"),
+        ("bob", "0.500000000", "deadline"),
+    ]
 
 
 def test_me_shows_spent_held_and_budget_per_project(log_client, world, calls):
@@ -106,8 +146,10 @@ def test_me_shows_spent_held_and_budget_per_project(log_client, world, calls):
     [demo] = me["projects"]
     assert demo["id"] == "demo" and demo["role"] == "member" and "members" not in demo
     assert demo["budget_usd"] == "10.000000000" and demo["held_usd"] == "0.000000000"
-    spent = sum(int(c["cost_usd"].replace(".", "")) for c in api(
-        log_client, world.keys["alice"], "calls", project="demo")["data"])
+    spent = sum(
+        int(c["cost_usd"].replace(".", ""))
+        for c in api(log_client, world.keys["alice"], "calls", project="demo")["data"]
+    )
     assert int(demo["spent_usd"].replace(".", "")) == spent
     assert demo["member_budget_usd"] is None and demo["member_spent_usd"] != "0.000000000"
     lead = api(log_client, world.keys["alice"], "me")["projects"][0]
@@ -139,8 +181,9 @@ def test_daily_totals_and_filters(log_client, world, calls):
 
 def test_csv_of_the_filtered_calls(log_client, world, client):
     chat(client, world.keys["bob"], 2, **{"x-tollgate-tag": "=HYPERLINK(1)"})
-    r = log_client.get("/log/api/calls", query_string={"format": "csv"},
-                       headers=bearer(world.keys["bob"]))
+    r = log_client.get(
+        "/log/api/calls", query_string={"format": "csv"}, headers=bearer(world.keys["bob"])
+    )
     assert r.status_code == 200 and r.mimetype == "text/csv"
     rows = list(csv.DictReader(io.StringIO(r.get_data(True))))
     assert len(rows) == 2 and {row["user"] for row in rows} == {"bob"}
@@ -179,8 +222,12 @@ def test_audit1_a_key_sees_its_own_project_only(log_client, admin_client, world,
     key: that key sees demo as carol's, never 'other'."""
     import json
 
-    r = admin_client.post("/projects/demo/members", data=json.dumps({"user": "carol"}),
-                          content_type="application/json", headers=bearer(world.keys["alice"]))
+    r = admin_client.post(
+        "/projects/demo/members",
+        data=json.dumps({"user": "carol"}),
+        content_type="application/json",
+        headers=bearer(world.keys["alice"]),
+    )
     assert r.status_code == 201, r.get_data(True)
     carol_in_demo = r.get_json()["key"]
     me = api(log_client, carol_in_demo, "me")
@@ -196,11 +243,12 @@ def test_audit1_a_key_sees_its_own_project_only(log_client, admin_client, world,
     other = api(log_client, world.extra["carol"], "me")["projects"]
     assert [(p["id"], p["role"]) for p in other] == [("other", "lead")]
     assert {c["project"] for c in api(log_client, world.extra["carol"], "calls")["data"]} == {
-        "other"}
-
+        "other"
+    }
 
 
 # --- tags, keys and group-by ---------------------------------------------------------
+
 
 @pytest.fixture
 def tagged(client, world):
@@ -238,8 +286,9 @@ def test_tag_and_key_filters_and_groups_follow_the_key(log_client, world, tagged
     assert api(log_client, bob, "totals", key="default")["calls"] == 1
     assert api(log_client, bob, "totals", tag="alice-only")["calls"] == 0  # not bob's
     assert sum(d["calls"] for d in api(log_client, alice, "daily", key="ci")["data"]) == 2
-    r = log_client.get("/log/api/calls", query_string={"format": "csv", "key": "ci"},
-                       headers=bearer(bob))
+    r = log_client.get(
+        "/log/api/calls", query_string={"format": "csv", "key": "ci"}, headers=bearer(bob)
+    )
     assert {row["key_name"] for row in csv.DictReader(io.StringIO(r.get_data(True)))} == {"ci"}
     # paging a group listing
     page = api(log_client, alice, "usage", group_by="tag", limit=1)
@@ -248,17 +297,27 @@ def test_tag_and_key_filters_and_groups_follow_the_key(log_client, world, tagged
     assert [r["group"] for r in rest["data"]] == ["nightly", None]
 
 
-@pytest.mark.parametrize("args, param", [
-    ({"group_by": "user"}, "group_by"), ({"group_by": "project"}, "group_by"),
-    ({"tag": "x" * 65}, "tag"), ({"tag": "\x07"}, "tag"), ({"key": "k" * 300}, "key"),
-    ({"limit": "201"}, "limit"), ({"group_by": "tag", "page_token": "nope"}, "page_token")])
+@pytest.mark.parametrize(
+    "args, param",
+    [
+        ({"group_by": "user"}, "group_by"),
+        ({"group_by": "project"}, "group_by"),
+        ({"tag": "x" * 65}, "tag"),
+        ({"tag": "\x07"}, "tag"),
+        ({"key": "k" * 300}, "key"),
+        ({"limit": "201"}, "limit"),
+        ({"group_by": "tag", "page_token": "nope"}, "page_token"),
+    ],
+)
 def test_bad_group_by_and_filters_are_400_naming_the_param(log_client, world, args, param):
     e = api(log_client, world.keys["alice"], "usage", status=400, **args)["error"]
     assert e["param"] == param and e["type"] == "invalid_request_error"
     if param in ("tag", "key"):
         for path in ("calls", "daily", "totals"):
-            assert api(log_client, world.keys["bob"], path, status=400, **args)["error"][
-                "param"] == param
+            assert (
+                api(log_client, world.keys["bob"], path, status=400, **args)["error"]["param"]
+                == param
+            )
 
 
 def test_daily_lists_every_day_of_the_range(log_client, world, client):
@@ -278,25 +337,43 @@ USD = 10**9
 
 
 def test_period_bounds_and_window_start():
-    assert burn.period_bounds("daily", NOW) == (datetime(2026, 11, 20, tzinfo=UTC),
-                                                 datetime(2026, 11, 21, tzinfo=UTC))
-    assert burn.period_bounds("weekly", NOW) == (datetime(2026, 11, 16, tzinfo=UTC),
-                                                  datetime(2026, 11, 23, tzinfo=UTC))
+    assert burn.period_bounds("daily", NOW) == (
+        datetime(2026, 11, 20, tzinfo=UTC),
+        datetime(2026, 11, 21, tzinfo=UTC),
+    )
+    assert burn.period_bounds("weekly", NOW) == (
+        datetime(2026, 11, 16, tzinfo=UTC),
+        datetime(2026, 11, 23, tzinfo=UTC),
+    )
     assert burn.period_bounds("monthly", datetime(2026, 12, 31, 23, tzinfo=UTC)) == (
-        datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+        datetime(2026, 12, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC),
+    )
     assert burn.period_bounds("total", NOW) == (None, None)
     # the last 7 days, never before the period began
     assert burn.window_start("monthly", NOW) == NOW - timedelta(days=7)
     assert burn.window_start("monthly", datetime(2026, 11, 3, 6, tzinfo=UTC)) == datetime(
-        2026, 11, 1, tzinfo=UTC)
+        2026, 11, 1, tzinfo=UTC
+    )
     assert burn.window_start("daily", NOW) == datetime(2026, 11, 20, tzinfo=UTC)
     assert burn.window_start("total", NOW) == NOW - timedelta(days=7)
 
 
-def project(spent_week, budget, taken, period_end=datetime(2026, 12, 1, tzinfo=UTC),
-            since=NOW - timedelta(days=7)):
-    return burn.burn(window_spent_nano=spent_week, since=since, now=NOW, budget_nano=budget,
-                     taken_nano=taken, period_end=period_end)
+def project(
+    spent_week,
+    budget,
+    taken,
+    period_end=datetime(2026, 12, 1, tzinfo=UTC),
+    since=NOW - timedelta(days=7),
+):
+    return burn.burn(
+        window_spent_nano=spent_week,
+        since=since,
+        now=NOW,
+        budget_nano=budget,
+        taken_nano=taken,
+        period_end=period_end,
+    )
 
 
 def test_burn_rate_and_run_out_date():
@@ -310,8 +387,9 @@ def test_burn_rate_and_run_out_date():
     assert project(7 * USD, 100 * USD, 0).runs_out is None
     # exactly at the period's end counts as lasting too
     assert project(7 * USD, 10 * USD + 11 * USD // 2, 0).outlook == burn.LASTS
-    assert project(7 * USD, 10 * USD, 10 * USD) == burn.Burn(USD, 0, date(2026, 11, 20),
-                                                               burn.EXHAUSTED)
+    assert project(7 * USD, 10 * USD, 10 * USD) == burn.Burn(
+        USD, 0, date(2026, 11, 20), burn.EXHAUSTED
+    )
     assert project(7 * USD, 10 * USD, 11 * USD).remaining_nano == -USD
     assert project(0, 10 * USD, USD) == burn.Burn(0, 9 * USD, None, burn.IDLE)
     assert project(7 * USD, None, 3 * USD) == burn.Burn(USD, None, None, burn.NO_BUDGET)
@@ -322,49 +400,94 @@ def test_burn_rate_and_run_out_date():
     assert project(7 * USD, 300 * USD, 0, period_end=None).runs_out == date(2027, 9, 16)
     assert project(7 * USD, 400 * USD, 0, period_end=None).outlook == burn.LASTS
     # a window of minutes counts as an hour: $1 in 1 minute is $24 a day, not $1440
-    assert project(USD, 1000 * USD, 0, since=NOW - timedelta(minutes=1)).per_day_nano == (
-        24 * USD)
+    assert project(USD, 1000 * USD, 0, since=NOW - timedelta(minutes=1)).per_day_nano == (24 * USD)
     assert burn.burn_json(project(7 * USD, 10 * USD, 6_500_000_000)) == {
-        "per_day_usd": "1.000000000", "remaining_usd": "3.500000000",
-        "runs_out": "2026-11-24", "outlook": "runs_out"}
+        "per_day_usd": "1.000000000",
+        "remaining_usd": "3.500000000",
+        "runs_out": "2026-11-24",
+        "outlook": "runs_out",
+    }
 
 
 def seed(world, call_id, at, user, cost_nano):
     """A usage record as settlement writes it, and its spend on the counters."""
-    plan = HoldPlan(call_id=call_id, project="demo", user=user, key_name="default",
-                    model="gpt-4o-mini", route="chat", budget_period="monthly",
-                    period_key=period_key("monthly", at), limits=(), estimate_nano=cost_nano,
-                    admitted_at=at, expires_at=at + timedelta(minutes=10))
-    world.db.collection("usage").document(call_id).set(usage_record(
-        plan, Outcome(status="ok", cost_nano=cost_nano, usage=Usage(input_tokens=1)), at))
-    for counter in (doc_id("p", "demo", plan.period_key),
-                    doc_id("m", "demo", user, plan.period_key)):
+    plan = HoldPlan(
+        call_id=call_id,
+        project="demo",
+        user=user,
+        key_name="default",
+        model="gpt-4o-mini",
+        route="chat",
+        budget_period="monthly",
+        period_key=period_key("monthly", at),
+        limits=(),
+        estimate_nano=cost_nano,
+        admitted_at=at,
+        expires_at=at + timedelta(minutes=10),
+    )
+    world.db.collection("usage").document(call_id).set(
+        usage_record(
+            plan, Outcome(status="ok", cost_nano=cost_nano, usage=Usage(input_tokens=1)), at
+        )
+    )
+    for counter in (
+        doc_id("p", "demo", plan.period_key),
+        doc_id("m", "demo", user, plan.period_key),
+    ):
         world.db.collection("counters").document(counter).set(
-            {"project": "demo", "spent": Increment(cost_nano), "held": Increment(0),
-             "inflight": Increment(0)}, merge=True)
+            {
+                "project": "demo",
+                "spent": Increment(cost_nano),
+                "held": Increment(0),
+                "inflight": Increment(0),
+            },
+            merge=True,
+        )
 
 
 def test_me_shows_burn_rate_and_run_out_per_member(log_client, world, monkeypatch):
     monkeypatch.setattr("functions.logpage.utcnow", lambda: NOW)
-    for cid, days_ago, user, usd in (("b1", 6, "bob", "2"), ("b2", 1, "bob", "1.5"),
-                                     ("b0", 10, "bob", "5"),  # in the period, not the window
-                                     ("a1", 2, "alice", "0.5")):
+    for cid, days_ago, user, usd in (
+        ("b1", 6, "bob", "2"),
+        ("b2", 1, "bob", "1.5"),
+        ("b0", 10, "bob", "5"),  # in the period, not the window
+        ("a1", 2, "alice", "0.5"),
+    ):
         seed(world, cid, NOW - timedelta(days=days_ago), user, int(Decimal(usd) * USD))
     world.members.update_member("demo", "bob", {"budget_nano": 12 * USD})
 
     lead = api(log_client, world.keys["alice"], "me")["projects"][0]["burn"]
     assert lead["since"] == "2026-11-13T12:00:00Z" and lead["period_ends"] == "2026-11-30"
     # project: $4 in the window is $0.571428571 a day; $1 of $10 left: 1.75 days
-    assert lead["project"] == {"per_day_usd": "0.571428571", "remaining_usd": "1.000000000",
-                               "runs_out": "2026-11-22", "outlook": "runs_out"}
+    assert lead["project"] == {
+        "per_day_usd": "0.571428571",
+        "remaining_usd": "1.000000000",
+        "runs_out": "2026-11-22",
+        "outlook": "runs_out",
+    }
     assert lead["members"] == [
-        {"user": "alice", "spent_usd": "0.500000000", "budget_usd": None,
-         "window_spent_usd": "0.500000000", "per_day_usd": "0.071428571",
-         "remaining_usd": None, "runs_out": None, "outlook": "no_budget"},
+        {
+            "user": "alice",
+            "spent_usd": "0.500000000",
+            "budget_usd": None,
+            "window_spent_usd": "0.500000000",
+            "per_day_usd": "0.071428571",
+            "remaining_usd": None,
+            "runs_out": None,
+            "outlook": "no_budget",
+        },
         # bob: $3.5 of his $12 left at $0.50 a day: 7 days
-        {"user": "bob", "spent_usd": "8.500000000", "budget_usd": "12.000000000",
-         "window_spent_usd": "3.500000000", "per_day_usd": "0.500000000",
-         "remaining_usd": "3.500000000", "runs_out": "2026-11-27", "outlook": "runs_out"}]
+        {
+            "user": "bob",
+            "spent_usd": "8.500000000",
+            "budget_usd": "12.000000000",
+            "window_spent_usd": "3.500000000",
+            "per_day_usd": "0.500000000",
+            "remaining_usd": "3.500000000",
+            "runs_out": "2026-11-27",
+            "outlook": "runs_out",
+        },
+    ]
     # a member sees their own projection only
     mine = api(log_client, world.keys["bob"], "me")["projects"][0]["burn"]
     assert [m["user"] for m in mine["members"]] == ["bob"]

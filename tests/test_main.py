@@ -14,19 +14,23 @@ from functions import pricing, tokens
 from tests.conftest import MINI, burst, make_price, wait_for_usage
 
 RATES = make_price(*MINI).tiers["default"]
-ROUTE_OF = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
-            "/v1/embeddings": "embeddings", "/v1/responses": "responses"}
+ROUTE_OF = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/responses": "responses",
+}
 
 
 @pytest.fixture
 def sdk(proxy_url, world):
-    return openai_sdk.OpenAI(base_url=proxy_url + "/v1", api_key=world.keys["bob"],
-                             max_retries=0)
+    return openai_sdk.OpenAI(base_url=proxy_url + "/v1", api_key=world.keys["bob"], max_retries=0)
 
 
 def test_sdk_chat(sdk, world):
     raw = sdk.chat.completions.with_raw_response.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}]
+    )
     chat = raw.parse()
     assert chat.choices[0].message.content and chat.usage.prompt_tokens > 0
     [rec] = wait_for_usage(world)  # settled just after the answer's last byte
@@ -46,7 +50,8 @@ def test_sdk_embeddings_base64_roundtrip(sdk, world):
     [rec] = wait_for_usage(world)
     assert rec["cost_nano"] == pricing.cost_nano(
         make_price("0.02", None, "0").tiers["default"],
-        pricing.Usage(input_tokens=out.usage.prompt_tokens))
+        pricing.Usage(input_tokens=out.usage.prompt_tokens),
+    )
 
 
 def test_sdk_moderations_are_free(sdk, world):
@@ -62,8 +67,9 @@ def test_sdk_responses(sdk, world):
 
 
 def test_sdk_models_list_and_get_show_only_allowed_priced_models(sdk, world):
-    world.prov.update_project("demo", allowed_models=["gpt-4o-mini", "text-embedding-3-small",
-                                                      "gpt-unpriced"])
+    world.prov.update_project(
+        "demo", allowed_models=["gpt-4o-mini", "text-embedding-3-small", "gpt-unpriced"]
+    )
     assert [m.id for m in sdk.models.list()] == ["gpt-4o-mini", "text-embedding-3-small"]
     assert sdk.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
     with pytest.raises(openai_sdk.NotFoundError):
@@ -80,8 +86,9 @@ def test_sdk_sees_typed_errors(sdk, world, proxy_url):
         bad.models.list()
     world.prov.update_project("demo", budget_nano=1)
     with pytest.raises(openai_sdk.RateLimitError) as e:
-        sdk.chat.completions.create(model="gpt-4o-mini",
-                                    messages=[{"role": "user", "content": "x"}])
+        sdk.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}]
+        )
     assert e.value.code == "budget_exceeded"
     assert e.value.response.headers["x-should-retry"] == "false"
 
@@ -90,28 +97,44 @@ def billed_at_the_estimate(world) -> tuple[dict, int]:
     """A chat body whose every call upstream bills exactly its hold, and that hold."""
     world.upstream.bill_cap = True
     world.upstream.prompt_tokens = lambda path, body: tokens.estimate_input_tokens(
-        ROUTE_OF[path], body, body["model"])
-    body = {"model": "gpt-4o-mini", "max_tokens": 100,
-            "messages": [{"role": "user", "content": "count to ten"}]}
+        ROUTE_OF[path], body, body["model"]
+    )
+    body = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "count to ten"}],
+    }
     return body, pricing.estimate_nano(
-        RATES, tokens.estimate_input_tokens("chat", body, "gpt-4o-mini"), 100)
+        RATES, tokens.estimate_input_tokens("chat", body, "gpt-4o-mini"), 100
+    )
 
 
 def hundred_callers(proxy_url, world, body) -> list:
-    return burst(100, lambda: requests.post(
-        proxy_url + "/v1/chat/completions", json=body, timeout=60,
-        headers={"Authorization": f"Bearer {world.keys['bob']}"}))
+    return burst(
+        100,
+        lambda: requests.post(
+            proxy_url + "/v1/chat/completions",
+            json=body,
+            timeout=60,
+            headers={"Authorization": f"Bearer {world.keys['bob']}"},
+        ),
+    )
 
 
 @pytest.mark.parametrize("daily_calls, fitting", [(7, 7), (20, 10)])
-def test_hundred_callers_against_two_windows_daily_and_monthly(proxy_url, world, daily_calls,
-                                                                 fitting):
+def test_hundred_callers_against_two_windows_daily_and_monthly(
+    proxy_url, world, daily_calls, fitting
+):
     """A monthly budget of 10 calls and a daily window of 7 (the daily binds) or 20 (the
     monthly binds): exactly the tighter number succeed, neither counter passes its
     limit by a nano-dollar, both equal the sum of the records."""
     body, per_call = billed_at_the_estimate(world)
-    world.prov.update_project("demo", budget_nano=10 * per_call, budget_period="monthly",
-                              windows=[{"period": "daily", "budget_nano": daily_calls * per_call}])
+    world.prov.update_project(
+        "demo",
+        budget_nano=10 * per_call,
+        budget_period="monthly",
+        windows=[{"period": "daily", "budget_nano": daily_calls * per_call}],
+    )
     answers = hundred_callers(proxy_url, world, body)
     assert Counter(r.status_code for r in answers) == {200: fitting, 429: 100 - fitting}
     recs = world.usage()

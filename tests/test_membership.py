@@ -8,14 +8,21 @@ from collections import Counter
 
 from tests.conftest import admin_auth, bearer
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}],
-        "max_tokens": 20}
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Say hi"}],
+    "max_tokens": 20,
+}
 KEYS = "/admin/projects/demo/members/bob/keys"
 
 
 def call(client, key, body=CHAT):
-    return client.post("/v1/chat/completions", data=json.dumps(body), headers=bearer(key),
-                       content_type="application/json")
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body),
+        headers=bearer(key),
+        content_type="application/json",
+    )
 
 
 def add_key(admin_client, name, **limits):
@@ -35,8 +42,11 @@ def test_a_key_budget_stops_that_key_only(client, admin_client, world):
     assert ci_cost <= 20_000  # zero overshoot: the estimate bounds each call
     # the member's default key is not touched by the CI key's budget
     assert call(client, world.keys["bob"]).status_code == 200
-    [listed] = [k for k in admin_client.get(KEYS, headers=admin_auth()).get_json()["data"]
-                if k["name"] == "ci"]
+    [listed] = [
+        k
+        for k in admin_client.get(KEYS, headers=admin_auth()).get_json()["data"]
+        if k["name"] == "ci"
+    ]
     assert listed["budget_usd"] == "0.000020000" and listed["spent_usd"] is not None
     assert int(listed["spent_nano"]) == ci_cost
 
@@ -46,14 +56,19 @@ def test_a_key_calls_only_its_models_and_lists_only_them(client, admin_client, w
     key = add_key(admin_client, "embed-only", allowed_models=["text-embedding-3-small"])
     r = call(client, key)
     assert r.status_code == 403 and "key 'embed-only'" in r.get_json()["error"]["message"]
-    r = client.post("/v1/embeddings", headers=bearer(key), content_type="application/json",
-                    data=json.dumps({"model": "text-embedding-3-small", "input": "x"}))
+    r = client.post(
+        "/v1/embeddings",
+        headers=bearer(key),
+        content_type="application/json",
+        data=json.dumps({"model": "text-embedding-3-small", "input": "x"}),
+    )
     assert r.status_code == 200
     listed = client.get("/v1/models", headers=bearer(key)).get_json()["data"]
     assert [m["id"] for m in listed] == ["text-embedding-3-small"]
     # a key's models must be the project's
-    r = admin_client.post(KEYS, headers=admin_auth(),
-                          json={"name": "wide", "allowed_models": ["gpt-4o"]})
+    r = admin_client.post(
+        KEYS, headers=admin_auth(), json={"name": "wide", "allowed_models": ["gpt-4o"]}
+    )
     assert r.status_code == 400 and r.get_json()["error"]["param"] == "allowed_models"
 
 
@@ -81,8 +96,9 @@ def test_a_lead_sets_limits_on_members_keys_never_on_their_own(admin_client, wor
     lead = {"Authorization": f"Bearer {world.keys['alice']}"}
     r = admin_client.patch(KEYS + "/default", headers=lead, json={"rpm": 5})
     assert r.status_code == 200 and r.get_json()["rpm"] == 5
-    own = admin_client.patch("/admin/projects/demo/members/alice/keys/default", headers=lead,
-                             json={"rpm": 500})
+    own = admin_client.patch(
+        "/admin/projects/demo/members/alice/keys/default", headers=lead, json={"rpm": 500}
+    )
     assert own.status_code == 403
     audit = admin_client.get("/admin/audit", headers=admin_auth()).get_json()["data"]
     assert any(a["action"] == "key.limits" for a in audit)

@@ -32,13 +32,21 @@ def _key_and_cert() -> tuple[bytes, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tollgate-test")])
     now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    pem_key = key.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
     return pem_key, cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -61,16 +69,25 @@ def google() -> Iterator[dict[str, Any]]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), H)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield {"signer": crypt.RSASigner.from_string(pem_key, KID),
-           "certs_url": f"http://127.0.0.1:{server.server_port}/oauth2/v1/certs"}
+    yield {
+        "signer": crypt.RSASigner.from_string(pem_key, KID),
+        "certs_url": f"http://127.0.0.1:{server.server_port}/oauth2/v1/certs",
+    }
     server.shutdown()
 
 
 def token(google: dict[str, Any], **claims: Any) -> str:
     now = int(time.time())
-    payload = {"iss": "https://accounts.google.com", "aud": AUDIENCE, "email": SA,
-               "email_verified": True, "sub": "1234567890", "iat": now, "exp": now + 3600,
-               **claims}
+    payload = {
+        "iss": "https://accounts.google.com",
+        "aud": AUDIENCE,
+        "email": SA,
+        "email_verified": True,
+        "sub": "1234567890",
+        "iat": now,
+        "exp": now + 3600,
+        **claims,
+    }
     return jwt.encode(google["signer"], payload).decode()
 
 
@@ -85,13 +102,16 @@ def test_the_schedulers_token_is_accepted(google):
     assert verifier(google, AUDIENCE + "/").verify(t) == SA  # a trailing slash is the same URL
 
 
-@pytest.mark.parametrize("claims, why", [
-    ({"aud": "https://someone-else.a.run.app"}, "audience"),
-    ({"email": "intruder@demo-project.iam.gserviceaccount.com"}, "service account"),
-    ({"email_verified": False}, "service account"),
-    ({"iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}, "expired"),
-    ({"iss": "https://evil.example.com"}, "issued"),
-])
+@pytest.mark.parametrize(
+    "claims, why",
+    [
+        ({"aud": "https://someone-else.a.run.app"}, "audience"),
+        ({"email": "intruder@demo-project.iam.gserviceaccount.com"}, "service account"),
+        ({"email_verified": False}, "service account"),
+        ({"iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}, "expired"),
+        ({"iss": "https://evil.example.com"}, "issued"),
+    ],
+)
 def test_a_wrong_token_is_refused(google, claims, why):
     with pytest.raises(InvalidApiKey) as e:
         verifier(google).verify(token(google, **claims))
@@ -100,9 +120,17 @@ def test_a_wrong_token_is_refused(google, claims, why):
 
 def test_a_token_signed_by_another_key_is_refused(google):
     other = crypt.RSASigner.from_string(_key_and_cert()[0], KID)
-    forged = jwt.encode(other, {"iss": "https://accounts.google.com", "aud": AUDIENCE,
-                                "email": SA, "email_verified": True,
-                                "iat": int(time.time()), "exp": int(time.time()) + 60}).decode()
+    forged = jwt.encode(
+        other,
+        {
+            "iss": "https://accounts.google.com",
+            "aud": AUDIENCE,
+            "email": SA,
+            "email_verified": True,
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 60,
+        },
+    ).decode()
     with pytest.raises(InvalidApiKey):
         verifier(google).verify(forged)
 
@@ -114,8 +142,13 @@ def test_unset_settings_accept_no_token(google):
 
 
 def test_the_scheduler_may_sweep_and_nothing_else(google, world, admin_client):
-    os.environ.update({"TOLLGATE_SCHEDULER_AUDIENCE": AUDIENCE, "TOLLGATE_SCHEDULER_SA": SA,
-                       "TOLLGATE_OIDC_CERTS_URL": google["certs_url"]})
+    os.environ.update(
+        {
+            "TOLLGATE_SCHEDULER_AUDIENCE": AUDIENCE,
+            "TOLLGATE_SCHEDULER_SA": SA,
+            "TOLLGATE_OIDC_CERTS_URL": google["certs_url"],
+        }
+    )
     auth = {"Authorization": f"Bearer {token(google)}"}
     r = admin_client.post("/sweep", headers=auth)
     assert r.status_code == 200, r.get_data(True)

@@ -169,8 +169,9 @@ def test_skips_have_reasons(table: tuple[list[TableEntry], list[Skipped]]) -> No
 
 
 def test_several_input_size_tiers_are_refused() -> None:
-    two = gp.TieredPrices(base=Decimal("1"), tiers=[gp.Tier(200_000, Decimal("2")),
-                                                    gp.Tier(500_000, Decimal("3"))])
+    two = gp.TieredPrices(
+        base=Decimal("1"), tiers=[gp.Tier(200_000, Decimal("2")), gp.Tier(500_000, Decimal("3"))]
+    )
     mp = gp.ModelPrice(input_mtok=two, output_mtok=Decimal("4"))
     with pytest.raises(price_table._Unpriceable, match="2 thresholds"):
         price_table._rates(mp, "chat")
@@ -180,9 +181,15 @@ def test_several_input_size_tiers_are_refused() -> None:
 
 def _genai_pico(entry: TableEntry, at: datetime, tier: str, u: pricing.Usage) -> Decimal:
     calc = genai_prices.calc_price(
-        genai_prices.Usage(input_tokens=u.input_tokens, cache_read_tokens=u.cached_tokens,
-                           cache_write_tokens=u.cache_write_tokens, output_tokens=u.output_tokens),
-        entry.model, provider_id="openai", genai_request_timestamp=at,
+        genai_prices.Usage(
+            input_tokens=u.input_tokens,
+            cache_read_tokens=u.cached_tokens,
+            cache_write_tokens=u.cache_write_tokens,
+            output_tokens=u.output_tokens,
+        ),
+        entry.model,
+        provider_id="openai",
+        genai_request_timestamp=at,
         price_context={"service_tier": tier},
     )
     return calc.total_price * 10**12  # USD -> pico-USD
@@ -193,23 +200,39 @@ def test_costs_match_genai_prices_exactly(table: tuple[list[TableEntry], list[Sk
     for e in table[0]:
         for p in e.prices:
             for inp in (100_000, 300_000):  # either side of the 272K threshold
-                u = pricing.Usage(input_tokens=inp, cached_tokens=40_000,
-                                  cache_write_tokens=10_000, output_tokens=7_000)
+                u = pricing.Usage(
+                    input_tokens=inp,
+                    cached_tokens=40_000,
+                    cache_write_tokens=10_000,
+                    output_tokens=7_000,
+                )
                 for tier in p.tiers:
                     rates = pricing.rates_for(p, tier, inp)
                     if rates is None:  # only a tier without published long-context rates
                         assert p.long_context_threshold is not None and inp > 272_000
                         continue
                     assert pricing.cost_pico(rates, u) == _genai_pico(e, p.valid_from, tier, u), (
-                        e.model, p.valid_from, tier, inp)
+                        e.model,
+                        p.valid_from,
+                        tier,
+                        inp,
+                    )
                     checked += 1
     assert checked > 500
 
 
-UNDER_BILLED = ["gpt-4o-audio-preview", "gpt-4o-mini-audio-preview", "gpt-audio",
-                "gpt-realtime", "gpt-4o-realtime-preview", "gpt-4o-transcribe",
-                "gpt-4o-mini-tts", "gpt-4o-search-preview", "gpt-4o-mini-search-preview",
-                "gpt-5-search-api"]
+UNDER_BILLED = [
+    "gpt-4o-audio-preview",
+    "gpt-4o-mini-audio-preview",
+    "gpt-audio",
+    "gpt-realtime",
+    "gpt-4o-realtime-preview",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-tts",
+    "gpt-4o-search-preview",
+    "gpt-4o-mini-search-preview",
+    "gpt-5-search-api",
+]
 
 
 def test_audit10_audio_and_search_models_are_left_unpriced(
@@ -237,16 +260,31 @@ def test_audit10_audio_prices_and_request_fees_are_never_shipped(
     provider = next(p for p in providers if p.id == "openai")
     shipped = {e.model for e in table[0]}
     for model in provider.models:
-        sets = [model.prices] if isinstance(model.prices, gp.ModelPrice) else [
-            c.prices for c in model.prices]
-        keys = {k for mp in [*sets, *(v.prices for v in model.price_variants or ())]
-                for k in price_table._keys(mp)}
-        if any("audio" in k or (k.endswith("_kcount") and k not in price_table._TOOL_FEES)
-               for k in keys):
+        sets = (
+            [model.prices]
+            if isinstance(model.prices, gp.ModelPrice)
+            else [c.prices for c in model.prices]
+        )
+        keys = {
+            k
+            for mp in [*sets, *(v.prices for v in model.price_variants or ())]
+            for k in price_table._keys(mp)
+        }
+        if any(
+            "audio" in k or (k.endswith("_kcount") and k not in price_table._TOOL_FEES)
+            for k in keys
+        ):
             assert model.id not in shipped, model.id
-    for extra in ({"input_audio_mtok": Decimal("40")}, {"output_audio_mtok": Decimal("80")},
-                  {"requests_kcount": Decimal("25")}, {"code_executions_kcount": Decimal("3")}):
-        info = gp.ModelInfo(id="gpt-x", match=gp.ClauseEquals("gpt-x"), prices=gp.ModelPrice(
-            input_mtok=Decimal("1"), output_mtok=Decimal("2"), **extra))
+    for extra in (
+        {"input_audio_mtok": Decimal("40")},
+        {"output_audio_mtok": Decimal("80")},
+        {"requests_kcount": Decimal("25")},
+        {"code_executions_kcount": Decimal("3")},
+    ):
+        info = gp.ModelInfo(
+            id="gpt-x",
+            match=gp.ClauseEquals("gpt-x"),
+            prices=gp.ModelPrice(input_mtok=Decimal("1"), output_mtok=Decimal("2"), **extra),
+        )
         with pytest.raises(price_table._Unpriceable, match="under-bill"):
             price_table._check_model(info)

@@ -134,8 +134,12 @@ def test_audit9_auto_is_held_at_the_dearest_priced_tier() -> None:
     assert pricing.dearest_tier(price(T0), tiers, 1_000, 500) == "default"
     assert pricing.dearest_tier(price(T0), ("flex", "priority"), 1_000, 500) is None
     # "dearest" is the worst case of this call, not of one rate
-    odd = Price(valid_from=T0, valid_to=None, source="t", tiers={
-        "default": Rates(input=1, output=100), "priority": Rates(input=50, output=2)})
+    odd = Price(
+        valid_from=T0,
+        valid_to=None,
+        source="t",
+        tiers={"default": Rates(input=1, output=100), "priority": Rates(input=50, output=2)},
+    )
     assert pricing.dearest_tier(odd, tiers, 10, 1_000) == "default"
     assert pricing.dearest_tier(odd, tiers, 10_000, 1) == "priority"
 
@@ -471,8 +475,14 @@ def test_price_from_doc_rejects_malformed(patch) -> None:
         pricing.price_from_doc(doc)
 
 
-@given(st.integers(0, 10**6), st.integers(1, 8), st.integers(0, 10**7), st.integers(1, 10**5),
-       st.integers(1, 10**6), st.integers(0, 10**6))
+@given(
+    st.integers(0, 10**6),
+    st.integers(1, 8),
+    st.integers(0, 10**7),
+    st.integers(1, 10**5),
+    st.integers(1, 10**6),
+    st.integers(0, 10**6),
+)
 def test_largest_cap_is_the_last_cap_whose_estimate_fits(inp, n, room, upto, out_rate, in_rate):
     rates = Rates(input=in_rate, output=out_rate)
     cap = pricing.largest_cap(rates, inp, n, room, upto)

@@ -18,8 +18,9 @@ RATES = make_price("0.15", "0.075", "0.60").tiers["default"]
 
 def post(client, key, body, path="/v1/chat/completions", **headers):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return client.post(path, data=data, headers={**bearer(key), **headers},
-                       content_type="application/json")
+    return client.post(
+        path, data=data, headers={**bearer(key), **headers}, content_type="application/json"
+    )
 
 
 def err(resp):
@@ -30,6 +31,7 @@ def err(resp):
 
 
 # --- a normal call ---------------------------------------------------------------
+
 
 def test_chat_call_is_forwarded_priced_and_booked(client, world):
     world.upstream.cached_tokens = 3
@@ -64,11 +66,19 @@ def test_chat_call_is_forwarded_priced_and_booked(client, world):
     [rec] = world.usage()
     assert rec["call_id"] == call_id and rec["status"] == "ok"
     assert (rec["user"], rec["project"], rec["model"], rec["key_name"]) == (
-        "bob", "demo", "gpt-4o-mini", "default")
+        "bob",
+        "demo",
+        "gpt-4o-mini",
+        "default",
+    )
     assert rec["upstream_model"] == body["model"] != "gpt-4o-mini"
     assert rec["cost_nano"] == cost and rec["tag"] == "nightly-eval"
-    assert (rec["input_tokens"], rec["cached_tokens"], rec["output_tokens"],
-            rec["reasoning_tokens"]) == (usage.input_tokens, 3, usage.output_tokens, 2)
+    assert (
+        rec["input_tokens"],
+        rec["cached_tokens"],
+        rec["output_tokens"],
+        rec["reasoning_tokens"],
+    ) == (usage.input_tokens, 3, usage.output_tokens, 2)
     assert rec["estimated"] is False and rec["streamed"] is False
     assert "Say hi" not in json.dumps(rec, default=str)  # prompts are never stored
     month = datetime.now(UTC).strftime("%Y-%m")
@@ -83,14 +93,18 @@ def test_bare_seed_urls_are_chat(client, world, path):
     assert r.status_code == 200 and r.get_json()["object"] == "chat.completion"
 
 
-
 def test_a_plain_answer_reaches_the_client_before_its_settlement_is_written(client, world):
     # The settlement commit is not between upstream and the client: the whole answer is
     # there while the call is still held, and the server's close() after the last byte
     # books it - even when the client never read the body (it hung up).
     def call() -> object:
-        return client.post("/v1/chat/completions", data=json.dumps(CHAT), buffered=False,
-                           headers=bearer(world.keys["bob"]), content_type="application/json")
+        return client.post(
+            "/v1/chat/completions",
+            data=json.dumps(CHAT),
+            buffered=False,
+            headers=bearer(world.keys["bob"]),
+            content_type="application/json",
+        )
 
     r = call()
     answer = json.loads(r.get_data())
@@ -112,6 +126,7 @@ def test_a_plain_answer_reaches_the_client_before_its_settlement_is_written(clie
     month = datetime.now(UTC).strftime("%Y-%m")
     assert world.counter("p", "demo", month)["spent"] == 2 * cost
 
+
 def test_client_cap_is_kept_and_estimate_times_n(client, world):
     r = post(client, world.keys["bob"], {**CHAT, "max_tokens": 40, "n": 3})
     assert r.status_code == 200
@@ -123,6 +138,7 @@ def test_client_cap_is_kept_and_estimate_times_n(client, world):
 
 
 # --- authentication ------------------------------------------------------------
+
 
 def test_missing_key_or_bare_name_is_401_key_needed(client, world):
     for headers in ({}, {"Authorization": "UserName alice"}):
@@ -142,8 +158,9 @@ def test_unknown_revoked_expired_and_disabled_stop_the_next_call(client, world):
     r = post(client, bob, CHAT)
     assert r.status_code == 401 and "revoked" in err(r)["message"]
 
-    laptop = world.members.add_key("demo", "alice", "laptop",
-                                expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    laptop = world.members.add_key(
+        "demo", "alice", "laptop", expires_at=datetime.now(UTC) - timedelta(seconds=1)
+    )
     assert "expired" in err(post(client, laptop, CHAT))["message"]
 
     alice = world.keys["alice"]
@@ -155,20 +172,34 @@ def test_unknown_revoked_expired_and_disabled_stop_the_next_call(client, world):
 
 # --- bad input -------------------------------------------------------------------
 
-@pytest.mark.parametrize("data, status, code, param", [
-    (b"{not json", 400, "invalid_request", None),
-    (b"", 400, "invalid_request", None),
-    (json.dumps({"messages": []}), 400, "invalid_request", "model"),
-    (json.dumps({"model": "gpt-4o-mini", "messages": "hi"}), 400, "invalid_request", "messages"),
-    (json.dumps({**CHAT, "max_tokens": "lots"}), 400, "invalid_request", "max_tokens"),
-    (json.dumps({**CHAT, "stream": "yes"}), 400, "invalid_request", "stream"),
-    (json.dumps({**CHAT, "stream": True, "stream_options": 1}), 400, "invalid_request",
-     "stream_options"),
-    (json.dumps({**CHAT, "model": "gpt-4o"}), 403, "model_not_allowed", "model"),
-    (json.dumps({**CHAT, "service_tier": "flex"}), 403, "model_not_priced", "service_tier"),
-])
-def test_bad_requests_get_openai_errors_and_are_not_forwarded(client, world, data, status,
-                                                              code, param):
+
+@pytest.mark.parametrize(
+    "data, status, code, param",
+    [
+        (b"{not json", 400, "invalid_request", None),
+        (b"", 400, "invalid_request", None),
+        (json.dumps({"messages": []}), 400, "invalid_request", "model"),
+        (
+            json.dumps({"model": "gpt-4o-mini", "messages": "hi"}),
+            400,
+            "invalid_request",
+            "messages",
+        ),
+        (json.dumps({**CHAT, "max_tokens": "lots"}), 400, "invalid_request", "max_tokens"),
+        (json.dumps({**CHAT, "stream": "yes"}), 400, "invalid_request", "stream"),
+        (
+            json.dumps({**CHAT, "stream": True, "stream_options": 1}),
+            400,
+            "invalid_request",
+            "stream_options",
+        ),
+        (json.dumps({**CHAT, "model": "gpt-4o"}), 403, "model_not_allowed", "model"),
+        (json.dumps({**CHAT, "service_tier": "flex"}), 403, "model_not_priced", "service_tier"),
+    ],
+)
+def test_bad_requests_get_openai_errors_and_are_not_forwarded(
+    client, world, data, status, code, param
+):
     r = post(client, world.keys["bob"], data)
     assert r.status_code == status
     e = err(r)
@@ -192,15 +223,19 @@ def test_allowed_but_unpriced_model_is_refused_not_billed_at_zero(client, world)
     r = post(client, world.keys["bob"], {**CHAT, "model": "gpt-5"})
     assert r.status_code == 403 and err(r)["code"] == "model_not_priced"
     # a price that only starts tomorrow is not in force either
-    world.prov.add_price("gpt-5", make_price("1.25", "0.125", "10",
-                                             since=datetime.now(UTC) + timedelta(days=1)))
+    world.prov.add_price(
+        "gpt-5", make_price("1.25", "0.125", "10", since=datetime.now(UTC) + timedelta(days=1))
+    )
     assert post(client, world.keys["bob"], {**CHAT, "model": "gpt-5"}).status_code == 403
     assert world.upstream.received == []
 
 
 def test_unknown_routes_are_404_and_never_forwarded(client, world):
-    for method, path in [("POST", "/v1/files"), ("GET", "/v1/organization/users"),
-                         ("POST", "/v1/fine_tuning/jobs")]:
+    for method, path in [
+        ("POST", "/v1/files"),
+        ("GET", "/v1/organization/users"),
+        ("POST", "/v1/fine_tuning/jobs"),
+    ]:
         r = client.open(path, method=method, headers=bearer(world.keys["bob"]))
         assert r.status_code == 404 and err(r)["type"] == "invalid_request_error"
     assert world.upstream.received == []
@@ -212,6 +247,7 @@ def test_bad_tag_is_400(client, world):
 
 
 # --- budgets ---------------------------------------------------------------------
+
 
 def test_project_budget_refuses_before_forwarding(client, world):
     world.prov.update_project("demo", budget_nano=1000)  # $0.000001
@@ -255,19 +291,25 @@ def test_daily_and_total_periods_key_their_counters(client, world):
 
 
 def test_a_weekly_budget_is_set_through_the_admin_api_and_refuses_past_it(
-        client, admin_client, world):
-    r = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
-                           json={"budget_period": "weekly", "budget_usd": "0.000001"})
+    client, admin_client, world
+):
+    r = admin_client.patch(
+        "/admin/projects/demo",
+        headers=admin_auth(),
+        json={"budget_period": "weekly", "budget_usd": "0.000001"},
+    )
     assert r.status_code == 200, r.get_data(True)
     assert r.get_json()["budget_period"] == "weekly"
     r = post(client, world.keys["bob"], CHAT)
     assert r.status_code == 429 and "weekly budget, period 20" in err(r)["message"]
-    bad = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
-                             json={"budget_period": "fortnightly"})
+    bad = admin_client.patch(
+        "/admin/projects/demo", headers=admin_auth(), json={"budget_period": "fortnightly"}
+    )
     assert bad.status_code == 400 and "budget_period" in bad.get_json()["error"]["message"]
 
 
 # --- degrade instead of refuse (a project's opt-in) --------------------------------------
+
 
 def test_a_call_that_does_not_fit_is_sent_with_the_cap_the_budget_pays_for(client, world):
     body = {**CHAT, "max_tokens": 200}
@@ -293,8 +335,9 @@ def test_a_call_that_does_not_fit_is_sent_with_the_cap_the_budget_pays_for(clien
 def test_clamping_stops_short_of_an_answer_too_small_to_use(client, world):
     body = {**CHAT, "max_tokens": 200}
     input_tokens = tokens.estimate_input_tokens("chat", body, "gpt-4o-mini")
-    world.prov.update_project("demo", clamp_output=True, budget_nano=pricing.estimate_nano(
-        RATES, input_tokens, 15))  # room for 15 output tokens: under the minimum of 16
+    world.prov.update_project(
+        "demo", clamp_output=True, budget_nano=pricing.estimate_nano(RATES, input_tokens, 15)
+    )  # room for 15 output tokens: under the minimum of 16
     r = post(client, world.keys["bob"], body)
     assert r.status_code == 429 and err(r)["code"] == "budget_exceeded"
     assert "x-tollgate-max-tokens-clamped" not in r.headers
@@ -304,8 +347,9 @@ def test_clamping_stops_short_of_an_answer_too_small_to_use(client, world):
 def test_a_clamped_stream_sends_the_lowered_cap_and_says_so(client, world):
     body = {**CHAT, "max_completion_tokens": 300, "stream": True}
     input_tokens = tokens.estimate_input_tokens("chat", body, "gpt-4o-mini")
-    world.prov.update_project("demo", clamp_output=True, budget_nano=pricing.estimate_nano(
-        RATES, input_tokens, 100))
+    world.prov.update_project(
+        "demo", clamp_output=True, budget_nano=pricing.estimate_nano(RATES, input_tokens, 100)
+    )
     r = post(client, world.keys["bob"], body)
     assert r.status_code == 200 and r.headers["x-tollgate-max-tokens-clamped"] == "100"
     assert b"[DONE]" in r.get_data()
@@ -313,24 +357,29 @@ def test_a_clamped_stream_sends_the_lowered_cap_and_says_so(client, world):
 
 
 def test_clamping_is_switched_on_per_project_through_the_admin_api(admin_client, world):
-    r = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
-                           json={"clamp_output": True})
+    r = admin_client.patch(
+        "/admin/projects/demo", headers=admin_auth(), json={"clamp_output": True}
+    )
     assert r.status_code == 200 and r.get_json()["clamp_output"] is True
-    bad = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
-                             json={"clamp_output": "sometimes"})
+    bad = admin_client.patch(
+        "/admin/projects/demo", headers=admin_auth(), json={"clamp_output": "sometimes"}
+    )
     assert bad.status_code == 400 and bad.get_json()["error"]["param"] == "clamp_output"
 
 
 # --- soft budgets: alert and mark, never refuse --------------------------------------------
 
+
 def test_a_soft_project_budget_lets_calls_through_and_marks_them(client, admin_client, world):
-    r = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
-                           json={"budget_usd": "0.000001", "budget_soft": True})
+    r = admin_client.patch(
+        "/admin/projects/demo",
+        headers=admin_auth(),
+        json={"budget_usd": "0.000001", "budget_soft": True},
+    )
     assert r.status_code == 200 and r.get_json()["budget_soft"] is True
     answers = [post(client, world.keys["bob"], CHAT) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 200]
-    assert all(a.headers["x-tollgate-soft-limit-exceeded"] == "project 'demo'"
-               for a in answers)
+    assert all(a.headers["x-tollgate-soft-limit-exceeded"] == "project 'demo'" for a in answers)
     recs = world.usage()
     assert all(u["soft_limits_exceeded"] == ["project 'demo'"] for u in recs)
     month = datetime.now(UTC).strftime("%Y-%m")
@@ -341,16 +390,24 @@ def test_a_soft_project_budget_lets_calls_through_and_marks_them(client, admin_c
 
 
 def test_soft_member_and_model_budgets_mark_only_past_the_line(client, admin_client, world):
-    r = admin_client.patch("/admin/projects/demo/members/bob", headers=admin_auth(),
-                           json={"budget_usd": "0.00001", "budget_soft": True})
+    r = admin_client.patch(
+        "/admin/projects/demo/members/bob",
+        headers=admin_auth(),
+        json={"budget_usd": "0.00001", "budget_soft": True},
+    )
     assert r.status_code == 200, r.get_data(True)
-    r = admin_client.put("/admin/projects/demo/limits/gpt-4o-mini", headers=admin_auth(),
-                         json={"budget_usd": "1", "budget_soft": True})
+    r = admin_client.put(
+        "/admin/projects/demo/limits/gpt-4o-mini",
+        headers=admin_auth(),
+        json={"budget_usd": "1", "budget_soft": True},
+    )
     assert r.status_code == 200
     first = post(client, world.keys["bob"], CHAT)  # ~$0.000005: under both lines
     assert first.status_code == 200 and "x-tollgate-soft-limit-exceeded" not in first.headers
-    marks = [post(client, world.keys["bob"], CHAT).headers.get(
-        "x-tollgate-soft-limit-exceeded") for _ in range(3)]
+    marks = [
+        post(client, world.keys["bob"], CHAT).headers.get("x-tollgate-soft-limit-exceeded")
+        for _ in range(3)
+    ]
     assert "member 'bob'" in marks  # crossed on the way, never refused
     assert all(m is None or m == "member 'bob'" for m in marks)
     assert len(world.usage()) == 4
@@ -358,11 +415,16 @@ def test_soft_member_and_model_budgets_mark_only_past_the_line(client, admin_cli
 
 # --- moderations: forwarded, booked at $0 --------------------------------------------
 
+
 def test_moderations_are_forwarded_and_booked_at_zero_in_any_project(client, world):
     # the project allows only gpt-4o-mini and no moderation model has a price: the route
     # is free at OpenAI, so neither is needed
-    r = post(client, world.keys["bob"], {"input": ["I will kill the process", "hello"]},
-             path="/v1/moderations")
+    r = post(
+        client,
+        world.keys["bob"],
+        {"input": ["I will kill the process", "hello"]},
+        path="/v1/moderations",
+    )
     assert r.status_code == 200, r.get_data(True)
     answer = r.get_json()
     assert [x["flagged"] for x in answer["results"]] == [True, False]
@@ -373,7 +435,11 @@ def test_moderations_are_forwarded_and_booked_at_zero_in_any_project(client, wor
     assert "safety_identifier" not in sent.json and "service_tier" not in sent.json
     [rec] = world.usage()
     assert (rec["route"], rec["model"], rec["status"], rec["cost_nano"]) == (
-        "moderations", "omni-moderation-latest", "ok", 0)
+        "moderations",
+        "omni-moderation-latest",
+        "ok",
+        0,
+    )
     assert rec["estimated"] is False and rec["input_tokens"] > 0
     month = datetime.now(UTC).strftime("%Y-%m")
     assert world.counter("p", "demo", month)["spent"] == 0
@@ -383,16 +449,23 @@ def test_moderations_are_forwarded_and_booked_at_zero_in_any_project(client, wor
 def test_moderations_take_only_moderation_models(client, world):
     # anything else here would be a way around the allowed list and the prices
     for model in ("gpt-4o-mini", "gpt-4o"):
-        r = post(client, world.keys["bob"], {"model": model, "input": "hi"},
-                 path="/v1/moderations")
+        r = post(client, world.keys["bob"], {"model": model, "input": "hi"}, path="/v1/moderations")
         assert r.status_code == 400 and err(r)["param"] == "model"
         assert "not a moderation model" in err(r)["message"]
-    r = post(client, world.keys["bob"], {"model": "text-moderation-stable", "input": []},
-             path="/v1/moderations")
+    r = post(
+        client,
+        world.keys["bob"],
+        {"model": "text-moderation-stable", "input": []},
+        path="/v1/moderations",
+    )
     assert r.status_code == 400 and err(r)["param"] == "input"
     assert world.upstream.received == [] and world.usage() == []
-    ok = post(client, world.keys["bob"], {"model": "text-moderation-stable", "input": "hi"},
-              path="/v1/moderations")
+    ok = post(
+        client,
+        world.keys["bob"],
+        {"model": "text-moderation-stable", "input": "hi"},
+        path="/v1/moderations",
+    )
     assert ok.status_code == 200 and world.usage()[0]["model"] == "text-moderation-stable"
 
 
@@ -402,24 +475,33 @@ def test_moderations_need_a_valid_key(client, world):
 
 
 def test_windows_are_set_through_the_admin_api_and_each_refuses(client, admin_client, world):
-    r = admin_client.patch("/admin/projects/demo", headers=admin_auth(),
-                           json={"windows": [{"period": "monthly", "budget_usd": "1"}]})
+    r = admin_client.patch(
+        "/admin/projects/demo",
+        headers=admin_auth(),
+        json={"windows": [{"period": "monthly", "budget_usd": "1"}]},
+    )
     assert r.status_code == 400 and r.get_json()["error"]["param"] == "windows[0].period"
-    r = admin_client.patch("/admin/projects/demo/members/bob", headers=admin_auth(),
-                           json={"windows": [{"period": "daily", "budget_usd": "0.000001"}]})
+    r = admin_client.patch(
+        "/admin/projects/demo/members/bob",
+        headers=admin_auth(),
+        json={"windows": [{"period": "daily", "budget_usd": "0.000001"}]},
+    )
     assert r.status_code == 200, r.get_data(True)
-    assert r.get_json()["windows"] == [{"period": "daily", "budget_nano": 1000,
-                                        "budget_usd": "0.000001000"}]
+    assert r.get_json()["windows"] == [
+        {"period": "daily", "budget_nano": 1000, "budget_usd": "0.000001000"}
+    ]
     r = post(client, world.keys["bob"], CHAT)
     assert r.status_code == 429
     assert "member 'bob' (daily) (daily budget, period " in err(r)["message"]
     assert post(client, world.keys["alice"], CHAT).status_code == 200  # bob's window only
-    r = admin_client.patch("/admin/projects/demo/members/bob", headers=admin_auth(),
-                           json={"windows": []})
+    r = admin_client.patch(
+        "/admin/projects/demo/members/bob", headers=admin_auth(), json={"windows": []}
+    )
     assert r.status_code == 200 and post(client, world.keys["bob"], CHAT).status_code == 200
 
 
 # --- upstream faults ---------------------------------------------------------------
+
 
 def test_upstream_error_passes_through_and_books_nothing(client, world):
     world.upstream.push(Error(500))
@@ -430,7 +512,8 @@ def test_upstream_error_passes_through_and_books_nothing(client, world):
     recs = world.usage()
     assert sorted(r["http_status"] for r in recs) == [429, 500]
     assert {r["status"] for r in recs} == {"upstream_error"} and all(
-        r["cost_nano"] == 0 for r in recs)
+        r["cost_nano"] == 0 for r in recs
+    )
 
 
 def test_upstream_401_is_502_upstream_auth_error(client, world):
@@ -477,6 +560,7 @@ def test_invalid_json_from_upstream_is_502_and_booked_at_the_hold(client, world)
 
 # --- other routes and features -------------------------------------------------------
 
+
 def test_embeddings_body_is_passed_through_byte_for_byte(client, world):
     raw = b'{"model": "text-embedding-3-small", "input": ["a", "b"], "encoding_format": "base64"}'
     r = post(client, world.keys["bob"], raw, path="/v1/embeddings")
@@ -487,8 +571,9 @@ def test_embeddings_body_is_passed_through_byte_for_byte(client, world):
 
 
 def test_previous_response_id_adds_the_recorded_tokens_to_the_estimate(client, world):
-    first = post(client, world.keys["bob"], {"model": "gpt-4o-mini", "input": "hello"},
-                 path="/v1/responses")
+    first = post(
+        client, world.keys["bob"], {"model": "gpt-4o-mini", "input": "hello"}, path="/v1/responses"
+    )
     assert first.status_code == 200
     rid = first.get_json()["id"]
     body = {"model": "gpt-4o-mini", "input": "and again", "previous_response_id": rid}
@@ -498,7 +583,8 @@ def test_previous_response_id_adds_the_recorded_tokens_to_the_estimate(client, w
     a, b = recs[first.headers["x-tollgate-call-id"]], recs[second.headers["x-tollgate-call-id"]]
     assert a["response_id"] == rid
     alone = tokens.estimate_input_tokens(
-        "responses", {"model": "gpt-4o-mini", "input": "and again"}, "gpt-4o-mini")
+        "responses", {"model": "gpt-4o-mini", "input": "and again"}, "gpt-4o-mini"
+    )
     prev = a["input_tokens"] + a["output_tokens"]
     assert prev > 0
     assert b["estimate_nano"] == pricing.estimate_nano(RATES, alone + prev, 256)
@@ -518,21 +604,27 @@ def test_last_used_is_recorded_at_most_once_a_minute(client, world):
 
 # --- issue 14: every way to make upstream bill more than the hold ------------------------
 
-_ROUTE_OF = {"/v1/chat/completions": "chat", "/v1/completions": "completions",
-             "/v1/responses": "responses", "/v1/embeddings": "embeddings"}
+_ROUTE_OF = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/responses": "responses",
+    "/v1/embeddings": "embeddings",
+}
 
 
 def _exact_prompts(world):
     """Upstream reports the prompt tokens Tollgate estimates, so cost <= hold is exact."""
     world.upstream.prompt_tokens = lambda path, body: tokens.estimate_input_tokens(
-        _ROUTE_OF[path], body, body["model"])
+        _ROUTE_OF[path], body, body["model"]
+    )
 
 
 def test_audit5_completions_list_prompt_cannot_overshoot_the_budget(client, world):
     # the audit's call: $0.0005 budget, 150 prompts of max_tokens 7 (4.8x the budget)
     world.prov.add_price("gpt-3.5-turbo-instruct", make_price("1.50", None, "2.00"))
-    world.prov.update_project("demo", budget_nano=500_000, allowed_models=[
-        "gpt-4o-mini", "gpt-3.5-turbo-instruct"])
+    world.prov.update_project(
+        "demo", budget_nano=500_000, allowed_models=["gpt-4o-mini", "gpt-3.5-turbo-instruct"]
+    )
     world.upstream.bill_cap = True
     _exact_prompts(world)
     body = {"model": "gpt-3.5-turbo-instruct", "max_tokens": 7, "prompt": ["x"] * 150}
@@ -543,8 +635,9 @@ def test_audit5_completions_list_prompt_cannot_overshoot_the_budget(client, worl
     # with room for it, the hold covers every prompt's output and the bill stays inside it
     world.prov.update_project("demo", budget_nano=10**8)
     for prompt, n in ((["x"] * 150, 1), ([[1, 2, 3], [4, 5]], 2), ([7, 8, 9], 3)):
-        r = post(client, world.keys["bob"], {**body, "prompt": prompt, "n": n},
-                 path="/v1/completions")
+        r = post(
+            client, world.keys["bob"], {**body, "prompt": prompt, "n": n}, path="/v1/completions"
+        )
         assert r.status_code == 200
     recs = sorted(world.usage(), key=lambda rec: rec["ts"])
     assert [rec["output_tokens"] for rec in recs] == [7 * 150, 7 * 2 * 2, 7 * 3]
@@ -558,36 +651,67 @@ def test_audit6_previous_response_id_this_project_did_not_create_is_refused(clie
     world.prov.create_project("other", external_key="main", allowed_models=["gpt-4o-mini"])
     world.prov.create_user("carol", "Carol", "carol@example.com")
     carol = world.members.add_member("other", "carol")
-    theirs = post(client, carol, {"model": "gpt-4o-mini", "input": "a long secret chat"},
-                  path="/v1/responses")
+    theirs = post(
+        client, carol, {"model": "gpt-4o-mini", "input": "a long secret chat"}, path="/v1/responses"
+    )
     assert theirs.status_code == 200
     forwarded = len(world.upstream.received)
     for rid in (theirs.get_json()["id"], "resp_never_seen_by_tollgate"):
-        r = post(client, world.keys["bob"], {"model": "gpt-4o-mini", "input": "go on",
-                                             "previous_response_id": rid}, path="/v1/responses")
+        r = post(
+            client,
+            world.keys["bob"],
+            {"model": "gpt-4o-mini", "input": "go on", "previous_response_id": rid},
+            path="/v1/responses",
+        )
         assert r.status_code == 400
         e = err(r)
         assert (e["type"], e["code"], e["param"]) == (
-            "invalid_request_error", "invalid_request", "previous_response_id")
+            "invalid_request_error",
+            "invalid_request",
+            "previous_response_id",
+        )
         assert "this project" in e["message"]
     assert len(world.upstream.received) == forwarded  # neither was forwarded
     assert {rec["project"] for rec in world.usage()} == {"other"}
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"conversation": "conv_123"}, "conversation"),
-    ({"prompt": {"id": "pmpt_123", "version": "2"}}, "prompt"),
-    ({"input": [{"type": "item_reference", "id": "msg_123"}]}, "input[0]"),
-    ({"input": [{"role": "user", "content": [
-        {"type": "input_text", "text": "Summarise"},
-        {"type": "input_file", "file_url": "https://example.com/big.pdf"}]}]},
-     "input[0].content[1]"),
-    ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
-     "input[0].content[0]"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"conversation": "conv_123"}, "conversation"),
+        ({"prompt": {"id": "pmpt_123", "version": "2"}}, "prompt"),
+        ({"input": [{"type": "item_reference", "id": "msg_123"}]}, "input[0]"),
+        (
+            {
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_text", "text": "Summarise"},
+                            {"type": "input_file", "file_url": "https://example.com/big.pdf"},
+                        ],
+                    }
+                ]
+            },
+            "input[0].content[1]",
+        ),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}
+                ]
+            },
+            "input[0].content[0]",
+        ),
+    ],
+)
 def test_audit6_content_stored_elsewhere_is_refused_on_responses(client, world, body, param):
-    r = post(client, world.keys["bob"], {"model": "gpt-4o-mini", "input": "hi", **body},
-             path="/v1/responses")
+    r = post(
+        client,
+        world.keys["bob"],
+        {"model": "gpt-4o-mini", "input": "hi", **body},
+        path="/v1/responses",
+    )
     assert r.status_code == 400
     e = err(r)
     assert (e["code"], e["param"]) == ("unsupported_parameter", param)
@@ -596,18 +720,30 @@ def test_audit6_content_stored_elsewhere_is_refused_on_responses(client, world, 
 
 def test_audit6_chat_file_by_id_is_refused(client, world):
     part = {"type": "file", "file": {"file_id": "file-abc"}}
-    r = post(client, world.keys["bob"], {**CHAT, "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "read this"}, part]}]})
+    r = post(
+        client,
+        world.keys["bob"],
+        {
+            **CHAT,
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "read this"}, part]}
+            ],
+        },
+    )
     assert r.status_code == 400
-    assert (err(r)["code"], err(r)["param"]) == ("unsupported_parameter",
-                                                 "messages[0].content[1]")
+    assert (err(r)["code"], err(r)["param"]) == ("unsupported_parameter", "messages[0].content[1]")
     assert world.upstream.received == []
 
 
 def test_audit7_a_tool_type_not_on_the_allow_list_is_refused(client, world):
-    body = {"model": "gpt-4o-mini", "input": "news?", "tools": [
-        {"type": "function", "name": "f", "parameters": {"type": "object"}},
-        {"type": "web_search_2025_08_26"}]}
+    body = {
+        "model": "gpt-4o-mini",
+        "input": "news?",
+        "tools": [
+            {"type": "function", "name": "f", "parameters": {"type": "object"}},
+            {"type": "web_search_2025_08_26"},
+        ],
+    }
     r = post(client, world.keys["bob"], body, path="/v1/responses")
     assert r.status_code == 400
     assert (err(r)["code"], err(r)["param"]) == ("unsupported_parameter", "tools[1]")
@@ -621,36 +757,48 @@ def test_audit7_a_tool_type_not_on_the_allow_list_is_refused(client, world):
 def test_audit8_duplicate_keys_are_refused_not_forwarded(client, world):
     world.prov.update_project("demo", allowed_models=["*"])
     world.prov.add_price("gpt-4o", make_price("2.50", "1.25", "10.00"))
-    for raw in (b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": '
-                b'[{"role": "user", "content": "hi"}]}',
-                b'{"model": "gpt-4o-mini", "max_tokens": 5, "messages": '
-                b'[{"role": "user", "content": "hi", "content": "bye"}], "max_tokens": 9}',
-                b'{"model": "gpt-4o-mini", "temperature": NaN, "messages": '
-                b'[{"role": "user", "content": "hi"}]}'):
+    for raw in (
+        b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": '
+        b'[{"role": "user", "content": "hi"}]}',
+        b'{"model": "gpt-4o-mini", "max_tokens": 5, "messages": '
+        b'[{"role": "user", "content": "hi", "content": "bye"}], "max_tokens": 9}',
+        b'{"model": "gpt-4o-mini", "temperature": NaN, "messages": '
+        b'[{"role": "user", "content": "hi"}]}',
+    ):
         r = post(client, world.keys["bob"], raw)
         assert r.status_code == 400
         assert err(r)["code"] == "invalid_request"
-    assert '"model"' in err(post(client, world.keys["bob"], (
-        b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}')))["message"]
+    assert (
+        '"model"'
+        in err(
+            post(
+                client,
+                world.keys["bob"],
+                (b'{"model": "gpt-4o", "model": "gpt-4o-mini", "messages": []}'),
+            )
+        )["message"]
+    )
     assert world.upstream.received == [] and world.usage() == []
 
 
 def _priority_priced(world):
     """gpt-4o-mini with a priority tier at twice the default rates."""
     rates = make_price("0.30", "0.15", "1.20").tiers["default"]
-    world.prov.add_price("gpt-4o-mini", make_price(*MINI, since=datetime(2021, 1, 1, tzinfo=UTC),
-                                                   priority=rates))
+    world.prov.add_price(
+        "gpt-4o-mini", make_price(*MINI, since=datetime(2021, 1, 1, tzinfo=UTC), priority=rates)
+    )
     return rates
 
 
-def test_audit9_no_tier_is_asked_as_default_so_a_priority_project_cannot_overshoot(
-        client, world):
+def test_audit9_no_tier_is_asked_as_default_so_a_priority_project_cannot_overshoot(client, world):
     priority = _priority_priced(world)
     world.upstream.project_tier = "priority"  # the OpenAI project's default tier
     world.upstream.bill_cap = True
     _exact_prompts(world)
-    for path, body in (("/v1/chat/completions", CHAT),
-                       ("/v1/responses", {"model": "gpt-4o-mini", "input": "Say hi"})):
+    for path, body in (
+        ("/v1/chat/completions", CHAT),
+        ("/v1/responses", {"model": "gpt-4o-mini", "input": "Say hi"}),
+    ):
         assert post(client, world.keys["bob"], body, path=path).status_code == 200
     for rec in world.usage():
         assert 0 < rec["cost_nano"] <= rec["estimate_nano"], rec
@@ -699,6 +847,7 @@ def timeline(monkeypatch):
             finally:
                 with lock:
                     events.append((name, t0, _time.monotonic()))
+
         return run
 
     monkeypatch.setattr(Store, "load_call_context", timed("read", Store.load_call_context))
@@ -720,8 +869,7 @@ def test_a_known_key_reads_and_holds_at_the_same_time(client, world, timeline):
 
 
 @pytest.mark.parametrize("before", [1, 6], ids=["guessed hold", "escrow grant out"])
-def test_a_revoked_key_is_refused_on_the_next_call_and_nothing_is_booked(client, world,
-                                                                         before):
+def test_a_revoked_key_is_refused_on_the_next_call_and_nothing_is_booked(client, world, before):
     """After one call the next one's hold is guessed while the key is read; after six,
     calls draw from an escrow grant. Either way a revoked key stops the very next call,
     its hold is taken back and the spend pages stay exact."""

@@ -42,13 +42,18 @@ def test_a_call_is_answered_booked_and_priced_in_its_headers(mem):
     assert resp.status_code == 200, resp.data
     [rec] = records(mem)
     assert (rec["status"], rec["user"], rec["model"], rec["route"]) == (
-        "ok", "bob", "gpt-4o-mini", "chat")
+        "ok",
+        "bob",
+        "gpt-4o-mini",
+        "chat",
+    )
     assert rec["cost_nano"] > 0 and not rec["estimated"]
     assert rec["external_key"] == "main"  # the organisation key it went out with
     assert resp.headers["x-tollgate-call-id"] == rec["call_id"]
     assert resp.headers["x-tollgate-cost-usd"] == format_usd(rec["cost_nano"])
     assert resp.headers["x-tollgate-budget-remaining-usd"] == format_usd(
-        10_000_000_000 - rec["cost_nano"])
+        10_000_000_000 - rec["cost_nano"]
+    )
     [sent] = mem.upstream.received
     assert sent.headers["authorization"] == "Bearer sk-fake-upstream-org-key-0001"
 
@@ -62,12 +67,15 @@ def test_over_the_budget_nothing_reaches_upstream_and_nothing_is_booked(mem):
     assert mem.upstream.received == [] and records(mem) == []
 
 
-@pytest.mark.parametrize(("change", "status", "code"), [
-    ({"model": "gpt-4o"}, 403, "model_not_allowed"),
-    ({"stream": "yes"}, 400, None),
-    ({"messages": "not a list"}, 400, None),
-    ({"max_tokens": -1}, 400, None),
-])
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ({"model": "gpt-4o"}, 403, "model_not_allowed"),
+        ({"stream": "yes"}, 400, None),
+        ({"messages": "not a list"}, 400, None),
+        ({"max_tokens": -1}, 400, None),
+    ],
+)
 def test_a_refused_body_never_reaches_upstream(mem, change, status, code):
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], **change}
     resp = mem.call(body=body)
@@ -97,11 +105,14 @@ def test_a_dry_run_quotes_without_upstream_or_booking(mem):
     assert mem.upstream.received == [] and records(mem) == []
 
 
-@pytest.mark.parametrize(("behaviour", "status", "booked", "estimated"), [
-    (Error(500), 500, "upstream_error", False),
-    (Error(429), 429, "upstream_error", False),
-    (InvalidJSON(), 502, "upstream_bad_response", True),
-])
+@pytest.mark.parametrize(
+    ("behaviour", "status", "booked", "estimated"),
+    [
+        (Error(500), 500, "upstream_error", False),
+        (Error(429), 429, "upstream_error", False),
+        (InvalidJSON(), 502, "upstream_bad_response", True),
+    ],
+)
 def test_what_an_upstream_failure_is_booked_at(mem, behaviour, status, booked, estimated):
     mem.upstream.push(behaviour)
     resp = mem.call()
@@ -119,12 +130,16 @@ def test_a_timeout_is_booked_at_the_hold(mem):
     assert resp.status_code == 504
     [rec] = records(mem)
     assert (rec["status"], rec["cost_nano"], rec["estimated"]) == (
-        "upstream_timeout", rec["estimate_nano"], True)
+        "upstream_timeout",
+        rec["estimate_nano"],
+        True,
+    )
 
 
 def test_upstream_down_costs_nothing(mem):
-    mem.proxy.settings = dataclasses.replace(mem.proxy.settings,
-                                             upstream_base_url="http://127.0.0.1:9")
+    mem.proxy.settings = dataclasses.replace(
+        mem.proxy.settings, upstream_base_url="http://127.0.0.1:9"
+    )
     resp = mem.call()
     assert resp.status_code == 502 and error_of(resp)["code"] == "upstream_unavailable"
     [rec] = records(mem)
@@ -148,8 +163,13 @@ def test_rpm_refuses_the_call_past_it(mem):
 
 def test_a_stream_is_booked_from_its_usage_chunk(mem):
     mem.upstream.push(Stream(chunks=3))
-    resp = mem.call(body={"model": "gpt-4o-mini", "stream": True,
-                          "messages": [{"role": "user", "content": "Hi"}]})
+    resp = mem.call(
+        body={
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "messages": [{"role": "user", "content": "Hi"}],
+        }
+    )
     assert resp.status_code == 200
     assert b"data: [DONE]" in resp.data
     [rec] = records(mem)
@@ -158,8 +178,9 @@ def test_a_stream_is_booked_from_its_usage_chunk(mem):
 
 
 def test_embeddings_are_booked_on_their_route(mem):
-    resp = mem.call(body={"model": "text-embedding-3-small", "input": "hello"},
-                    path="/v1/embeddings")
+    resp = mem.call(
+        body={"model": "text-embedding-3-small", "input": "hello"}, path="/v1/embeddings"
+    )
     assert resp.status_code == 200
     [rec] = records(mem)
     assert (rec["route"], rec["output_tokens"]) == ("embeddings", 0)

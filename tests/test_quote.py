@@ -12,14 +12,21 @@ from functions import pricing, quote
 from functions.errors import InvalidRequest
 from tests.conftest import bearer
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hi"}],
-        "max_tokens": 50}
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Say hi"}],
+    "max_tokens": 50,
+}
 DRY = {"x-tollgate-dry-run": "1"}
 
 
 def post(client, key, body, **headers):
-    return client.post("/v1/chat/completions", data=json.dumps(body),
-                       headers={**bearer(key), **headers}, content_type="application/json")
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps(body),
+        headers={**bearer(key), **headers},
+        content_type="application/json",
+    )
 
 
 def nano(usd: str | None) -> int | None:
@@ -41,10 +48,17 @@ def test_a_quote_names_estimate_price_and_room_and_books_nothing(client, world):
     q = r.get_json()
     assert q["object"] == "tollgate.quote" and q["would_be_admitted"] is True
     assert (q["model"], q["route"], q["project"], q["user"]) == (
-        "gpt-4o-mini", "chat", "demo", "bob")
+        "gpt-4o-mini",
+        "chat",
+        "demo",
+        "bob",
+    )
     assert q["estimate"]["output_tokens_cap"] == 50 and q["estimate"]["choices"] == 1
-    assert q["price"]["usd_per_1m_tokens"] == {"input": "0.15", "output": "0.6",
-                                               "cached_input": "0.075"}
+    assert q["price"]["usd_per_1m_tokens"] == {
+        "input": "0.15",
+        "output": "0.6",
+        "cached_input": "0.075",
+    }
     project, member = q["budgets"]
     assert (project["scope"], project["period"]) == ("project", month)
     assert nano(project["budget_usd"]) == 10 * 10**9
@@ -88,8 +102,10 @@ def test_a_quote_runs_every_check_of_a_call(client, world):
     assert world.upstream.received == [] and world.usage() == []
 
 
-@pytest.mark.parametrize("value, dry", [(None, False), ("", False), ("0", False),
-                                        ("false", False), ("1", True), ("TRUE", True)])
+@pytest.mark.parametrize(
+    "value, dry",
+    [(None, False), ("", False), ("0", False), ("false", False), ("1", True), ("TRUE", True)],
+)
 def test_the_header_reads_one_or_zero(value, dry):
     assert quote.wants_dry_run(value) is dry
 

@@ -13,13 +13,30 @@ from functions.report_csv import CSV_COLUMNS, record_json, to_csv
 
 TS = datetime(2026, 12, 3, 8, 30, 5, 250000, tzinfo=timezone(timedelta(hours=1)))
 RECORD = {
-    "ts": TS, "call_id": "call_1", "project": "demo", "user": "alice", "key_name": "laptop",
-    "model": "gpt-4o-mini", "upstream_model": "gpt-4o-mini-2024-07-18", "route": "chat",
-    "status": "ok", "http_status": 200, "input_tokens": 12, "cached_tokens": 0,
-    "cache_write_tokens": None, "output_tokens": 7, "reasoning_tokens": 0,
-    "cost_nano": 123_450, "estimate_nano": 5_000_000_000, "latency_ms": 812,
-    "streamed": True, "cached": False, "estimated": False, "tag": "nightly",
-    "request_id": "req_9", "not_a_column": "dropped",
+    "ts": TS,
+    "call_id": "call_1",
+    "project": "demo",
+    "user": "alice",
+    "key_name": "laptop",
+    "model": "gpt-4o-mini",
+    "upstream_model": "gpt-4o-mini-2024-07-18",
+    "route": "chat",
+    "status": "ok",
+    "http_status": 200,
+    "input_tokens": 12,
+    "cached_tokens": 0,
+    "cache_write_tokens": None,
+    "output_tokens": 7,
+    "reasoning_tokens": 0,
+    "cost_nano": 123_450,
+    "estimate_nano": 5_000_000_000,
+    "latency_ms": 812,
+    "streamed": True,
+    "cached": False,
+    "estimated": False,
+    "tag": "nightly",
+    "request_id": "req_9",
+    "not_a_column": "dropped",
 }
 
 
@@ -41,8 +58,9 @@ def test_record_json_times_are_iso_utc_with_z():
 
 
 def test_record_json_adds_usd_beside_every_nano_amount_as_an_exact_decimal_string():
-    out = record_json({"cost_nano": 123_450, "estimate_nano": 5 * 10**9, "refund_nano": -1,
-                       "unknown_nano": None})
+    out = record_json(
+        {"cost_nano": 123_450, "estimate_nano": 5 * 10**9, "refund_nano": -1, "unknown_nano": None}
+    )
     assert out["cost_usd"] == "0.000123450"
     assert out["estimate_usd"] == "5.000000000"
     assert out["refund_usd"] == "-0.000000001"
@@ -51,12 +69,10 @@ def test_record_json_adds_usd_beside_every_nano_amount_as_an_exact_decimal_strin
 
 
 def test_record_json_converts_nested_maps_and_lists():
-    out = record_json({"details": {"at": TS, "budget_nano": 10**9,
-                                   "history": [TS, {"when": TS}]}})
+    out = record_json({"details": {"at": TS, "budget_nano": 10**9, "history": [TS, {"when": TS}]}})
     d = out["details"]
     assert d["at"] == "2026-12-03T07:30:05.250000Z" and d["budget_usd"] == "1.000000000"
-    assert d["history"] == ["2026-12-03T07:30:05.250000Z",
-                            {"when": "2026-12-03T07:30:05.250000Z"}]
+    assert d["history"] == ["2026-12-03T07:30:05.250000Z", {"when": "2026-12-03T07:30:05.250000Z"}]
 
 
 def test_record_json_does_not_take_a_boolean_or_a_float_for_money():
@@ -116,29 +132,34 @@ def test_text_with_commas_quotes_and_newlines_round_trips():
 # --------------------------------------------------------------------------- CSV injection
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("=1+2", "'=1+2"),
-    ("+1", "'+1"),
-    ("-1", "'-1"),
-    ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
-    ('=HYPERLINK("http://evil.example","x")', '\'=HYPERLINK("http://evil.example","x")'),
-    ("  =1", "'  =1"),
-    ("\t=1", "'\t=1"),
-    ("\tplain", "'\tplain"),
-    ("\rplain", "'\rplain"),
-    ("ok;=1+2", "ok;'=1+2"),
-    ("ok,+1", "ok,'+1"),
-    ("ok|@x", "ok|'@x"),
-    ("ok\n-1", "ok\n'-1"),
-    ("=1;=2", "'=1;'=2"),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("=1+2", "'=1+2"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+        ('=HYPERLINK("http://evil.example","x")', '\'=HYPERLINK("http://evil.example","x")'),
+        ("  =1", "'  =1"),
+        ("\t=1", "'\t=1"),
+        ("\tplain", "'\tplain"),
+        ("\rplain", "'\rplain"),
+        ("ok;=1+2", "ok;'=1+2"),
+        ("ok,+1", "ok,'+1"),
+        ("ok|@x", "ok|'@x"),
+        ("ok\n-1", "ok\n'-1"),
+        ("=1;=2", "'=1;'=2"),
+    ],
+)
 def test_cells_a_spreadsheet_would_run_are_made_text(value, expected):
     for column in ("tag", "model", "user", "key_name", "call_id"):
         assert cell({column: value}, column) == expected
 
 
-@pytest.mark.parametrize("value", ["gpt-4o-mini", "a=b", "e-mail", "x+y", "alice@example.com",
-                                   "nightly build", "claude 3.5"])
+@pytest.mark.parametrize(
+    "value",
+    ["gpt-4o-mini", "a=b", "e-mail", "x+y", "alice@example.com", "nightly build", "claude 3.5"],
+)
 def test_ordinary_text_is_left_as_it_is(value):
     assert cell({"tag": value}, "tag") == value
 
@@ -149,4 +170,3 @@ def test_numbers_and_money_are_not_quoted_even_when_negative():
     got = dict(zip(header, row, strict=True))
     assert got["cost_usd"] == "-0.000000005" and got["estimate_usd"] == "-0.000000001"
     assert got["http_status"] == "-1" and got["latency_ms"] == "-3"
-

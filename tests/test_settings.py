@@ -25,8 +25,11 @@ INT_VARS = {  # variable: smallest accepted value
     "TOLLGATE_GRANT_DRAW_WINDOW_S": 1,
     "TOLLGATE_GRANT_CLOSE_MARGIN_S": 1,
 }
-FLOAT_VARS = ("TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_S", "TOLLGATE_UPSTREAM_TIMEOUT_S",
-              "TOLLGATE_RECONCILE_DRIFT_PERCENT")
+FLOAT_VARS = (
+    "TOLLGATE_UPSTREAM_CONNECT_TIMEOUT_S",
+    "TOLLGATE_UPSTREAM_TIMEOUT_S",
+    "TOLLGATE_RECONCILE_DRIFT_PERCENT",
+)
 
 
 def load(**env: str) -> Settings:
@@ -66,10 +69,19 @@ def test_defaults_are_the_documented_ones():
 
 
 def test_empty_or_blank_values_mean_the_default():
-    blank = {name: "  " for name in (*INT_VARS, *FLOAT_VARS, "TOLLGATE_DATABASE",
-                                     "OPENAI_BASE_URL", "TOLLGATE_SECRETS_FILE",
-                                     "TOLLGATE_USAGE_API_BASE_URL", "TOLLGATE_SECRET_BACKEND",
-                                     "TOLLGATE_OIDC_CERTS_URL")}
+    blank = {
+        name: "  "
+        for name in (
+            *INT_VARS,
+            *FLOAT_VARS,
+            "TOLLGATE_DATABASE",
+            "OPENAI_BASE_URL",
+            "TOLLGATE_SECRETS_FILE",
+            "TOLLGATE_USAGE_API_BASE_URL",
+            "TOLLGATE_SECRET_BACKEND",
+            "TOLLGATE_OIDC_CERTS_URL",
+        )
+    }
     assert load(**blank) == load()
 
 
@@ -137,8 +149,9 @@ def test_the_project_falls_back_to_googles_variables_in_order():
     assert Settings.from_env({**both, "TOLLGATE_GCP_PROJECT": " t "}).gcp_project == "t"
 
 
-@pytest.mark.parametrize("env", [{}, {"TOLLGATE_GCP_PROJECT": "   "},
-                                 {"FIRESTORE_EMULATOR_HOST": "localhost:8080"}])
+@pytest.mark.parametrize(
+    "env", [{}, {"TOLLGATE_GCP_PROJECT": "   "}, {"FIRESTORE_EMULATOR_HOST": "localhost:8080"}]
+)
 def test_no_project_is_an_error_naming_the_variable(env):
     assert "TOLLGATE_GCP_PROJECT" in bad(env)
 
@@ -255,8 +268,7 @@ def variables_read() -> set[str]:
     # the last fallback project so that all three project variables are asked for
     spy = _Spy({"GCLOUD_PROJECT": "p"})
     Settings.from_env(spy)
-    from_source = set(re.findall(r"\"([A-Z][A-Z0-9_]{3,})\"",
-                                 inspect.getsource(Settings.from_env)))
+    from_source = set(re.findall(r"\"([A-Z][A-Z0-9_]{3,})\"", inspect.getsource(Settings.from_env)))
     return spy.asked | from_source
 
 
@@ -273,8 +285,15 @@ def readme_variables() -> set[str]:
 
 def test_the_spy_sees_the_variables_read():
     asked = variables_read()
-    assert {"TOLLGATE_GCP_PROJECT", "GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT",
-            "FIRESTORE_EMULATOR_HOST", "TOLLGATE_ESCROW", *INT_VARS, *FLOAT_VARS} <= asked
+    assert {
+        "TOLLGATE_GCP_PROJECT",
+        "GOOGLE_CLOUD_PROJECT",
+        "GCLOUD_PROJECT",
+        "FIRESTORE_EMULATOR_HOST",
+        "TOLLGATE_ESCROW",
+        *INT_VARS,
+        *FLOAT_VARS,
+    } <= asked
 
 
 def test_the_readme_configuration_table_lists_every_variable_from_env_reads():

@@ -15,12 +15,25 @@ from functions import sse
 CHAT_ID = "chatcmpl-abc"
 
 
-def chat_chunk(content: str | None = None, *, usage: object = None, choices: object = ...,
-               model: str = "gpt-4o-mini-2024-07-18", tier: str = "default") -> bytes:
-    obj: dict[str, object] = {"id": CHAT_ID, "object": "chat.completion.chunk",
-                              "model": model, "service_tier": tier}
-    obj["choices"] = ([{"index": 0, "delta": {"content": content}, "finish_reason": None}]
-                      if choices is ... else choices)
+def chat_chunk(
+    content: str | None = None,
+    *,
+    usage: object = None,
+    choices: object = ...,
+    model: str = "gpt-4o-mini-2024-07-18",
+    tier: str = "default",
+) -> bytes:
+    obj: dict[str, object] = {
+        "id": CHAT_ID,
+        "object": "chat.completion.chunk",
+        "model": model,
+        "service_tier": tier,
+    }
+    obj["choices"] = (
+        [{"index": 0, "delta": {"content": content}, "finish_reason": None}]
+        if choices is ...
+        else choices
+    )
     if usage is not None:
         obj["usage"] = usage
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
@@ -46,8 +59,13 @@ def feed_all(chunks: list[bytes]) -> tuple[list[bytes], bytes]:
 
 
 USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
-CHAT_STREAM = (chat_chunk("Hel") + chat_chunk("lo, wörld") + b": keepalive\n\n"
-               + chat_chunk(choices=[], usage=USAGE) + b"data: [DONE]\n\n")
+CHAT_STREAM = (
+    chat_chunk("Hel")
+    + chat_chunk("lo, wörld")
+    + b": keepalive\n\n"
+    + chat_chunk(choices=[], usage=USAGE)
+    + b"data: [DONE]\n\n"
+)
 
 
 # --------------------------------------------------------------------------- EventBuffer
@@ -61,10 +79,10 @@ def test_one_chunk_with_several_events_yields_each_with_its_blank_line():
 
 def test_an_event_split_across_reads_is_held_until_its_blank_line():
     buf = sse.EventBuffer()
-    assert buf.feed(b"data: {\"a\":") == []
-    assert buf.pending == b"data: {\"a\":"
+    assert buf.feed(b'data: {"a":') == []
+    assert buf.pending == b'data: {"a":'
     assert buf.feed(b" 1}\n") == []
-    assert buf.feed(b"\n") == [b"data: {\"a\": 1}\n\n"]
+    assert buf.feed(b"\n") == [b'data: {"a": 1}\n\n']
     assert buf.pending == b""
 
 
@@ -95,7 +113,7 @@ def test_a_comment_keepalive_is_passed_on_as_its_own_event_with_no_data():
 
 
 def test_a_multibyte_character_split_between_reads_arrives_whole():
-    raw = "data: {\"t\": \"héllo 日本\"}\n\n".encode()
+    raw = 'data: {"t": "héllo 日本"}\n\n'.encode()
     cut = raw.index("é".encode()) + 1  # inside the two bytes of é
     events, _ = feed_all([raw[:cut], raw[cut:]])
     assert events == [raw]
@@ -103,16 +121,18 @@ def test_a_multibyte_character_split_between_reads_arrives_whole():
 
 
 def test_a_realistic_stream_fed_one_byte_at_a_time():
-    events, pending = feed_all([CHAT_STREAM[i:i + 1] for i in range(len(CHAT_STREAM))])
+    events, pending = feed_all([CHAT_STREAM[i : i + 1] for i in range(len(CHAT_STREAM))])
     assert len(events) == 5 and pending == b""
     assert b"".join(events) == CHAT_STREAM
     assert sse.parse(events[-1]).data == "[DONE]"
 
 
 _STREAM_BYTES = st.lists(
-    st.sampled_from([b"data: ", b"event: x", b"{\"k\": 1}", b"\r", b"\n", b":", b" ",
-                     "é".encode(), b"[DONE]"]),
-    max_size=40).map(b"".join)
+    st.sampled_from(
+        [b"data: ", b"event: x", b'{"k": 1}', b"\r", b"\n", b":", b" ", "é".encode(), b"[DONE]"]
+    ),
+    max_size=40,
+).map(b"".join)
 
 
 @settings(max_examples=300, deadline=None)
@@ -130,7 +150,7 @@ def test_any_split_of_a_byte_stream_into_chunks_yields_the_same_events(data, cut
 
 
 def test_parse_reads_the_event_name_and_data():
-    ev = sse.parse(b"event: response.completed\ndata: {\"type\": \"x\"}\n\n")
+    ev = sse.parse(b'event: response.completed\ndata: {"type": "x"}\n\n')
     assert ev.event == "response.completed"
     assert ev.json() == {"type": "x"}
 
@@ -159,9 +179,10 @@ def test_unicode_line_separators_inside_json_data_do_not_split_the_line(sep):
     # JSON strings may hold U+2028/U+2029/U+0085 unescaped; SSE ends lines only at CR/LF.
     # Splitting there lost the rest of the event (a Responses stream's final event
     # carries the output text: its usage would be missed and the stream called cut).
-    payload = json.dumps({"type": "response.completed",
-                          "response": {"output_text": f"a{sep}b", "usage": {"x": 1}}},
-                         ensure_ascii=False)
+    payload = json.dumps(
+        {"type": "response.completed", "response": {"output_text": f"a{sep}b", "usage": {"x": 1}}},
+        ensure_ascii=False,
+    )
     ev = sse.parse(f"event: response.completed\ndata: {payload}\n\n".encode())
     assert ev.json() == json.loads(payload)
 
@@ -180,14 +201,20 @@ def test_error_event_is_one_event_the_sdk_reads_as_an_api_error():
     assert events == [raw] and pending == b""
     ev = sse.parse(raw)
     assert ev.event == "error"
-    assert ev.json() == {"error": {"message": 'upstream said "no"\n\nthen left',
-                                   "type": "api_error", "param": None,
-                                   "code": "upstream_cut"}}
+    assert ev.json() == {
+        "error": {
+            "message": 'upstream said "no"\n\nthen left',
+            "type": "api_error",
+            "param": None,
+            "code": "upstream_cut",
+        }
+    }
 
 
 def test_error_event_after_a_complete_stream_is_still_a_separate_event():
-    events, _ = feed_all([CHAT_STREAM[:-len(b"data: [DONE]\n\n")],
-                          sse.error_event("cut", "upstream_cut")])
+    events, _ = feed_all(
+        [CHAT_STREAM[: -len(b"data: [DONE]\n\n")], sse.error_event("cut", "upstream_cut")]
+    )
     assert sse.parse(events[-1]).json()["error"]["code"] == "upstream_cut"
 
 
@@ -210,8 +237,9 @@ def test_chat_meter_reads_text_usage_model_and_tier_and_flags_only_the_usage_chu
 
 
 def test_chat_meter_ignores_the_explicit_null_usage_of_ordinary_chunks():
-    meter, flags = meter_over("chat", chat_chunk("a", usage=None) + b"data: {\"usage\": null,"
-                              b" \"choices\": []}\n\n")
+    meter, flags = meter_over(
+        "chat", chat_chunk("a", usage=None) + b'data: {"usage": null, "choices": []}\n\n'
+    )
     assert flags == [False, False] and meter.usage is None
 
 
@@ -235,19 +263,31 @@ def test_done_with_surrounding_whitespace_finishes_the_stream():
 
 
 def test_completions_meter_reads_choice_text_not_deltas():
-    body = {"id": "cmpl-1", "model": "gpt-3.5-turbo-instruct",
-            "choices": [{"text": "Once", "index": 0}, {"text": " upon", "index": 1}]}
+    body = {
+        "id": "cmpl-1",
+        "model": "gpt-3.5-turbo-instruct",
+        "choices": [{"text": "Once", "index": 0}, {"text": " upon", "index": 1}],
+    }
     chat_like = {"choices": [{"delta": {"content": "ignored"}}]}
-    meter, _ = meter_over("completions", b"data: " + json.dumps(body).encode() + b"\n\n"
-                          + b"data: " + json.dumps(chat_like).encode() + b"\n\n")
+    meter, _ = meter_over(
+        "completions",
+        b"data: "
+        + json.dumps(body).encode()
+        + b"\n\n"
+        + b"data: "
+        + json.dumps(chat_like).encode()
+        + b"\n\n",
+    )
     assert meter.seen_text == "Once upon"
     assert meter.model == "gpt-3.5-turbo-instruct"
 
 
 def test_chat_meter_ignores_choices_and_deltas_of_the_wrong_shape():
     odd = {"choices": ["x", {"delta": None}, {"delta": {"content": 5}}, {"text": "no"}]}
-    meter, flags = meter_over("chat", b"data: " + json.dumps(odd).encode() + b"\n\n"
-                              + b"data: [1, 2]\n\ndata: not json\n\n")
+    meter, flags = meter_over(
+        "chat",
+        b"data: " + json.dumps(odd).encode() + b"\n\n" + b"data: [1, 2]\n\ndata: not json\n\n",
+    )
     assert flags == [False, False, False]
     assert meter.seen_text == "" and meter.usage is None
 
@@ -256,16 +296,17 @@ RESP_USAGE = {"input_tokens": 9, "output_tokens": 4, "total_tokens": 13}
 
 
 def responses_stream(terminal: str = "response.completed") -> bytes:
-    started = {"id": "resp_1", "model": "gpt-4o-mini-2099", "service_tier": "auto",
-               "usage": None}
+    started = {"id": "resp_1", "model": "gpt-4o-mini-2099", "service_tier": "auto", "usage": None}
     final = {**started, "service_tier": "default", "usage": RESP_USAGE}
-    return (responses_event("response.created", response=started)
-            + responses_event("response.in_progress", response=started)
-            + responses_event("response.reasoning_summary_text.delta", delta="think ")
-            + responses_event("response.output_text.delta", delta="Hi")
-            + responses_event("response.output_text.delta", delta=" there")
-            + responses_event("response.output_text.done", text="Hi there")
-            + responses_event(terminal, response=final))
+    return (
+        responses_event("response.created", response=started)
+        + responses_event("response.in_progress", response=started)
+        + responses_event("response.reasoning_summary_text.delta", delta="think ")
+        + responses_event("response.output_text.delta", delta="Hi")
+        + responses_event("response.output_text.delta", delta=" there")
+        + responses_event("response.output_text.done", text="Hi there")
+        + responses_event(terminal, response=final)
+    )
 
 
 @pytest.mark.parametrize("terminal", sse.RESPONSES_TERMINAL)
@@ -298,10 +339,12 @@ def test_a_chat_shaped_usage_chunk_on_the_responses_route_is_not_usage():
 
 
 def test_a_responses_answer_holding_a_line_separator_is_still_billed_and_finished():
-    final = {"id": "resp_3", "output": [{"content": [{"text": "line\u2028next"}]}],
-             "usage": RESP_USAGE}
-    payload = json.dumps({"type": "response.completed", "response": final},
-                         ensure_ascii=False)
+    final = {
+        "id": "resp_3",
+        "output": [{"content": [{"text": "line\u2028next"}]}],
+        "usage": RESP_USAGE,
+    }
+    payload = json.dumps({"type": "response.completed", "response": final}, ensure_ascii=False)
     raw = f"event: response.completed\ndata: {payload}\n\n".encode()
     meter, _ = meter_over("responses", raw)
     assert meter.finished and meter.usage == RESP_USAGE

@@ -28,9 +28,12 @@ MARK = "TOLLGATE_STACK_TEST_MARK"  # inherited by every process the stack starts
 
 
 def stack_env(mark: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "FIRESTORE_EMULATOR_HOST",
-                        "TOLLGATE_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "FIRESTORE_EMULATOR_HOST", "TOLLGATE_PORT")
+    }
     return {**env, MARK: mark}
 
 
@@ -43,8 +46,9 @@ def marked(mark: str) -> dict[int, str]:
             continue
         try:
             if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(
-                    b"\0", b" ").decode(errors="replace")
+                found[int(entry.name)] = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
         except OSError:
             continue  # gone meanwhile, or not ours to read
     return found
@@ -104,11 +108,19 @@ def occupied(ports: list[int]) -> Iterator[list[int]]:
 
 
 def test_local_stack_smoke():
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "FIRESTORE_EMULATOR_HOST")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "FIRESTORE_EMULATOR_HOST")
+    }
     out = subprocess.run(
         [sys.executable, "-m", "scripts.stack", "--smoke", "--port", str(free_port())],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "curl -s http://127.0.0.1:" in out.stdout and "Authorization: alice tg_" in out.stdout
     assert "smoke: 'Hello from the fake upstream.' booked as call_" in out.stdout
@@ -121,15 +133,25 @@ def test_audit12_stack_moves_off_taken_default_ports_and_leaves_nothing_running(
     mark = secrets.token_hex(8)
     defaults = [stack.DEFAULT_PORT + i for i in range(3)]
     with occupied(defaults):
-        out = subprocess.run([sys.executable, "-m", "scripts.stack", "--smoke"], cwd=ROOT,
-                             env=stack_env(mark), capture_output=True, text=True, timeout=240)
+        out = subprocess.run(
+            [sys.executable, "-m", "scripts.stack", "--smoke"],
+            cwd=ROOT,
+            env=stack_env(mark),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         hits = list(Dummy.hits)
     try:
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         assert "in use by another process: the functions use the free ports" in out.stdout
-        ports = {name: int(port) for name, port in re.findall(
-            r"(openai function|admin function|log page) +: http://127\.0\.0\.1:(\d+)",
-            out.stdout)}
+        ports = {
+            name: int(port)
+            for name, port in re.findall(
+                r"(openai function|admin function|log page) +: http://127\.0\.0\.1:(\d+)",
+                out.stdout,
+            )
+        }
         assert len(ports) == 3 and not set(ports.values()) & set(defaults), ports
         assert "smoke: 'Hello from the fake upstream.' booked as call_" in out.stdout
         assert "Traceback" not in out.stderr and "stopped." in out.stdout
@@ -144,9 +166,14 @@ def test_audit12_stack_fails_clearly_on_a_taken_explicit_port():
     with occupied([first + 1]) as ours:
         if not ours:
             pytest.skip(f"port {first + 1} is busy")
-        out = subprocess.run([sys.executable, "-m", "scripts.stack", "--smoke", "--port",
-                              str(first)], cwd=ROOT, env=stack_env(mark),
-                             capture_output=True, text=True, timeout=240)
+        out = subprocess.run(
+            [sys.executable, "-m", "scripts.stack", "--smoke", "--port", str(first)],
+            cwd=ROOT,
+            env=stack_env(mark),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         hits = list(Dummy.hits)
     try:
         assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
@@ -172,8 +199,12 @@ def test_audit12_stack_takes_only_its_own_process_as_up():
             stack.wait_for_function("openai", alive, port, timeout_s=10)
     assert not stack.answers_as("log", 200, "text/plain", b"hello")
     assert not stack.answers_as("openai", 200, "application/json", b"{}")
-    assert stack.answers_as("openai", 401, "application/json",
-                            b'{"error": {"message": "A Tollgate proxy key is needed"}}')
+    assert stack.answers_as(
+        "openai",
+        401,
+        "application/json",
+        b'{"error": {"message": "A Tollgate proxy key is needed"}}',
+    )
 
 
 def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:
@@ -193,9 +224,14 @@ def test_audit12_stack_stops_everything_it_started_on_sigterm(when: str):
     """SIGTERM while the emulator starts (the Java process is up, nothing answers yet), or
     once everything runs: the stack stops every process it started, emulator included."""
     mark = secrets.token_hex(8)
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.stack"], cwd=ROOT,
-                            env=stack_env(mark), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scripts.stack"],
+        cwd=ROOT,
+        env=stack_env(mark),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines, seen = _lines(proc), []
     try:
         deadline = time.monotonic() + 180

@@ -16,14 +16,18 @@ from functions.store import make_client
 
 @pytest.fixture
 def client(db: firestore.Client, gcp_project: str) -> Any:
-    c = make_client(Settings.from_env({"TOLLGATE_GCP_PROJECT": gcp_project,
-                                       "FIRESTORE_EMULATOR_HOST": db._emulator_host}))
+    c = make_client(
+        Settings.from_env(
+            {"TOLLGATE_GCP_PROJECT": gcp_project, "FIRESTORE_EMULATOR_HOST": db._emulator_host}
+        )
+    )
     yield c
     c.close()
 
 
 def test_reads_run_on_the_calling_thread_and_see_what_was_written(
-        client: Any, db: firestore.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    client: Any, db: firestore.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     refs = [db.collection("c").document(f"d{i}") for i in range(7)]
     for i, ref in enumerate(refs):
         ref.set({"i": i})
@@ -52,18 +56,24 @@ def test_reads_run_on_the_calling_thread_and_see_what_was_written(
     assert started, "the stock client starts a thread per streamed read"
 
 
-@pytest.mark.parametrize(("error", "resumed"), [
-    (exceptions.ServiceUnavailable("blip"), True),
-    (exceptions.DeadlineExceeded("slow"), True),
-    (exceptions.PermissionDenied("no"), False),
-])
-def test_a_query_stream_that_fails_asks_its_retry_instead_of_crashing(error, resumed,
-                                                                       monkeypatch):
+@pytest.mark.parametrize(
+    ("error", "resumed"),
+    [
+        (exceptions.ServiceUnavailable("blip"), True),
+        (exceptions.DeadlineExceeded("slow"), True),
+        (exceptions.PermissionDenied("no"), False),
+    ],
+)
+def test_a_query_stream_that_fails_asks_its_retry_instead_of_crashing(error, resumed, monkeypatch):
     """google-cloud-firestore looks up ``transport.run_query._retry`` when a stream
     fails (a bare gRPC stub: an AttributeError, a 500); make_client lends it one."""
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:1")  # never dialled here
     db = make_client(Settings(gcp_project="test-retry", emulator_host="127.0.0.1:1"))
     q = db.collection("usage").where(filter=FieldFilter("project", "==", "p"))
     for streamed in (q, q.count()):
-        assert streamed._retry_query_after_exception(  # type: ignore[union-attr]
-            error, gapic_v1.method.DEFAULT, None) is resumed
+        assert (
+            streamed._retry_query_after_exception(  # type: ignore[union-attr]
+                error, gapic_v1.method.DEFAULT, None
+            )
+            is resumed
+        )

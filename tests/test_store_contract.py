@@ -24,12 +24,12 @@ def write(db: firestore.Client, docs: Docs) -> None:
 
 
 def dump(db: firestore.Client) -> Docs:
-    return {c: {s.id: s.to_dict() or {} for s in db.collection(c).stream()}
-            for c in COLLECTIONS}
+    return {c: {s.id: s.to_dict() or {} for s in db.collection(c).stream()} for c in COLLECTIONS}
 
 
-def both(db: firestore.Client, docs: Docs, usage: list[dict[str, Any]] = ()
-         ) -> tuple[Store, MemoryStore]:
+def both(
+    db: firestore.Client, docs: Docs, usage: list[dict[str, Any]] = ()
+) -> tuple[Store, MemoryStore]:
     write(db, docs)
     for rec in usage:
         db.collection("usage").document(rec["call_id"]).set(rec)
@@ -43,8 +43,10 @@ def keys() -> dict[str, str]:
 
 def test_a_calls_context_is_the_same_from_both(db, keys):
     docs = seed_docs(keys)
-    docs["limits"] = {"demo|gpt-4o-mini": {"budget_nano": 5, "rpm": 3, "tpm": None},
-                      "demo|bob|gpt-4o-mini": {"budget_nano": 2, "budget_soft": True}}
+    docs["limits"] = {
+        "demo|gpt-4o-mini": {"budget_nano": 5, "rpm": 3, "tpm": None},
+        "demo|bob|gpt-4o-mini": {"budget_nano": 2, "budget_soft": True},
+    }
     real, mem = both(db, docs)
     for user in ("alice", "bob"):
         kh = auth.key_hash(keys[user])
@@ -55,7 +57,9 @@ def test_a_calls_context_is_the_same_from_both(db, keys):
     bob = real.load_call_context(auth.key_hash(keys["bob"]), "gpt-4o-mini")
     assert bob is not None and bob.member_model_limit is not None
     assert (bob.model_limit, bob.member_model_limit.budget_soft) == (
-        mem.load_call_context(auth.key_hash(keys["bob"]), "gpt-4o-mini").model_limit, True)
+        mem.load_call_context(auth.key_hash(keys["bob"]), "gpt-4o-mini").model_limit,
+        True,
+    )
     assert real.load_call_context("0" * 64, None) is mem.load_call_context("0" * 64, None) is None
 
 
@@ -74,28 +78,53 @@ def test_a_context_whose_user_or_project_is_gone_has_none_in_both(db, keys):
 def test_models_external_keys_and_origins_are_the_same(db, keys):
     docs = seed_docs(keys)
     docs["projects"]["web"] = {"id": "web", "cors_origins": ["https://app.example.com"]}
-    docs["projects"]["old"] = {"id": "old", "archived": True,
-                               "cors_origins": ["https://old.example.com"]}
+    docs["projects"]["old"] = {
+        "id": "old",
+        "archived": True,
+        "cors_origins": ["https://old.example.com"],
+    }
     real, mem = both(db, docs)
     assert real.models() == mem.models() and len(real.models()) == 2
     ids = ["text-embedding-3-small", "nope", "gpt-4o-mini"]
-    assert sorted(m.id for m in real.models(ids)) == sorted(m.id for m in mem.models(ids)) == [
-        "gpt-4o-mini", "text-embedding-3-small"]
+    assert (
+        sorted(m.id for m in real.models(ids))
+        == sorted(m.id for m in mem.models(ids))
+        == ["gpt-4o-mini", "text-embedding-3-small"]
+    )
     assert real.external_key("main") == mem.external_key("main") is not None
     assert real.external_key("gone") is mem.external_key("gone") is None
-    for origin, listed in (("https://app.example.com", True), ("https://old.example.com", False),
-                           ("https://evil.example.com", False)):
+    for origin, listed in (
+        ("https://app.example.com", True),
+        ("https://old.example.com", False),
+        ("https://evil.example.com", False),
+    ):
         assert real.origin_listed(origin) is mem.origin_listed(origin) is listed, origin
 
 
 def test_an_earlier_responses_tokens_are_found_only_in_its_project(db, keys):
-    usage = [{"call_id": "call_1", "project": "demo", "response_id": "resp_1",
-              "input_tokens": 10, "output_tokens": 5},
-             {"call_id": "call_2", "project": "other", "response_id": "resp_2",
-              "input_tokens": 99, "output_tokens": 1}]
+    usage = [
+        {
+            "call_id": "call_1",
+            "project": "demo",
+            "response_id": "resp_1",
+            "input_tokens": 10,
+            "output_tokens": 5,
+        },
+        {
+            "call_id": "call_2",
+            "project": "other",
+            "response_id": "resp_2",
+            "input_tokens": 99,
+            "output_tokens": 1,
+        },
+    ]
     real, mem = both(db, seed_docs(keys), usage)
-    for project, rid, want in (("demo", "resp_1", 15), ("demo", "resp_2", None),
-                               ("other", "resp_2", 100), ("demo", "resp_3", None)):
+    for project, rid, want in (
+        ("demo", "resp_1", 15),
+        ("demo", "resp_2", None),
+        ("other", "resp_2", 100),
+        ("demo", "resp_3", None),
+    ):
         assert real.response_tokens(project, rid) == mem.response_tokens(project, rid) == want
 
 

@@ -92,21 +92,37 @@ def test_forwarded_names_are_lower_case_whatever_the_client_sent():
 
 def test_response_headers_drop_what_names_the_organisation_or_the_connection():
     upstream = {
-        "Content-Type": "application/json", "X-Request-Id": "req_1",
-        "OpenAI-Processing-Ms": "12", "OpenAI-Version": "2020-10-01",
-        "x-ratelimit-remaining-requests": "9", "x-ratelimit-reset-tokens": "6ms",
+        "Content-Type": "application/json",
+        "X-Request-Id": "req_1",
+        "OpenAI-Processing-Ms": "12",
+        "OpenAI-Version": "2020-10-01",
+        "x-ratelimit-remaining-requests": "9",
+        "x-ratelimit-reset-tokens": "6ms",
         "Retry-After": "3",
-        "OpenAI-Organization": "org-secret", "openai-project": "proj_secret",
-        "Set-Cookie": "__cf_bm=x", "Connection": "keep-alive", "Keep-Alive": "timeout=5",
-        "Transfer-Encoding": "chunked", "Content-Length": "10", "Content-Encoding": "gzip",
-        "Alt-Svc": "h3", "CF-RAY": "abc", "Server": "cloudflare", "Date": "today",
-        "Strict-Transport-Security": "max-age=1", "Trailer": "x", "Upgrade": "h2",
+        "OpenAI-Organization": "org-secret",
+        "openai-project": "proj_secret",
+        "Set-Cookie": "__cf_bm=x",
+        "Connection": "keep-alive",
+        "Keep-Alive": "timeout=5",
+        "Transfer-Encoding": "chunked",
+        "Content-Length": "10",
+        "Content-Encoding": "gzip",
+        "Alt-Svc": "h3",
+        "CF-RAY": "abc",
+        "Server": "cloudflare",
+        "Date": "today",
+        "Strict-Transport-Security": "max-age=1",
+        "Trailer": "x",
+        "Upgrade": "h2",
         "Proxy-Authenticate": "Basic",
     }
     assert response_headers(upstream) == {
-        "content-type": "application/json", "x-request-id": "req_1",
-        "openai-processing-ms": "12", "openai-version": "2020-10-01",
-        "x-ratelimit-remaining-requests": "9", "x-ratelimit-reset-tokens": "6ms",
+        "content-type": "application/json",
+        "x-request-id": "req_1",
+        "openai-processing-ms": "12",
+        "openai-version": "2020-10-01",
+        "x-ratelimit-remaining-requests": "9",
+        "x-ratelimit-reset-tokens": "6ms",
         "retry-after": "3",
     }
 
@@ -121,8 +137,9 @@ def client() -> Iterator[Upstream]:
     up.pool.clear()
 
 
-def post(up: Upstream, base: str, body: dict, *, stream: bool = False,
-         path: str = "/chat/completions") -> UpstreamResponse:
+def post(
+    up: Upstream, base: str, body: dict, *, stream: bool = False, path: str = "/chat/completions"
+) -> UpstreamResponse:
     headers = forward_headers({"User-Agent": "tests"}, UPSTREAM_SECRET)
     return up.post(base + path, json.dumps(body).encode(), headers, stream=stream)
 
@@ -175,8 +192,9 @@ def test_a_refused_connection_is_upstream_unavailable(client):
     assert info.value.status == 502 and "127.0.0.1" not in info.value.message
 
 
-@pytest.mark.parametrize("url", ["http://[::1/v1/chat/completions", "not a url",
-                                 "ftp://127.0.0.1/v1"])
+@pytest.mark.parametrize(
+    "url", ["http://[::1/v1/chat/completions", "not a url", "ftp://127.0.0.1/v1"]
+)
 def test_a_url_that_cannot_be_used_is_upstream_unavailable(client, url):
     with pytest.raises(UpstreamUnavailable):
         client.post(url, b"{}", {})
@@ -218,8 +236,10 @@ def test_a_stream_is_read_chunk_by_chunk_as_it_arrives(client, upstream):
     events, arrivals = read_stream(r)
     r.close()
     assert events[-1].data == "[DONE]"
-    assert "".join(e.json()["choices"][0]["delta"].get("content") or ""
-                   for e in events[:-1]) == "word " * 4
+    assert (
+        "".join(e.json()["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+        == "word " * 4
+    )
     # not buffered until the end: the events came spread over the stream's life
     assert arrivals[-1] - arrivals[0] >= 0.2
     [got] = upstream.received

@@ -37,10 +37,12 @@ REFUSALS = [
     ("string_list", lambda: v.string_list({"models": "gpt-4o"}, "models"), "models"),
     ("only_fields", lambda: v.only_fields({"name": "x", "bogus": 1}, {"name"}), "bogus"),
     ("usd_per_mtok missing", lambda: v.usd_per_mtok({}, "input", required=True), "input"),
-    ("usd_per_mtok bad", lambda: v.usd_per_mtok({"input": "cheap"}, "input", required=True),
-     "input"),
-    ("windows", lambda: v.windows({"windows": {}}, "monthly", ("daily", "monthly")),
-     "windows"),
+    (
+        "usd_per_mtok bad",
+        lambda: v.usd_per_mtok({"input": "cheap"}, "input", required=True),
+        "input",
+    ),
+    ("windows", lambda: v.windows({"windows": {}}, "monthly", ("daily", "monthly")), "windows"),
 ]
 
 
@@ -66,8 +68,27 @@ def test_ident_accepts(good):
     assert v.path_id(good, "id") == good
 
 
-@pytest.mark.parametrize("bad", ["", "-a", ".a", "_a", "@a", "a b", "a/b", "é", "x" * 129,
-                                 5, None, ["a"], "abc\n", "abc\r", "a\nb", "\nabc"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "-a",
+        ".a",
+        "_a",
+        "@a",
+        "a b",
+        "a/b",
+        "é",
+        "x" * 129,
+        5,
+        None,
+        ["a"],
+        "abc\n",
+        "abc\r",
+        "a\nb",
+        "\nabc",
+    ],
+)
 def test_ident_refuses(bad):
     assert refused(v.ident, {"id": bad}, "id").param == "id"
 
@@ -100,9 +121,21 @@ def test_email_accepts(good):
     assert v.email({"email": good}) == good
 
 
-@pytest.mark.parametrize("bad", ["alice", "a@b@c", "a @b.c", "a@b c", "@b.c", "a@",
-                                 "alice@example.com\n", "x" * 65 + "@b.c",
-                                 "a@" + "b" * 256, 42])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "alice",
+        "a@b@c",
+        "a @b.c",
+        "a@b c",
+        "@b.c",
+        "a@",
+        "alice@example.com\n",
+        "x" * 65 + "@b.c",
+        "a@" + "b" * 256,
+        42,
+    ],
+)
 def test_email_refuses(bad):
     assert refused(v.email, {"email": bad}).param == "email"
 
@@ -147,42 +180,59 @@ def test_integer_default_bounds_refuse_negatives_and_huge():
 NANO = 1_000_000_000
 
 
-@pytest.mark.parametrize(("value", "nano"), [
-    ("12.50", 12_500_000_000),
-    ("0", 0),
-    (0, 0),
-    (12, 12 * NANO),
-    (" 7 ", 7 * NANO),
-    ("0.000000001", 1),
-    ("1.123456789", 1_123_456_789),
-    ("1.500000000000", 1_500_000_000),  # trailing zeros are not decimals
-    (0.1, 100_000_000),  # the JSON number 0.1 is 10 cents, not 0.1000000000000000055…
-    (19.99, 19_990_000_000),
-    ("1e3", 1000 * NANO),
-    ("1000000000", 1_000_000_000 * NANO),  # the maximum
-])
+@pytest.mark.parametrize(
+    ("value", "nano"),
+    [
+        ("12.50", 12_500_000_000),
+        ("0", 0),
+        (0, 0),
+        (12, 12 * NANO),
+        (" 7 ", 7 * NANO),
+        ("0.000000001", 1),
+        ("1.123456789", 1_123_456_789),
+        ("1.500000000000", 1_500_000_000),  # trailing zeros are not decimals
+        (0.1, 100_000_000),  # the JSON number 0.1 is 10 cents, not 0.1000000000000000055…
+        (19.99, 19_990_000_000),
+        ("1e3", 1000 * NANO),
+        ("1000000000", 1_000_000_000 * NANO),  # the maximum
+    ],
+)
 def test_usd_nano_reads_dollars_exactly(value, nano):
     got = v.usd_nano({"budget_usd": value})
     assert got == nano and type(got) is int
 
 
-@pytest.mark.parametrize("bad", [
-    "0.0000000001",  # 10 decimals
-    "1.1234567891",
-    0.30000000000000004,  # 0.1 + 0.2 as a float: 17 decimals
-    1e-10,
-    "-1", -0.5,
-    "1000000000.000000001", 1e10,
-    "NaN", "Infinity", "-Infinity", "sNaN",
-    "twelve", "", "12,50", "$5",
-    True, False, [], {"usd": 1}, object(),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "0.0000000001",  # 10 decimals
+        "1.1234567891",
+        0.30000000000000004,  # 0.1 + 0.2 as a float: 17 decimals
+        1e-10,
+        "-1",
+        -0.5,
+        "1000000000.000000001",
+        1e10,
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "sNaN",
+        "twelve",
+        "",
+        "12,50",
+        "$5",
+        True,
+        False,
+        [],
+        {"usd": 1},
+        object(),
+    ],
+)
 def test_usd_nano_refuses(bad):
     assert refused(v.usd_nano, {"budget_usd": bad}).param == "budget_usd"
 
 
-@pytest.mark.parametrize("bad", ["1e999999", "1E+999999999", 1e300, "1e-999999999",
-                                 "1e-1000"])
+@pytest.mark.parametrize("bad", ["1e999999", "1E+999999999", 1e300, "1e-999999999", "1e-1000"])
 def test_usd_nano_refuses_extreme_exponents_with_a_400(bad):
     # not a 500 from decimal.Overflow, and not a tiny amount silently rounded to 0
     assert refused(v.usd_nano, {"budget_usd": bad}).param == "budget_usd"
@@ -204,7 +254,8 @@ def test_timestamp_with_a_zone():
     assert plus1 == datetime(2026, 11, 23, 10, tzinfo=UTC)
     assert plus1.utcoffset() == timedelta(hours=1)
     assert v.timestamp(" 2026-11-23T10:00:00.250-05:30 ", "t").tzinfo == timezone(
-        -timedelta(hours=5, minutes=30))
+        -timedelta(hours=5, minutes=30)
+    )
 
 
 @pytest.mark.parametrize("bad", ["2026-11-23T10:00:00", "2026-11-23", "2026-11-23 10:00"])
@@ -213,8 +264,18 @@ def test_timestamp_without_a_zone_is_refused_with_a_hint(bad):
     assert err.param == "since" and "zone" in err.message
 
 
-@pytest.mark.parametrize("bad", ["yesterday", "", "2026-13-01T00:00:00Z", 1700000000, None,
-                                 "1969-12-31T23:59:59Z", "9001-01-01T00:00:00Z"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "yesterday",
+        "",
+        "2026-13-01T00:00:00Z",
+        1700000000,
+        None,
+        "1969-12-31T23:59:59Z",
+        "9001-01-01T00:00:00Z",
+    ],
+)
 def test_timestamp_refuses(bad):
     assert refused(v.timestamp, bad, "until").param == "until"
 
@@ -243,8 +304,9 @@ def test_string_list_keeps_order_and_drops_repeats():
     assert v.string_list({}, "models") is None
 
 
-@pytest.mark.parametrize("bad", ["gpt-4o", ["ok", ""], ["ok", 5], ["x" * 257], [None],
-                                 {"a": 1}, ["a"] * 501])
+@pytest.mark.parametrize(
+    "bad", ["gpt-4o", ["ok", ""], ["ok", 5], ["x" * 257], [None], {"a": 1}, ["a"] * 501]
+)
 def test_string_list_refuses(bad):
     assert refused(v.string_list, {"models": bad}, "models").param == "models"
 
@@ -268,26 +330,33 @@ PERIODS = ("daily", "weekly", "monthly")
 
 
 def test_windows_read_as_nano_dollars():
-    body = {"windows": [{"period": "daily", "budget_usd": "5"},
-                        {"period": "weekly", "budget_usd": 20}]}
+    body = {
+        "windows": [{"period": "daily", "budget_usd": "5"}, {"period": "weekly", "budget_usd": 20}]
+    }
     assert v.windows(body, "monthly", PERIODS) == [
         {"period": "daily", "budget_nano": 5 * NANO},
-        {"period": "weekly", "budget_nano": 20 * NANO}]
+        {"period": "weekly", "budget_nano": 20 * NANO},
+    ]
     assert v.windows({"windows": []}, "monthly", PERIODS) == []
     assert v.windows({}, "monthly", PERIODS) is None
 
 
-@pytest.mark.parametrize(("windows", "param"), [
-    ([{"period": "monthly", "budget_usd": "5"}], "windows[0].period"),  # the main period
-    ([{"period": "hourly", "budget_usd": "5"}], "windows[0].period"),
-    ([{"period": "daily"}], "windows[0]"),
-    ([{"period": "daily", "budget_usd": "5", "extra": 1}], "windows[0]"),
-    ([{"period": "daily", "budget_usd": None}], "windows[0]"),
-    ([{"period": "daily", "budget_usd": "5"}, {"period": "daily", "budget_usd": "6"}],
-     "windows[1]"),
-    (["daily"], "windows[0]"),
-    ([{"period": "daily", "budget_usd": "-1"}], "budget_usd"),
-])
+@pytest.mark.parametrize(
+    ("windows", "param"),
+    [
+        ([{"period": "monthly", "budget_usd": "5"}], "windows[0].period"),  # the main period
+        ([{"period": "hourly", "budget_usd": "5"}], "windows[0].period"),
+        ([{"period": "daily"}], "windows[0]"),
+        ([{"period": "daily", "budget_usd": "5", "extra": 1}], "windows[0]"),
+        ([{"period": "daily", "budget_usd": None}], "windows[0]"),
+        (
+            [{"period": "daily", "budget_usd": "5"}, {"period": "daily", "budget_usd": "6"}],
+            "windows[1]",
+        ),
+        (["daily"], "windows[0]"),
+        ([{"period": "daily", "budget_usd": "-1"}], "budget_usd"),
+    ],
+)
 def test_windows_refusals_point_at_the_window(windows, param):
     assert refused(v.windows, {"windows": windows}, "monthly", PERIODS).param == param
 

@@ -46,20 +46,32 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="browser tests need /usr/bin/chromium and /usr/bin/chromedriver "
-           "(apt-get install -y chromium chromium-driver)")
+    "(apt-get install -y chromium chromium-driver)",
+)
 
 # No internet here: without the background-networking flags Chromium keeps dialling out.
-CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1280,900")
+CHROME_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+)
 NO_KEY = "Paste the proxy key your project lead gave you"
-BAD_KEY = ("This key was not accepted: it may be revoked or expired — ask your project lead "
-           "for a new one")
+BAD_KEY = (
+    "This key was not accepted: it may be revoked or expired — ask your project lead for a new one"
+)
 NO_CALLS = "No calls yet in this range. Make one with curl or the OpenAI SDK, then Refresh"
 WAIT_S = 15
 
 
 # ---- browser ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -73,14 +85,17 @@ def browser(tmp_path_factory: pytest.TempPathFactory, downloads: Path) -> Iterat
     for flag in CHROME_FLAGS:
         opts.add_argument(flag)
     opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}")
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
+    opts.add_experimental_option(
+        "prefs",
+        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
+    )
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
     try:
         # Headless Chrome ignores the download prefs unless told over CDP.
-        driver.execute_cdp_cmd("Page.setDownloadBehavior",
-                               {"behavior": "allow", "downloadPath": str(downloads)})
+        driver.execute_cdp_cmd(
+            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
+        )
         yield driver
     finally:
         driver.quit()
@@ -102,8 +117,9 @@ def driver(browser: WebDriver) -> Iterator[WebDriver]:
 
 
 def wait(driver: WebDriver, cond: Callable[[WebDriver], Any], what: str) -> Any:
-    return WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)
-                         ).until(cond, message=f"timed out waiting for {what}")
+    return WebDriverWait(
+        driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(cond, message=f"timed out waiting for {what}")
 
 
 def by_id(driver: WebDriver, id_: str) -> WebElement:
@@ -112,14 +128,20 @@ def by_id(driver: WebDriver, id_: str) -> WebElement:
 
 def rows(driver: WebDriver) -> list[list[str]]:
     # One script, so a re-render between two element lookups cannot make them stale.
-    return list(driver.execute_script(
-        "return [...document.querySelectorAll('#call-rows tr')]"
-        ".map(tr => [...tr.cells].map(td => td.textContent))"))
+    return list(
+        driver.execute_script(
+            "return [...document.querySelectorAll('#call-rows tr')]"
+            ".map(tr => [...tr.cells].map(td => td.textContent))"
+        )
+    )
 
 
 def wait_rows(driver: WebDriver, n: int) -> list[list[str]]:
-    wait(driver, lambda d: not by_id(d, "view").get_attribute("hidden")
-         and len(rows(d)) == n, f"{n} call rows")
+    wait(
+        driver,
+        lambda d: not by_id(d, "view").get_attribute("hidden") and len(rows(d)) == n,
+        f"{n} call rows",
+    )
     return rows(driver)
 
 
@@ -145,12 +167,19 @@ def csp_violations(entries: list[dict[str, Any]]) -> list[str]:
 
 # ---- data ---------------------------------------------------------------------------
 
-def call_proxy(proxy_url: str, key: str, route: str = "chat",
-               tag: str | None = None) -> dict[str, Any]:
+
+def call_proxy(
+    proxy_url: str, key: str, route: str = "chat", tag: str | None = None
+) -> dict[str, Any]:
     if route in ("chat", "stream"):
-        path, body = "/v1/chat/completions", {
-            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}],
-            "stream": route == "stream"}
+        path, body = (
+            "/v1/chat/completions",
+            {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "hello"}],
+                "stream": route == "stream",
+            },
+        )
     else:
         path, body = "/v1/embeddings", {"model": "text-embedding-3-small", "input": "hello"}
     headers = {**bearer(key), **({"x-tollgate-tag": tag} if tag else {})}
@@ -160,30 +189,57 @@ def call_proxy(proxy_url: str, key: str, route: str = "chat",
 
 
 def log_api(log_url: str, key: str, name: str, **params: str) -> Any:
-    resp = requests.get(f"{log_url}/log/api/{name}", params=params, headers=bearer(key),
-                        timeout=15)
+    resp = requests.get(f"{log_url}/log/api/{name}", params=params, headers=bearer(key), timeout=15)
     assert resp.status_code == 200, resp.text
     return resp.json()
 
 
-def seed_usage(world: World, call_id: str, *, at: datetime, user: str = "bob",
-               model: str = "gpt-4o-mini", cost_nano: int = 1_500_000,
-               tag: str | None = None, key_name: str = "default") -> None:
+def seed_usage(
+    world: World,
+    call_id: str,
+    *,
+    at: datetime,
+    user: str = "bob",
+    model: str = "gpt-4o-mini",
+    cost_nano: int = 1_500_000,
+    tag: str | None = None,
+    key_name: str = "default",
+) -> None:
     """A usage document exactly as settlement writes it (ledger.usage_record)."""
-    plan = HoldPlan(call_id=call_id, project="demo", user=user, key_name=key_name,
-                    model=model, route="chat", budget_period="monthly",
-                    period_key=period_key("monthly", at), limits=(), estimate_nano=cost_nano,
-                    admitted_at=at, expires_at=at + timedelta(minutes=10), tag=tag)
-    outcome = Outcome(status="ok", cost_nano=cost_nano, upstream_model=model, latency_ms=321,
-                      usage=Usage(input_tokens=1200, cached_tokens=200, output_tokens=300))
+    plan = HoldPlan(
+        call_id=call_id,
+        project="demo",
+        user=user,
+        key_name=key_name,
+        model=model,
+        route="chat",
+        budget_period="monthly",
+        period_key=period_key("monthly", at),
+        limits=(),
+        estimate_nano=cost_nano,
+        admitted_at=at,
+        expires_at=at + timedelta(minutes=10),
+        tag=tag,
+    )
+    outcome = Outcome(
+        status="ok",
+        cost_nano=cost_nano,
+        upstream_model=model,
+        latency_ms=321,
+        usage=Usage(input_tokens=1200, cached_tokens=200, output_tokens=300),
+    )
     world.db.collection("usage").document(call_id).set(
-        usage_record(plan, outcome, at + timedelta(seconds=1)))
+        usage_record(plan, outcome, at + timedelta(seconds=1))
+    )
     # and its spend, as settlement books it, so budget bars agree with the calls
-    for counter in (doc_id("p", "demo", plan.period_key), doc_id("m", "demo", user,
-                                                                  plan.period_key)):
+    for counter in (
+        doc_id("p", "demo", plan.period_key),
+        doc_id("m", "demo", user, plan.period_key),
+    ):
         world.db.collection("counters").document(counter).set(
             {"spent": Increment(cost_nano), "held": Increment(0), "inflight": Increment(0)},
-            merge=True)
+            merge=True,
+        )
 
 
 def for_people(usd: str) -> str:
@@ -209,48 +265,76 @@ def exact(usd: str) -> str:
 
 def cost_cells(driver: WebDriver) -> list[tuple[str, str]]:
     """(text, title) of each call's cost."""
-    return [tuple(x) for x in driver.execute_script(
-        "return [...document.querySelectorAll('#call-rows td.cost .money')]"
-        ".map(m => [m.textContent, m.title])")]
+    return [
+        tuple(x)
+        for x in driver.execute_script(
+            "return [...document.querySelectorAll('#call-rows td.cost .money')]"
+            ".map(m => [m.textContent, m.title])"
+        )
+    ]
 
 
 def chart_days(driver: WebDriver) -> list[dict[str, Any]]:
-    return list(driver.execute_script(
-        "return [...document.querySelectorAll('#chart svg g.day')].map(g => ({"
-        "day: g.dataset.day, zero: g.classList.contains('zero'),"
-        "title: g.querySelector('title').textContent,"
-        "height: Number(g.querySelector('rect.day-bar').getAttribute('height'))}))"))
+    return list(
+        driver.execute_script(
+            "return [...document.querySelectorAll('#chart svg g.day')].map(g => ({"
+            "day: g.dataset.day, zero: g.classList.contains('zero'),"
+            "title: g.querySelector('title').textContent,"
+            "height: Number(g.querySelector('rect.day-bar').getAttribute('height'))}))"
+        )
+    )
 
 
 def burn_rows(driver: WebDriver) -> dict[str, dict[str, Any]]:
-    return {r["who"]: r for r in driver.execute_script(
-        "return [...document.querySelectorAll('.burn tr.burn-row')].map(tr => ({"
-        "who: tr.dataset.who, label: tr.cells[0].textContent,"
-        "per_day: tr.cells[1].textContent, per_day_title: tr.cells[1].firstChild.title,"
-        "left: tr.cells[2].textContent, outlook: tr.cells[3].dataset.outlook,"
-        "runs_out: tr.cells[3].dataset.runsOut || null, text: tr.cells[3].textContent}))")}
+    return {
+        r["who"]: r
+        for r in driver.execute_script(
+            "return [...document.querySelectorAll('.burn tr.burn-row')].map(tr => ({"
+            "who: tr.dataset.who, label: tr.cells[0].textContent,"
+            "per_day: tr.cells[1].textContent, per_day_title: tr.cells[1].firstChild.title,"
+            "left: tr.cells[2].textContent, outlook: tr.cells[3].dataset.outlook,"
+            "runs_out: tr.cells[3].dataset.runsOut || null, text: tr.cells[3].textContent}))"
+        )
+    }
 
 
 def day_text(driver: WebDriver, iso: str) -> str:
-    return str(driver.execute_script(
-        "return new Date(arguments[0] + 'T00:00:00Z').toLocaleDateString(undefined, "
-        "{timeZone: 'UTC', weekday: 'short', month: 'short', day: 'numeric'})", iso))
+    return str(
+        driver.execute_script(
+            "return new Date(arguments[0] + 'T00:00:00Z').toLocaleDateString(undefined, "
+            "{timeZone: 'UTC', weekday: 'short', month: 'short', day: 'numeric'})",
+            iso,
+        )
+    )
 
 
 # ---- tests --------------------------------------------------------------------------
 
+
 def test_rounding_rule() -> None:
-    for usd, want in (("0.029347113", "$0.029"), ("0.000000000", "$0.00"),
-                      ("1234.567890123", "$1,234.57"), ("0.099600000", "$0.10"),
-                      ("0.000004500", "$0.0000045"), ("0.000000005", "$0.000000005"),
-                      ("0.500000000", "$0.50"), ("0.001000000", "$0.001"),
-                      ("9.995000000", "$10.00")):
+    for usd, want in (
+        ("0.029347113", "$0.029"),
+        ("0.000000000", "$0.00"),
+        ("1234.567890123", "$1,234.57"),
+        ("0.099600000", "$0.10"),
+        ("0.000004500", "$0.0000045"),
+        ("0.000000005", "$0.000000005"),
+        ("0.500000000", "$0.50"),
+        ("0.001000000", "$0.001"),
+        ("9.995000000", "$10.00"),
+    ):
         assert for_people(usd) == want, usd
 
 
 def test_member_sees_calls_totals_chart_and_downloads_csv(
-        driver: WebDriver, world: World, proxy_url: str, log_url: str, downloads: Path,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver: WebDriver,
+    world: World,
+    proxy_url: str,
+    log_url: str,
+    downloads: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     bob = world.keys["bob"]
     for route in ("chat", "stream", "embeddings"):
         call_proxy(proxy_url, bob, route, tag="nightly" if route == "stream" else None)
@@ -259,11 +343,14 @@ def test_member_sees_calls_totals_chart_and_downloads_csv(
     noon = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
     for days_ago, n in ((1, 2), (3, 1), (6, 3)):
         for i in range(n):
-            seed_usage(world, f"seed-{days_ago}-{i}",
-                       at=noon - timedelta(days=days_ago, hours=i),
-                       cost_nano=(days_ago + 1) * 1_000_000 + 347_113,
-                       tag="batch" if days_ago == 6 else None,
-                       key_name="ci" if days_ago == 6 else "default")
+            seed_usage(
+                world,
+                f"seed-{days_ago}-{i}",
+                at=noon - timedelta(days=days_ago, hours=i),
+                cost_nano=(days_ago + 1) * 1_000_000 + 347_113,
+                tag="batch" if days_ago == 6 else None,
+                key_name="ci" if days_ago == 6 else "default",
+            )
     world.members.add_key("demo", "bob", "ci")  # the key the seeds of six days ago used
     # the log function's clock stops here, so the burn rate the page shows is the one
     # this test reads from the API (a rate over the period so far moves with time)
@@ -276,14 +363,16 @@ def test_member_sees_calls_totals_chart_and_downloads_csv(
     # bob's own budget: about two days of his recent pace left, so a date shows
     me = log_api(log_url, bob, "me")["projects"][0]
     per_day = Decimal(me["burn"]["members"][0]["per_day_usd"])
-    world.members.update_member("demo", "bob", {"budget_nano": int(
-        (Decimal(me["member_spent_usd"]) + 2 * per_day) * 10**9)})
+    world.members.update_member(
+        "demo", "bob", {"budget_nano": int((Decimal(me["member_spent_usd"]) + 2 * per_day) * 10**9)}
+    )
     burn = log_api(log_url, bob, "me")["projects"][0]["burn"]
     calls = log_api(log_url, bob, "calls")["data"]
     daily = log_api(log_url, bob, "daily")["data"]
     assert len(calls) == 9 and len(daily) == 30  # every day of the default range
     assert [d["day"] for d in daily if d["calls"]] == [
-        (noon - timedelta(days=n)).date().isoformat() for n in (0, 1, 3, 6)]
+        (noon - timedelta(days=n)).date().isoformat() for n in (0, 1, 3, 6)
+    ]
 
     sign_in(driver, log_url + "/log", bob)
     table = wait_rows(driver, 9)
@@ -292,14 +381,14 @@ def test_member_sees_calls_totals_chart_and_downloads_csv(
     # amount on hover, local time, key, tag, flags
     assert [r[3] for r in table] == [c["model"] for c in calls]
     assert [r[3] for r in table[:3]] == ["text-embedding-3-small", "gpt-4o-mini", "gpt-4o-mini"]
-    assert cost_cells(driver) == [(for_people(c["cost_usd"]), exact(c["cost_usd"]))
-                                  for c in calls]
+    assert cost_cells(driver) == [(for_people(c["cost_usd"]), exact(c["cost_usd"])) for c in calls]
     assert ("$0.0073", "$0.007347113") in cost_cells(driver)  # a seed six days ago
     assert all(r[1] == "bob" and r[9] == "ok" for r in table)
     assert [r[2] for r in table] == [c["key_name"] for c in calls]
     assert [r[4] for r in table] == [c["tag"] or "" for c in calls]
     assert table[0][0] == driver.execute_script(
-        "return new Date(arguments[0]).toLocaleString()", calls[0]["ts"])
+        "return new Date(arguments[0]).toLocaleString()", calls[0]["ts"]
+    )
     assert [r[11] for r in table[:3]] == ["", "✓", ""]  # streamed
     assert [r[13] for r in table[3:]] == [""] * 6  # not estimated: blank, not "false"
 
@@ -328,7 +417,9 @@ def test_member_sees_calls_totals_chart_and_downloads_csv(
     totals = log_api(log_url, bob, "totals")
     total = by_id(driver, "total-cost").find_element(By.CSS_SELECTOR, ".money")
     assert (total.text, total.get_attribute("title")) == (
-        for_people(totals["cost_usd"]), exact(totals["cost_usd"]))
+        for_people(totals["cost_usd"]),
+        exact(totals["cost_usd"]),
+    )
 
     # the chart: every day of the range, oldest first; quiet days as pale stubs
     days = chart_days(driver)
@@ -344,12 +435,21 @@ def test_member_sees_calls_totals_chart_and_downloads_csv(
     # cost by tag (the default grouping): the untagged calls too, dearest first
     groups = driver.execute_script(
         "return [...document.querySelectorAll('#group-rows tr')]"
-        ".map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])")
+        ".map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])"
+    )
     assert sorted(groups) == [["(no tag)", "5"], ["batch", "3"], ["nightly", "1"]]
     Select(by_id(driver, "group-by")).select_by_value("key")
-    wait(driver, lambda d: d.execute_script(
-        "return [...document.querySelectorAll('#group-rows td.group')].map(td => "
-        "td.textContent).sort().join()") == "ci,default", "the breakdown by key")
+    wait(
+        driver,
+        lambda d: (
+            d.execute_script(
+                "return [...document.querySelectorAll('#group-rows td.group')].map(td => "
+                "td.textContent).sort().join()"
+            )
+            == "ci,default"
+        ),
+        "the breakdown by key",
+    )
     # a member has no one else to group by
     assert driver.execute_script("return document.getElementById('group-by-member').hidden")
 
@@ -357,7 +457,8 @@ def test_member_sees_calls_totals_chart_and_downloads_csv(
     assert driver.execute_script("return localStorage.getItem('tollgate.key')") == bob
     assert bob not in driver.current_url
     fetched = driver.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name)")
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
     assert any("/log/api/calls" in u for u in fetched)
     assert not any(bob in u for u in fetched)
 
@@ -365,20 +466,31 @@ def test_member_sees_calls_totals_chart_and_downloads_csv(
     options = [o.text for o in Select(by_id(driver, "model")).options]
     assert options == ["All models", "gpt-4o-mini", "text-embedding-3-small"]
     assert [o.text for o in Select(by_id(driver, "key-name")).options] == [
-        "All keys", "ci", "default"]
+        "All keys",
+        "ci",
+        "default",
+    ]
     Select(by_id(driver, "group-by")).select_by_value("tag")  # the screenshot's grouping
-    wait(driver, lambda d: d.execute_script(
-        "return document.querySelector('#group-head').textContent") == "Tag", "by tag again")
+    wait(
+        driver,
+        lambda d: (
+            d.execute_script("return document.querySelector('#group-head').textContent") == "Tag"
+        ),
+        "by tag again",
+    )
     driver.execute_script("document.activeElement.blur(); window.scrollTo(0, 0)")
 
     # the screenshot: a 1280x900 viewport (the window adds its frame), chart redrawn
-    frame = driver.execute_script(
-        "return [outerWidth - innerWidth, outerHeight - innerHeight]")
+    frame = driver.execute_script("return [outerWidth - innerWidth, outerHeight - innerHeight]")
     driver.set_window_size(1280 + frame[0], 900 + frame[1])
-    wait(driver, lambda d: d.execute_script(
-        "return innerWidth === 1280 && innerHeight === 900 && document.querySelector("
-        "'#chart svg').getAttribute('width') == Math.max(320, chart.clientWidth - 24)"),
-        "the chart redrawn at 1280x900")
+    wait(
+        driver,
+        lambda d: d.execute_script(
+            "return innerWidth === 1280 && innerHeight === 900 && document.querySelector("
+            "'#chart svg').getAttribute('width') == Math.max(320, chart.clientWidth - 24)"
+        ),
+        "the chart redrawn at 1280x900",
+    )
     shot = tmp_path / "log-page.png"
     assert driver.save_screenshot(str(shot))
     if os.environ.get("TOLLGATE_SCREENSHOT"):
@@ -389,21 +501,24 @@ def test_member_sees_calls_totals_chart_and_downloads_csv(
         old.unlink()
     by_id(driver, "csv").click()
     target = downloads / "tollgate-calls.csv"
-    wait(driver, lambda d: target.exists() and not list(downloads.glob("*.crdownload")),
-         "tollgate-calls.csv")
+    wait(
+        driver,
+        lambda d: target.exists() and not list(downloads.glob("*.crdownload")),
+        "tollgate-calls.csv",
+    )
     with target.open(newline="", encoding="utf-8") as fh:
         got = list(csv.reader(fh))
     assert tuple(got[0]) == CSV_COLUMNS
     assert sorted(r[CSV_COLUMNS.index("call_id")] for r in got[1:]) == sorted(
-        c["call_id"] for c in calls)
+        c["call_id"] for c in calls
+    )
     # the CSV keeps every digit
     assert {r[CSV_COLUMNS.index("cost_usd")] for r in got[1:]} == {c["cost_usd"] for c in calls}
     assert "0.007347113" in {r[CSV_COLUMNS.index("cost_usd")] for r in got[1:]}
     assert csp_violations(console(driver)) == []
 
 
-def test_names_from_data_render_as_text(driver: WebDriver, world: World,
-                                        log_url: str) -> None:
+def test_names_from_data_render_as_text(driver: WebDriver, world: World, log_url: str) -> None:
     project_name = "<img src=x onerror=alert(1)>"
     model = '<script>alert("model")</script>gpt'
     user_name = "<svg onload=alert(2)>Bob"
@@ -411,14 +526,29 @@ def test_names_from_data_render_as_text(driver: WebDriver, world: World,
     key_name = "<b>k</b>"
     world.prov.update_project("demo", name=project_name)
     world.prov.update_user("bob", {"name": user_name})
-    seed_usage(world, "hostile-1", at=datetime.now(UTC) - timedelta(minutes=5), model=model,
-               tag=tag, key_name=key_name)
+    seed_usage(
+        world,
+        "hostile-1",
+        at=datetime.now(UTC) - timedelta(minutes=5),
+        model=model,
+        tag=tag,
+        key_name=key_name,
+    )
     world.db.collection("keys").document("hostile-key").set(
-        {"project": "demo", "user": "bob", "name": key_name})
+        {"project": "demo", "user": "bob", "name": key_name}
+    )
     note = "<b>launch</b>"  # a top-up's note, shown on the project card
-    world.db.collection("projects").document("demo").update({"topups": [
-        {"amount_nano": 2 * 10**9, "until": datetime.now(UTC) + timedelta(days=2),
-         "note": note}]})
+    world.db.collection("projects").document("demo").update(
+        {
+            "topups": [
+                {
+                    "amount_nano": 2 * 10**9,
+                    "until": datetime.now(UTC) + timedelta(days=2),
+                    "note": note,
+                }
+            ]
+        }
+    )
 
     sign_in(driver, log_url + "/log", world.keys["bob"])
     [row] = wait_rows(driver, 1)
@@ -427,13 +557,23 @@ def test_names_from_data_render_as_text(driver: WebDriver, world: World,
 
     assert row[3] == model and row[4] == tag and row[2] == key_name
     # the breakdown by tag and by key shows them as text
-    wait(driver, lambda d: d.execute_script(
-        "return document.querySelector('#group-rows td.group').textContent") == tag,
-        "the tag in the breakdown")
+    wait(
+        driver,
+        lambda d: (
+            d.execute_script("return document.querySelector('#group-rows td.group').textContent")
+            == tag
+        ),
+        "the tag in the breakdown",
+    )
     Select(by_id(driver, "group-by")).select_by_value("key")
-    wait(driver, lambda d: d.execute_script(
-        "return document.querySelector('#group-rows td.group').textContent") == key_name,
-        "the key name in the breakdown")
+    wait(
+        driver,
+        lambda d: (
+            d.execute_script("return document.querySelector('#group-rows td.group').textContent")
+            == key_name
+        ),
+        "the key name in the breakdown",
+    )
     assert driver.execute_script(
         "return [...document.querySelectorAll('#tag-options option')].map(o => o.value)"
     ) == [tag]
@@ -454,8 +594,9 @@ def test_names_from_data_render_as_text(driver: WebDriver, world: World,
     assert [e["message"] for e in entries if e["level"] == "SEVERE"] == []
 
 
-def test_refused_key_says_what_to_do_and_forget_clears(driver: WebDriver, world: World,
-                                                      proxy_url: str, log_url: str) -> None:
+def test_refused_key_says_what_to_do_and_forget_clears(
+    driver: WebDriver, world: World, proxy_url: str, log_url: str
+) -> None:
     call_proxy(proxy_url, world.keys["bob"])
     sign_in(driver, log_url + "/log", world.keys["bob"])
     wait_rows(driver, 1)
@@ -480,7 +621,8 @@ def test_refused_key_says_what_to_do_and_forget_clears(driver: WebDriver, world:
 
 
 def test_lead_filters_by_member_and_member_has_no_member_filter(
-        driver: WebDriver, world: World, proxy_url: str, log_url: str) -> None:
+    driver: WebDriver, world: World, proxy_url: str, log_url: str
+) -> None:
     for _ in range(2):
         call_proxy(proxy_url, world.keys["bob"])
     call_proxy(proxy_url, world.keys["alice"], "embeddings")
@@ -522,21 +664,30 @@ def test_page_works_at_the_root(driver: WebDriver, world: World, log_url: str) -
 def test_date_and_model_filters(driver: WebDriver, world: World, log_url: str) -> None:
     now = datetime.now(UTC)
     # at whole days before now: each lands on local date today-k, whatever the zone
-    for days_ago, model in ((0, "gpt-4o-mini"), (1, "gpt-4o-mini"),
-                            (3, "text-embedding-3-small"), (6, "gpt-4o-mini")):
+    for days_ago, model in (
+        (0, "gpt-4o-mini"),
+        (1, "gpt-4o-mini"),
+        (3, "text-embedding-3-small"),
+        (6, "gpt-4o-mini"),
+    ):
         seed_usage(world, f"d{days_ago}", at=now - timedelta(days=days_ago), model=model)
     sign_in(driver, log_url + "/log", world.keys["bob"])
     wait_rows(driver, 4)
 
     def local_day(days_ago: int) -> str:
-        return str(driver.execute_script(
-            "const d = new Date(Date.now() - arguments[0] * 864e5);"
-            "return [d.getFullYear(), String(d.getMonth() + 1).padStart(2, '0'),"
-            " String(d.getDate()).padStart(2, '0')].join('-')", days_ago))
+        return str(
+            driver.execute_script(
+                "const d = new Date(Date.now() - arguments[0] * 864e5);"
+                "return [d.getFullYear(), String(d.getMonth() + 1).padStart(2, '0'),"
+                " String(d.getDate()).padStart(2, '0')].join('-')",
+                days_ago,
+            )
+        )
 
     def set_date(id_: str, value: str) -> None:  # typing into date inputs is locale-bound
-        driver.execute_script("document.getElementById(arguments[0]).value = arguments[1]",
-                              id_, value)
+        driver.execute_script(
+            "document.getElementById(arguments[0]).value = arguments[1]", id_, value
+        )
 
     set_date("from", local_day(3))
     set_date("to", local_day(1))  # inclusive
@@ -549,10 +700,16 @@ def test_date_and_model_filters(driver: WebDriver, world: World, log_url: str) -
         "const [y, m, d] = arguments[0].split('-').map(Number);"
         "const [y2, m2, d2] = arguments[1].split('-').map(Number);"
         "return [new Date(y, m - 1, d).toISOString(), new Date(y2, m2 - 1, d2 + 1).toISOString()]",
-        local_day(3), local_day(1))
-    sent = [u for u in driver.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name)")
-        if "/api/calls?" in u and "after=" in u]
+        local_day(3),
+        local_day(1),
+    )
+    sent = [
+        u
+        for u in driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        if "/api/calls?" in u and "after=" in u
+    ]
     query = unquote(sent[-1])
     assert f"after={after}" in query and f"before={before}" in query
 
@@ -564,14 +721,14 @@ def test_date_and_model_filters(driver: WebDriver, world: World, log_url: str) -
     set_date("from", local_day(1))
     set_date("to", local_day(3))
     by_id(driver, "apply").click()
-    wait(driver, lambda d: "'after' must be earlier than 'before'" in message(d),
-         "the API's message")
+    wait(
+        driver, lambda d: "'after' must be earlier than 'before'" in message(d), "the API's message"
+    )
     assert by_id(driver, "filters").is_displayed()
     assert csp_violations(console(driver)) == []
 
 
-def test_load_more_follows_the_page_token(driver: WebDriver, world: World,
-                                          log_url: str) -> None:
+def test_load_more_follows_the_page_token(driver: WebDriver, world: World, log_url: str) -> None:
     start = datetime.now(UTC) - timedelta(hours=5)
     for i in range(130):
         seed_usage(world, f"many-{i:03d}", at=start + timedelta(seconds=i))
@@ -585,22 +742,32 @@ def test_load_more_follows_the_page_token(driver: WebDriver, world: World,
     times = [r[0] for r in table]
     assert times[0] == driver.execute_script(
         "return new Date(arguments[0]).toLocaleString()",
-        (start + timedelta(seconds=129)).isoformat())
+        (start + timedelta(seconds=129)).isoformat(),
+    )
     assert len(set(times)) == 130  # no call twice, none missing
 
 
 def test_lead_sees_each_members_run_out_date_and_filters_by_tag_and_key(
-        driver: WebDriver, world: World, log_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver: WebDriver, world: World, log_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
     monkeypatch.setattr("functions.logpage.utcnow", lambda: now)
     world.members.add_key("demo", "bob", "ci")
     for cid, days_ago, user, cost, tag, key in (
-            ("b6", 6, "bob", 2 * 10**9, "nightly", "ci"),
-            ("b1", 1, "bob", 1_529_347_113, None, "default"),
-            ("b10", 10, "bob", 5 * 10**9, None, "default"),  # this period, not this week
-            ("a2", 2, "alice", 500_000_000, "adhoc", "default")):
-        seed_usage(world, cid, at=now - timedelta(days=days_ago), user=user, cost_nano=cost,
-                   tag=tag, key_name=key)
+        ("b6", 6, "bob", 2 * 10**9, "nightly", "ci"),
+        ("b1", 1, "bob", 1_529_347_113, None, "default"),
+        ("b10", 10, "bob", 5 * 10**9, None, "default"),  # this period, not this week
+        ("a2", 2, "alice", 500_000_000, "adhoc", "default"),
+    ):
+        seed_usage(
+            world,
+            cid,
+            at=now - timedelta(days=days_ago),
+            user=user,
+            cost_nano=cost,
+            tag=tag,
+            key_name=key,
+        )
     world.members.update_member("demo", "bob", {"budget_nano": 12 * 10**9})
     burn = log_api(log_url, world.keys["alice"], "me")["projects"][0]["burn"]
     by_user = {m["user"]: m for m in burn["members"]}
@@ -625,13 +792,25 @@ def test_lead_sees_each_members_run_out_date_and_filters_by_tag_and_key(
     days = chart_days(driver)
     assert len(days) == 30 and days[0]["day"] == "2026-10-22" and days[-1]["day"] == "2026-11-20"
     assert [d["day"] for d in days if not d["zero"]] == [
-        "2026-11-10", "2026-11-14", "2026-11-18", "2026-11-19"]
+        "2026-11-10",
+        "2026-11-14",
+        "2026-11-18",
+        "2026-11-19",
+    ]
 
     # a lead may group by member
     Select(by_id(driver, "group-by")).select_by_value("member")
-    wait(driver, lambda d: d.execute_script(
-        "return [...document.querySelectorAll('#group-rows td.group')].map(td => "
-        "td.textContent).join()") == "bob,alice", "the breakdown by member, dearest first")
+    wait(
+        driver,
+        lambda d: (
+            d.execute_script(
+                "return [...document.querySelectorAll('#group-rows td.group')].map(td => "
+                "td.textContent).join()"
+            )
+            == "bob,alice"
+        ),
+        "the breakdown by member, dearest first",
+    )
 
     # the tag filter: free text, the tags seen offered
     assert driver.execute_script(
@@ -646,8 +825,12 @@ def test_lead_sees_each_members_run_out_date_and_filters_by_tag_and_key(
     by_id(driver, "apply").click()
     wait(driver, lambda d: len(rows(d)) == 3, "the calls of keys named default")
     assert {r[2] for r in rows(driver)} == {"default"}
-    sent = [unquote(u) for u in driver.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name)")
-        if "/api/calls?" in u]
+    sent = [
+        unquote(u)
+        for u in driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        if "/api/calls?" in u
+    ]
     assert "tag=nightly" in sent[-2] and "key=default" in sent[-1]
     assert csp_violations(console(driver)) == []

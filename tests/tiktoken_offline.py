@@ -16,19 +16,27 @@ from functions import encodings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Any download attempt goes to a closed port and fails fast instead of reaching the internet.
-OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-           "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+OFFLINE = {
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9",
+}
 
 
 def offline_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k.upper() not in ("NO_PROXY", "TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() not in ("NO_PROXY", "TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR")
+    }
     return {**env, **OFFLINE, **extra}
 
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,4 +54,3 @@ def offline(seeded_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(seeded_dir))
     yield
-

@@ -24,8 +24,9 @@ class Api:
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> requests.Response:
         query = {k: v for k, v in params.items() if v is not None}
         try:  # a long read timeout: loading the whole price table takes a while
-            r = self.session.request(method, self.url + path, json=body, params=query,
-                                     timeout=(10, 300))
+            r = self.session.request(
+                method, self.url + path, json=body, params=query, timeout=(10, 300)
+            )
         except requests.RequestException as exc:
             raise Failure(f"cannot reach {self.url} ({type(exc).__name__})") from None
         if r.status_code >= 400:
@@ -83,11 +84,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     right-aligned, header included, so digits line up."""
     cells = [[cell(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    right = [any(r[i] is not None for r in rows) and all(_is_num(r[i]) for r in rows
-                                                          if r[i] is not None)
-             for i in range(len(headers))]
-    lines = [[c.rjust(w) if n else c.ljust(w) for c, w, n in zip(r, widths, right, strict=True)]
-             for r in [list(headers), *cells]]
+    right = [
+        any(r[i] is not None for r in rows) and all(_is_num(r[i]) for r in rows if r[i] is not None)
+        for i in range(len(headers))
+    ]
+    lines = [
+        [c.rjust(w) if n else c.ljust(w) for c, w, n in zip(r, widths, right, strict=True)]
+        for r in [list(headers), *cells]
+    ]
     return "\n".join("  ".join(line).rstrip() for line in lines)
 
 
