@@ -29,8 +29,8 @@ def make_floor(st: Stack) -> FloorFn:
     update). Counters of a project of their own. Returns one iteration's three times."""
     from google.cloud.firestore_v1 import Increment
 
-    from functions import auth
-    from functions.budget import doc_id, period_key
+    from functions import auth, ids
+    from functions.budget import period_key
 
     db = st.db
     now = datetime.now(UTC)
@@ -38,15 +38,15 @@ def make_floor(st: Stack) -> FloorFn:
     refs = [
         db.collection("keys").document(auth.key_hash(st.keys["alice"])),
         db.collection("users").document("alice"),
-        db.collection("members").document(doc_id("lat", "alice")),
+        db.collection("members").document(ids.member("lat", "alice")),
         db.collection("projects").document("lat"),
-        db.collection("models").document(doc_id(MODEL)),
-        db.collection("limits").document(doc_id("lat", MODEL)),
-        db.collection("limits").document(doc_id("lat", "alice", MODEL)),
+        db.collection("models").document(ids.model(MODEL)),
+        db.collection("limits").document(ids.limit("lat", MODEL)),
+        db.collection("limits").document(ids.limit("lat", MODEL, "alice")),
     ]
     counters = [
-        db.collection("counters").document(doc_id("p", "floor", period)),
-        db.collection("counters").document(doc_id("m", "floor", "alice", period)),
+        db.collection("counters").document(ids.project_counter("floor", period)),
+        db.collection("counters").document(ids.member_counter("floor", "alice", period)),
     ]
     usage_raw = {
         "prompt_tokens": 20,

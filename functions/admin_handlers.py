@@ -9,12 +9,12 @@ from typing import Any
 import flask
 from google.cloud import firestore
 
-from functions import cors, indexes, pricing
+from functions import cors, ids, indexes, pricing
 from functions import validate as v
 from functions.admin_json import Resp, ok
 from functions.admin_reconcile import ReconcileHandlers, openai_ids
 from functions.admin_topups import TopupHandlers
-from functions.budget import PERIODS, doc_id, period_key
+from functions.budget import PERIODS, period_key
 from functions.errors import Conflict, InvalidRequest
 from functions.external_keys import check_upstream_key
 from functions.grants import exact_states
@@ -185,7 +185,7 @@ class Handlers(TopupHandlers, ReconcileHandlers):
     # --- models and prices -------------------------------------------------------------------
 
     def _model(self, model: str) -> dict[str, Any]:
-        d = self.prov.get("models", doc_id(model), "model")
+        d = self.prov.get("models", ids.model(model), "model")
         history = [pricing.price_from_doc(p) for p in d.get("prices") or ()]
         current = pricing.price_in_force(history, utcnow())
         return {
@@ -222,7 +222,7 @@ class Handlers(TopupHandlers, ReconcileHandlers):
     def add_cost(self, actor: Any, body: Any, model: str, **_: Any) -> Resp:
         b = v.body_object(body)
         v.only_fields(b, {"valid_from", "input", "cached_input", "output", "cache_write", "tiers"})
-        self.prov.get("models", doc_id(model), "model")
+        self.prov.get("models", ids.model(model), "model")
         tiers = {"default": _rates(b, "")}
         extra = b.get("tiers") or {}
         if not isinstance(extra, dict):
@@ -296,7 +296,7 @@ class Handlers(TopupHandlers, ReconcileHandlers):
 
     def _spend(self, project: dict[str, Any]) -> dict[str, Any]:
         period = period_key(project.get("budget_period", "monthly"), utcnow())
-        cid = doc_id("p", project["id"], period)
+        cid = ids.project_counter(project["id"], period)
         st = exact_states(self.db, project["id"], [cid])[cid]
         budget = project.get("budget_nano")
         # held: estimates of calls in flight; escrow: reserved by busy instances' grants

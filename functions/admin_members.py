@@ -10,11 +10,11 @@ from typing import Any
 
 from google.cloud import firestore
 
-from functions import indexes
+from functions import ids, indexes
 from functions import validate as v
 from functions.admin_json import Resp, ok
 from functions.alerts import DEFAULT_THRESHOLDS, FORMATS, Alerts, guess_format
-from functions.budget import PERIODS, doc_id, period_key
+from functions.budget import PERIODS, period_key
 from functions.errors import InvalidRequest, PermissionDenied, ResourceNotFound
 from functions.grants import exact_states
 from functions.holds import utcnow
@@ -23,7 +23,6 @@ from functions.membership import Membership, check_role
 from functions.pricing import format_usd
 from functions.provision import Provisioner
 from functions.settings import Settings
-from functions.store import member_id
 
 _FLUSH_SLICE = 400
 
@@ -40,7 +39,7 @@ class MemberHandlers:
         """The member document of ``user``, if ``actor`` may change it. A lead manages the
         members of their project, never themselves (their own budget, role or keys) and
         never another lead: only an administrator changes a lead."""
-        member = self.prov.get("members", member_id(project, user), "member")
+        member = self.prov.get("members", ids.member(project, user), "member")
         if actor.lead_of:
             if user == actor.user:
                 raise PermissionDenied(
@@ -73,7 +72,7 @@ class MemberHandlers:
         proj = self.prov.get("projects", project, "project")
         period = period_key(proj.get("budget_period", "monthly"), utcnow())
         members = self.members.list_members(project)
-        cids = [doc_id("m", project, str(m["user"]), period) for m in members]
+        cids = [ids.member_counter(project, str(m["user"]), period) for m in members]
         states = exact_states(self.db, project, cids)
         out = []
         for m, cid in zip(members, cids, strict=True):
@@ -104,7 +103,7 @@ class MemberHandlers:
             key_name=v.ident(b, "key_name", required=False) or "default",
             actor=actor.name,
         )
-        member = self.prov.get("members", member_id(project, user), "member")
+        member = self.prov.get("members", ids.member(project, user), "member")
         return ok({"member": member, "key": key}, 201)
 
     def update_member(self, actor: Any, body: Any, project: str, user: str, **_: Any) -> Resp:
@@ -137,13 +136,13 @@ class MemberHandlers:
         return ok({"deleted": True, "keys_revoked": n})
 
     def list_keys(self, project: str, user: str, **_: Any) -> Resp:
-        self.prov.get("members", member_id(project, user), "member")
+        self.prov.get("members", ids.member(project, user), "member")
         keys = self.members.list_keys(project, user)
         # a key with a budget: its spend this period, as the member's is shown
         proj = self.prov.get("projects", project, "project")
         period = period_key(proj.get("budget_period", "monthly"), utcnow())
         cids = {
-            str(k["name"]): doc_id("k", project, user, str(k["name"]), period)
+            str(k["name"]): ids.key_counter(project, user, str(k["name"]), period)
             for k in keys
             if k.get("budget_nano") is not None and not k["revoked_at"]
         }
@@ -243,7 +242,7 @@ class MemberHandlers:
         v.only_fields(b, {"budget_usd", "budget_soft", "rpm", "tpm"})
         self.prov.get("projects", project, "project")
         if user is not None:
-            self.prov.get("members", member_id(project, user), "member")
+            self.prov.get("members", ids.member(project, user), "member")
         doc = self.prov.set_limit(
             project,
             model,
@@ -259,9 +258,8 @@ class MemberHandlers:
     def delete_limit(
         self, actor: Any, project: str, model: str, user: str | None = None, **_: Any
     ) -> Resp:
-        from functions.store import limit_id
 
-        if not self.prov.ref("limits", limit_id(project, model, user)).get().exists:
+        if not self.prov.ref("limits", ids.limit(project, model, user)).get().exists:
             raise ResourceNotFound("No such limit.")
         self.prov.delete_limit(project, model, user, actor=actor.name)
         return ok({"deleted": True})

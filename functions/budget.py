@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
+from functions import ids
 from functions.pricing import format_usd
 
 PERIODS = ("total", "monthly", "weekly", "daily")
@@ -38,21 +38,6 @@ def period_key(period: str, at: datetime) -> str:
     if period == "daily":
         return at.strftime("%Y-%m-%d")
     raise ValueError(f"unknown budget period {period!r}; use one of {', '.join(PERIODS)}")
-
-
-def _part(p: str) -> str:
-    q = quote(p, safe="")
-    # Firestore reserves the ids "." and ".." and anything like "__x__"; a leading
-    # "." or "_" is escaped so no part (and so no id) can take those forms.
-    if q[:1] in (".", "_"):
-        q = f"%{ord(q[0]):02X}" + q[1:]
-    return q
-
-
-def doc_id(*parts: str) -> str:
-    """A Firestore document id built from free-form parts (model names may hold ``/``).
-    Callers bound the parts' length (ids are at most 1500 bytes)."""
-    return "|".join(_part(p) for p in parts)
 
 
 @dataclass(frozen=True)
@@ -156,7 +141,7 @@ def limits_for(
         _limit(
             "project",
             f"project '{project}'",
-            doc_id("p", project, period),
+            ids.project_counter(project, period),
             project_limit,
             "project" in soft,
             project,
@@ -164,7 +149,7 @@ def limits_for(
         _limit(
             "member",
             f"member '{user}'",
-            doc_id("m", project, user, period),
+            ids.member_counter(project, user, period),
             member_limit,
             "member" in soft,
             project,
@@ -179,7 +164,7 @@ def limits_for(
                 _limit(
                     "project",
                     f"project '{project}' ({kind})",
-                    doc_id("p", project, key),
+                    ids.project_counter(project, key),
                     nano,
                     "project" in soft,
                     project,
@@ -193,7 +178,7 @@ def limits_for(
                 _limit(
                     "member",
                     f"member '{user}' ({kind})",
-                    doc_id("m", project, user, key),
+                    ids.member_counter(project, user, key),
                     nano,
                     "member" in soft,
                     project,
@@ -207,7 +192,7 @@ def limits_for(
             _limit(
                 "model",
                 f"model '{model}' in project '{project}'",
-                doc_id("pm", project, model, period),
+                ids.model_counter(project, model, period),
                 model_limit,
                 "model" in soft,
                 project,
@@ -220,7 +205,7 @@ def limits_for(
             _limit(
                 "member_model",
                 f"member '{user}' on model '{model}'",
-                doc_id("pum", project, user, model, period),
+                ids.member_model_counter(project, user, model, period),
                 member_model_limit,
                 "member_model" in soft,
                 project,
@@ -233,7 +218,7 @@ def limits_for(
             _limit(
                 "key",
                 f"key '{key_name}' of member '{user}'",
-                doc_id("k", project, user, key_name, period),
+                ids.key_counter(project, user, key_name, period),
                 key_limit,
                 "key" in soft,
                 project,
@@ -364,20 +349,20 @@ def rate_limits_for(
     an rpm or tpm limit; no counter is written for a scope without one."""
     minute = minute_key(at)
     scopes = [
-        (f"project '{project}'", doc_id("rl", project, minute), project_limits),
+        (f"project '{project}'", ids.project_window(project, minute), project_limits),
         (
             f"model '{model}' in project '{project}'",
-            doc_id("rl", project, model, minute),
+            ids.model_window(project, model, minute),
             model_limits,
         ),
         (
             f"member '{user}' on model '{model}'",
-            doc_id("rl", project, user, model, minute),
+            ids.member_model_window(project, user, model, minute),
             member_model_limits,
         ),
         (
             f"key '{key_name}' of member '{user}'",
-            doc_id("rlk", project, user, key_name, minute),
+            ids.key_window(project, user, key_name, minute),
             (key_rpm, None),
         ),
     ]

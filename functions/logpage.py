@@ -29,8 +29,8 @@ from typing import Any
 
 import flask
 
-from functions import auth, burn, indexes, reports
-from functions.budget import Topup, doc_id, period_key, topped_up
+from functions import auth, burn, ids, indexes, reports
+from functions.budget import Topup, period_key, topped_up
 from functions.errors import InvalidRequest, NotFound, PermissionDenied, TollgateError
 from functions.grants import exact_states
 from functions.holds import utcnow
@@ -228,8 +228,11 @@ class LogApp:
         mine = topped_up(viewer.budget_nano, viewer.topups, now)
         members[viewer.user] = mine
         project_budget = topped_up(p.get("budget_nano"), topups_of(p), now)
-        pid, mid = doc_id("p", snap.id, period), doc_id("m", snap.id, viewer.user, period)
-        mids = {u: doc_id("m", snap.id, u, period) for u in members}
+        pid, mid = (
+            ids.project_counter(snap.id, period),
+            ids.member_counter(snap.id, viewer.user, period),
+        )
+        mids = {u: ids.member_counter(snap.id, u, period) for u in members}
         states = exact_states(self.db, snap.id, list(dict.fromkeys([pid, mid, *mids.values()])))
         pc, mc = states[pid], states[mid]
         entry = {

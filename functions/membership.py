@@ -15,11 +15,10 @@ from typing import Any
 
 from google.cloud import firestore
 
-from functions import auth, indexes
+from functions import auth, ids, indexes
 from functions.errors import Conflict, InvalidRequest, ResourceNotFound
 from functions.holds import utcnow
 from functions.provision import SYSTEM, Writer
-from functions.store import member_id
 
 # What a named key may carry of its own: a budget (in the project's period), an rpm
 # limit and the models it may call (a subset of the project's).
@@ -75,7 +74,7 @@ class Membership(Writer):
         from functions.provision import usd_to_nano
 
         key = auth.new_key()
-        mref = self.ref("members", member_id(project, user))
+        mref = self.ref("members", ids.member(project, user))
         doc = {
             "project": project,
             "user": user,
@@ -100,7 +99,7 @@ class Membership(Writer):
                 tx,
                 actor,
                 "member.add",
-                member_id(project, user),
+                ids.member(project, user),
                 {
                     "role": role,
                     "budget_nano": doc["budget_nano"],
@@ -116,14 +115,14 @@ class Membership(Writer):
         self, project: str, user: str, fields: dict[str, Any], *, actor: str = SYSTEM
     ) -> dict[str, Any]:
         batch = self.db.batch()
-        batch.update(self.ref("members", member_id(project, user)), fields)
-        self.audit(batch, actor, "member.update", member_id(project, user), fields)
+        batch.update(self.ref("members", ids.member(project, user)), fields)
+        self.audit(batch, actor, "member.update", ids.member(project, user), fields)
         self.commit(batch, missing=f"'{user}' is not a member of '{project}'.")
-        return self.get("members", member_id(project, user), "member")
+        return self.get("members", ids.member(project, user), "member")
 
     def remove_member(self, project: str, user: str, *, actor: str = SYSTEM) -> int:
         """Remove the member and revoke every key they hold in the project."""
-        mref = self.ref("members", member_id(project, user))
+        mref = self.ref("members", ids.member(project, user))
 
         @firestore.transactional
         def run(tx: firestore.Transaction) -> int:
@@ -135,7 +134,7 @@ class Membership(Writer):
             for snap in live:
                 tx.update(snap.reference, {"revoked_at": now})
             self.audit(
-                tx, actor, "member.remove", member_id(project, user), {"keys_revoked": len(live)}
+                tx, actor, "member.remove", ids.member(project, user), {"keys_revoked": len(live)}
             )
             return len(live)
 
@@ -155,7 +154,7 @@ class Membership(Writer):
 
         @firestore.transactional
         def run(tx: firestore.Transaction) -> None:
-            self.get("members", member_id(project, user), "member", tx)
+            self.get("members", ids.member(project, user), "member", tx)
             if self._active_key(project, user, name, tx) is not None:
                 raise Conflict(f"'{user}' already has a key named '{name}' in '{project}'.")
             tx.create(
@@ -166,7 +165,7 @@ class Membership(Writer):
                 tx,
                 actor,
                 "key.add",
-                f"{member_id(project, user)}|{name}",
+                f"{ids.member(project, user)}|{name}",
                 {"last4": key[-4:], "expires_at": expires_at, **(limits or {})},
             )
 
@@ -207,7 +206,7 @@ class Membership(Writer):
                 tx,
                 actor,
                 "key.rotate",
-                f"{member_id(project, user)}|{name}",
+                f"{ids.member(project, user)}|{name}",
                 {"old_last4": old.get("last4"), "new_last4": key[-4:]},
             )
 
@@ -225,7 +224,7 @@ class Membership(Writer):
             if old is None:
                 raise ResourceNotFound(f"'{user}' has no active key named '{name}' in '{project}'.")
             tx.update(old.reference, limits)
-            self.audit(tx, actor, "key.limits", f"{member_id(project, user)}|{name}", limits)
+            self.audit(tx, actor, "key.limits", f"{ids.member(project, user)}|{name}", limits)
 
         run(self.db.transaction())
         return next(
@@ -242,7 +241,7 @@ class Membership(Writer):
                 tx,
                 actor,
                 "key.revoke",
-                f"{member_id(project, user)}|{name}",
+                f"{ids.member(project, user)}|{name}",
                 {"last4": old.get("last4")},
             )
 
@@ -288,7 +287,7 @@ def check_role(role: Any) -> str:
 
 def topup_target(project: str, user: str | None) -> tuple[str, str]:
     """The document a top-up is written on: the member's, or the project's."""
-    return ("members", member_id(project, user)) if user else ("projects", project)
+    return ("members", ids.member(project, user)) if user else ("projects", project)
 
 
 class Topups(Writer):

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions import pricing
-from functions.budget import doc_id
+from functions import ids, pricing
 from functions.errors import InvalidRequest
 from functions.price_table import openai_price_table, source
 from functions.provision import Provisioner
@@ -26,7 +25,7 @@ def load_price_table(prov: Provisioner, only: list[str] | None, *, actor: str) -
             )
         entries = [e for e in entries if e.model in only]
         skipped = [s for s in skipped if s.model in only]
-    refs = [prov.ref("models", doc_id(e.model)) for e in entries]
+    refs = [prov.ref("models", ids.model(e.model)) for e in entries]
     stored = {s.id: s.to_dict() or {} for s in prov.db.get_all(refs) if s.exists}
     loaded = unchanged = 0
     conflicts = []

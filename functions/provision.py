@@ -17,12 +17,10 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from functions import indexes, pricing
-from functions.budget import doc_id
+from functions import ids, indexes, pricing
 from functions.errors import Conflict, InvalidRequest, ResourceNotFound
 from functions.holds import utcnow
 from functions.secret_store import SECRET_PREFIX, SecretStore
-from functions.store import limit_id
 
 SYSTEM = "system"
 
@@ -267,7 +265,7 @@ class Provisioner(Writer):
     def add_model(self, model: str, *, actor: str = SYSTEM) -> dict[str, Any]:
         doc = {"id": model, "created": int(utcnow().timestamp()), "prices": []}
         batch = self.db.batch()
-        batch.create(self.ref("models", doc_id(model)), doc)
+        batch.create(self.ref("models", ids.model(model)), doc)
         self.audit(batch, actor, "model.add", model)
         self.commit(batch, exists=f"A model '{model}' already exists.")
         return doc
@@ -276,7 +274,7 @@ class Provisioner(Writer):
         self, model: str, price: pricing.Price, created: int = 0, *, actor: str = SYSTEM
     ) -> list[pricing.Price]:
         """Add a dated price; the previous one ends where this one starts."""
-        ref = self.ref("models", doc_id(model))
+        ref = self.ref("models", ids.model(model))
 
         @firestore.transactional
         def run(tx: firestore.Transaction) -> list[pricing.Price]:
@@ -336,8 +334,8 @@ class Provisioner(Writer):
             "budget_soft": budget_soft,
         }
         batch = self.db.batch()
-        batch.set(self.ref("limits", limit_id(project, model, user)), doc)
-        self.audit(batch, actor, "limit.set", limit_id(project, model, user), doc)
+        batch.set(self.ref("limits", ids.limit(project, model, user)), doc)
+        self.audit(batch, actor, "limit.set", ids.limit(project, model, user), doc)
         self.commit(batch)
         return doc
 
@@ -345,8 +343,8 @@ class Provisioner(Writer):
         self, project: str, model: str, user: str | None = None, *, actor: str = SYSTEM
     ) -> None:
         batch = self.db.batch()
-        batch.delete(self.ref("limits", limit_id(project, model, user)))
-        self.audit(batch, actor, "limit.delete", limit_id(project, model, user))
+        batch.delete(self.ref("limits", ids.limit(project, model, user)))
+        self.audit(batch, actor, "limit.delete", ids.limit(project, model, user))
         self.commit(batch)
 
 

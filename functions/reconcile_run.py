@@ -21,9 +21,8 @@ from typing import Any
 import requests
 from google.cloud import firestore
 
-from functions import indexes, reconcile
+from functions import ids, indexes, reconcile
 from functions.alerts import SWEEP_TIMEOUT_S, AlertConfig, post_once
-from functions.budget import doc_id
 from functions.errors import InvalidRequest
 from functions.holds import utcnow
 from functions.provision import Writer
@@ -52,7 +51,7 @@ RECORD_FIELDS = [
 
 
 def reconciliation_id(day: str, external_key: str) -> str:
-    return doc_id(day, external_key)
+    return ids.reconciliation(day, external_key)
 
 
 class Reconciler:

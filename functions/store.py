@@ -21,8 +21,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1 import base_client
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from functions import indexes
-from functions.budget import doc_id
+from functions import ids, indexes
 from functions.records import (
     CallContext,
     ExternalKeyRecord,
@@ -99,14 +98,6 @@ def make_client(settings: Settings) -> firestore.Client:
     return _Client(project=settings.gcp_project, database=settings.database)
 
 
-def member_id(project: str, user: str) -> str:
-    return doc_id(project, user)
-
-
-def limit_id(project: str, model: str, user: str | None = None) -> str:
-    return doc_id(project, user, model) if user else doc_id(project, model)
-
-
 class _KeyOwnerCache:
     """key hash -> (project, user). A key never changes owner, so this is safe to keep
     for the life of the instance; it lets one batched read fetch key, member, user,
@@ -165,15 +156,15 @@ class Store:
         project, user = owner
         refs = {
             "user": self.ref("users", user or "-"),
-            "member": self.ref("members", member_id(project, user)),
+            "member": self.ref("members", ids.member(project, user)),
             "project": self.ref("projects", project or "-"),
         }
         if key_doc is None:
             refs["key"] = self.ref("keys", key_hash)
         if model:
-            refs["model"] = self.ref("models", doc_id(model))
-            refs["model_limit"] = self.ref("limits", limit_id(project, model))
-            refs["member_model_limit"] = self.ref("limits", limit_id(project, model, user))
+            refs["model"] = self.ref("models", ids.model(model))
+            refs["model_limit"] = self.ref("limits", ids.limit(project, model))
+            refs["member_model_limit"] = self.ref("limits", ids.limit(project, model, user))
         by_path = {r.path: name for name, r in refs.items()}
         docs: dict[str, Mapping[str, Any]] = {}
         for snap in self.db.get_all(list(refs.values())):
@@ -243,13 +234,15 @@ class Store:
             self._ext[key_id] = (rec, now)
         return rec
 
-    def models(self, ids: list[str] | None = None) -> list[ModelRecord]:
+    def models(self, names: list[str] | None = None) -> list[ModelRecord]:
         """Model documents by id, or all of them (for a project allowing ``*``)."""
-        if ids is None:
+        if names is None:
             snaps = list(indexes.query(self.db, "models").stream())
         else:
             snaps = [
-                s for s in self.db.get_all([self.ref("models", doc_id(m)) for m in ids]) if s.exists
+                s
+                for s in self.db.get_all([self.ref("models", ids.model(m)) for m in names])
+                if s.exists
             ]
         self.reads += len(snaps)
         out = []

@@ -143,7 +143,7 @@ class World:
         return out
 
     def counter(self, scope: str, *parts: str) -> dict[str, Any]:
-        from functions.budget import doc_id
+        from functions.ids import doc_id
 
         return self.counters().get(doc_id(scope, *parts), {})
 

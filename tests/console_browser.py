@@ -28,7 +28,8 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from functions.budget import doc_id, period_key
+from functions import ids
+from functions.budget import period_key
 from functions.holds import HoldPlan, Outcome, usage_record
 from functions.pricing import Usage
 from tests.conftest import ROOT, World, bearer
@@ -239,8 +240,8 @@ def seed_usage(
     )
     if plan.period_key == period_key("monthly", datetime.now(UTC)):
         for counter in (
-            doc_id("p", project, plan.period_key),
-            doc_id("m", project, user, plan.period_key),
+            ids.project_counter(project, plan.period_key),
+            ids.member_counter(project, user, plan.period_key),
         ):
             world.db.collection("counters").document(counter).set(
                 {"spent": Increment(cost_nano), "held": Increment(0), "inflight": Increment(0)},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from functions.budget import doc_id
+from functions import ids
 from functions.records import (
     CallContext,
     ExternalKeyRecord,
@@ -23,7 +23,6 @@ from functions.records import (
     ProjectRecord,
     UserRecord,
 )
-from functions.store import limit_id, member_id
 
 Docs = dict[str, dict[str, dict[str, Any]]]
 
@@ -54,11 +53,11 @@ class MemoryStore:
         if key is None:
             return None
         project, user = str(key.get("project", "")), str(key.get("user", ""))
-        u, m = self._get("users", user or "-"), self._get("members", member_id(project, user))
+        u, m = self._get("users", user or "-"), self._get("members", ids.member(project, user))
         p = self._get("projects", project or "-")
-        mod = self._get("models", doc_id(model)) if model else None
-        ml = self._get("limits", limit_id(project, model)) if model else None
-        mml = self._get("limits", limit_id(project, model, user)) if model else None
+        mod = self._get("models", ids.model(model)) if model else None
+        ml = self._get("limits", ids.limit(project, model)) if model else None
+        mml = self._get("limits", ids.limit(project, model, user)) if model else None
         ctx = CallContext(
             key=KeyRecord.from_doc(key_hash, key),
             user=UserRecord.from_doc(user, u) if u is not None else None,
@@ -87,13 +86,13 @@ class MemoryStore:
         d = self._get("external_keys", key_id or "-")
         return ExternalKeyRecord.from_doc(key_id, d) if d is not None else None
 
-    def models(self, ids: list[str] | None = None) -> list[ModelRecord]:
+    def models(self, names: list[str] | None = None) -> list[ModelRecord]:
         with self._lock:
             found = self.docs.get("models", {})
             docs = (
                 [(i, found[i]) for i in sorted(found)]
-                if ids is None
-                else [(doc_id(m), found[doc_id(m)]) for m in ids if doc_id(m) in found]
+                if names is None
+                else [(ids.model(m), found[ids.model(m)]) for m in names if ids.model(m) in found]
             )
         return [ModelRecord.from_doc(str(d.get("id", i)), d) for i, d in docs]
 

@@ -17,12 +17,10 @@ from typing import Any
 
 import flask
 
-from functions import auth, pricing
-from functions.budget import doc_id
+from functions import auth, ids, pricing
 from functions.proxy import Proxy
 from functions.secret_store import CachedSecrets, LocalSecretStore
 from functions.settings import Settings
-from functions.store import member_id
 from functions.upstream import Upstream
 from tests.fake_upstream import FakeUpstream
 from tests.memory_ledger import MemoryLedger
@@ -56,12 +54,12 @@ def seed_docs(keys: dict[str, str]) -> Docs:
             }
         },
         "models": {
-            doc_id("gpt-4o-mini"): {
+            ids.model("gpt-4o-mini"): {
                 "id": "gpt-4o-mini",
                 "created": 1,
                 "prices": [price_doc("0.15", "0.075", "0.60")],
             },
-            doc_id("text-embedding-3-small"): {
+            ids.model("text-embedding-3-small"): {
                 "id": "text-embedding-3-small",
                 "created": 1,
                 "prices": [price_doc("0.02", None, "0")],
@@ -90,7 +88,7 @@ def seed_docs(keys: dict[str, str]) -> Docs:
             "email": f"{user}@example.com",
             "disabled": False,
         }
-        docs["members"][member_id("demo", user)] = {
+        docs["members"][ids.member("demo", user)] = {
             "project": "demo",
             "user": user,
             "role": "lead" if user == "alice" else "member",

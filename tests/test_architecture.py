@@ -37,6 +37,7 @@ PURE = (
     "errors",
     "escrow",
     "holds",
+    "ids",
     "price_table",
     "pricing",
     "quote",

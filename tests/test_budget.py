@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from functions import ids
 from functions.budget import (
     CounterState,
-    doc_id,
     first_breach,
     limits_for,
     period_key,
@@ -41,11 +41,6 @@ def test_weekly_periods_are_iso_weeks_in_utc():
     # 00:30 Monday in UTC+1 is still Sunday in UTC
     plus_one = datetime(2026, 11, 30, 0, 30, tzinfo=timezone(timedelta(hours=1)))
     assert period_key("weekly", plus_one) == "2026-W48"
-
-
-def test_doc_ids_survive_slashes_in_model_names():
-    assert "/" not in doc_id("p", "proj", "org/model:ft", "2026-11")
-    assert doc_id("a|b") != doc_id("a", "b")
 
 
 def _limits(**kw):
@@ -146,11 +141,11 @@ def test_a_scope_may_carry_several_windows_each_with_its_own_counter():
         member_windows=[("daily", "2026-12-03", 5)],
     )
     assert [(lim.counter_id, lim.limit_nano, lim.period) for lim in lims] == [
-        (doc_id("p", "p", "2026-12"), 100, None),
-        (doc_id("m", "p", "u", "2026-12"), None, None),
-        (doc_id("p", "p", "2026-12-03"), 10, "2026-12-03"),
-        (doc_id("p", "p", "2026-W49"), 40, "2026-W49"),
-        (doc_id("m", "p", "u", "2026-12-03"), 5, "2026-12-03"),
+        (ids.project_counter("p", "2026-12"), 100, None),
+        (ids.member_counter("p", "u", "2026-12"), None, None),
+        (ids.project_counter("p", "2026-12-03"), 10, "2026-12-03"),
+        (ids.project_counter("p", "2026-W49"), 40, "2026-W49"),
+        (ids.member_counter("p", "u", "2026-12-03"), 5, "2026-12-03"),
     ]
     daily = lims[2]
     assert first_breach(

@@ -11,8 +11,8 @@ from decimal import Decimal
 import pytest
 from google.cloud.firestore import Increment
 
-from functions import burn
-from functions.budget import doc_id, period_key
+from functions import burn, ids
+from functions.budget import period_key
 from functions.holds import HoldPlan, Outcome, usage_record
 from functions.logpage import strip_log
 from functions.pricing import Usage
@@ -431,8 +431,8 @@ def seed(world, call_id, at, user, cost_nano):
         )
     )
     for counter in (
-        doc_id("p", "demo", plan.period_key),
-        doc_id("m", "demo", user, plan.period_key),
+        ids.project_counter("demo", plan.period_key),
+        ids.member_counter("demo", user, plan.period_key),
     ):
         world.db.collection("counters").document(counter).set(
             {

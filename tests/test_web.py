@@ -35,7 +35,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from functions.budget import doc_id, period_key
+from functions import ids
+from functions.budget import period_key
 from functions.holds import HoldPlan, Outcome, usage_record
 from functions.pricing import Usage
 from functions.reports import CSV_COLUMNS
@@ -233,8 +234,8 @@ def seed_usage(
     )
     # and its spend, as settlement books it, so budget bars agree with the calls
     for counter in (
-        doc_id("p", "demo", plan.period_key),
-        doc_id("m", "demo", user, plan.period_key),
+        ids.project_counter("demo", plan.period_key),
+        ids.member_counter("demo", user, plan.period_key),
     ):
         world.db.collection("counters").document(counter).set(
             {"spent": Increment(cost_nano), "held": Increment(0), "inflight": Increment(0)},
