@@ -1,5 +1,6 @@
 // Tollgate admin console, part 3: the reports - usage (aggregates, calls, CSV), the
-// audit log and the system page (sweep, upstream rate limits).
+// audit log, the system page (sweep, upstream rate limits) and the reconciliation with
+// OpenAI's Usage and Costs APIs (#reconciliation).
 "use strict";
 
 const GROUPS = [["", "no grouping (totals)"], ["project", "project"], ["user", "member"], ["model", "model"],
@@ -169,3 +170,214 @@ VIEWS.system = async (root) => {
     ["Headers", (r) => Object.entries(r.headers || {}).map(([k, v]) => `${k}: ${v}`).join(" · ")],
   ], limits.data, { empty: "No call has gone upstream yet." })));
 };
+
+// ---- reconciliation -----------------------------------------------------------------------
+// Tollgate's books against OpenAI's own Usage and Costs APIs (docs/admin-api.md,
+// "Reconciliation"): the OpenAI admin key, each external key's OpenAI ids, a run, and
+// the stored reconciliations per UTC day and external key. Administrators only.
+
+const FIGURES = [["requests", "Requests"], ["input_tokens", "Input"], ["cached_tokens", "Cached input"],
+                 ["output_tokens", "Output"]];
+const OPENAI_IDS = ["openai_project_id", "openai_key_id"];
+
+VIEWS.reconciliation = async (root) => {
+  const [adminKey, keys] = await Promise.all([get("openai-admin-key"), get("external-keys")]);
+  const filters = state.reconFilters || (state.reconFilters = { day: "", external_key: "" });
+  root.append(headRow("Reconciliation", el("span", "note", "Tollgate's books against OpenAI's own Usage and Costs APIs, per UTC day and external key.")),
+              el("p", "note", "OpenAI's usage data lags by minutes to hours: a day is reconciled again on later runs until two runs after its end see the same figures from OpenAI (stable)."));
+  const grid = el("div", "grid-2");
+  grid.append(adminKeyCard(adminKey), reconcileCard(keys));
+  root.append(grid, openaiIdsCard(keys));
+  const out = el("div");
+  out.id = "reconciliations";
+  const show = form([
+    { name: "day", label: "Day (UTC)", type: "date", value: filters.day },
+    { name: "external_key", label: "External key", type: "select", value: filters.external_key,
+      options: [["", "all keys"], ...keys.data.map((k) => [k.id, k.id])] },
+  ], "Show", async (v) => {
+    Object.assign(filters, v);
+    await loadReconciliations(out, filters);
+  });
+  show.id = "reconciliation-filters";
+  root.append(section("Stored reconciliations", show,
+                      el("p", "note", "Each figure: OpenAI / Tollgate, then the drift (OpenAI − Tollgate) and its % of OpenAI's figure. A row past the drift threshold is highlighted."),
+                      out));
+  await loadReconciliations(out, filters);
+};
+
+function adminKeyCard(k) {
+  const card = section("OpenAI admin key");
+  card.id = "admin-key";
+  card.append(el("p", "note", "An organisation owner's admin key (OpenAI dashboard, Admin keys): it reads usage and costs, never proxies a call. Checked with one Costs API call before it is stored in the secret store; only its last 4 characters are shown."));
+  const status = el("p", "figures");
+  status.id = "admin-key-status";
+  if (k.set) {
+    const del = button("Delete", async () => {
+      await send("DELETE", "openai-admin-key");
+      done("OpenAI admin key deleted: reconciliation stops until a new one is set.");
+      await refresh();
+    }, { danger: true, confirm: "Delete the OpenAI admin key? Reconciliation stops until a new one is set." });
+    del.id = "delete-admin-key";
+    status.append(badge("set", "ok"), " ", el("span", "mono", "…" + k.last4), ` · by ${k.set_by || "unknown"}, ${when(k.set_at)} `, del);
+  } else {
+    status.append(badge("not set", "near"), " No admin key: reconciliation cannot run.");
+  }
+  card.append(status);
+  const put = form([{ name: "secret", label: k.set ? "New admin key (rotate)" : "Admin key", type: "password",
+                      required: true, placeholder: "sk-admin-…", cls: "wide" }],
+  k.set ? "Check and replace" : "Check and save", async (v, f) => {
+    f.elements.namedItem("secret").value = ""; // out of the page before anything else, refused or not
+    const r = await send("PUT", "openai-admin-key", { secret: v.secret });
+    done(`OpenAI admin key checked and saved (…${r.last4}).`);
+    await refresh();
+  });
+  put.id = "admin-key-form";
+  card.append(put);
+  return card;
+}
+
+function reconcileCard(keys) {
+  const card = section("Reconcile now");
+  card.id = "reconcile";
+  card.append(el("p", "note", "Compares one UTC day; without a day, the last 7 complete days not yet stable. Cloud Scheduler runs it daily."));
+  const run = form([{ name: "day", label: "Day (UTC, optional)", type: "date" }], "Reconcile", async (v) => {
+    const r = await send("POST", "reconcile", given({ day: v.day }));
+    if (r.unmapped) {
+      showMessage("No external key is mapped to an OpenAI project: nothing was reconciled. Set its OpenAI ids below.", "info");
+      return;
+    }
+    const over = r.data.filter((d) => (d.over_threshold || []).length).length;
+    if (!r.days.length) done("Nothing to reconcile: every day of the last week is stable.");
+    else done(`Reconciled ${r.days.join(", ")}: ${r.data.length} reconciliation${r.data.length === 1 ? "" : "s"}, ${over} over the drift threshold.`);
+    await refresh();
+  });
+  run.id = "reconcile-form";
+  run.elements.namedItem("day").max = new Date().toISOString().slice(0, 10);
+  card.append(run);
+  if (!keys.data.some((k) => k.openai_project_id)) {
+    card.append(el("p", "note", "No external key is mapped to an OpenAI project yet: set its ids below first."));
+  }
+  return card;
+}
+
+function mappedBadge(k) {
+  if (!k.openai_project_id) return badge("not reconciled until mapped", "near");
+  return k.openai_key_id ? badge("per key", "ok") : badge("whole OpenAI project", "");
+}
+
+function openaiIdsCard(keys) {
+  const card = section("External keys and their OpenAI ids");
+  card.id = "openai-ids";
+  card.append(el("p", "note", "Where OpenAI counts each key's usage (its dashboard's API keys page: project proj_…, key key_…). A key with a project id only is compared with the whole OpenAI project."));
+  const list = table([
+    ["External key", (k) => k.id, "mono"], ["Key", (k) => "…" + k.last4, "mono"],
+    ["OpenAI project", (k) => k.openai_project_id || "–", "mono"],
+    ["OpenAI key id", (k) => k.openai_key_id || "–", "mono"],
+    ["Reconciled", (k) => mappedBadge(k)],
+    ["", (k) => {
+      const edit = el("details", "inline");
+      const ids = form([
+        { name: "openai_project_id", label: "OpenAI project id", value: k.openai_project_id, placeholder: "proj_abc123" },
+        { name: "openai_key_id", label: "OpenAI key id", value: k.openai_key_id, placeholder: "key_abc123", hint: "empty: the whole project" },
+      ], "Save ids", async (v) => {
+        const body = {};
+        for (const name of OPENAI_IDS) if ((v[name] || null) !== (k[name] || null)) body[name] = v[name] || null;
+        if (!Object.keys(body).length) { showMessage("Nothing changed.", "info"); return; }
+        await send("PATCH", "external-keys/" + enc(k.id), body);
+        done(`OpenAI ids of external key '${k.id}' saved.`);
+        await refresh();
+      });
+      ids.dataset.key = k.id;
+      edit.append(el("summary", "", k.openai_project_id ? "Edit ids" : "Map"), ids);
+      return edit;
+    }, "actions"],
+  ], keys.data, { empty: "No external keys yet: add one under External keys.",
+                  rowClass: (k) => (k.openai_project_id ? "" : "unmapped") });
+  list.id = "openai-id-list";
+  card.append(list);
+  return card;
+}
+
+async function loadReconciliations(out, f) {
+  const list = await get("reconciliations", { day: f.day, external_key: f.external_key });
+  if (!list.data.length) {
+    out.replaceChildren(el("p", "empty", f.day || f.external_key
+      ? "No reconciliation matches these filters."
+      : "No reconciliation stored yet: set the admin key, map an external key, then Reconcile."));
+    return;
+  }
+  out.replaceChildren(...list.data.map(reconciliationBlock));
+}
+
+const signed = (n) => (Number(n) > 0 ? "+" : "") + int(n);
+const pct = (p) => (p === null || p === undefined ? "OpenAI: none" : `${p} %`);
+
+// "3 / 3" over "drift 0 (0.00 %)": OpenAI's figure, Tollgate's, and the drift.
+function figure(m, f, over) {
+  const d = m.drift[f];
+  const cell = el("span", "figure");
+  cell.append(el("span", "pair", `${int(m.openai[f])} / ${int(m.tollgate[f])}`),
+              el("span", "drift" + (over.has(`${m.model} ${f}`) ? " over" : d ? " off" : ""),
+                 `drift ${signed(d)} (${pct(m.drift_percent[f])})`));
+  return cell;
+}
+
+function estimatedCell(t) {
+  const cell = el("span", "figure");
+  const orphaned = t.orphaned_calls ? ` (${int(t.orphaned_calls)} orphaned)` : "";
+  cell.append(el("span", "pair", int(t.estimated_calls) + orphaned));
+  if (t.estimated_calls) {
+    const cost = el("span", "drift");
+    cost.append("at ", moneyEl(t.estimated_cost_usd));
+    cell.append(cost);
+  }
+  return cell;
+}
+
+function reconciliationBlock(d) {
+  const over = new Set(d.over_threshold || []);
+  const box = el("article", "recon" + (over.size ? " over" : ""));
+  box.dataset.day = d.day;
+  box.dataset.key = d.external_key;
+  const head = el("div", "recon-head");
+  const title = el("h3", "", `${d.day} · `);
+  title.append(el("span", "mono", d.external_key));
+  const badges = el("span", "badges");
+  badges.append(over.size ? badge(`drift over ${d.threshold_percent} %`, "over") : badge("within the threshold", "ok"),
+                d.stable ? badge("stable", "ok") : badge(d.complete ? "not stable yet" : "day not over", "near"),
+                badge(`${int(d.runs)} run${Number(d.runs) === 1 ? "" : "s"}`));
+  head.append(title, badges);
+  const where = d.scope === "project"
+    ? `OpenAI project ${d.openai_project_id} (no key id: the whole project's usage)`
+    : `OpenAI project ${d.openai_project_id} / key ${d.openai_key_id}`;
+  const largest = d.max_drift_percent === null || d.max_drift_percent === undefined
+    ? "unbounded (OpenAI counted none of something Tollgate booked)" : `${d.max_drift_percent} %`;
+  box.append(head, el("p", "note", `${where} · last run ${when(d.ran_at)} · largest drift ${largest} · ${int(d.unbooked_requests)} unbooked, ${int(d.estimated_calls)} estimated`));
+  if (over.size) box.append(el("p", "over-list", `Past ${d.threshold_percent} %: ${[...over].join(", ")}`));
+  const rowOver = (m) => FIGURES.some(([f]) => over.has(`${m.model} ${f}`));
+  box.append(table([
+    ["Model", (m) => m.model, "mono nowrap"],
+    ...FIGURES.map(([f, label]) => [label, (m) => figure(m, f, over), "num"]),
+    ["Unbooked", (m) => el("span", m.unbooked_requests ? "flag" : "", int(m.unbooked_requests)), "num"],
+    ["Estimated", (m) => estimatedCell(m.tollgate), "num"],
+  ], d.models || [], { className: "recon-models", empty: "No calls on either side.",
+                       rowClass: (m) => (rowOver(m) ? "over" : "") }));
+  const c = d.cost || { models: [], shared_with: [] };
+  const shared = (c.shared_with || []).length
+    ? `, shared with external key${c.shared_with.length === 1 ? "" : "s"} ${c.shared_with.join(", ")}` : "";
+  box.append(el("p", "sub-head", `Cost of OpenAI project ${d.openai_project_id}${shared}`),
+             table([
+               ["Model", (r) => r.model, "mono nowrap"], ["OpenAI", (r) => moneyEl(r.openai_usd), "num"],
+               ["Tollgate", (r) => moneyEl(r.tollgate_usd), "num"], ["Drift", (r) => moneyEl(r.drift_usd), "num"],
+               ["Drift %", (r) => el("span", over.has(`${r.model} cost`) ? "flag" : "", pct(r.drift_percent)), "num"],
+               ["Tollgate calls", (r) => int(r.tollgate_calls), "num"],
+             ], c.models || [], { className: "recon-costs", empty: "No cost on either side.",
+                                  rowClass: (r) => (over.has(`${r.model} cost`) ? "over" : "") }));
+  if (c.other_line_items_usd && nano(c.other_line_items_usd) !== 0n) {
+    const other = el("p", "note", "Other line items of the project (no model): ");
+    other.append(moneyEl(c.other_line_items_usd));
+    box.append(other);
+  }
+  if (shared) box.append(el("p", "note", "The Costs API has no key: cost is the OpenAI project's, against Tollgate's over every external key mapped to it."));
+  return box;
+}
