@@ -13,6 +13,9 @@ import sys
 from collections.abc import Sequence
 from os import environ
 
+# manage and reconcile register their commands in COMMANDS when imported (commands.py
+# holds the framework and the read-only commands; they import it, not the other way)
+from tollgate_cli import manage, reconcile  # noqa: F401
 from tollgate_cli.api import Api, Failure, table  # noqa: F401 - table: for tests
 from tollgate_cli.commands import COMMANDS
 

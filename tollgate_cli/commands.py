@@ -592,7 +592,3 @@ def audit(api: Api, a: A) -> Out:
         ["ts", "actor", "action", "target"],
         [[x["ts"], x["actor"], x["action"], x["target"]] for x in r["data"]],
     )
-
-
-# register the commands that change things, and those of the reconciliation
-from tollgate_cli import manage, reconcile  # noqa: E402,F401
