@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -63,6 +64,25 @@ _LAST_USED_EVERY = timedelta(seconds=60)
 MIN_CLAMPED_OUTPUT = 16
 CLAMPED_HEADER = "x-tollgate-max-tokens-clamped"
 SOFT_HEADER = "x-tollgate-soft-limit-exceeded"  # the soft budgets this call overspent
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One request as the proxy read it, before any check: what every step of a call
+    (the quote, the guessed hold, the checks, the plan) needs to know of it."""
+
+    kind: str
+    khash: str
+    body: Any  # as parsed: admission.check says whether it is a body of this route
+    now: datetime
+    origin: str | None
+    tag: str | None  # the x-tollgate-tag header as sent
+    cache_header: str | None
+    count: Callable[[], int]  # the body's input tokens, counted on first use
+
+    @property
+    def model(self) -> str | None:
+        return routes.model_of(self.body)
 
 
 class Proxy:
@@ -173,38 +193,38 @@ class Proxy:
     ) -> flask.Response:
         raw = read_body(request, self.settings.max_body_bytes)
         body = routes.with_default_model(kind, parse_json(raw))
-        now, model = self.clock(), routes.model_of(body)
-        tag, cache_header = (
-            request.headers.get(admission.TAG_HEADER),
-            request.headers.get("x-tollgate-cache"),
+        ask = Ask(
+            kind,
+            khash,
+            body,
+            self.clock(),
+            origin,
+            tag=request.headers.get(admission.TAG_HEADER),
+            cache_header=request.headers.get("x-tollgate-cache"),
+            count=functools.cache(lambda: tokens.estimate_input_tokens(kind, body, body["model"])),
         )
-        count = functools.cache(lambda: tokens.estimate_input_tokens(kind, body, body["model"]))
         if quote.wants_dry_run(request.headers.get(quote.HEADER)):
-            return self._quote(kind, khash, body, model, tag, now, count, origin)
-        guess = self._guess(kind, khash, body, model, tag, now, cache_header, count, origin)
+            return self._quote(ask)
+        guess = self._guess(ask)
         try:
-            ok, ckey = self._checked(
-                kind,
-                self.store.load_call_context(khash, model),
-                body,
-                now,
-                tag,
-                cache_header,
-                origin,
-            )
-            ctx, price, tag = ok.caller, ok.price, ok.tag
-            model = body["model"]
+            ok, ckey = self._checked(ask, self.store.load_call_context(khash, ask.model))
             hit = ckey and self.hooks.cached_answer(
-                ctx, kind, body, ckey, tag, now, _budget_limits(ctx, model, now)
+                ok.caller,
+                kind,
+                body,
+                ckey,
+                ok.tag,
+                ask.now,
+                _budget_limits(ok.caller, body["model"], ask.now),
             )
             if hit:
                 self._drop(guess)
                 return hit
-            fresh = self._plan(kind, ctx, body, tag, now, price, count)
+            fresh = self._plan(ask, ok)
             try:
                 admitted = self._confirm(guess, fresh)
             except BudgetExceeded as refused:
-                admitted = self._clamped(fresh, body, tag, now, count, refused)
+                admitted = self._clamped(ask, ok, fresh, refused)
         except BaseException:
             self._drop(guess)
             raise
@@ -223,22 +243,10 @@ class Proxy:
             resp.headers["x-tollgate-cache"] = "miss"
         return resp
 
-    def _quote(
-        self,
-        kind: str,
-        khash: str,
-        body: Any,
-        model: str | None,
-        tag: str | None,
-        now: datetime,
-        count: Callable[[], int],
-        origin: str | None,
-    ) -> flask.Response:
+    def _quote(self, ask: Ask) -> flask.Response:
         """Every check of a real call, then the quote; no hold, no upstream, no record."""
-        ok, _ = self._checked(
-            kind, self.store.load_call_context(khash, model), body, now, tag, None, origin
-        )
-        a = self._plan(kind, ok.caller, body, ok.tag, now, ok.price, count)
+        ok, _ = self._checked(ask, self.store.load_call_context(ask.khash, ask.model))
+        a = self._plan(ask, ok)
         answer = quote.build(a, self.ledger.states(a.plan))
         headers = {quote.HEADER: "1"}
         if answer["remaining_usd"] is not None:
@@ -257,26 +265,15 @@ class Proxy:
     # key, a disabled user or a lowered budget is therefore still seen by the very next
     # call: nothing is forwarded before the fresh read has been checked.
 
-    def _guess(
-        self,
-        kind: str,
-        khash: str,
-        body: Any,
-        model: str | None,
-        tag: str | None,
-        now: datetime,
-        cache_header: str | None,
-        count: Callable[[], int],
-        origin: str | None,
-    ) -> tuple[Admitted, Future[Any]] | None:
-        recent = self.store.recent_context(khash, model) if model is not None else None
-        if recent is None or body.get("previous_response_id") is not None:
+    def _guess(self, ask: Ask) -> tuple[Admitted, Future[Any]] | None:
+        recent = self.store.recent_context(ask.khash, ask.model) if ask.model else None
+        if recent is None or ask.body.get("previous_response_id") is not None:
             return None  # (the earlier response's tokens need a query of their own)
         try:
-            ok, ckey = self._checked(kind, recent, body, now, tag, cache_header, origin)
+            ok, ckey = self._checked(ask, recent)
             if ckey is not None:
                 return None
-            a = self._plan(kind, ok.caller, body, ok.tag, now, ok.price, count)
+            a = self._plan(ask, ok)
         except TollgateError:
             return None  # the fresh read decides, and says why
         return a, self.holds.submit(self.ledger.reserve, a.plan)
@@ -294,13 +291,7 @@ class Proxy:
         return fresh
 
     def _clamped(
-        self,
-        a: Admitted,
-        body: dict[str, Any],
-        tag: str | None,
-        now: datetime,
-        count: Callable[[], int],
-        refused: BudgetExceeded,
+        self, ask: Ask, ok: admission.Checked, a: Admitted, refused: BudgetExceeded
     ) -> Admitted:
         """Degrade instead of refuse, for a project that opted in: the call is held again
         with the largest output cap the tightest budget still pays for, and sent with
@@ -315,9 +306,7 @@ class Proxy:
         )
         if cap < MIN_CLAMPED_OUTPUT:
             raise refused
-        clamped = self._plan(
-            a.spec.route, a.ctx, routes.with_cap(a.spec.route, body, cap), tag, now, a.price, count
-        )
+        clamped = self._plan(ask, ok, routes.with_cap(a.spec.route, ask.body, cap))
         # the body sent upstream must carry the lowered cap
         clamped.spec = dataclasses.replace(clamped.spec, modified=True)
         clamped.clamped_to = cap
@@ -334,31 +323,18 @@ class Proxy:
             return
         self.ledger.cancel(guess[0].plan)
 
-    def _checked(
-        self,
-        kind: str,
-        ctx: CallContext | None,
-        body: Any,
-        now: datetime,
-        tag: str | None,
-        cache_header: str | None,
-        origin: str | None,
-    ) -> tuple[admission.Checked, str | None]:
+    def _checked(self, ask: Ask, ctx: CallContext | None) -> tuple[admission.Checked, str | None]:
         """Every check of ``admission``, and the call's cache key."""
-        ok = admission.check(kind, ctx, body, now, origin=origin, tag=tag)
-        return ok, self.hooks.cache_key(ok.caller, kind, body, cache_header)
+        ok = admission.check(ask.kind, ctx, ask.body, ask.now, origin=ask.origin, tag=ask.tag)
+        return ok, self.hooks.cache_key(ok.caller, ask.kind, ask.body, ask.cache_header)
 
     def _plan(
-        self,
-        kind: str,
-        ctx: Caller,
-        body: dict[str, Any],
-        tag: str | None,
-        now: datetime,
-        price: pricing.Price,
-        count: Callable[[], int],
+        self, ask: Ask, ok: admission.Checked, body: dict[str, Any] | None = None
     ) -> Admitted:
-        """Everything about the call's hold, from its configuration; no write."""
+        """Everything about the call's hold, from its configuration; no write. ``body``:
+        the body to send, when it is not the client's (a clamped output cap)."""
+        kind, ctx, tag, now, price = ask.kind, ok.caller, ok.tag, ask.now, ok.price
+        body = ask.body if body is None else body
         project, user = ctx.project, ctx.user
         model = body["model"]
         default_cap = project.default_max_output_tokens or self.settings.default_max_output_tokens
@@ -368,7 +344,7 @@ class Proxy:
             default_cap=default_cap,
             safety_id=routes.safety_identifier(project.id, user.id, self.settings.safety_salt),
         )
-        input_tokens = count()
+        input_tokens = ask.count()
         if spec.previous_response_id is not None:
             earlier = self.store.response_tokens(project.id, spec.previous_response_id)
             if earlier is None:
