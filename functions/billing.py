@@ -10,6 +10,7 @@ name upstream answers with is stored, never re-priced.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,14 @@ class Admitted:
     clamped_to: int | None = None  # the output cap was lowered to fit the budget
     # documents written together with the settlement (cache entry, rate-limit headers)
     extra: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    # work that waits until the client has the whole answer (alert posts): run by the
+    # answer's close(), whichever answer it is (a plain one, a stream, an error)
+    after_answer: list[Callable[[], None]] = field(default_factory=list)
+
+    def answered(self) -> None:
+        """The client has its answer: run what waited for it (once)."""
+        while self.after_answer:
+            self.after_answer.pop(0)()
 
 
 def _str(v: Any) -> str | None:

@@ -8,13 +8,10 @@ settlement write, and an alert is posted only by the call that crosses a thresho
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -137,9 +134,9 @@ class CallHooks:
     def after_settle(
         self, a: Admitted, outcome: Outcome, states: list[CounterState], now: datetime
     ) -> None:
-        """Record the thresholds this call crossed, and post them once the client has
-        its answer: at once when settling in the answer's ``close()`` or a stream's
-        end; on ``close()`` when an error path settled before the answer existed."""
+        """Record the thresholds this call crossed; the post waits in the call's
+        ``after_answer`` until the client has its whole answer (every answer of a held
+        call runs it at its ``close()``: a plain one, a stream, an error)."""
         project = a.ctx.project
         try:
             crossed = crossings(
@@ -163,43 +160,7 @@ class CallHooks:
             log.warning("budget alert check failed: %s", type(exc).__name__)
             return
         if pending and config.webhook:
-            _after_the_answer(lambda: self.alerts.deliver(config, pending))
-
-
-# Set while a stream settles (after its last event, before the chunked body's end is
-# written): posts queued here run at the stream response's close(), once the client has
-# its whole answer.
-_DEFERRED: ContextVar[list[Callable[[], None]] | None] = ContextVar(
-    "tollgate_deferred", default=None
-)
-
-
-@contextlib.contextmanager
-def deferring(sink: list[Callable[[], None]]) -> Iterator[None]:
-    token = _DEFERRED.set(sink)
-    try:
-        yield
-    finally:
-        _DEFERRED.reset(token)
-
-
-def _after_the_answer(post: Callable[[], None]) -> None:
-    """Run ``post`` once the client has its answer. In a stream's settlement: queued for
-    the stream's ``close()``. Without a request context we are in the answer's
-    ``close()``: that is now. With one, an error path settled before its answer exists:
-    at that answer's ``close()``."""
-    sink = _DEFERRED.get()
-    if sink is not None:
-        sink.append(post)
-        return
-    if not flask.has_request_context():
-        post()
-        return
-
-    @flask.after_this_request
-    def post_on_close(reply: flask.Response) -> flask.Response:
-        reply.call_on_close(post)
-        return reply
+            a.after_answer.append(lambda: self.alerts.deliver(config, pending))
 
 
 def _saved_usage(kind: str, body: bytes) -> Usage:

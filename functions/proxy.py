@@ -37,7 +37,7 @@ from functions.budget import (
     rate_limits_for,
     topped_up,
 )
-from functions.callhooks import CallHooks, deferring
+from functions.callhooks import CallHooks
 from functions.errors import (
     BudgetExceeded,
     InvalidRequest,
@@ -232,12 +232,16 @@ class Proxy:
         try:
             resp = self._forward(admitted, request, raw)
         except TollgateError as err:
-            # The call got a hold, so it has a usage record: every answer names it.
-            err.headers["x-tollgate-call-id"] = admitted.plan.call_id
-            raise
+            # settled already: its answer is the error, which names the call (it has a
+            # usage record) and runs what waits for the answer once it is out
+            resp = error_response(err)
+            resp.headers["x-tollgate-call-id"] = admitted.plan.call_id
+            resp.call_on_close(admitted.answered)
+            return resp
         except Exception as exc:  # noqa: BLE001 - as handle(), but the id must survive
             resp = internal_error(exc, "openai")
             resp.headers["x-tollgate-call-id"] = admitted.plan.call_id
+            resp.call_on_close(admitted.answered)
             return resp
         if ckey is not None:
             resp.headers["x-tollgate-cache"] = "miss"
@@ -471,14 +475,10 @@ class Proxy:
             headers[CLAMPED_HEADER] = str(a.clamped_to)
         headers["cache-control"] = "no-cache"
         headers["x-accel-buffering"] = "no"
-        later: list[Callable[[], None]] = []  # alert posts: after the body's last byte
-
-        def settle(a: Admitted, outcome: Outcome) -> list[CounterState] | None:
-            with deferring(later):
-                return self._settle(a, outcome)
-
+        # settled in the generator after the last event; what waits for the answer
+        # (alert posts) runs at close(), once the body's end is written too
         body = relay(
-            a, resp, cap_bytes=self.settings.stream_cap_bytes, started=started, settle=settle
+            a, resp, cap_bytes=self.settings.stream_cap_bytes, started=started, settle=self._settle
         )
         # content_type, not mimetype: Flask appends "; charset=utf-8" to a text/* mimetype,
         # which doubled the charset upstream already sends.
@@ -488,7 +488,7 @@ class Proxy:
             headers=headers,
             content_type=headers.pop("content-type", "text/event-stream"),
         )
-        reply.call_on_close(lambda: [post() for post in later])
+        reply.call_on_close(a.answered)
         return reply
 
     def _reply_then_settle(
@@ -512,6 +512,7 @@ class Proxy:
         def settle() -> None:
             outcome.latency_ms = int((time.monotonic() - started) * 1000)
             self._settle(a, outcome)
+            a.answered()
 
         reply.call_on_close(settle)
         return reply

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import flask
 import pytest
 
 from functions.alerts import (
@@ -27,8 +26,8 @@ from functions.alerts import (
     usd_for_people,
 )
 from functions.budget import Limit
-from functions.callhooks import _after_the_answer
 from tests.conftest import ADMIN_TOKEN, admin_auth, bearer
+from tests.fake_upstream import InvalidJSON
 from tollgate_cli import cli
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -576,22 +575,20 @@ def test_a_recorded_alert_nobody_posted_is_posted_by_the_sweep(db, admin_client,
 # --- never before the answer ------------------------------------------------------------------
 
 
-def test_an_alert_settled_before_its_answer_is_posted_after_it():
-    """Error paths settle before their answer exists: the post waits for its close()."""
-    app, ran = flask.Flask(__name__), []
-
-    @app.route("/")
-    def view() -> str:
-        _after_the_answer(lambda: ran.append("posted"))
-        assert ran == []
-        return "answer"
-
-    r = app.test_client().get("/", buffered=False)
-    assert r.get_data() == b"answer" and ran == []
+def test_an_error_answer_that_crosses_is_out_before_its_webhook(client, admin_client, world, hooks):
+    """An error path settles before its answer exists (here a garbled upstream answer,
+    booked at the hold): the post still waits for that answer's close()."""
+    slow = hook(hooks)
+    crossing_setup(client, admin_client, world, {"webhook_url": slow.url})
+    world.upstream.push(InvalidJSON())
+    r = client.post(
+        "/v1/chat/completions", json=CHAT, headers=bearer(world.keys["bob"]), buffered=False
+    )
+    assert r.status_code == 502 and r.get_json()["error"]["code"] == "upstream_bad_response"
+    assert r.headers["x-tollgate-call-id"]
+    assert slow.posts == []  # settled and crossed, but the answer is not closed yet
     r.close()
-    assert ran == ["posted"]
-    _after_the_answer(lambda: ran.append("now"))  # no request: already after the answer
-    assert ran == ["posted", "now"]
+    assert len(slow.posts) == 1
 
 
 # --- the CLI ----------------------------------------------------------------------------------
