@@ -32,9 +32,9 @@ EOF
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 DATABASE=tollgate                      # SPEC §5: named, since "(default)" may be in Datastore mode
-ADMIN_SECRET=tollgate-admin-tokens     # functions/admin.py ADMIN_TOKENS_SECRET
-SECRET_PREFIX=tollgate-ext-            # functions/secret_store.py SECRET_PREFIX
-OPENAI_ADMIN_SECRET=tollgate-openai-admin-key  # functions/reconcile_run.py ADMIN_KEY_SECRET
+ADMIN_SECRET=tollgate-admin-tokens     # functions/admin/app.py ADMIN_TOKENS_SECRET
+SECRET_PREFIX=tollgate-ext-            # functions/store/secrets.py SECRET_PREFIX
+OPENAI_ADMIN_SECRET=tollgate-openai-admin-key  # functions/admin/reconcile_run.py ADMIN_KEY_SECRET
 INDEX_FILE="$ROOT/functions/firestore.indexes.json"
 RUNTIME=python312
 OPENAI_TIMEOUT_S=900                   # long streams; holds expire after it (TOLLGATE_FUNCTION_TIMEOUT_S)
@@ -125,7 +125,7 @@ bind() {
   done
 }
 
-# The interpreter that seeds tiktoken (it imports functions.encodings, hence tiktoken).
+# The interpreter that seeds tiktoken (it imports functions.core.encodings, hence tiktoken).
 python_for_seed() {
   if [[ -n "${PYTHON:-}" ]]; then printf '%s' "$PYTHON"
   elif [[ -x "$ROOT/.venv/bin/python" ]]; then printf '%s' "$ROOT/.venv/bin/python"
@@ -154,7 +154,7 @@ PY
   printf '__pycache__/\n*.pyc\n' >"$dir/.gcloudignore"
   # tiktoken's two encoding files under their cache names, so nothing is downloaded at start-up
   py="$(python_for_seed)"
-  if ! (cd "$ROOT" && "$py" -m functions.encodings seed "$dir/tiktoken" >/dev/null); then
+  if ! (cd "$ROOT" && "$py" -m functions.core.encodings seed "$dir/tiktoken" >/dev/null); then
     die "could not seed tiktoken's files with $py: it needs requirements.txt installed" \
         "(bash scripts/setup.sh, or set PYTHON=an interpreter that has them)"
   fi
@@ -209,7 +209,7 @@ for who in openai admin log build scheduler; do
       "--display-name=Tollgate build" "--description=Builds the Tollgate functions (Cloud Build)"
   elif [[ "$who" == scheduler ]]; then
     # no role at all: Cloud Scheduler signs ID tokens as it, and the admin function
-    # accepts them for POST /reconcile and /sweep only (functions/oidc.py)
+    # accepts them for POST /reconcile and /sweep only (functions/admin/oidc.py)
     create iam service-accounts create tollgate-scheduler "--project=$PROJECT" \
       "--display-name=Tollgate scheduler" \
       "--description=Identity of the Cloud Scheduler jobs that call the Tollgate admin function"

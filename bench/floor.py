@@ -29,8 +29,8 @@ def make_floor(st: Stack) -> FloorFn:
     update). Counters of a project of their own. Returns one iteration's three times."""
     from google.cloud.firestore_v1 import Increment
 
-    from functions import auth, ids
-    from functions.budget import period_key
+    from functions.core import auth, ids
+    from functions.core.budget import period_key
 
     db = st.db
     now = datetime.now(UTC)
@@ -183,9 +183,9 @@ def bench_round_trips(st: Stack, profile_calls: int = 0) -> dict[str, Any]:
     from werkzeug.serving import make_server
 
     from bench.rpc import RpcRecorder, sequential
-    from functions import upstream as upstream_mod
-    from functions.proxy import proxy_for
-    from functions.settings import Settings
+    from functions.core.settings import Settings
+    from functions.proxy import upstream as upstream_mod
+    from functions.proxy.app import proxy_for
 
     recorder = RpcRecorder().install()
     marks: list[float] = []
@@ -342,13 +342,13 @@ def bench_round_trips(st: Stack, profile_calls: int = 0) -> dict[str, Any]:
 
 
 STAGES = (
-    ("handle", "functions.proxy", "Proxy", "handle"),
-    ("load_call_context", "functions.store", "Store", "load_call_context"),
-    ("estimate_input_tokens", "functions.tokens", None, "estimate_input_tokens"),
-    ("reserve", "functions.ledger", "Ledger", "reserve"),
-    ("secret", "functions.proxy", "Proxy", "_secret_for"),
-    ("upstream", "functions.upstream", "Upstream", "post"),
-    ("settle", "functions.ledger", "Ledger", "settle"),
+    ("handle", "functions.proxy.app", "Proxy", "handle"),
+    ("load_call_context", "functions.store.client", "Store", "load_call_context"),
+    ("estimate_input_tokens", "functions.core.tokens", None, "estimate_input_tokens"),
+    ("reserve", "functions.store.ledger", "Ledger", "reserve"),
+    ("secret", "functions.proxy.app", "Proxy", "_secret_for"),
+    ("upstream", "functions.proxy.upstream", "Upstream", "post"),
+    ("settle", "functions.store.ledger", "Ledger", "settle"),
 )
 
 

@@ -66,7 +66,7 @@ class HotSetup:
 
 
 def _estimate(body: dict[str, Any]) -> int:
-    from functions import pricing, tokens
+    from functions.core import pricing, tokens
     from tests.conftest import MINI, make_price
 
     price = make_price(*MINI)
@@ -79,9 +79,9 @@ def _estimate(body: dict[str, Any]) -> int:
 
 def start_hot(st: Stack) -> HotSetup:
     """Seed the three projects and start the two recorded instances."""
-    from functions.membership import Membership
-    from functions.provision import Provisioner
-    from functions.secret_store import LocalSecretStore
+    from functions.store.membership import Membership
+    from functions.store.provision import Provisioner
+    from functions.store.secrets import LocalSecretStore
 
     cfg = st.cfg
     est, exact_est = _estimate(HOT_BODY), _estimate(OVERSHOOT_BODY)

@@ -106,7 +106,7 @@ def bench_throughput(st: Stack) -> dict[str, Any]:
 def bench_overshoot(st: Stack, project: str) -> dict[str, Any]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
-    from functions.budget import period_key
+    from functions.core.budget import period_key
 
     cfg = st.cfg
     limit = cfg.overshoot_n * st.per_call_nano
@@ -216,7 +216,7 @@ def bench_cold_start_extra(st: Stack, first: dict[str, Any]) -> dict[str, Any]:
         "median_ms": r3(statistics.median(ok)) if ok else None,
         "all_200": len(ok) == len(runs),
         "encodings": "loaded from TIKTOKEN_CACHE_DIR, staged by "
-        "`python -m functions.encodings seed`",
+        "`python -m functions.core.encodings seed`",
         "download_blocked_by": f"HTTPS_PROXY={DEAD_PROXY}",
     }
 
@@ -237,7 +237,7 @@ def words_text(n_words: int, seed: int = 1) -> str:
 
 
 def bench_memory(st: Stack) -> dict[str, Any]:
-    from functions import tokens
+    from functions.core import tokens
 
     cfg = st.cfg
     target = int(cfg.mem_body_mib * 1024 * 1024)

@@ -1,7 +1,7 @@
 """A function with none of Tollgate's work, for the benchmark's platform baseline.
 
 It forwards the body to the fake upstream with the proxy's own HTTP client
-(``functions.upstream.Upstream``) and returns the answer: one more HTTP hop through
+(``functions.proxy.upstream.Upstream``) and returns the answer: one more HTTP hop through
 functions-framework and gunicorn, exactly as the ``openai`` function has, but no key
 check, no Firestore, no estimate. ``proxy - passthrough`` is then Tollgate's own cost.
 """
@@ -13,7 +13,7 @@ import os
 
 import flask
 
-from functions.upstream import Upstream, response_headers
+from functions.proxy.upstream import Upstream, response_headers
 
 
 @functools.cache

@@ -207,7 +207,7 @@ def _start_stack(
     # In parallel: the emulator, the fake upstreams, and tiktoken's encodings staged
     # from files (the same command deploy.sh uses).
     seed_tk = subprocess.Popen(
-        [sys.executable, "-m", "functions.encodings", "seed", str(tk_dir)],
+        [sys.executable, "-m", "functions.core.encodings", "seed", str(tk_dir)],
         cwd=ROOT,
         env=base_env,
         stdout=subprocess.DEVNULL,
@@ -261,7 +261,7 @@ def _start_stack(
         if getattr(emu, "proc", None) is not None:
             pgids["emulator"] = emu.proc.pid
     if seed_tk.wait(60) != 0:
-        raise RuntimeError("python -m functions.encodings seed failed")
+        raise RuntimeError("python -m functions.core.encodings seed failed")
     assert upstream.stdout is not None
     line = upstream.stdout.readline()
     if not line:
@@ -282,16 +282,16 @@ def _start_stack(
         }
     )
     os.environ.pop("OPENAI_API_KEY", None)
-    from functions.settings import Settings
-    from functions.store import make_client
+    from functions.core.settings import Settings
+    from functions.store.client import make_client
 
     # the client the functions use, channel options included: the floor is like for like
     db = make_client(Settings.from_env())
     closers.append(db.close)
     keys, per_call = seed(db, secrets_file, urls, cfg)
     admin_token = "tga_bench_" + os.urandom(16).hex()
-    from functions.admin import ADMIN_TOKENS_SECRET
-    from functions.secret_store import LocalSecretStore
+    from functions.admin.app import ADMIN_TOKENS_SECRET
+    from functions.store.secrets import LocalSecretStore
 
     # the admin API reads spend for the hot runs (bench/hot.py), as an operator would
     LocalSecretStore(secrets_file).put(ADMIN_TOKENS_SECRET, json.dumps({"bench": admin_token}))
@@ -338,10 +338,10 @@ def seed(
 ) -> tuple[dict[str, str], int]:
     """Projects ``lat`` (alice; t0..t7 for throughput) on the plain upstream, and
     ``exact`` / ``over`` (bob) whose budgets fit exactly N calls of OVERSHOOT_BODY."""
-    from functions import pricing, tokens
-    from functions.membership import Membership
-    from functions.provision import Provisioner
-    from functions.secret_store import LocalSecretStore
+    from functions.core import pricing, tokens
+    from functions.store.membership import Membership
+    from functions.store.provision import Provisioner
+    from functions.store.secrets import LocalSecretStore
     from tests.conftest import MINI, make_price
 
     prov = Provisioner(db, LocalSecretStore(secrets_file))

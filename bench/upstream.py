@@ -7,7 +7,7 @@ one interpreter lock:
 * ``plain``: a fixed latency before every answer; every stream is spaced by a
   fixed chunk delay (the measured upstream gaps are this server's own);
 * ``exact``: bills the request's output cap and, as prompt tokens, exactly the
-  proxy's own estimate (``functions.tokens.estimate_input_tokens``): actual == estimate;
+  proxy's own estimate (``functions.core.tokens.estimate_input_tokens``): actual == estimate;
 * ``over``: like ``exact`` but reports ``--extra-tokens`` more prompt tokens than the
   estimate allowed: actual > estimate, by a known amount per call;
 * ``hot``: bills like ``exact`` (actual == estimate) with ``plain``'s latency: the hot
@@ -26,7 +26,7 @@ import sys
 import threading
 from typing import Any
 
-from functions import encodings, tokens
+from functions.core import encodings, tokens
 from tests import fake_upstream
 from tests.fake_upstream import FakeUpstream, Stream
 

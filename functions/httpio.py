@@ -10,7 +10,19 @@ from typing import Any
 
 import flask
 
-from functions.errors import InvalidRequest, RequestTooLarge, TollgateError, redact
+from functions.core.errors import InvalidRequest, RequestTooLarge, TollgateError, redact
+
+# The static pages (the log page, the admin console): their files only, no inline script
+# or style, and nothing framed, sniffed or referred elsewhere.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 log = logging.getLogger("tollgate")
 
@@ -134,7 +146,7 @@ def serve(factory: Any, request: flask.Request, where: str) -> flask.Response:
 
     Settings are read per request (a few microseconds) and the app is cached per
     distinct Settings, so tests can point one process at several emulator projects."""
-    from functions.settings import Settings
+    from functions.core.settings import Settings
 
     try:
         app = factory(Settings.from_env())

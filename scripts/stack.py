@@ -34,10 +34,10 @@ from types import FrameType
 
 from google.cloud import firestore
 
-from functions.admin import ADMIN_TOKENS_SECRET
-from functions.membership import Membership
-from functions.provision import Provisioner
-from functions.secret_store import LocalSecretStore
+from functions.admin.app import ADMIN_TOKENS_SECRET
+from functions.store.membership import Membership
+from functions.store.provision import Provisioner
+from functions.store.secrets import LocalSecretStore
 from tests.emulator import Emulator
 from tests.fake_upstream import FakeUpstream
 
@@ -81,7 +81,7 @@ def seed(
     base_url: str | None,
     admin_token: str,
 ) -> dict[str, str]:
-    from functions.price_table import openai_price_table
+    from functions.core.price_table import openai_price_table
 
     store = LocalSecretStore(secrets_file)
     store.put(ADMIN_TOKENS_SECRET, json.dumps({"local-admin": admin_token}))

@@ -24,10 +24,10 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from werkzeug.serving import make_server
 from werkzeug.wsgi import ClosingIterator
 
-from functions import pricing
-from functions.membership import Membership
-from functions.provision import Provisioner
-from functions.secret_store import LocalSecretStore
+from functions.core import pricing
+from functions.store.membership import Membership
+from functions.store.provision import Provisioner
+from functions.store.secrets import LocalSecretStore
 from tests.emulator import Emulator
 from tests.fake_upstream import FakeUpstream
 
@@ -127,7 +127,7 @@ class World:
         """Every counter as the spend pages see it (``grants.exact_states``: costs settled
         inside a still-open escrow grant count as spent)."""
         SERVED.wait_idle()
-        from functions.grants import exact_states
+        from functions.store.grants import exact_states
 
         out = {}
         for s in self.db.collection("counters").stream():
@@ -143,7 +143,7 @@ class World:
         return out
 
     def counter(self, scope: str, *parts: str) -> dict[str, Any]:
-        from functions.ids import doc_id
+        from functions.core.ids import doc_id
 
         return self.counters().get(doc_id(scope, *parts), {})
 
@@ -229,8 +229,8 @@ def world(
     }
     w = World(db, prov, members, "demo", keys, upstream, secrets_file)
     yield w
-    from functions.admin import admin_for
-    from functions.proxy import proxy_for
+    from functions.admin.app import admin_for
+    from functions.proxy.app import proxy_for
 
     proxy_for.cache_clear()
     admin_for.cache_clear()
@@ -347,7 +347,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Every Firestore query any test made must be covered by a declared index: the
     emulator does not enforce indexes, production does (tests/test_indexes.py checks
     the reports; this catches the queries of every other path too)."""
-    from functions import indexes
+    from functions.store import indexes
 
     declared = indexes.declared()
     missing = sorted(

@@ -28,10 +28,10 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from functions import ids
-from functions.budget import period_key
-from functions.holds import HoldPlan, Outcome, usage_record
-from functions.pricing import Usage
+from functions.core import ids
+from functions.core.budget import period_key
+from functions.core.holds import HoldPlan, Outcome, usage_record
+from functions.core.pricing import Usage
 from tests.conftest import ROOT, World, bearer
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,4 +1,4 @@
-"""An in-memory ledger: what ``functions.ledger.Ledger`` promises, without Firestore.
+"""An in-memory ledger: what ``functions.store.ledger.Ledger`` promises, without Firestore.
 
 It keeps the same counters, windows, holds and usage records in dicts under one lock,
 and decides with the same pure rules (``budget.first_breach``, ``rate_breach``,
@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from functions.budget import (
+from functions.core.budget import (
     CounterState,
     WindowState,
     first_breach,
@@ -27,9 +27,9 @@ from functions.budget import (
     remaining_nano,
     soft_crossed,
 )
-from functions.errors import BudgetExceeded, RateLimited
-from functions.holds import HoldPlan, Outcome, usage_record, utcnow
-from functions.pricing import Usage
+from functions.core.errors import BudgetExceeded, RateLimited
+from functions.core.holds import HoldPlan, Outcome, usage_record, utcnow
+from functions.core.pricing import Usage
 
 
 class MemoryLedger:

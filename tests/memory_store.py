@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from functions import ids
-from functions.records import (
+from functions.core import ids
+from functions.core.records import (
     CallContext,
     ExternalKeyRecord,
     KeyRecord,

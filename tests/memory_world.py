@@ -17,11 +17,11 @@ from typing import Any
 
 import flask
 
-from functions import auth, ids, pricing
-from functions.proxy import Proxy
-from functions.secret_store import CachedSecrets, LocalSecretStore
-from functions.settings import Settings
-from functions.upstream import Upstream
+from functions.core import auth, ids, pricing
+from functions.core.settings import Settings
+from functions.proxy.app import Proxy
+from functions.proxy.upstream import Upstream
+from functions.store.secrets import CachedSecrets, LocalSecretStore
 from tests.fake_upstream import FakeUpstream
 from tests.memory_ledger import MemoryLedger
 from tests.memory_store import Docs, MemoryStore

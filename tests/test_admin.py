@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from functions import auth
+from functions.core import auth
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_SECRET, admin_auth, bearer
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -448,8 +448,8 @@ def test_limits_set_list_and_clear(admin_client, client, world):
 def test_sweep_books_expired_holds(admin_client, world):
     from datetime import UTC, datetime, timedelta
 
-    from functions.budget import limits_for
-    from functions.ledger import HoldPlan, Ledger
+    from functions.core.budget import limits_for
+    from functions.store.ledger import HoldPlan, Ledger
 
     past = datetime.now(UTC) - timedelta(hours=2)
     plan = HoldPlan(
@@ -628,8 +628,8 @@ def test_audit3_a_lead_cannot_act_on_a_co_lead(admin_client, client, world):
 
 
 def test_audit4_a_removed_admin_token_stops_within_seconds(world):
-    from functions.admin import TOKENS_TTL_S, AdminTokens
-    from functions.secret_store import CachedSecrets, LocalSecretStore
+    from functions.admin.app import TOKENS_TTL_S, AdminTokens
+    from functions.store.secrets import CachedSecrets, LocalSecretStore
 
     store = LocalSecretStore(world.secrets_file)
     now = [1000.0]

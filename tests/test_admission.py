@@ -1,4 +1,4 @@
-"""Every check a call passes before anything is held (``functions/admission.py``), and
+"""Every check a call passes before anything is held (``functions/core/admission.py``), and
 their order: pure, no emulator, no upstream."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from functions import admission, pricing, routes
-from functions.errors import (
+from functions.core import admission, pricing, routes
+from functions.core.errors import (
     InvalidApiKey,
     InvalidRequest,
     ModelNotAllowed,
@@ -17,7 +17,7 @@ from functions.errors import (
     PermissionDenied,
     UnsupportedParameter,
 )
-from functions.records import (
+from functions.core.records import (
     CallContext,
     KeyRecord,
     MemberRecord,

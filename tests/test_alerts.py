@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from functions.alerts import (
+from functions.core.budget import Limit
+from functions.store.alerts import (
     MAX_ATTEMPTS,
     AlertConfig,
     Alerts,
@@ -25,7 +26,6 @@ from functions.alerts import (
     guess_format,
     usd_for_people,
 )
-from functions.budget import Limit
 from tests.conftest import ADMIN_TOKEN, admin_auth, bearer
 from tests.fake_upstream import InvalidJSON
 from tollgate_cli import cli
@@ -213,7 +213,7 @@ def crossing_setup(client: Any, admin_client: Any, world: Any, alerts: dict[str,
     """Every call costs exactly its hold, c (as in test_callhooks); one call, then a
     budget of 4c: the next call takes spend from c to 2c and crosses 50 %. Returns the
     alert's document id."""
-    from functions import tokens
+    from functions.core import tokens
 
     world.upstream.bill_cap = True
     world.upstream.prompt_tokens = lambda path, body: tokens.estimate_input_tokens(

@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions import auth
-from functions.errors import InvalidApiKey
-from functions.records import CallContext, KeyRecord, MemberRecord, ProjectRecord, UserRecord
+from functions.core import auth
+from functions.core.errors import InvalidApiKey
+from functions.core.records import CallContext, KeyRecord, MemberRecord, ProjectRecord, UserRecord
 
 KEY = auth.new_key()
 NOW = datetime(2026, 11, 23, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""What a finished call is booked at (``functions/billing.py``): pure functions, no
+"""What a finished call is booked at (``functions/core/billing.py``): pure functions, no
 emulator. The proxy's and the stream relay's tests cover the same rules end to end;
 these pin each case of a failed or answered call on its own."""
 
@@ -9,17 +9,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions import billing, routes
-from functions.errors import (
+from functions.core import billing, routes
+from functions.core.errors import (
     InvalidRequest,
     UpstreamAuthError,
     UpstreamBadResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from functions.holds import HoldPlan
-from functions.pricing import Price, Rates
-from functions.records import Caller, KeyRecord, MemberRecord, ProjectRecord, UserRecord
+from functions.core.holds import HoldPlan
+from functions.core.pricing import Price, Rates
+from functions.core.records import Caller, KeyRecord, MemberRecord, ProjectRecord, UserRecord
 
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 # $1 per 1M input tokens, $4 per 1M output (pico-USD per token), cached input at half

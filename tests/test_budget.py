@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from functions import ids
-from functions.budget import (
+from functions.core import ids
+from functions.core.budget import (
     CounterState,
     first_breach,
     limits_for,

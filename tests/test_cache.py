@@ -1,4 +1,4 @@
-"""functions/cache.py: when the response cache is used, its key (the same request written
+"""functions/core/cache.py: when the response cache is used, its key (the same request written
 differently hits, nothing is shared across projects or routes), and which stored
 entries may answer a call."""
 
@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions import cache
+from functions.core import cache
 
 NOW = datetime(2026, 12, 3, 7, 0, tzinfo=UTC)
 BODY = {

@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from functions.budget import limits_for, rate_limits_for, retry_after_s
-from functions.errors import RateLimited
-from functions.ledger import HoldPlan, Ledger, Outcome
-from functions.pricing import Usage
+from functions.core.budget import limits_for, rate_limits_for, retry_after_s
+from functions.core.errors import RateLimited
+from functions.core.pricing import Usage
+from functions.store.ledger import HoldPlan, Ledger, Outcome
 from tests.conftest import admin_auth, bearer, burst, wait_for_usage
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -129,7 +129,7 @@ def test_rpm_from_many_threads_admits_exactly_the_limit(proxy_url, world):
 
 
 def test_tpm_from_many_threads_admits_what_fits_and_books_within_it(proxy_url, world):
-    from functions import tokens
+    from functions.core import tokens
 
     body = {**CHAT, "max_tokens": 40}
     estimate = tokens.estimate_input_tokens("chat", body, "gpt-4o-mini") + 40
@@ -187,7 +187,7 @@ class Receiver:
 
 
 def test_each_threshold_is_posted_once_per_period(client, admin_client, world):
-    from functions import tokens
+    from functions.core import tokens
 
     hook = Receiver()
     world.upstream.bill_cap = True  # every call costs exactly its hold
@@ -282,7 +282,7 @@ def test_cache_per_request_and_never_for_streams_or_errors(client, world):
 
 
 def test_too_big_answers_are_not_cached():
-    from functions import cache
+    from functions.core import cache
 
     now = datetime.now(UTC)
     assert cache.entry("p", "chat", "m", b"x" * (cache.MAX_BODY_BYTES + 1), "a/b", 60, now) is None

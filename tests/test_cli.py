@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import requests
 
-from functions import pricing
+from functions.core import pricing
 from tests.conftest import ADMIN_TOKEN, ROOT, UPSTREAM_SECRET, admin_auth, bearer, wait_for_usage
 from tests.emulator import free_port
 from tollgate_cli import cli
@@ -491,8 +491,8 @@ def test_alerts_cache_flush_and_ratelimits(run, world, admin_url, proxy_url):
 def test_sweep_books_expired_holds(run, world):
     from datetime import UTC, datetime, timedelta
 
-    from functions.budget import limits_for
-    from functions.ledger import HoldPlan, Ledger
+    from functions.core.budget import limits_for
+    from functions.store.ledger import HoldPlan, Ledger
 
     past = datetime.now(UTC) - timedelta(hours=2)
     period = past.strftime("%Y-%m")

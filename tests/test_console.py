@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from functions.logpage import CSP
+from functions.httpio import CSP
 from tests.conftest import ADMIN_TOKEN, World, admin_auth, bearer, wait_for_usage
 from tests.console_browser import (  # noqa: F401 - *_fixture: fixtures
     accept_confirm,
@@ -80,7 +80,7 @@ def test_console_files_are_served_without_a_token_with_csp(admin_client: Any) ->
     assert r.status_code == 404 and r.mimetype == "application/json"
     assert "console/" in r.get_json()["error"]["message"]
     assert admin_client.get("/console/secrets.json").status_code == 404
-    assert admin_client.get("/console/../functions/admin.py").status_code == 404
+    assert admin_client.get("/console/../functions/admin/app.py").status_code == 404
     assert admin_client.post("/console/").status_code == 405
 
 

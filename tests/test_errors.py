@@ -1,4 +1,4 @@
-"""functions/errors.py: every error Tollgate answers with has OpenAI's shape and its own
+"""functions/core/errors.py: every error Tollgate answers with has OpenAI's shape and its own
 status, the tree in the module's docstring is the real class tree, and nothing that
 looks like a key survives into a message."""
 
@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from functions import errors
-from functions.errors import (
+from functions.core import errors
+from functions.core.errors import (
     BudgetExceeded,
     InvalidRequest,
     RateLimited,
@@ -39,7 +39,7 @@ def drawn_tree() -> list[tuple[int, str, int, str, str]]:
 def resolve(name: str) -> type:
     module, _, cls = name.rpartition(".")
     return getattr(
-        importlib.import_module(f"functions.{module}" if module else "functions.errors"), cls
+        importlib.import_module(f"functions.{module}" if module else "functions.core.errors"), cls
     )
 
 

@@ -1,4 +1,4 @@
-"""The arithmetic of escrow grants (``functions/escrow.py``), pure: sizing, and that no
+"""The arithmetic of escrow grants (``functions/core/escrow.py``), pure: sizing, and that no
 sequence of draws, settlements and syncs lets the calls of a grant spend more than the
 counters reserve for it, even while a sync is in flight."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functions import escrow
-from functions.budget import CounterState
-from functions.escrow import Grant, GrantBook, SyncPlan, free_nano, target_amount
+from functions.core import escrow
+from functions.core.budget import CounterState
+from functions.core.escrow import Grant, GrantBook, SyncPlan, free_nano, target_amount
 
 KEY = ("p|demo|2026-11", "m|demo|bob|2026-11")
 LIMITS = (10**12, None)

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from google.cloud.firestore_v1.batch import WriteBatch
 
-from functions import escrow
-from functions.budget import CounterState
-from functions.errors import BudgetExceeded
-from functions.ledger import Ledger
+from functions.core import escrow
+from functions.core.budget import CounterState
+from functions.core.errors import BudgetExceeded
+from functions.store.ledger import Ledger
 from tests.conftest import burst
 from tests.test_ledger import NOW, Clock, ok, plan, usage
 

@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 import requests
 
-from functions.budget import limits_for
-from functions.holds import plan_from_hold
-from functions.ledger import Ledger, Outcome
-from functions.pricing import Usage
+from functions.core.budget import limits_for
+from functions.core.holds import plan_from_hold
+from functions.core.pricing import Usage
+from functions.store.ledger import Ledger, Outcome
 from tests.conftest import ROOT, admin_auth
 from tests.emulator import free_port
 from tests.fake_upstream import Stall

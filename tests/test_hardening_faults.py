@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from functions import pricing, sse, tokens
+from functions.core import pricing, sse, tokens
 from tests.conftest import UPSTREAM_SECRET, bearer, make_price, wait_for_usage
 from tests.emulator import free_port
 from tests.fake_upstream import Error, InvalidJSON, Stall, Stream

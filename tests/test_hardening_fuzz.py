@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from functions import auth
+from functions.core import auth
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_SECRET, admin_auth, bearer
 from tests.fake_upstream import Error
 

@@ -18,10 +18,10 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
 
-from functions.budget import limits_for
-from functions.errors import BudgetExceeded
-from functions.ledger import HoldPlan, Ledger, Outcome
-from functions.pricing import Usage
+from functions.core.budget import limits_for
+from functions.core.errors import BudgetExceeded
+from functions.core.pricing import Usage
+from functions.store.ledger import HoldPlan, Ledger, Outcome
 from tests.conftest import bearer
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

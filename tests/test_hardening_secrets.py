@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from functions import auth, errors, httpio
-from functions.errors import TollgateError, UpstreamAuthError
+from functions import httpio
+from functions.core import auth, errors
+from functions.core.errors import TollgateError, UpstreamAuthError
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_SECRET, admin_auth, bearer
 from tests.fake_upstream import Error
 
@@ -287,8 +288,8 @@ def httpio_app() -> Any:
 def test_admin_tokens_are_compared_in_constant_time_against_every_token(
     admin_client, world, monkeypatch
 ):
-    from functions import admin as admin_mod
-    from functions.secret_store import LocalSecretStore
+    from functions.admin import app as admin_mod
+    from functions.store.secrets import LocalSecretStore
 
     others = {"ci": "tga_ci_token_0123456789abcdefghij", "ops": "tga_ops_token_0123456789abcdef"}
     LocalSecretStore(world.secrets_file).put(

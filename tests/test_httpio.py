@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from functions.errors import InvalidRequest
+from functions.core.errors import InvalidRequest
 from functions.httpio import parse_json
 
 

@@ -1,4 +1,4 @@
-"""Document ids (``functions/ids.py``): the stored format is pinned here, since a
+"""Document ids (``functions/core/ids.py``): the stored format is pinned here, since a
 change would orphan every counter, membership and limit already written."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from functions import ids
+from functions.core import ids
 
 
 def test_the_stored_formats():

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore
 
-from functions import indexes, reports
-from functions.indexes import ASC, DESC, Index, Shape, covered, declared, needed_index
-from functions.ledger import Ledger
-from functions.reconcile_run import Reconciler
-from functions.reports import Filters
-from functions.store import Store
+from functions.admin.reconcile_run import Reconciler
+from functions.store import indexes, reports
+from functions.store.client import Store
+from functions.store.indexes import ASC, DESC, Index, Shape, covered, declared, needed_index
+from functions.store.ledger import Ledger
+from functions.store.reports import Filters
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

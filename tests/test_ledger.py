@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.budget import limits_for
-from functions.errors import BudgetExceeded
-from functions.ledger import HoldPlan, Ledger, Outcome
-from functions.pricing import Usage
+from functions.core.budget import limits_for
+from functions.core.errors import BudgetExceeded
+from functions.core.pricing import Usage
+from functions.store.ledger import HoldPlan, Ledger, Outcome
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -75,7 +75,7 @@ def ledger(db, clock) -> Ledger:
 def counter(db, period: str = "2026-11") -> dict:
     """The project counter as the spend pages see it (costs settled inside a still-open
     escrow grant count as spent; ``grants.exact_states``)."""
-    from functions.grants import exact_states
+    from functions.store.grants import exact_states
 
     cid = f"p|demo|{period}"
     raw = db.collection("counters").document(cid).get().to_dict() or {}

@@ -1,4 +1,4 @@
-"""What any ledger promises, checked on both: the real one (``functions.ledger.Ledger``
+"""What any ledger promises, checked on both: the real one (``functions.store.ledger.Ledger``
 on the Firestore emulator, escrow grants on as deployed) and the in-memory one that
 fast tests use (``tests/memory_ledger.py``). A behaviour the fake gets wrong fails
 here, next to the same check passing on the real thing.
@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from functions.budget import limits_for, rate_limits_for
-from functions.errors import BudgetExceeded, RateLimited
-from functions.holds import HoldPlan, Outcome
-from functions.ledger import Ledger
-from functions.pricing import Usage
+from functions.core.budget import limits_for, rate_limits_for
+from functions.core.errors import BudgetExceeded, RateLimited
+from functions.core.holds import HoldPlan, Outcome
+from functions.core.pricing import Usage
+from functions.store.ledger import Ledger
 from tests.memory_ledger import MemoryLedger
 
 NOW = datetime(2026, 12, 3, 12, 0, 30, tzinfo=UTC)

@@ -11,11 +11,12 @@ from decimal import Decimal
 import pytest
 from google.cloud.firestore import Increment
 
-from functions import burn, ids
-from functions.budget import period_key
-from functions.holds import HoldPlan, Outcome, usage_record
-from functions.logpage import strip_log
-from functions.pricing import Usage
+from functions.core import ids
+from functions.core.budget import period_key
+from functions.core.holds import HoldPlan, Outcome, usage_record
+from functions.core.pricing import Usage
+from functions.log.app import strip_log
+from functions.store import burn
 from tests.conftest import bearer
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -446,7 +447,7 @@ def seed(world, call_id, at, user, cost_nano):
 
 
 def test_me_shows_burn_rate_and_run_out_per_member(log_client, world, monkeypatch):
-    monkeypatch.setattr("functions.logpage.utcnow", lambda: NOW)
+    monkeypatch.setattr("functions.log.app.utcnow", lambda: NOW)
     for cid, days_ago, user, usd in (
         ("b1", 6, "bob", "2"),
         ("b2", 1, "bob", "1.5"),

@@ -10,7 +10,7 @@ import openai as openai_sdk
 import pytest
 import requests
 
-from functions import pricing, tokens
+from functions.core import pricing, tokens
 from tests.conftest import MINI, burst, make_price, wait_for_usage
 
 RATES = make_price(*MINI).tiers["default"]

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
-from functions.errors import InvalidApiKey
-from functions.oidc import SchedulerTokens, looks_like_jwt
+from functions.admin.oidc import SchedulerTokens, looks_like_jwt
+from functions.core.errors import InvalidApiKey
 
 AUDIENCE = "https://admin-abc123-ew.a.run.app"
 SA = "tollgate-scheduler@demo-project.iam.gserviceaccount.com"

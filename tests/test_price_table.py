@@ -12,8 +12,8 @@ import pytest
 from genai_prices import types as gp
 from genai_prices.data import providers
 
-from functions import price_table, pricing
-from functions.price_table import Skipped, TableEntry
+from functions.core import price_table, pricing
+from functions.core.price_table import Skipped, TableEntry
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 O3_CUT = datetime(2025, 6, 10, tzinfo=UTC)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from functions import pricing
-from functions.pricing import Price, Rates, Usage
+from functions.core import pricing
+from functions.core.pricing import Price, Rates, Usage
 
 # gpt-4o-mini: $0.15 input, $0.075 cached, $0.60 output per 1M tokens.
 MINI = Rates(input=150_000, output=600_000, cached_input=75_000)

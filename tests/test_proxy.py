@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions import pricing, tokens
+from functions.core import pricing, tokens
 from tests.conftest import MINI, UPSTREAM_SECRET, admin_auth, bearer, make_price
 from tests.fake_upstream import Error, InvalidJSON, Stall
 
@@ -591,7 +591,7 @@ def test_previous_response_id_adds_the_recorded_tokens_to_the_estimate(client, w
 
 
 def test_last_used_is_recorded_at_most_once_a_minute(client, world):
-    from functions import auth
+    from functions.core import auth
 
     ref = world.db.collection("keys").document(auth.key_hash(world.keys["bob"]))
     assert ref.get().get("last_used_at") is None
@@ -833,8 +833,8 @@ def timeline(monkeypatch):
     import threading
     import time as _time
 
-    from functions.ledger import Ledger
-    from functions.store import Store
+    from functions.store.client import Store
+    from functions.store.ledger import Ledger
 
     events: list[tuple[str, float, float]] = []
     lock = threading.Lock()

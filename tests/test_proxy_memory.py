@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from functions.pricing import format_usd
-from functions.upstream import Upstream
+from functions.core.pricing import format_usd
+from functions.proxy.upstream import Upstream
 from tests.fake_upstream import Error, FakeUpstream, InvalidJSON, Stall, Stream
 from tests.memory_world import MemoryWorld, memory_world
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from functions import pricing, quote
-from functions.errors import InvalidRequest
+from functions.core import pricing, quote
+from functions.core.errors import InvalidRequest
 from tests.conftest import bearer
 
 CHAT = {

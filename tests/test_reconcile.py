@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from functions import reconcile
-from functions.admin_reconcile import parse_day
-from functions.errors import InvalidRequest
-from functions.reconcile import KeyMap
-from functions.usage_api import COMPLETIONS, COSTS, AdminKeyRefused, UsageApi
+from functions.admin.reconciliation import parse_day
+from functions.admin.usage_api import COMPLETIONS, COSTS, AdminKeyRefused, UsageApi
+from functions.core import reconcile
+from functions.core.errors import InvalidRequest
+from functions.core.reconcile import KeyMap
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_SECRET, admin_auth
 from tests.fake_usage_api import ADMIN_KEY, FakeUsageApi
 from tests.test_alerts import Hook

@@ -1,4 +1,4 @@
-"""functions/report_csv.py: usage records as JSON (ISO times, money as exact decimal
+"""functions/core/report_csv.py: usage records as JSON (ISO times, money as exact decimal
 strings) and as CSV that a spreadsheet opens without running anything in it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from functions.report_csv import CSV_COLUMNS, record_json, to_csv
+from functions.core.report_csv import CSV_COLUMNS, record_json, to_csv
 
 TS = datetime(2026, 12, 3, 8, 30, 5, 250000, tzinfo=timezone(timedelta(hours=1)))
 RECORD = {

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from functions import reports
-from functions.errors import InvalidRequest
-from functions.pricing import format_usd
-from functions.reports import Filters
+from functions.core.errors import InvalidRequest
+from functions.core.pricing import format_usd
+from functions.store import reports
+from functions.store.reports import Filters
 
 T = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -552,7 +552,7 @@ def test_every_usage_record_carries_the_summed_fields(db: firestore.Client) -> N
     # and cost alike. So every record the ledger writes must carry the four fields.
     db.collection("usage").document("x").set({"ts": T, "cost_nano": 2})
     assert reports.aggregate(db, Filters(), None)["data"][0]["calls"] == 0
-    from functions.holds import HoldPlan, Outcome, usage_record
+    from functions.core.holds import HoldPlan, Outcome, usage_record
 
     plan = HoldPlan(
         call_id="c",

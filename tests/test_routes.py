@@ -2,8 +2,8 @@
 
 import pytest
 
-from functions import routes
-from functions.errors import InvalidRequest, NotFound, UnsupportedParameter
+from functions.core import routes
+from functions.core.errors import InvalidRequest, NotFound, UnsupportedParameter
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 

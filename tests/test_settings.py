@@ -1,4 +1,4 @@
-"""functions/settings.py: ``Settings.from_env`` with explicit environments (defaults,
+"""functions/core/settings.py: ``Settings.from_env`` with explicit environments (defaults,
 every variable, clear errors for bad values) and the README's configuration table,
 which must list every variable it reads."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.settings import Settings
+from functions.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = {"TOLLGATE_GCP_PROJECT": "acme-prod"}

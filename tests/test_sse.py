@@ -1,4 +1,4 @@
-"""functions/sse.py: splitting a byte stream into SSE events, reading them, the error
+"""functions/core/sse.py: splitting a byte stream into SSE events, reading them, the error
 event a broken stream ends with, and what a stream's meter takes from it for billing.
 Pure: no network, no Firestore."""
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functions import sse
+from functions.core import sse
 
 CHAT_ID = "chatcmpl-abc"
 

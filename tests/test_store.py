@@ -10,8 +10,8 @@ from google.api_core import exceptions, gapic_v1
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from functions.settings import Settings
-from functions.store import make_client
+from functions.core.settings import Settings
+from functions.store.client import make_client
 
 
 @pytest.fixture

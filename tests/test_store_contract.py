@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from functions import auth
-from functions.store import Store
+from functions.core import auth
+from functions.store.client import Store
 from tests.memory_store import Docs, MemoryStore
 from tests.memory_world import seed_docs
 

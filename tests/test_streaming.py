@@ -11,7 +11,7 @@ import openai as openai_sdk
 import pytest
 import requests
 
-from functions import pricing, sse, tokens
+from functions.core import pricing, sse, tokens
 from tests.conftest import MINI, make_price, wait_for_usage
 from tests.fake_upstream import Error, Stream
 

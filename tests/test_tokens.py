@@ -1,4 +1,4 @@
-"""Token estimation for budget holds (``functions/tokens.py``), with tiktoken kept
+"""Token estimation for budget holds (``functions/core/tokens.py``), with tiktoken kept
 offline (the encodings themselves: tests/test_encodings.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import tiktoken
 
-from functions import tokens
+from functions.core import tokens
 from tests.tiktoken_offline import offline, seeded_dir
 
 __all__ = ["offline", "seeded_dir"]  # fixtures, used by name

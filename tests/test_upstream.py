@@ -1,4 +1,4 @@
-"""functions/upstream.py: which headers go to OpenAI and which come back, and the HTTP
+"""functions/proxy/upstream.py: which headers go to OpenAI and which come back, and the HTTP
 client against the loopback fake upstream: answers and upstream errors are returned,
 network failures become Tollgate errors, streams are read as they arrive."""
 
@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from functions import sse
-from functions.errors import UpstreamTimeout, UpstreamUnavailable
-from functions.upstream import (
+from functions.core import sse
+from functions.core.errors import UpstreamTimeout, UpstreamUnavailable
+from functions.proxy.upstream import (
     StreamBroken,
     Upstream,
     UpstreamResponse,

@@ -1,4 +1,4 @@
-"""functions/validate.py: the admin API's field readers return a clean value or refuse
+"""functions/core/validate.py: the admin API's field readers return a clean value or refuse
 with a 400 (InvalidRequest) whose ``param`` names the field at fault."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from functions import validate as v
-from functions.errors import InvalidRequest
+from functions.core import validate as v
+from functions.core.errors import InvalidRequest
 
 
 def refused(call, *args, **kw) -> InvalidRequest:

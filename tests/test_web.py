@@ -35,11 +35,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from functions import ids
-from functions.budget import period_key
-from functions.holds import HoldPlan, Outcome, usage_record
-from functions.pricing import Usage
-from functions.reports import CSV_COLUMNS
+from functions.core import ids
+from functions.core.budget import period_key
+from functions.core.holds import HoldPlan, Outcome, usage_record
+from functions.core.pricing import Usage
+from functions.store.reports import CSV_COLUMNS
 from tests.conftest import ROOT, World, bearer
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -356,7 +356,7 @@ def test_member_sees_calls_totals_chart_and_downloads_csv(
     # the log function's clock stops here, so the burn rate the page shows is the one
     # this test reads from the API (a rate over the period so far moves with time)
     frozen = datetime.now(UTC)
-    monkeypatch.setattr("functions.logpage.utcnow", lambda: frozen)
+    monkeypatch.setattr("functions.log.app.utcnow", lambda: frozen)
     # A budget four times what is spent: the bar must read 25%.
     spent = Decimal(log_api(log_url, bob, "me")["projects"][0]["spent_usd"])
     assert spent > 0
@@ -752,7 +752,7 @@ def test_lead_sees_each_members_run_out_date_and_filters_by_tag_and_key(
     driver: WebDriver, world: World, log_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-    monkeypatch.setattr("functions.logpage.utcnow", lambda: now)
+    monkeypatch.setattr("functions.log.app.utcnow", lambda: now)
     world.members.add_key("demo", "bob", "ci")
     for cid, days_ago, user, cost, tag, key in (
         ("b6", 6, "bob", 2 * 10**9, "nightly", "ci"),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from functions import encodings
+from functions.core import encodings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Any download attempt goes to a closed port and fails fast instead of reaching the internet.

@@ -1,7 +1,7 @@
 // Tollgate admin console, part 1: the API client, sign-in, navigation and the small
 // DOM helpers the views (views.js) are built with.
 //
-// Rules this file keeps (README "Admin console", functions/console.py):
+// Rules this file keeps (README "Admin console", functions/admin/console.py):
 // * the token (an admin token or a lead's proxy key) lives in sessionStorage: gone when
 //   the tab closes, never in localStorage, never in a URL; it travels only in the
 //   Authorization header of the admin API calls;

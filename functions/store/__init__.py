@@ -1,0 +1,11 @@
+"""Firestore and Secret Manager, behind narrow classes: the proxy's configuration reads
+and the client (``client``), the budget path that alone writes money - holds, counters,
+escrow grants, usage records, the sweep (``ledger``, ``books``, ``grant_desk``, ``grants``,
+``sweep``) -, the queries and their declared indexes (``indexes``, ``reports``,
+``report_filters``, ``report_groups``, ``burn``), atomic configuration writes with their
+audit record (``provision``, ``membership``, ``price_loader``), budget alerts
+(``alerts``) and secrets (``secrets``).
+
+May import: ``functions.core``, the Google Cloud libraries, requests (alert webhooks).
+Never ``functions.proxy``, ``functions.admin`` or ``functions.log``.
+"""
