@@ -20,10 +20,10 @@ from functions.core.pricing import format_usd
 from functions.core.settings import Settings
 from functions.store import indexes
 from functions.store.alerts import DEFAULT_THRESHOLDS, FORMATS, Alerts, guess_format
-from functions.store.grants import exact_states
 from functions.store.ledger import ledger_for_settings
 from functions.store.membership import Membership, check_role
 from functions.store.provision import Provisioner
+from functions.store.views import Views
 
 _FLUSH_SLICE = 400
 
@@ -31,6 +31,7 @@ _FLUSH_SLICE = 400
 class MemberHandlers:
     settings: Settings
     db: firestore.Client
+    views: Views
     prov: Provisioner
     members: Membership
 
@@ -74,7 +75,7 @@ class MemberHandlers:
         period = period_key(proj.get("budget_period", "monthly"), utcnow())
         members = self.members.list_members(project)
         cids = [ids.member_counter(project, str(m["user"]), period) for m in members]
-        states = exact_states(self.db, project, cids)
+        states = self.views.counters(project, cids)
         out = []
         for m, cid in zip(members, cids, strict=True):
             out.append(
@@ -147,7 +148,7 @@ class MemberHandlers:
             for k in keys
             if k.get("budget_nano") is not None and not k["revoked_at"]
         }
-        states = exact_states(self.db, project, list(cids.values())) if cids else {}
+        states = self.views.counters(project, cids.values()) if cids else {}
         for k in keys:
             cid = cids.get(str(k["name"])) if not k["revoked_at"] else None
             if cid is not None:
@@ -228,10 +229,7 @@ class MemberHandlers:
 
     def list_limits(self, project: str, **_: Any) -> Resp:
         self.prov.get("projects", project, "project")
-        docs = [
-            s.to_dict() or {}
-            for s in indexes.query(self.db, "limits", equals={"project": project}).stream()
-        ]
+        docs = list(self.views.where("limits", project=project).values())
         return ok(
             {"data": sorted(docs, key=lambda d: (str(d.get("model")), str(d.get("user") or "")))}
         )
@@ -283,10 +281,7 @@ class MemberHandlers:
 
     def get_alerts(self, project: str, **_: Any) -> Resp:
         d = self.prov.get("projects", project, "project")
-        sent = [
-            s.to_dict() or {}
-            for s in indexes.query(self.db, "alerts_sent", equals={"project": project}).stream()
-        ]
+        sent = list(self.views.where("alerts_sent", project=project).values())
         config = {
             "webhook_url": None,
             "thresholds": list(DEFAULT_THRESHOLDS),

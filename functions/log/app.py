@@ -37,9 +37,9 @@ from functions.core.pricing import format_usd
 from functions.core.records import topups_of
 from functions.core.settings import Settings
 from functions.httpio import SECURITY_HEADERS, error_response, internal_error, json_response
-from functions.store import burn, indexes, reports
+from functions.store import burn, reports
 from functions.store.client import Store, make_client
-from functions.store.grants import exact_states
+from functions.store.views import Views
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 ASSETS = {"/": "index.html", "/app.js": "app.js", "/app.css": "app.css"}
@@ -100,8 +100,8 @@ def _asset(name: str) -> tuple[bytes, str, str]:
 
 class LogApp:
     def __init__(self, store: Store) -> None:
-        self.store = store
-        self.db = store.db
+        self.store = store  # the key's configuration (the proxy's reads)
+        self.views = Views(store.db)  # what the page shows
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LogApp:
@@ -161,7 +161,7 @@ class LogApp:
         if name == "usage":
             return json_response(self._usage(f, request.args))
         if name == "totals":
-            row = reports.aggregate(self.db, f, None)["data"][0]
+            row = self.views.aggregate(f, None)["data"][0]
             return json_response({k: v for k, v in row.items() if k != "group"})
         raise NotFound(f"No log API '{name[:100]}'.")
 
@@ -196,12 +196,12 @@ class LogApp:
 
     def _me(self, viewer: Viewer) -> dict[str, Any]:
         now = utcnow()
-        snap = self.store.ref("projects", viewer.project).get()
-        out = [self._project(viewer, snap, now)] if snap.exists and not snap.get("archived") else []
+        p = self.views.project(viewer.project)
+        out = [self._project(viewer, p, now)] if p is not None and not p.get("archived") else []
         return {"user": {"id": viewer.user, "name": viewer.name}, "projects": out}
 
-    def _project(self, viewer: Viewer, snap: Any, now: datetime) -> dict[str, Any]:
-        p = snap.to_dict() or {}
+    def _project(self, viewer: Viewer, p: dict[str, Any], now: datetime) -> dict[str, Any]:
+        project_id = viewer.project
         budget_period = str(p.get("budget_period", "monthly"))
         period = period_key(budget_period, now)
         # whose budgets the page projects: a lead's whole project, a member themselves
@@ -209,10 +209,7 @@ class LogApp:
         members = (
             {
                 str(d.get("user")): topped_up(d.get("budget_nano"), topups_of(d), now)
-                for d in (
-                    m.to_dict() or {}
-                    for m in indexes.query(self.db, "members", equals={"project": snap.id}).stream()
-                )
+                for d in self.views.members(project_id)
             }
             if viewer.lead
             else {}
@@ -221,15 +218,15 @@ class LogApp:
         members[viewer.user] = mine
         project_budget = topped_up(p.get("budget_nano"), topups_of(p), now)
         pid, mid = (
-            ids.project_counter(snap.id, period),
-            ids.member_counter(snap.id, viewer.user, period),
+            ids.project_counter(project_id, period),
+            ids.member_counter(project_id, viewer.user, period),
         )
-        mids = {u: ids.member_counter(snap.id, u, period) for u in members}
-        states = exact_states(self.db, snap.id, list(dict.fromkeys([pid, mid, *mids.values()])))
+        mids = {u: ids.member_counter(project_id, u, period) for u in members}
+        states = self.views.counters(project_id, [pid, mid, *mids.values()])
         pc, mc = states[pid], states[mid]
         entry = {
-            "id": snap.id,
-            "name": p.get("name", snap.id),
+            "id": project_id,
+            "name": p.get("name", project_id),
             "role": viewer.role,
             "period": period,
             "budget_period": p.get("budget_period"),
@@ -250,14 +247,14 @@ class LogApp:
             )
             for u, b in sorted(members.items())
         ]
-        entry["burn"] = burn.burn_report(self.db, snap.id, budget_period, budgets, now)
+        entry["burn"] = self.views.burn(project_id, budget_period, budgets, now)
         return entry
 
     def _calls(self, f: reports.Filters, args: Any) -> flask.Response:
         if args.get("format") == "csv":
-            rows, token = reports.records(self.db, f, limit=1000)
+            rows, token = self.views.records(f, limit=1000)
             while token and len(rows) < CSV_MAX_ROWS:
-                more, token = reports.records(self.db, f, limit=1000, page_token=token)
+                more, token = self.views.records(f, limit=1000, page_token=token)
                 rows += more
             return flask.Response(
                 reports.to_csv(rows),
@@ -265,7 +262,7 @@ class LogApp:
                 headers={"Content-Disposition": "attachment; filename=tollgate-calls.csv"},
             )
         limit = reports.parse_limit(args.get("limit"), default=100, maximum=500)
-        rows, token = reports.records(self.db, f, limit=limit, page_token=args.get("page_token"))
+        rows, token = self.views.records(f, limit=limit, page_token=args.get("page_token"))
         calls = [{k: r.get(k) for k in CALL_FIELDS} for r in map(reports.record_json, rows)]
         return json_response({"data": calls, "next_page_token": token})
 
@@ -277,7 +274,7 @@ class LogApp:
         seen: dict[str, dict[str, Any]] = {}
         token = None
         while True:
-            page = reports.aggregate(self.db, f, "day", limit=200, page_token=token, now=now)
+            page = self.views.aggregate(f, "day", limit=200, page_token=token, now=now)
             seen.update((r["group"], r) for r in page["data"])
             token = page["next_page_token"]
             if not token:
@@ -295,8 +292,7 @@ class LogApp:
                 f"'group_by' must be one of {', '.join(LOG_GROUP_BY)}.", param="group_by"
             )
         limit = reports.parse_limit(args.get("limit"), default=50, maximum=200)
-        return reports.aggregate(
-            self.db,
+        return self.views.aggregate(
             f,
             LOG_GROUP_BY.get(group_by or "", group_by),
             limit=limit,
