@@ -18,10 +18,7 @@ from typing import Any
 import pytest
 import requests
 from google.cloud.firestore import Increment
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -32,28 +29,9 @@ from functions.core import ids
 from functions.core.budget import period_key
 from functions.core.holds import HoldPlan, Outcome, usage_record
 from functions.core.pricing import Usage
+from tests.chrome import start_chrome
 from tests.conftest import ROOT, World, bearer
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-browser_test = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="browser tests need /usr/bin/chromium and /usr/bin/chromedriver "
-    "(apt-get install -y chromium chromium-driver)",
-)
-# No internet here: without the background-networking flags Chromium keeps dialling out.
-CHROME_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-)
 SIGN_IN = "Sign in with an admin token, or with your proxy key if you lead a project."
 BAD_TOKEN = "This token was not accepted"
 WAIT_S = 20
@@ -72,21 +50,8 @@ def downloads_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def browser_fixture(
     tmp_path_factory: pytest.TempPathFactory, downloads: Path
 ) -> Iterator[WebDriver]:
-    opts = Options()
-    opts.binary_location = str(CHROMIUM)
-    for flag in CHROME_FLAGS:
-        opts.add_argument(flag)
-    opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('console-profile')}")
-    opts.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
-    )
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
+    driver = start_chrome(tmp_path_factory.mktemp("console-profile"), downloads)
     try:
-        driver.execute_cdp_cmd(
-            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
-        )
         yield driver
     finally:
         driver.quit()

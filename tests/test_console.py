@@ -22,11 +22,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from functions.httpio import CSP
+from tests.chrome import browser_test
 from tests.conftest import ADMIN_TOKEN, World, admin_auth, bearer, wait_for_usage
 from tests.console_browser import (  # noqa: F401 - *_fixture: fixtures
     accept_confirm,
     browser_fixture,
-    browser_test,
     by_id,
     chat,
     check,

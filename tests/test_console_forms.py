@@ -10,11 +10,11 @@ import requests
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
+from tests.chrome import browser_test
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_SECRET, World, admin_auth
 from tests.console_browser import (  # noqa: F401 - *_fixture: fixtures
     accept_confirm,
     browser_fixture,
-    browser_test,
     by_id,
     chat,
     csp_violations,

@@ -24,12 +24,12 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
+from tests.chrome import browser_test
 from tests.conftest import ADMIN_TOKEN, World, admin_auth
 from tests.console_browser import (  # noqa: F401 - *_fixture: fixtures
     XSS,
     accept_confirm,
     browser_fixture,
-    browser_test,
     by_id,
     csp_violations,
     downloads_fixture,

@@ -15,6 +15,7 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 
+from tests.chrome import browser_test
 from tests.conftest import ADMIN_TOKEN, World, wait_for_usage
 from tests.console_browser import (  # noqa: F401 - *_fixture: fixtures
     BAD_TOKEN,
@@ -22,7 +23,6 @@ from tests.console_browser import (  # noqa: F401 - *_fixture: fixtures
     XSS,
     accept_confirm,
     browser_fixture,
-    browser_test,
     by_id,
     chat,
     csp_violations,

@@ -26,10 +26,7 @@ from urllib.parse import unquote
 import pytest
 import requests
 from google.cloud.firestore import Increment
-from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -40,29 +37,10 @@ from functions.core.budget import period_key
 from functions.core.holds import HoldPlan, Outcome, usage_record
 from functions.core.pricing import Usage
 from functions.store.reports import CSV_COLUMNS
+from tests.chrome import browser_test, start_chrome
 from tests.conftest import ROOT, World, bearer
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="browser tests need /usr/bin/chromium and /usr/bin/chromedriver "
-    "(apt-get install -y chromium chromium-driver)",
-)
-
-# No internet here: without the background-networking flags Chromium keeps dialling out.
-CHROME_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,900",
-)
+pytestmark = browser_test
 NO_KEY = "Paste the proxy key your project lead gave you"
 BAD_KEY = (
     "This key was not accepted: it may be revoked or expired — ask your project lead for a new one"
@@ -81,22 +59,8 @@ def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory, downloads: Path) -> Iterator[WebDriver]:
-    opts = Options()
-    opts.binary_location = str(CHROMIUM)
-    for flag in CHROME_FLAGS:
-        opts.add_argument(flag)
-    opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}")
-    opts.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
-    )
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=opts, service=Service(str(CHROMEDRIVER)))
+    driver = start_chrome(tmp_path_factory.mktemp("chrome-profile"), downloads)
     try:
-        # Headless Chrome ignores the download prefs unless told over CDP.
-        driver.execute_cdp_cmd(
-            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
-        )
         yield driver
     finally:
         driver.quit()
