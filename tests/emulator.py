@@ -24,6 +24,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_run(n: int) -> int:
+    """The first of ``n`` consecutive free loopback ports (the local stack takes three):
+    each run is bound whole before it is handed out, so all of it was free at once."""
+    for _ in range(100):
+        base = free_port()
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports on 127.0.0.1")
+
+
 def _ok(host: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}/", timeout=1) as r:  # noqa: S310

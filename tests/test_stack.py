@@ -22,7 +22,7 @@ import pytest
 
 from scripts import stack
 from tests.conftest import ROOT
-from tests.emulator import free_port
+from tests.emulator import free_port, free_port_run
 
 MARK = "TOLLGATE_STACK_TEST_MARK"  # inherited by every process the stack starts
 
@@ -114,7 +114,7 @@ def test_local_stack_smoke():
         if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "FIRESTORE_EMULATOR_HOST")
     }
     out = subprocess.run(
-        [sys.executable, "-m", "scripts.stack", "--smoke", "--port", str(free_port())],
+        [sys.executable, "-m", "scripts.stack", "--smoke", "--port", str(free_port_run(3))],
         cwd=ROOT,
         env=env,
         capture_output=True,
