@@ -70,7 +70,7 @@ def test_console_files_are_served_without_a_token_with_csp(admin_client: Any) ->
     page = admin_client.get("/console/").get_data(as_text=True)
     # nothing inline: every script and style is a file of ours, referenced relatively
     assert "<style" not in page and " style=" not in page and "onclick" not in page
-    assert page.count("<script") == 3 and 'src="console.js"' in page
+    assert page.count("<script") == 4 and 'src="console.js"' in page
     assert "http" not in page.replace("http-equiv", "")
     # the folder without its slash: sent to it, so relative URLs resolve
     r = admin_client.get("/admin/console")

@@ -208,7 +208,7 @@ def seed_usage(
 
 
 def for_people(usd: str) -> str:
-    """The page's rounding (web/app.js money()), independently: $1 and up to the cent,
+    """The page's rounding (web/shared.js money()), independently: $1 and up to the cent,
     below $1 two significant digits, zeros after the cents dropped; half up."""
     n = int(Decimal(usd) * 10**9)
     if n == 0:
@@ -550,7 +550,11 @@ def test_names_from_data_render_as_text(driver: WebDriver, world: World, log_url
     assert [o.text for o in Select(by_id(driver, "model")).options][1] == model
     assert driver.find_elements(By.CSS_SELECTOR, "img") == []
     assert driver.find_elements(By.CSS_SELECTOR, "svg[onload], [onerror]") == []
-    assert len(driver.find_elements(By.TAG_NAME, "script")) == 1  # ours only
+    scripts = driver.find_elements(By.TAG_NAME, "script")
+    assert [x.get_attribute("src").rsplit("/", 1)[-1] for x in scripts] == [  # ours only
+        "shared.js",
+        "app.js",
+    ]
     time.sleep(0.3)  # give an injected handler the chance to fire
     with pytest.raises(NoAlertPresentException):
         driver.switch_to.alert.text  # noqa: B018 - reading it is what raises

@@ -36,6 +36,7 @@ ASSETS = {
     "/console.js": "console.js",
     "/views.js": "views.js",
     "/reports.js": "reports.js",
+    "/shared.js": "../shared.js",  # web/shared.js: with the log page
 }
 PREFIX = "/console"
 

@@ -42,7 +42,12 @@ from functions.store.client import Store, make_client
 from functions.store.views import Views
 
 WEB = Path(__file__).resolve().parents[2] / "web"
-ASSETS = {"/": "index.html", "/app.js": "app.js", "/app.css": "app.css"}
+ASSETS = {
+    "/": "index.html",
+    "/app.js": "app.js",
+    "/app.css": "app.css",
+    "/shared.js": "shared.js",  # with the admin console
+}
 CALL_FIELDS = (
     "ts",
     "call_id",

@@ -14,7 +14,6 @@
 "use strict";
 
 const TOKEN_STORE = "tollgate.admin.token";
-const SVG_NS = "http://www.w3.org/2000/svg";
 
 // The views, by hash name; views.js and reports.js fill it in.
 const VIEWS = {};
@@ -24,55 +23,9 @@ const state = {
   generation: 0,     // bumped per render, so a slow stale answer never overwrites a newer view
 };
 
-const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = String(text);
-  return node;
-}
-
-function svg(tag, attrs) {
-  const node = document.createElementNS(SVG_NS, tag);
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
-  return node;
-}
-
 // ---- formatting (the log page's rules: exact amount on hover, rounded for people) ----
-
-function usd(value) {
-  if (value === null || value === undefined) return "none";
-  const text = String(value);
-  const sign = text.startsWith("-") ? "-" : "";
-  const [whole, frac = ""] = text.replace(/^-/, "").split(".");
-  return sign + "$" + whole + "." + frac.replace(/0+$/, "").padEnd(2, "0");
-}
-
-// "12.345678900" -> 12345678900n nano-dollars: rounding in integers, never a cent off.
-function nano(value) {
-  const text = String(value ?? "0");
-  const [whole, frac = ""] = text.replace(/^-/, "").split(".");
-  const n = BigInt(whole || "0") * 1000000000n + BigInt((frac + "000000000").slice(0, 9));
-  return text.startsWith("-") ? -n : n;
-}
-
-function money(value) {
-  if (value === null || value === undefined) return "no budget";
-  let n = nano(value);
-  const sign = n < 0n ? "-" : "";
-  if (n < 0n) n = -n;
-  if (n === 0n) return "$0.00";
-  let decimals = n >= 1000000000n ? 2 : Math.min(9, Math.max(2, 11 - n.toString().length));
-  const unit = 10n ** BigInt(9 - decimals);
-  let rounded = (n + unit / 2n) / unit;
-  if (decimals > 2 && rounded >= 100n) { rounded /= 10n; decimals -= 1; }
-  const digits = rounded.toString().padStart(decimals + 1, "0");
-  const whole = digits.slice(0, -decimals).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
-  const frac = digits.slice(-decimals).replace(/0+$/, "").padEnd(2, "0");
-  return `${sign}$${whole}.${frac}`;
-}
 
 function moneyEl(value, empty) {
   if ((value === null || value === undefined) && empty !== undefined) return el("span", "money", empty);
@@ -81,7 +34,6 @@ function moneyEl(value, empty) {
   return node;
 }
 
-const int = (n) => Number(n || 0).toLocaleString();
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "–");
 const day = (iso) => (iso ? new Date(iso).toLocaleDateString() : "–");
 
