@@ -14,17 +14,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from google.cloud import firestore
+from google.cloud.firestore import Increment
 from google.cloud.firestore_v1.base_query import FieldFilter
 from werkzeug.serving import make_server
 from werkzeug.wsgi import ClosingIterator
 
-from functions.core import pricing
+from functions.core import ids, pricing
+from functions.core.budget import period_key
+from functions.core.holds import HoldPlan, Outcome, usage_record
 from functions.store.membership import Membership
 from functions.store.provision import Provisioner
 from functions.store.secrets import LocalSecretStore
@@ -149,6 +152,56 @@ class World:
 
 
 T = TypeVar("T")
+
+
+def seed_usage(
+    world: World,
+    call_id: str,
+    *,
+    at: datetime,
+    project: str = "demo",
+    user: str = "bob",
+    model: str = "gpt-4o-mini",
+    cost_nano: int = 1_500_000,
+    tag: str | None = None,
+    key_name: str = "default",
+) -> None:
+    """A usage record exactly as settlement writes it (``holds.usage_record``), and its
+    spend on the project and member counters of its period, as settlement books it, so
+    the pages' budget bars agree with the calls."""
+    plan = HoldPlan(
+        call_id=call_id,
+        project=project,
+        user=user,
+        key_name=key_name,
+        model=model,
+        route="chat",
+        budget_period="monthly",
+        period_key=period_key("monthly", at),
+        limits=(),
+        estimate_nano=cost_nano,
+        admitted_at=at,
+        expires_at=at + timedelta(minutes=10),
+        tag=tag,
+    )
+    outcome = Outcome(
+        status="ok",
+        cost_nano=cost_nano,
+        upstream_model=model,
+        latency_ms=321,
+        usage=pricing.Usage(input_tokens=1200, cached_tokens=200, output_tokens=300),
+    )
+    world.db.collection("usage").document(call_id).set(
+        usage_record(plan, outcome, at + timedelta(seconds=1))
+    )
+    for counter in (
+        ids.project_counter(project, plan.period_key),
+        ids.member_counter(project, user, plan.period_key),
+    ):
+        world.db.collection("counters").document(counter).set(
+            {"spent": Increment(cost_nano), "held": Increment(0), "inflight": Increment(0)},
+            merge=True,
+        )
 
 
 def burst(n: int, call: Callable[[], T], timeout_s: float = 120.0) -> list[T]:

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import requests
-from google.cloud.firestore import Increment
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
@@ -25,12 +24,8 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from functions.core import ids
-from functions.core.budget import period_key
-from functions.core.holds import HoldPlan, Outcome, usage_record
-from functions.core.pricing import Usage
 from tests.chrome import start_chrome
-from tests.conftest import ROOT, World, bearer
+from tests.conftest import ROOT, World, bearer, seed_usage
 
 SIGN_IN = "Sign in with an admin token, or with your proxy key if you lead a project."
 BAD_TOKEN = "This token was not accepted"
@@ -164,54 +159,6 @@ def chat(proxy_url: str, key: str, tag: str | None = None) -> requests.Response:
         timeout=15,
         json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]},
     )
-
-
-def seed_usage(
-    world: World,
-    call_id: str,
-    *,
-    project: str,
-    user: str,
-    at: datetime,
-    cost_nano: int,
-    model: str = "gpt-4o-mini",
-    tag: str | None = None,
-) -> None:
-    """A usage record as settlement writes it, and its spend on the counters."""
-    plan = HoldPlan(
-        call_id=call_id,
-        project=project,
-        user=user,
-        key_name="default",
-        model=model,
-        route="chat",
-        budget_period="monthly",
-        period_key=period_key("monthly", at),
-        limits=(),
-        estimate_nano=cost_nano,
-        admitted_at=at,
-        expires_at=at + timedelta(minutes=10),
-        tag=tag,
-    )
-    outcome = Outcome(
-        status="ok",
-        cost_nano=cost_nano,
-        upstream_model=model,
-        latency_ms=321,
-        usage=Usage(input_tokens=1200, cached_tokens=200, output_tokens=300),
-    )
-    world.db.collection("usage").document(call_id).set(
-        usage_record(plan, outcome, at + timedelta(seconds=1))
-    )
-    if plan.period_key == period_key("monthly", datetime.now(UTC)):
-        for counter in (
-            ids.project_counter(project, plan.period_key),
-            ids.member_counter(project, user, plan.period_key),
-        ):
-            world.db.collection("counters").document(counter).set(
-                {"spent": Increment(cost_nano), "held": Increment(0), "inflight": Increment(0)},
-                merge=True,
-            )
 
 
 def money_text(driver: WebDriver, usd: str) -> str:

@@ -25,20 +25,15 @@ from urllib.parse import unquote
 
 import pytest
 import requests
-from google.cloud.firestore import Increment
 from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from functions.core import ids
-from functions.core.budget import period_key
-from functions.core.holds import HoldPlan, Outcome, usage_record
-from functions.core.pricing import Usage
 from functions.store.reports import CSV_COLUMNS
 from tests.chrome import browser_test, start_chrome
-from tests.conftest import ROOT, World, bearer
+from tests.conftest import ROOT, World, bearer, seed_usage
 
 pytestmark = browser_test
 NO_KEY = "Paste the proxy key your project lead gave you"
@@ -157,54 +152,6 @@ def log_api(log_url: str, key: str, name: str, **params: str) -> Any:
     resp = requests.get(f"{log_url}/log/api/{name}", params=params, headers=bearer(key), timeout=15)
     assert resp.status_code == 200, resp.text
     return resp.json()
-
-
-def seed_usage(
-    world: World,
-    call_id: str,
-    *,
-    at: datetime,
-    user: str = "bob",
-    model: str = "gpt-4o-mini",
-    cost_nano: int = 1_500_000,
-    tag: str | None = None,
-    key_name: str = "default",
-) -> None:
-    """A usage document exactly as settlement writes it (ledger.usage_record)."""
-    plan = HoldPlan(
-        call_id=call_id,
-        project="demo",
-        user=user,
-        key_name=key_name,
-        model=model,
-        route="chat",
-        budget_period="monthly",
-        period_key=period_key("monthly", at),
-        limits=(),
-        estimate_nano=cost_nano,
-        admitted_at=at,
-        expires_at=at + timedelta(minutes=10),
-        tag=tag,
-    )
-    outcome = Outcome(
-        status="ok",
-        cost_nano=cost_nano,
-        upstream_model=model,
-        latency_ms=321,
-        usage=Usage(input_tokens=1200, cached_tokens=200, output_tokens=300),
-    )
-    world.db.collection("usage").document(call_id).set(
-        usage_record(plan, outcome, at + timedelta(seconds=1))
-    )
-    # and its spend, as settlement books it, so budget bars agree with the calls
-    for counter in (
-        ids.project_counter("demo", plan.period_key),
-        ids.member_counter("demo", user, plan.period_key),
-    ):
-        world.db.collection("counters").document(counter).set(
-            {"spent": Increment(cost_nano), "held": Increment(0), "inflight": Increment(0)},
-            merge=True,
-        )
 
 
 def for_people(usd: str) -> str:
