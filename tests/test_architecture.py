@@ -109,3 +109,32 @@ def test_every_module_sits_in_a_package() -> None:
         assert doc and "May import" in doc, (
             f"functions/{package}/__init__.py says what it may import"
         )
+
+
+STORAGE = ("google.cloud", "google.api_core")
+
+
+@pytest.mark.parametrize("package", ["proxy", "admin", "log"])
+def test_only_the_store_talks_to_firestore(package: str) -> None:
+    """The functions hold store classes, never a Firestore client: no module of theirs
+    imports the Google Cloud client libraries or builds a query of its own."""
+    wrong = {}
+    for path in sorted((FUNCTIONS / package).glob("*.py")):
+        source = path.read_text()
+        tree = ast.parse(source)
+        imported = {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        } | {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        bad = sorted(m for m in imported if m.startswith(STORAGE))
+        calls = sorted(
+            {
+                n.func.attr
+                for n in ast.walk(tree)
+                if isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute)
+                and n.func.attr in ("collection", "batch", "transaction", "get_all", "query")
+            }
+        )
+        if bad or calls:
+            wrong[path.name] = bad + calls
+    assert not wrong, f"functions.{package} reaches Firestore itself: {wrong}"

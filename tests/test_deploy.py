@@ -251,7 +251,7 @@ def test_dry_run_prints_every_step_in_order(dry_run: list[list[str]]) -> None:
         ]
     ]
     # the OpenAI admin key (reconciliation) is the admin function's, never the proxy's
-    from functions.admin.reconcile_run import ADMIN_KEY_SECRET
+    from functions.store.reconciliations import ADMIN_KEY_SECRET
 
     assert any(ADMIN_KEY_SECRET in arg for arg in cmds[grants[3]])
     assert not any(

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from google.cloud import firestore
 
-from functions.admin.reconcile_run import Reconciler
 from functions.store import indexes, reports
 from functions.store.client import Store
 from functions.store.indexes import ASC, DESC, Index, Shape, covered, declared, needed_index
 from functions.store.ledger import Ledger
+from functions.store.reconciliations import ReconcileBooks
 from functions.store.reports import Filters
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -172,9 +172,7 @@ def test_every_query_shape_is_covered_by_a_declared_index(db: firestore.Client) 
     Store(db).response_tokens("p", "resp_c1")
     # reconciliation: a day's records by the key they were sent with, and by project
     db.collection("projects").document("p").set({"id": "p", "external_key": "main"})
-    Reconciler(db, None, "", 2.0, clock=lambda: NOW)._records(  # type: ignore[arg-type]
-        "main", (NOW - timedelta(days=1)).date()
-    )
+    ReconcileBooks(db).records("main", (NOW - timedelta(days=1)).date())
 
     shapes = indexes.seen()
     usage = {s.equals for s in shapes if s.collection == "usage" and s.range_field == "ts"}

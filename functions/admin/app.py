@@ -1,5 +1,6 @@
-"""The ``admin`` function: routing and authorisation. The handlers themselves are in
-``admin_handlers.py``; the API is documented in docs/admin-api.md.
+"""The ``admin`` function: routing and authorisation. A route names its handler as
+``"resource.method"``; the resources are ``resources.py``'s, one module each. The API
+is documented in docs/admin-api.md.
 
 Two kinds of caller: an administrator with a named admin token (compared in
 constant time against every configured token, so timing says nothing about which
@@ -25,6 +26,7 @@ import flask
 from functions.admin import oidc
 from functions.admin.console import console_path
 from functions.admin.console import serve as serve_console
+from functions.admin.resources import Resources
 from functions.core import auth
 from functions.core.errors import InvalidApiKey, PermissionDenied, TollgateError
 from functions.core.holds import utcnow
@@ -42,7 +44,7 @@ _ID_OK = re.compile(r"^[A-Za-z0-9][\x21-\x7e]{0,255}$")
 # minute); a re-read is one Secret Manager access, cheap at admin-API traffic.
 TOKENS_TTL_S = 3.0
 # the routes Cloud Scheduler calls with its service account's ID token (oidc.py)
-SCHEDULED = frozenset({"reconcile", "sweep"})
+SCHEDULED = frozenset({"reconciliation.run", "operations.sweep"})
 
 
 @dataclass(frozen=True)
@@ -66,58 +68,58 @@ def _r(method: str, path: str, handler: str, lead: bool = False) -> Route:
 
 
 ROUTES = [
-    _r("GET", "/users", "list_users"),
-    _r("POST", "/users", "create_user"),
-    _r("GET", "/users/{user}", "get_user"),
-    _r("PATCH", "/users/{user}", "update_user"),
-    _r("POST", "/users/{user}/disable", "disable_user"),
-    _r("GET", "/external-keys", "list_external_keys"),
-    _r("POST", "/external-keys", "add_external_key"),
-    _r("POST", "/external-keys/{key}/rotate", "rotate_external_key"),
-    _r("DELETE", "/external-keys/{key}", "delete_external_key"),
-    _r("PATCH", "/external-keys/{key}", "update_external_key"),
+    _r("GET", "/users", "users.index"),
+    _r("POST", "/users", "users.create"),
+    _r("GET", "/users/{user}", "users.show"),
+    _r("PATCH", "/users/{user}", "users.update"),
+    _r("POST", "/users/{user}/disable", "users.disable"),
+    _r("GET", "/external-keys", "external_keys.index"),
+    _r("POST", "/external-keys", "external_keys.create"),
+    _r("POST", "/external-keys/{key}/rotate", "external_keys.rotate"),
+    _r("DELETE", "/external-keys/{key}", "external_keys.destroy"),
+    _r("PATCH", "/external-keys/{key}", "external_keys.update"),
     # OpenAI's organisation admin key (reads the Usage and Costs APIs; never proxies)
-    _r("GET", "/openai-admin-key", "get_admin_key"),
-    _r("PUT", "/openai-admin-key", "put_admin_key"),
-    _r("DELETE", "/openai-admin-key", "delete_admin_key"),
-    _r("POST", "/reconcile", "reconcile"),
-    _r("GET", "/reconciliations", "list_reconciliations"),
-    _r("GET", "/models", "list_models"),
-    _r("POST", "/models", "add_model"),
-    _r("POST", "/models/load-prices", "load_prices"),
-    _r("GET", "/models/{model}", "get_model"),
-    _r("POST", "/models/{model}/costs", "add_cost"),
-    _r("GET", "/projects", "list_projects"),
-    _r("POST", "/projects", "create_project"),
-    _r("GET", "/projects/{project}", "get_project"),
-    _r("PATCH", "/projects/{project}", "update_project"),
-    _r("POST", "/projects/{project}/archive", "archive_project"),
-    _r("GET", "/projects/{project}/members", "list_members", lead=True),
-    _r("POST", "/projects/{project}/members", "add_member", lead=True),
-    _r("PATCH", "/projects/{project}/members/{user}", "update_member", lead=True),
-    _r("DELETE", "/projects/{project}/members/{user}", "remove_member", lead=True),
-    _r("GET", "/projects/{project}/members/{user}/keys", "list_keys"),
-    _r("POST", "/projects/{project}/members/{user}/keys", "add_key"),
-    _r("POST", "/projects/{project}/members/{user}/keys/{name}/rotate", "rotate_key", lead=True),
-    _r("PATCH", "/projects/{project}/members/{user}/keys/{name}", "update_key", lead=True),
-    _r("DELETE", "/projects/{project}/members/{user}/keys/{name}", "revoke_key"),
-    _r("GET", "/projects/{project}/topups", "list_topups", lead=True),
-    _r("POST", "/projects/{project}/topups", "add_topup", lead=True),
-    _r("GET", "/projects/{project}/limits", "list_limits"),
-    _r("PUT", "/projects/{project}/limits/{model}", "set_limit"),
-    _r("PUT", "/projects/{project}/limits/{model}/users/{user}", "set_limit"),
-    _r("DELETE", "/projects/{project}/limits/{model}", "delete_limit"),
-    _r("DELETE", "/projects/{project}/limits/{model}/users/{user}", "delete_limit"),
-    _r("POST", "/projects/{project}/cache/flush", "flush_cache"),
-    _r("GET", "/projects/{project}/alerts", "get_alerts"),
-    _r("PUT", "/projects/{project}/alerts", "set_alerts"),
-    _r("POST", "/sweep", "sweep"),
-    _r("GET", "/usage", "usage"),
-    _r("GET", "/queries", "queries"),
-    _r("GET", "/ratelimits", "ratelimits"),
-    _r("GET", "/audit", "audit"),
+    _r("GET", "/openai-admin-key", "reconciliation.show_admin_key"),
+    _r("PUT", "/openai-admin-key", "reconciliation.put_admin_key"),
+    _r("DELETE", "/openai-admin-key", "reconciliation.delete_admin_key"),
+    _r("POST", "/reconcile", "reconciliation.run"),
+    _r("GET", "/reconciliations", "reconciliation.index"),
+    _r("GET", "/models", "models.index"),
+    _r("POST", "/models", "models.create"),
+    _r("POST", "/models/load-prices", "models.load_prices"),
+    _r("GET", "/models/{model}", "models.show"),
+    _r("POST", "/models/{model}/costs", "models.add_cost"),
+    _r("GET", "/projects", "projects.index"),
+    _r("POST", "/projects", "projects.create"),
+    _r("GET", "/projects/{project}", "projects.show"),
+    _r("PATCH", "/projects/{project}", "projects.update"),
+    _r("POST", "/projects/{project}/archive", "projects.archive"),
+    _r("GET", "/projects/{project}/members", "members.index", lead=True),
+    _r("POST", "/projects/{project}/members", "members.create", lead=True),
+    _r("PATCH", "/projects/{project}/members/{user}", "members.update", lead=True),
+    _r("DELETE", "/projects/{project}/members/{user}", "members.destroy", lead=True),
+    _r("GET", "/projects/{project}/members/{user}/keys", "keys.index"),
+    _r("POST", "/projects/{project}/members/{user}/keys", "keys.create"),
+    _r("POST", "/projects/{project}/members/{user}/keys/{name}/rotate", "keys.rotate", lead=True),
+    _r("PATCH", "/projects/{project}/members/{user}/keys/{name}", "keys.update", lead=True),
+    _r("DELETE", "/projects/{project}/members/{user}/keys/{name}", "keys.destroy"),
+    _r("GET", "/projects/{project}/topups", "topups.index", lead=True),
+    _r("POST", "/projects/{project}/topups", "topups.create", lead=True),
+    _r("GET", "/projects/{project}/limits", "limits.index"),
+    _r("PUT", "/projects/{project}/limits/{model}", "limits.update"),
+    _r("PUT", "/projects/{project}/limits/{model}/users/{user}", "limits.update"),
+    _r("DELETE", "/projects/{project}/limits/{model}", "limits.destroy"),
+    _r("DELETE", "/projects/{project}/limits/{model}/users/{user}", "limits.destroy"),
+    _r("POST", "/projects/{project}/cache/flush", "projects.flush_cache"),
+    _r("GET", "/projects/{project}/alerts", "alerts.show"),
+    _r("PUT", "/projects/{project}/alerts", "alerts.update"),
+    _r("POST", "/sweep", "operations.sweep"),
+    _r("GET", "/usage", "reports.usage"),
+    _r("GET", "/queries", "reports.queries"),
+    _r("GET", "/ratelimits", "reports.ratelimits"),
+    _r("GET", "/audit", "reports.audit"),
     # who the token belongs to (the console's sign-in): any admin, any lead of any project
-    _r("GET", "/whoami", "whoami", lead=True),
+    _r("GET", "/whoami", "operations.whoami", lead=True),
 ]
 
 
@@ -181,14 +183,13 @@ class Admin:
         store: Store,
         secrets: CachedSecrets,
         clock: Callable[[], datetime] = utcnow,
+        resources: Resources | None = None,
     ) -> None:
-        from functions.admin.handlers import Handlers
-
         self.settings = settings
         self.store = store
         self.tokens = AdminTokens(secrets)
         self.clock = clock
-        self.handlers = Handlers(settings, store.db, secrets)
+        self.resources = resources or Resources.from_store(settings, store, secrets)
         self.scheduler = oidc.SchedulerTokens(
             settings.scheduler_audience, settings.scheduler_sa, settings.oidc_certs_url
         )
@@ -209,7 +210,7 @@ class Admin:
             if request.method in ("POST", "PATCH", "PUT"):
                 raw = read_body(request, 1024 * 1024)
                 body = parse_json(raw) if raw.strip() else {}
-            handler = getattr(self.handlers, route.handler)
+            handler = self.resources.handler(route.handler)
             return handler(actor=actor, body=body, args=request.args, **params)
         except TollgateError as err:
             return error_response(err)

@@ -1,6 +1,7 @@
 """Running a reconciliation: read OpenAI's Usage and Costs APIs for some UTC days, read
-Tollgate's usage records of the same days, compare them (``reconcile.py``, pure), write
-one ``reconciliations`` document per (day, external key), and alert on drift.
+Tollgate's usage records of the same days, compare them (``core/reconcile.py``, pure),
+write one ``reconciliations`` document per (day, external key), and alert on drift.
+What it reads and writes in Firestore is ``store/reconciliations.py``.
 
 Everything is fetched from OpenAI before anything is written, so a refused admin key
 or an unreachable API leaves the books as they were. The documents of one day are
@@ -15,68 +16,44 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import requests
-from google.cloud import firestore
 
 from functions.admin.usage_api import COMPLETIONS, COSTS, EMBEDDINGS, UsageApi
-from functions.core import ids, reconcile
+from functions.core import reconcile
 from functions.core.errors import InvalidRequest
 from functions.core.holds import utcnow
 from functions.core.reconcile import KeyMap
-from functions.store import indexes
 from functions.store.alerts import SWEEP_TIMEOUT_S, AlertConfig, post_once
-from functions.store.provision import Writer
+from functions.store.reconciliations import ReconcileBooks
 from functions.store.secrets import CachedSecrets
 
 log = logging.getLogger("tollgate.reconcile")
-ADMIN_KEY_DOC = ("config", "openai_admin_key")
-# Not under tollgate-ext-: the openai function may read those secrets, and this key reads
-# the organisation's usage and costs; deploy.sh grants it to the admin function alone.
-ADMIN_KEY_SECRET = "tollgate-openai-admin-key"
 LOOKBACK_DAYS = 7
-RECORD_FIELDS = [
-    "model",
-    "upstream_model",
-    "status",
-    "cached",
-    "estimated",
-    "external_key",
-    "input_tokens",
-    "cached_tokens",
-    "output_tokens",
-    "cost_nano",
-]
-
-
-def reconciliation_id(day: str, external_key: str) -> str:
-    return ids.reconciliation(day, external_key)
 
 
 class Reconciler:
     def __init__(
         self,
-        db: firestore.Client,
+        books: ReconcileBooks,
         secrets: CachedSecrets,
         base_url: str,
         threshold_percent: float,
         clock: Callable[[], datetime] = utcnow,
         api: UsageApi | None = None,
     ) -> None:
-        self.db = db
+        self.books = books
         self.secrets = secrets
         self.base_url = base_url
         self.threshold = threshold_percent
         self.clock = clock
         self._api = api
-        self.writer = Writer(db)
 
     def api(self) -> UsageApi:
         if self._api is None:
-            snap = self.db.collection(ADMIN_KEY_DOC[0]).document(ADMIN_KEY_DOC[1]).get()
-            d = (snap.to_dict() or {}) if snap.exists else {}
+            d = self.books.admin_key()
             if not d.get("secret_name"):
                 raise InvalidRequest(
                     "No OpenAI admin key is set: store one with PUT "
@@ -97,26 +74,12 @@ class Reconciler:
         out = []
         for n in range(LOOKBACK_DAYS, 0, -1):
             day = today - timedelta(days=n)
-            docs = [
-                s.to_dict() or {}
-                for s in indexes.query(
-                    self.db, "reconciliations", equals={"day": day.isoformat()}
-                ).stream()
-            ]
-            stable = {d.get("external_key") for d in docs if d.get("stable")}
-            if not keys or not keys <= stable:
+            if not keys or not keys <= self.books.stable_keys(day):
                 out.append(day)
         return out
 
     def key_maps(self) -> list[KeyMap]:
-        out = []
-        for s in indexes.query(self.db, "external_keys").stream():
-            d = s.to_dict() or {}
-            if d.get("openai_project_id"):
-                out.append(
-                    KeyMap(s.id, str(d["openai_project_id"]), d.get("openai_key_id") or None)
-                )
-        return sorted(out, key=lambda k: k.external_key)
+        return self.books.key_maps()
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -140,38 +103,6 @@ class Reconciler:
             out += self._day(day, maps, usage.get(s, []), costs.get(s, []), actor)
         return {"days": [d.isoformat() for d in sorted(days)], "data": out, "unmapped": False}
 
-    def _records(self, key: str, day: date) -> list[dict[str, Any]]:
-        """The day's usage records sent with this external key: a record names the key
-        it was sent with. Records booked before records named it are taken from the
-        projects that use the key now (a project that changed keys that day is then
-        attributed to its new key)."""
-        s, e = reconcile.day_bounds(day)
-        span = [
-            ("ts", ">=", datetime.fromtimestamp(s, UTC)),
-            ("ts", "<", datetime.fromtimestamp(e, UTC)),
-        ]
-        by_key = indexes.query(
-            self.db,
-            "usage",
-            equals={"external_key": key},
-            ranges=span,
-            order=[("ts", indexes.DESC)],
-        )
-        out = [r.to_dict() or {} for r in by_key.select(RECORD_FIELDS).stream()]
-        projects = [
-            p.id for p in indexes.query(self.db, "projects", equals={"external_key": key}).stream()
-        ]
-        for p in projects:
-            q = indexes.query(
-                self.db, "usage", equals={"project": p}, ranges=span, order=[("ts", indexes.DESC)]
-            )
-            out += [
-                d
-                for d in (r.to_dict() or {} for r in q.select(RECORD_FIELDS).stream())
-                if not d.get("external_key")
-            ]
-        return out
-
     def _day(
         self,
         day: date,
@@ -180,19 +111,13 @@ class Reconciler:
         costs: list[dict[str, Any]],
         actor: str,
     ) -> list[dict[str, Any]]:
-        records = {k.external_key: self._records(k.external_key, day) for k in maps}
+        records = {k.external_key: self.books.records(k.external_key, day) for k in maps}
         by_project: dict[str, list[KeyMap]] = {}
         for k in maps:
             by_project.setdefault(k.project_id, []).append(k)
         now = self.clock()
         _, day_end = reconcile.day_bounds(day)
-        refs = {
-            k.external_key: self.db.collection("reconciliations").document(
-                reconciliation_id(day.isoformat(), k.external_key)
-            )
-            for k in maps
-        }
-        prev = {s.id: s.to_dict() or {} for s in self.db.get_all(list(refs.values())) if s.exists}
+        prev = self.books.previous(day, [k.external_key for k in maps])
         docs = []
         for k in maps:
             cost_models, other = reconcile.openai_costs(costs, k.project_id)
@@ -217,7 +142,7 @@ class Reconciler:
                 [x.external_key for x in by_project[k.project_id] if x is not k],
                 self.threshold,
             )
-            before = prev.get(refs[k.external_key].id, {})
+            before = prev.get(k.external_key, {})
             after_day = now.timestamp() >= day_end
             doc.update(
                 ran_at=now,
@@ -234,20 +159,7 @@ class Reconciler:
             )
             docs.append(doc)
         self._alert(docs)
-        batch = self.db.batch()
-        for doc in docs:
-            batch.set(refs[doc["external_key"]], doc)
-        self.writer.audit(
-            batch,
-            actor,
-            "reconcile.run",
-            day.isoformat(),
-            {
-                "keys": [d["external_key"] for d in docs],
-                "over_threshold": [d["external_key"] for d in docs if d["over_threshold"]],
-            },
-        )
-        batch.commit()
+        self.books.write_day(day, docs, actor=actor)
         return docs
 
     # --- alerts ---------------------------------------------------------------------------
@@ -267,8 +179,8 @@ class Reconciler:
 
     def _webhooks(self, key: str) -> list[AlertConfig]:
         cfgs = {}
-        for s in indexes.query(self.db, "projects", equals={"external_key": key}).stream():
-            cfg = AlertConfig.of((s.to_dict() or {}).get("alerts"))
+        for project in self.books.projects_of(key).values():
+            cfg = AlertConfig.of(project.get("alerts"))
             if cfg.webhook:
                 cfgs[cfg.webhook] = cfg  # one post per webhook, however many projects
         return list(cfgs.values())

@@ -1,4 +1,4 @@
-"""Admin routes for top-ups: +$X on a project's or a member's budget until a date.
+"""``/projects/{project}/topups``: +$X on a project's or a member's budget until a date.
 
 An administrator tops up anyone. A lead tops up the members of their project (never
 themselves, never another lead), and only within the project's budget: the member's
@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from functions.admin.members import MemberHandlers
+from functions.admin.members import may_manage
 from functions.admin.responses import Resp, ok
 from functions.core import validate as v
 from functions.core.budget import topped_up
@@ -18,13 +18,19 @@ from functions.core.errors import InvalidRequest, PermissionDenied
 from functions.core.holds import utcnow
 from functions.core.pricing import format_usd
 from functions.core.records import topups_of
-from functions.store.membership import Topups, topup_target
+from functions.store.membership import Membership, Topups
+from functions.store.provision import Provisioner
 
 MAX_TOPUP_DAYS = 366
 
 
-class TopupHandlers(MemberHandlers):
-    def add_topup(self, actor: Any, body: Any, project: str, **_: Any) -> Resp:
+class ProjectTopups:
+    def __init__(self, prov: Provisioner, members: Membership, topups: Topups) -> None:
+        self.prov = prov
+        self.members = members
+        self.topups = topups
+
+    def create(self, actor: Any, body: Any, project: str, **_: Any) -> Resp:
         b = v.body_object(body)
         v.only_fields(b, {"user", "amount_usd", "until", "note"})
         user = v.ident(b, "user", required=False)
@@ -45,7 +51,7 @@ class TopupHandlers(MemberHandlers):
                     "A lead tops up members; only an administrator tops up the project.",
                     param="user",
                 )
-            member = self._may_manage(actor, project, user)
+            member = may_manage(self.prov, actor, project, user)
             room = topped_up(project_doc.get("budget_nano"), topups_of(project_doc), now)
             after = topped_up(member.get("budget_nano"), topups_of(member), now)
             if room is not None and after is not None and after + amount > room:
@@ -54,18 +60,12 @@ class TopupHandlers(MemberHandlers):
                     f"${format_usd(after + amount)} of the project's ${format_usd(room)}.",
                     param="amount_usd",
                 )
-        entry = Topups(self.db).add(
+        entry = self.topups.add(
             project, user, amount, until, v.text(b, "note") or "", actor=actor.name
         )
         return ok({"project": project, "user": user, **entry}, 201)
 
-    def list_topups(self, project: str, **_: Any) -> Resp:
+    def index(self, project: str, **_: Any) -> Resp:
         self.prov.get("projects", project, "project")
-        now = utcnow()
-        out = []
-        for user in [None, *(str(m.get("user")) for m in self.members.list_members(project))]:
-            collection, doc = topup_target(project, user)
-            snap = self.prov.ref(collection, doc).get()
-            for t in (snap.to_dict() or {}).get("topups") or () if snap.exists else ():
-                out.append({"project": project, "user": user, **t, "active": t.get("until") > now})
-        return ok({"data": sorted(out, key=lambda t: t["at"], reverse=True)})
+        users = [str(m.get("user")) for m in self.members.list_members(project)]
+        return ok({"data": self.topups.of_project(project, users)})

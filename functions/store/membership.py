@@ -10,6 +10,7 @@ neither."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from functions.core import auth, ids
 from functions.core.errors import Conflict, InvalidRequest, ResourceNotFound
 from functions.core.holds import utcnow
 from functions.store import indexes
-from functions.store.provision import SYSTEM, Writer
+from functions.store.writer import SYSTEM, Writer
 
 # What a named key may carry of its own: a budget (in the project's period), an rpm
 # limit and the models it may call (a subset of the project's).
@@ -72,7 +73,7 @@ class Membership(Writer):
         actor: str = SYSTEM,
     ) -> str:
         """Add the member and return their first proxy key (shown once)."""
-        from functions.store.provision import usd_to_nano
+        from functions.store.writer import usd_to_nano
 
         key = auth.new_key()
         mref = self.ref("members", ids.member(project, user))
@@ -339,3 +340,13 @@ class Topups(Writer):
 
         run(self.db.transaction())
         return entry
+
+    def of_project(self, project: str, users: Iterable[str]) -> list[dict[str, Any]]:
+        """The top-ups of the project and of ``users`` (its members), newest first, each
+        with ``active`` (not yet ended)."""
+        now, out = utcnow(), []
+        for user in [None, *users]:
+            snap = self.ref(*topup_target(project, user)).get()
+            for t in (snap.to_dict() or {}).get("topups") or () if snap.exists else ():
+                out.append({"project": project, "user": user, **t, "active": t.get("until") > now})
+        return sorted(out, key=lambda t: t["at"], reverse=True)

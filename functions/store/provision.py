@@ -1,89 +1,30 @@
 """Writes that set Tollgate up: users, external keys, projects, models and prices,
-limits. Members and their keys are in ``membership.py``. The admin API validates
-input and calls these; the local stack and the tests call them directly.
+limits, the response cache's flush. Members and their keys are in ``membership.py``.
+The admin API validates input and calls these; the local stack and the tests call
+them directly.
 
 Every operation is one atomic write (a batch or a transaction) that also creates
-its audit record, so a change and the record of who made it land together or not
-at all.
+its audit record (``writer.py``), so a change and the record of who made it land
+together or not at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from functions.core import ids, pricing
 from functions.core.errors import Conflict, InvalidRequest, ResourceNotFound
 from functions.core.holds import utcnow
 from functions.store import indexes
-from functions.store.secrets import SECRET_PREFIX, SecretStore
+from functions.store.secrets import SECRET_PREFIX
+from functions.store.writer import SYSTEM, Writer, usd_to_nano
 
-SYSTEM = "system"
-
-
-def usd_to_nano(usd: str | int | None) -> int | None:
-    """'12.5' → 12_500_000_000. Exact (Decimal); more than 9 decimals is an error."""
-    if usd is None:
-        return None
-    try:
-        d = Decimal(str(usd))
-    except InvalidOperation:
-        raise ValueError(f"not a dollar amount: {usd!r}") from None
-    nano = d * 1_000_000_000
-    if not d.is_finite() or d < 0 or nano != nano.to_integral_value():
-        raise ValueError(f"not a dollar amount with at most 9 decimals: {usd!r}")
-    return int(nano)
-
-
-class Writer:
-    """Shared plumbing: document references and the audit record of each change."""
-
-    def __init__(self, db: firestore.Client, secrets: SecretStore | None = None) -> None:
-        self.db = db
-        self.secrets = secrets
-
-    def ref(self, collection: str, doc: str) -> firestore.DocumentReference:
-        return self.db.collection(collection).document(doc)
-
-    def audit(
-        self,
-        writer: Any,
-        actor: str,
-        action: str,
-        target: str,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        """Add the audit record to ``writer`` (a batch or transaction). ``details`` must
-        never hold a key or secret."""
-        writer.create(
-            self.db.collection("audit").document(),
-            {
-                "ts": utcnow(),
-                "actor": actor,
-                "action": action,
-                "target": target,
-                "details": details or {},
-            },
-        )
-
-    def commit(self, batch: Any, missing: str | None = None, exists: str | None = None) -> None:
-        try:
-            batch.commit()
-        except gexc.NotFound:
-            raise ResourceNotFound(missing or "Not found.") from None
-        except gexc.AlreadyExists:
-            raise Conflict(exists or "Already exists.") from None
-
-    def get(self, collection: str, doc: str, what: str, tx: Any = None) -> dict[str, Any]:
-        snap = self.ref(collection, doc).get(transaction=tx)
-        if not snap.exists:
-            raise ResourceNotFound(f"No {what} '{doc}'.")
-        return snap.to_dict() or {}
+# re-exported: the local stack, the bench and the tests set budgets in dollars
+__all__ = ["SYSTEM", "Provisioner", "Writer", "usd_to_nano"]
+_FLUSH_SLICE = 400
 
 
 class Provisioner(Writer):
@@ -169,6 +110,13 @@ class Provisioner(Writer):
         )
         self.commit(batch)
         return doc
+
+    def set_openai_ids(self, key_id: str, fields: dict[str, Any], *, actor: str = SYSTEM) -> None:
+        """The key's OpenAI project and key id, where the Usage API counts it."""
+        batch = self.db.batch()
+        batch.update(self.ref("external_keys", key_id), fields)
+        self.audit(batch, actor, "external_key.update", key_id, fields)
+        self.commit(batch, missing=f"No external key '{key_id}'.")
 
     def delete_external_key(self, key_id: str, *, actor: str = SYSTEM) -> None:
         ref = self.ref("external_keys", key_id)
@@ -261,6 +209,22 @@ class Provisioner(Writer):
         self.audit(batch, actor, "project.update", pid, fields)
         self.commit(batch, missing=f"No project '{pid}'.")
 
+    def flush_cache(self, project: str, *, actor: str = SYSTEM) -> int:
+        """Delete the project's cached answers; how many there were."""
+        q = indexes.query(self.db, "cache_entries", equals={"project": project})
+        refs = [snap.reference for snap in q.stream()]
+        # A commit takes at most 500 writes: delete in slices, the audit record riding in
+        # the last. A flush cut short is safe to repeat (it only deletes).
+        slices = [refs[i : i + _FLUSH_SLICE] for i in range(0, len(refs), _FLUSH_SLICE)] or [[]]
+        for k, part in enumerate(slices):
+            batch = self.db.batch()
+            for ref in part:
+                batch.delete(ref)
+            if k == len(slices) - 1:
+                self.audit(batch, actor, "cache.flush", project, {"entries": len(refs)})
+            batch.commit()
+        return len(refs)
+
     # --- models and prices --------------------------------------------------------
 
     def add_model(self, model: str, *, actor: str = SYSTEM) -> dict[str, Any]:
@@ -347,7 +311,3 @@ class Provisioner(Writer):
         batch.delete(self.ref("limits", ids.limit(project, model, user)))
         self.audit(batch, actor, "limit.delete", ids.limit(project, model, user))
         self.commit(batch)
-
-
-def when(dt: datetime | None) -> str | None:
-    return dt.isoformat().replace("+00:00", "Z") if dt else None
