@@ -23,6 +23,13 @@ from functions.proxy.app import Proxy
 from functions.proxy.upstream import Upstream
 from functions.store.secrets import CachedSecrets, LocalSecretStore
 from tests.fake_upstream import FakeUpstream
+from tests.memory_admin import (
+    MemoryConfig,
+    MemoryMembership,
+    MemoryProvisioner,
+    MemoryTopups,
+    MemoryViews,
+)
 from tests.memory_ledger import MemoryLedger
 from tests.memory_store import Docs, MemoryStore
 
@@ -174,4 +181,63 @@ def memory_world(upstream: FakeUpstream, tmp_path: Path) -> MemoryWorld:
 
     for rule in ("/", "/<path:_path>"):
         app.add_url_rule(rule, rule, handle, methods=["GET", "POST", "OPTIONS"])
-    return MemoryWorld(store, ledger, proxy, app.test_client(), keys, upstream)
+    w = MemoryWorld(store, ledger, proxy, app.test_client(), keys, upstream)
+    w.extra["secrets"] = backend
+    return w
+
+
+@dataclass
+class MemoryAdminWorld:
+    """The proxy world plus the admin API over the same documents: a lead's key is
+    checked by the real ``Admin`` and the handlers change what the proxy reads."""
+
+    proxy: MemoryWorld
+    admin: Any  # a Flask test client of the admin API
+    prov: MemoryProvisioner
+    members: MemoryMembership
+    config: MemoryConfig
+
+    @property
+    def keys(self) -> dict[str, str]:
+        return self.proxy.keys
+
+    @property
+    def client(self) -> Any:
+        return self.proxy.client
+
+
+def memory_admin_world(upstream: FakeUpstream, tmp_path: Path) -> MemoryAdminWorld:
+    from functions.admin.app import ADMIN_TOKENS_SECRET, Admin
+    from functions.admin.resources import Resources
+    from tests.conftest import ADMIN_TOKEN
+
+    pw = memory_world(upstream, tmp_path)
+    backend = pw.extra["secrets"]
+    backend.put(ADMIN_TOKENS_SECRET, json.dumps({"root": ADMIN_TOKEN}))
+    config = MemoryConfig(pw.store.docs, counters=lambda: pw.ledger.counters)
+    prov, members = MemoryProvisioner(config), MemoryMembership(config)
+    resources = Resources(
+        pw.proxy.settings,
+        prov=prov,  # type: ignore[arg-type]
+        membership=members,  # type: ignore[arg-type]
+        views=MemoryViews(config),  # type: ignore[arg-type]
+        topups=MemoryTopups(config),  # type: ignore[arg-type]
+        books=None,  # type: ignore[arg-type]  # reconciliation: tests/test_reconcile.py
+        alerts=None,  # type: ignore[arg-type]
+        ledger=lambda: pw.ledger,  # type: ignore[arg-type,return-value]
+        secrets=CachedSecrets(backend),
+    )
+    admin = Admin(
+        pw.proxy.settings,
+        pw.store,  # type: ignore[arg-type]
+        CachedSecrets(backend),
+        resources=resources,
+    )
+    app = flask.Flask("tollgate-memory-admin")
+
+    def handle(_path: str = "") -> flask.Response:
+        return admin.handle(flask.request)
+
+    for rule in ("/", "/<path:_path>"):
+        app.add_url_rule(rule, rule, handle, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
+    return MemoryAdminWorld(pw, app.test_client(), prov, members, config)

@@ -53,29 +53,6 @@ def test_a_project_top_up_lets_calls_through_until_it_ends(client, admin_client,
     assert [t["active"] for t in listed] == [False]
 
 
-def test_a_lead_tops_up_members_within_the_project_budget(client, admin_client, world):
-    world.prov.update_project("demo", budget_nano=10**9)  # $1
-    world.db.collection("members").document("demo|bob").update({"budget_nano": 1000})
-    lead = {"Authorization": f"Bearer {world.keys['alice']}"}
-    assert call(client, world.keys["bob"]).status_code == 429
-    r = admin_client.post(
-        TOPUPS, headers=lead, json={"user": "bob", "amount_usd": "0.1", "until": soon(hours=3)}
-    )
-    assert r.status_code == 201, r.get_data(True)
-    assert call(client, world.keys["bob"]).status_code == 200
-    # past the project's own budget, a lead is refused (an administrator is not)
-    r = admin_client.post(
-        TOPUPS, headers=lead, json={"user": "bob", "amount_usd": "0.95", "until": soon(hours=3)}
-    )
-    assert r.status_code == 403 and r.get_json()["error"]["param"] == "amount_usd"
-    # never themselves, never the project
-    for body in (
-        {"user": "alice", "amount_usd": "0.1", "until": soon(hours=1)},
-        {"amount_usd": "0.1", "until": soon(hours=1)},
-    ):
-        assert admin_client.post(TOPUPS, headers=lead, json=body).status_code == 403
-
-
 def test_top_ups_are_checked(admin_client, world):
     for body, param in [
         ({"amount_usd": "0", "until": soon(days=1)}, "amount_usd"),
