@@ -346,7 +346,7 @@ STAGES = (
     ("load_call_context", "functions.store.client", "Store", "load_call_context"),
     ("estimate_input_tokens", "functions.core.tokens", None, "estimate_input_tokens"),
     ("reserve", "functions.store.ledger", "Ledger", "reserve"),
-    ("secret", "functions.proxy.app", "Proxy", "_secret_for"),
+    ("secret", "functions.proxy.forward", "Forwarder", "_secret_for"),
     ("upstream", "functions.proxy.upstream", "Upstream", "post"),
     ("settle", "functions.store.ledger", "Ledger", "settle"),
 )

@@ -124,7 +124,7 @@ def test_what_an_upstream_failure_is_booked_at(mem, behaviour, status, booked, e
 
 
 def test_a_timeout_is_booked_at_the_hold(mem):
-    mem.proxy.upstream = Upstream(connect_timeout_s=2.0, read_timeout_s=0.3)
+    mem.proxy.forwarder.upstream = Upstream(connect_timeout_s=2.0, read_timeout_s=0.3)
     mem.upstream.push(Stall(2.0))
     resp = mem.call()
     assert resp.status_code == 504
@@ -137,8 +137,9 @@ def test_a_timeout_is_booked_at_the_hold(mem):
 
 
 def test_upstream_down_costs_nothing(mem):
-    mem.proxy.settings = dataclasses.replace(
-        mem.proxy.settings, upstream_base_url="http://127.0.0.1:9"
+    forwarder = mem.proxy.forwarder
+    forwarder.settings = dataclasses.replace(
+        forwarder.settings, upstream_base_url="http://127.0.0.1:9"
     )
     resp = mem.call()
     assert resp.status_code == 502 and error_of(resp)["code"] == "upstream_unavailable"
