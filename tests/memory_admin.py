@@ -1,8 +1,9 @@
-"""In-memory stand-ins for the store classes the admin API's member-side resources use:
-``Provisioner`` (reads, users, projects, limits), ``Membership``, ``Topups`` and ``Views``
-(configuration reads and counters), over the same ``{collection: {id: fields}}``
-documents as ``MemoryStore`` (so a lead's key is checked by the real ``Admin`` against
-the same members and keys the handlers change).
+"""In-memory stand-ins for the store classes the admin API's member-side resources and
+the log page use: ``Provisioner`` (reads, users, projects, limits), ``Membership``,
+``Topups`` and ``Views`` (configuration reads, counters, usage records, aggregates and
+burn rates, one page each), over the same ``{collection: {id: fields}}`` documents as
+``MemoryStore`` and a ``MemoryLedger``'s usage records (so a key is checked by the real
+``Admin``/``LogApp`` against the same members and keys the handlers change).
 
 They write the documents Firestore would hold, with the same ids, fields and audit
 records, and refuse what the real ones refuse with the same errors;
@@ -21,9 +22,15 @@ from typing import Any
 
 from functions.core import auth, ids
 from functions.core.budget import CounterState
-from functions.core.errors import Conflict, ResourceNotFound
+from functions.core.errors import Conflict, InvalidRequest, ResourceNotFound
 from functions.core.holds import utcnow
+from functions.store import burn
 from functions.store.membership import KEY_LIMIT_FIELDS, key_doc, topup_target
+from functions.store.provision import project_doc
+from functions.store.report_filters import FIELDS, Filters, equalities
+from functions.store.report_groups import day_window, narrow
+from functions.store.reports import SUMS
+from functions.store.reports import total_row as row
 from functions.store.writer import SYSTEM
 from tests.memory_store import Docs
 
@@ -33,9 +40,16 @@ _KEY_SHOWN = ("name", "last4", "created_at", "last_used_at", "expires_at", "revo
 class MemoryConfig:
     """The documents and their audit trail, shared by the stand-ins below."""
 
-    def __init__(self, docs: Docs, counters: Callable[[], dict[str, CounterState]] = dict) -> None:
+    def __init__(
+        self,
+        docs: Docs,
+        counters: Callable[[], dict[str, CounterState]] = dict,
+        usage: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.docs = docs
-        self.counter_states = counters  # a MemoryLedger's counters, when paired with one
+        # a MemoryLedger's counters and usage records, when paired with one
+        self.counter_states = counters
+        self.usage = usage if usage is not None else {}
         self.lock = threading.RLock()
 
     def col(self, collection: str) -> dict[str, dict[str, Any]]:
@@ -70,7 +84,8 @@ class MemoryConfig:
 
 
 class MemoryProvisioner:
-    """``Provisioner``'s users, projects and limits."""
+    """``Provisioner``'s users, projects and limits (models, prices and external keys
+    are not stood in for: their routes are tested on the emulator)."""
 
     def __init__(self, config: MemoryConfig) -> None:
         self.c = config
@@ -98,6 +113,22 @@ class MemoryProvisioner:
         with self.c.lock:
             self.c._update("users", uid, fields, f"No user '{uid}'.")
             self.c.audit(actor, "user.update", uid, fields)
+
+    def create_project(self, pid: str, *, actor: str = SYSTEM, **fields: Any) -> dict[str, Any]:
+        doc = project_doc(pid, **fields)
+        with self.c.lock:
+            if doc["external_key"] not in self.c.col("external_keys"):
+                raise InvalidRequest(
+                    f"No external key '{doc['external_key']}'; add it first.",
+                    param="external_key",
+                )
+            if pid in self.c.col("projects"):
+                raise Conflict(f"A project '{pid}' already exists.")
+            self.c.col("projects")[pid] = doc
+            self.c.audit(
+                actor, "project.create", pid, {k: v for k, v in doc.items() if k != "created_at"}
+            )
+        return dict(doc)
 
     def update_project(self, pid: str, *, actor: str = SYSTEM, **fields: Any) -> None:
         with self.c.lock:
@@ -322,8 +353,6 @@ class MemoryTopups:
         *,
         actor: str = SYSTEM,
     ) -> dict[str, Any]:
-        from functions.core.errors import InvalidRequest
-
         collection, doc = topup_target(project, user)
         now = utcnow()
         entry = {
@@ -406,3 +435,57 @@ class MemoryViews:
             "data": [record_json({"id": i, **d}) for i, d in items[:limit]],
             "next_page_token": None,
         }
+
+    # --- usage: what the log page and the reports read ------------------------------------
+
+    def _matching(self, f: Filters) -> list[dict[str, Any]]:
+        eq = equalities(f)
+        with self.c.lock:
+            recs = [dict(r) for r in self.c.usage.values()]
+        return [
+            r
+            for r in recs
+            if all(r.get(k) == x for k, x in eq.items())
+            and (f.after is None or r["ts"] >= f.after)
+            and (f.before is None or r["ts"] < f.before)
+        ]
+
+    def _totals(self, f: Filters) -> dict[str, int]:
+        recs = self._matching(f)
+        return {"calls": len(recs)} | {s: sum(int(r.get(s) or 0) for r in recs) for s in SUMS}
+
+    def records(
+        self, f: Filters, *, limit: int, page_token: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        rows = sorted(self._matching(f), key=lambda r: (r["ts"], r["call_id"]), reverse=True)
+        return rows[:limit], None
+
+    def aggregate(
+        self,
+        f: Filters,
+        group_by: str | None,
+        *,
+        limit: int = 50,
+        page_token: str | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        if not group_by:
+            return {"data": [row(None, self._totals(f))], "next_page_token": None}
+        if group_by == "day":
+            f, groups = day_window(f, now or utcnow())
+        else:
+            # the groups with calls (the real one asks the configuration for candidates;
+            # the contract test seeds it to match); the untagged calls come last
+            seen = {r.get(FIELDS[group_by]) for r in self._matching(f)}
+            groups = sorted(str(g) for g in seen if g is not None) + [None] * (None in seen)
+        rows = [row(g, t) for g in groups if (t := self._totals(narrow(f, group_by, g)))["calls"]]
+        return {"data": rows[:limit], "next_page_token": None}
+
+    def burn(
+        self, project: str, period_kind: str, budgets: list[burn.Budget], now: datetime
+    ) -> dict[str, Any]:
+        def spend(user: str | None, since: datetime, until: datetime) -> int:
+            f = Filters(project=project, user=user, after=since, before=until)
+            return self._totals(f)["cost_nano"]
+
+        return burn.burn_report(spend, period_kind, budgets, now)

@@ -19,6 +19,7 @@ import flask
 
 from functions.core import auth, ids, pricing
 from functions.core.settings import Settings
+from functions.log.app import LogApp
 from functions.proxy.app import Proxy
 from functions.proxy.upstream import Upstream
 from functions.store.secrets import CachedSecrets, LocalSecretStore
@@ -188,11 +189,13 @@ def memory_world(upstream: FakeUpstream, tmp_path: Path) -> MemoryWorld:
 
 @dataclass
 class MemoryAdminWorld:
-    """The proxy world plus the admin API over the same documents: a lead's key is
-    checked by the real ``Admin`` and the handlers change what the proxy reads."""
+    """The proxy world plus the admin API and the log page over the same documents and
+    usage records: a key is checked by the real ``Admin``/``LogApp``, the admin
+    handlers change what the proxy reads, the log page shows what the proxy booked."""
 
     proxy: MemoryWorld
     admin: Any  # a Flask test client of the admin API
+    log: Any  # and of the log function
     prov: MemoryProvisioner
     members: MemoryMembership
     config: MemoryConfig
@@ -205,6 +208,10 @@ class MemoryAdminWorld:
     def client(self) -> Any:
         return self.proxy.client
 
+    @property
+    def extra(self) -> dict[str, Any]:
+        return self.proxy.extra
+
 
 def memory_admin_world(upstream: FakeUpstream, tmp_path: Path) -> MemoryAdminWorld:
     from functions.admin.app import ADMIN_TOKENS_SECRET, Admin
@@ -214,7 +221,7 @@ def memory_admin_world(upstream: FakeUpstream, tmp_path: Path) -> MemoryAdminWor
     pw = memory_world(upstream, tmp_path)
     backend = pw.extra["secrets"]
     backend.put(ADMIN_TOKENS_SECRET, json.dumps({"root": ADMIN_TOKEN}))
-    config = MemoryConfig(pw.store.docs, counters=lambda: pw.ledger.counters)
+    config = MemoryConfig(pw.store.docs, counters=lambda: pw.ledger.counters, usage=pw.ledger.usage)
     prov, members = MemoryProvisioner(config), MemoryMembership(config)
     resources = Resources(
         pw.proxy.settings,
@@ -240,4 +247,12 @@ def memory_admin_world(upstream: FakeUpstream, tmp_path: Path) -> MemoryAdminWor
 
     for rule in ("/", "/<path:_path>"):
         app.add_url_rule(rule, rule, handle, methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
-    return MemoryAdminWorld(pw, app.test_client(), prov, members, config)
+    log = LogApp(pw.store, views=MemoryViews(config))  # type: ignore[arg-type]
+    log_app = flask.Flask("tollgate-memory-log")
+
+    def handle_log(_path: str = "") -> flask.Response:
+        return log.handle(flask.request)
+
+    for rule in ("/", "/<path:_path>"):
+        log_app.add_url_rule(rule, rule, handle_log, methods=["GET", "HEAD", "POST"])
+    return MemoryAdminWorld(pw, app.test_client(), log_app.test_client(), prov, members, config)

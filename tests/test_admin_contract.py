@@ -1,9 +1,10 @@
-"""The admin API's store classes and their in-memory stand-ins (tests/memory_admin.py)
-do the same: one scenario of member, key, top-up, limit and user changes, refusals
-included, runs against ``Provisioner``/``Membership``/``Topups``/``Views`` on the
-emulator and against the stand-ins, from the same documents; the answers, the errors,
-the documents left behind and the audit trail must match (timestamps, keys and
-random ids aside)."""
+"""The admin API's and the log page's store classes and their in-memory stand-ins
+(tests/memory_admin.py) do the same: one scenario of member, key, top-up, limit and
+user changes, refusals included, runs against ``Provisioner``/``Membership``/``Topups``/
+``Views`` on the emulator and against the stand-ins, from the same documents; the
+answers, the errors, the documents left behind and the audit trail must match
+(timestamps, keys and random ids aside). The usage reads (records, aggregates by every
+grouping, burn rates) are compared over the same records."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from functions.core import auth
+from functions.core import auth, pricing
+from functions.core.budget import period_key
 from functions.core.errors import TollgateError
+from functions.core.holds import HoldPlan, Outcome, usage_record
+from functions.store import burn
 from functions.store.membership import Membership, Topups
 from functions.store.provision import Provisioner
+from functions.store.report_filters import UNTAGGED, Filters
 from functions.store.views import Views
 from tests.memory_admin import (
     MemoryConfig,
@@ -95,6 +100,9 @@ def scenario(prov: Any, members: Any, topups: Any, views: Any) -> list[Any]:
     step(lambda: (prov.exists("limits", "demo|gpt-4o-mini"), prov.exists("users", "dave")))
     step(lambda: prov.update_user("carol", {"disabled": True}, **a))
     step(lambda: prov.update_user("dave", {"disabled": True}, **a))
+    step(lambda: prov.create_project("lab", external_key="main", budget_usd="2.5", **a))
+    step(lambda: prov.create_project("lab", external_key="main", **a))  # taken
+    step(lambda: prov.create_project("lab2", external_key="nope", **a))  # no such key
     step(lambda: prov.update_project("demo", rpm=60, **a))
     step(lambda: prov.update_project("nope", rpm=60, **a))
     step(lambda: prov.get("members", "demo|dave", "member"))
@@ -148,3 +156,62 @@ def test_the_admin_stores_and_their_stand_ins_agree(db: firestore.Client, keys) 
     )
     assert trail(audit) == trail(list(config.docs["audit"].values()))
     assert len(trail(audit)) >= 15  # the scenario's changes were recorded, not nothing
+
+
+def usage(n: int, at: datetime) -> dict[str, Any]:
+    """A usage record as settlement writes it: the n-th call, at ``at``."""
+    user, model = ("alice", "bob", "bob")[n % 3], ("gpt-4o-mini", "text-embedding-3-small")[n % 2]
+    plan = HoldPlan(
+        call_id=f"call_{n:04d}",
+        project="demo",
+        user=user,
+        key_name="default" if n % 4 else "ci",
+        model=model,
+        route="chat",
+        budget_period="monthly",
+        period_key=period_key("monthly", at),
+        limits=(),
+        estimate_nano=5000,
+        admitted_at=at,
+        expires_at=at + timedelta(minutes=10),
+        tag=None if n % 5 else "nightly",
+    )
+    outcome = Outcome(
+        status="ok",
+        cost_nano=1000 + 37 * n,
+        upstream_model=model,
+        usage=pricing.Usage(input_tokens=100 + n, cached_tokens=n % 7, output_tokens=20 + n),
+    )
+    return usage_record(plan, outcome, at + timedelta(seconds=1))
+
+
+def test_the_usage_views_and_their_stand_ins_agree(db: firestore.Client) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    recs = {
+        r["call_id"]: r for r in (usage(n, now - timedelta(hours=7 * n + 1)) for n in range(24))
+    }
+    for cid, r in recs.items():
+        db.collection("usage").document(cid).set(r)
+    # the configuration the real aggregates take their candidate groups from
+    docs = seed_docs({"alice": auth.new_key(), "bob": auth.new_key()})
+    for user in ("alice", "bob"):
+        docs["keys"][f"ci-{user}"] = {"project": "demo", "user": user, "name": "ci"}
+    write(db, docs)
+    real = Views(db)
+    mem = MemoryViews(MemoryConfig({}, usage=recs))
+    week = now - timedelta(days=7)
+    for f in (
+        Filters(project="demo"),
+        Filters(project="demo", user="bob", after=week),
+        Filters(project="demo", model="gpt-4o-mini", key="ci"),
+        Filters(project="demo", tag=UNTAGGED, before=now - timedelta(days=1)),
+        Filters(project="other"),
+    ):
+        rows, _ = real.records(f, limit=100)
+        assert same(rows) == same(mem.records(f, limit=100)[0]), f
+        for group_by in (None, "day", "user", "model", "tag", "key"):
+            got = real.aggregate(f, group_by, limit=200, now=now)["data"]
+            want = mem.aggregate(f, group_by, limit=200, now=now)["data"]
+            assert got == want, (f, group_by)
+    budgets = [burn.Budget(None, 10**6, 40_000, 500), burn.Budget("bob", 30_000, 20_000, 0)]
+    assert real.burn("demo", "monthly", budgets, now) == mem.burn("demo", "monthly", budgets, now)

@@ -104,9 +104,9 @@ def _asset(name: str) -> tuple[bytes, str, str]:
 
 
 class LogApp:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, views: Views | None = None) -> None:
         self.store = store  # the key's configuration (the proxy's reads)
-        self.views = Views(store.db)  # what the page shows
+        self.views = views or Views(store.db)  # what the page shows
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LogApp:

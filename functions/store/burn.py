@@ -16,7 +16,7 @@ division, in microseconds of window.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -119,16 +119,27 @@ def _window_spend(
     return totals(db, Filters(project=project, user=user, after=since, before=now))["cost_nano"]
 
 
+def window_spend(
+    db: firestore.Client, project: str
+) -> Callable[[str | None, datetime, datetime], int]:
+    """What the project (user None) or one member spent over [since, now)."""
+    return lambda user, since, now: _window_spend(db, project, user, since, now)
+
+
 def burn_report(
-    db: firestore.Client, project: str, period: str, budgets: Iterable[Budget], now: datetime
+    spend: Callable[[str | None, datetime, datetime], int],
+    period: str,
+    budgets: Iterable[Budget],
+    now: datetime,
 ) -> dict[str, Any]:
     """``{"since", "period_ends", "project": burn, "members": [burn + user, budget,
-    spent]}`` for the project budget (user None) and each member budget given."""
+    spent]}`` for the project budget (user None) and each member budget given;
+    ``spend(user, since, now)`` is what the project or one member spent over a window."""
     since = window_start(period, now)
     _, end = period_bounds(period, now)
     todo = list(budgets)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        spends = list(pool.map(lambda b: _window_spend(db, project, b.user, since, now), todo))
+        spends = list(pool.map(lambda b: spend(b.user, since, now), todo))
     out: dict[str, Any] = {
         "since": since.isoformat().replace("+00:00", "Z"),
         "window_days": WINDOW_DAYS,

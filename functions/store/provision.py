@@ -142,46 +142,10 @@ class Provisioner(Writer):
 
     # --- projects ----------------------------------------------------------------
 
-    def create_project(
-        self,
-        pid: str,
-        *,
-        external_key: str,
-        budget_usd: str | None = None,
-        budget_nano: int | None = None,
-        budget_period: str = "monthly",
-        allowed_models: Iterable[str] = (),
-        default_max_output_tokens: int | None = None,
-        name: str = "",
-        priced_tools: Iterable[str] = (),
-        cache: dict[str, Any] | None = None,
-        rpm: int | None = None,
-        tpm: int | None = None,
-        clamp_output: bool = False,
-        cors_origins: Iterable[str] = (),
-        budget_soft: bool = False,
-        windows: Iterable[dict[str, Any]] = (),
-        actor: str = SYSTEM,
-    ) -> dict[str, Any]:
-        doc = {
-            "id": pid,
-            "name": name or pid,
-            "external_key": external_key,
-            "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
-            "budget_period": budget_period,
-            "allowed_models": list(allowed_models),
-            "default_max_output_tokens": default_max_output_tokens,
-            "archived": False,
-            "priced_tools": list(priced_tools),
-            "cache": cache or {"enabled": False, "ttl_s": 3600},
-            "rpm": rpm,
-            "tpm": tpm,
-            "clamp_output": clamp_output,
-            "cors_origins": list(cors_origins),
-            "budget_soft": budget_soft,
-            "windows": list(windows),
-            "created_at": utcnow(),
-        }
+    def create_project(self, pid: str, *, actor: str = SYSTEM, **fields: Any) -> dict[str, Any]:
+        """Create a project; ``fields`` are ``project_doc``'s."""
+        doc = project_doc(pid, **fields)
+        external_key = doc["external_key"]
 
         @firestore.transactional
         def run(tx: firestore.Transaction) -> None:
@@ -311,3 +275,44 @@ class Provisioner(Writer):
         batch.delete(self.ref("limits", ids.limit(project, model, user)))
         self.audit(batch, actor, "limit.delete", ids.limit(project, model, user))
         self.commit(batch)
+
+
+def project_doc(
+    pid: str,
+    *,
+    external_key: str,
+    budget_usd: str | None = None,
+    budget_nano: int | None = None,
+    budget_period: str = "monthly",
+    allowed_models: Iterable[str] = (),
+    default_max_output_tokens: int | None = None,
+    name: str = "",
+    priced_tools: Iterable[str] = (),
+    cache: dict[str, Any] | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    clamp_output: bool = False,
+    cors_origins: Iterable[str] = (),
+    budget_soft: bool = False,
+    windows: Iterable[dict[str, Any]] = (),
+) -> dict[str, Any]:
+    """A new project's document, as stored."""
+    return {
+        "id": pid,
+        "name": name or pid,
+        "external_key": external_key,
+        "budget_nano": budget_nano if budget_nano is not None else usd_to_nano(budget_usd),
+        "budget_period": budget_period,
+        "allowed_models": list(allowed_models),
+        "default_max_output_tokens": default_max_output_tokens,
+        "archived": False,
+        "priced_tools": list(priced_tools),
+        "cache": cache or {"enabled": False, "ttl_s": 3600},
+        "rpm": rpm,
+        "tpm": tpm,
+        "clamp_output": clamp_output,
+        "cors_origins": list(cors_origins),
+        "budget_soft": budget_soft,
+        "windows": list(windows),
+        "created_at": utcnow(),
+    }

@@ -127,7 +127,8 @@ def totals(db: firestore.Client, f: Filters) -> dict[str, int]:
     return out
 
 
-def _row(group: str | None, t: Mapping[str, int]) -> dict[str, Any]:
+def total_row(group: str | None, t: Mapping[str, int]) -> dict[str, Any]:
+    """One row of an aggregate: the totals of a group (or of everything), money in USD."""
     calls, cost = t["calls"], t["cost_nano"]
     avg = (2 * cost + calls) // (2 * calls) if calls else 0  # half up, in integers
     return {
@@ -172,7 +173,7 @@ def aggregate(
     when nothing matched) and no next page. ``group`` is null for the untagged calls of
     ``group_by="tag"``."""
     if not group_by:  # None, or an empty ?group_by=
-        return {"data": [_row(None, totals(db, f))], "next_page_token": None}
+        return {"data": [total_row(None, totals(db, f))], "next_page_token": None}
     if group_by not in GROUP_BY:
         raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUP_BY)}.", param="group_by")
     _check_limit(limit, MAX_GROUPS_PER_PAGE)
@@ -184,7 +185,7 @@ def aggregate(
             if not chunk:
                 break
             sums = pool.map(lambda g: totals(db, narrow(f, group_by, g)), chunk)
-            rows += [_row(g, t) for g, t in zip(chunk, sums, strict=True) if t["calls"]]
+            rows += [total_row(g, t) for g, t in zip(chunk, sums, strict=True) if t["calls"]]
     more = len(rows) > limit
     rows = rows[:limit]
     token = _encode("g:" + group_by, rows[-1]["group"]) if more else None

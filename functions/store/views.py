@@ -56,4 +56,4 @@ class Views:
     def burn(
         self, project: str, period_kind: str, budgets: list[burn.Budget], now: datetime
     ) -> dict[str, Any]:
-        return burn.burn_report(self.db, project, period_kind, budgets, now)
+        return burn.burn_report(burn.window_spend(self.db, project), period_kind, budgets, now)
