@@ -6,7 +6,9 @@ import json
 import logging
 import math
 import re
-from typing import Any
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 import flask
 
@@ -153,3 +155,30 @@ def serve(factory: Any, request: flask.Request, where: str) -> flask.Response:
     except Exception as exc:  # noqa: BLE001 - misconfiguration must not leak a traceback
         return internal_error(exc, where)
     return app.handle(request)
+
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
+class OnePer(Generic[K, T]):
+    """``functools.cache`` for an instance's one app object per settings, except that
+    each is built at most once. With ``functools.cache`` the first burst of concurrent
+    requests on a cold instance each built their own (a Firestore client, its gRPC
+    channel and thread pools apiece) and all but one were dropped, some with work still
+    in flight on them: a load test saw a call fail with gRPC's "Channel deallocated"."""
+
+    def __init__(self, make: Callable[[K], T]) -> None:
+        self._make = make
+        self._made: dict[K, T] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, key: K) -> T:
+        with self._lock:
+            if key not in self._made:
+                self._made[key] = self._make(key)
+            return self._made[key]
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._made.clear()

@@ -396,17 +396,39 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+# the query shapes xdist's workers saw (filled on the controller as each worker ends)
+_WORKER_SHAPES: list[Any] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: only called when tests run in workers
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    _WORKER_SHAPES.extend(getattr(node, "workeroutput", {}).get("query_shapes", []))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Every Firestore query any test made must be covered by a declared index: the
     emulator does not enforce indexes, production does (tests/test_indexes.py checks
-    the reports; this catches the queries of every other path too)."""
+    the reports; this catches the queries of every other path too). Under xdist each
+    worker hands its shapes to the controller, which checks them all."""
     from functions.store import indexes
 
+    shapes = indexes.seen()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: plain tuples cross to the controller
+        workeroutput["query_shapes"] = [
+            (s.collection, list(s.equals), s.range_field, [list(o) for o in s.order])
+            for s in shapes
+        ]
+        return
+    for collection, equals, range_field, order in _WORKER_SHAPES:
+        shapes.add(
+            indexes.Shape(collection, tuple(equals), range_field, tuple(tuple(o) for o in order))
+        )
     declared = indexes.declared()
     missing = sorted(
         {
             str(indexes.needed_index(s)) + " on " + s.collection
-            for s in indexes.seen()
+            for s in shapes
             if not indexes.covered(s, declared)
         }
     )

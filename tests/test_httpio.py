@@ -41,3 +41,31 @@ def test_ordinary_json_still_parses() -> None:
     for bad in (b"", b"{not json", b'{"a": "\\ud800"}'):
         with pytest.raises(InvalidRequest):
             parse_json(bad)
+
+
+def test_one_app_object_per_settings_however_many_requests_arrive_at_once():
+    """A cold instance's first burst builds the proxy (a Firestore client, its channel)
+    once, not once per request (functools.cache would)."""
+    import threading
+    import time
+
+    from functions.httpio import OnePer
+
+    built: list[str] = []
+
+    def make(key: str) -> object:
+        built.append(key)
+        time.sleep(0.05)  # a client takes a while to build: the burst overlaps it
+        return object()
+
+    get = OnePer(make)
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(get("s"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert built == ["s"] and len({id(g) for g in got}) == 1
+    assert get("other") is not got[0] and built == ["s", "other"]
+    get.cache_clear()
+    assert get("s") is not got[0]

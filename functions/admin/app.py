@@ -10,7 +10,6 @@ member operations of their own project (routes marked ``lead=True``).
 
 from __future__ import annotations
 
-import functools
 import hmac
 import json
 import re
@@ -32,7 +31,7 @@ from functions.core.errors import InvalidApiKey, PermissionDenied, TollgateError
 from functions.core.holds import utcnow
 from functions.core.records import CallContext
 from functions.core.settings import Settings
-from functions.httpio import error_response, internal_error, parse_json, read_body
+from functions.httpio import OnePer, error_response, internal_error, parse_json, read_body
 from functions.store.client import Store, make_client
 from functions.store.secrets import CachedSecrets, store_for
 
@@ -247,6 +246,5 @@ class Admin:
         return Actor(f"lead:{ctx.member.user}@{ctx.project.id}", ctx.project.id, ctx.member.user)
 
 
-@functools.cache
-def admin_for(settings: Settings) -> Admin:
-    return Admin.from_settings(settings)
+# one per instance and settings (Firestore client, HTTP session, caches)
+admin_for: OnePer[Settings, Admin] = OnePer(Admin.from_settings)

@@ -36,7 +36,7 @@ from functions.core.holds import utcnow
 from functions.core.pricing import format_usd
 from functions.core.records import topups_of
 from functions.core.settings import Settings
-from functions.httpio import SECURITY_HEADERS, error_response, internal_error, json_response
+from functions.httpio import SECURITY_HEADERS, OnePer, error_response, internal_error, json_response
 from functions.store import burn, reports
 from functions.store.client import Store, make_client
 from functions.store.views import Views
@@ -309,9 +309,8 @@ def _usd(nano: Any) -> str | None:
     return None if nano is None else format_usd(int(nano))
 
 
-@functools.cache
-def log_for(settings: Settings) -> LogApp:
-    return LogApp.from_settings(settings)
+# one per instance and settings (Firestore client, HTTP session, caches)
+log_for: OnePer[Settings, LogApp] = OnePer(LogApp.from_settings)
 
 
 def _topups(topups: Iterable[Topup], user: str | None, now: datetime) -> list[dict[str, Any]]:

@@ -35,7 +35,14 @@ from functions.core.holds import utcnow
 from functions.core.plan import Ask
 from functions.core.records import CallContext
 from functions.core.settings import Settings
-from functions.httpio import error_response, internal_error, json_response, parse_json, read_body
+from functions.httpio import (
+    OnePer,
+    error_response,
+    internal_error,
+    json_response,
+    parse_json,
+    read_body,
+)
 from functions.proxy.forward import Forwarder
 from functions.proxy.hooks import CallHooks
 from functions.proxy.upstream import Upstream
@@ -302,7 +309,5 @@ class Proxy:
         return plan.plan(ask, ok, self.settings, self.store.response_tokens, body)
 
 
-@functools.cache
-def proxy_for(settings: Settings) -> Proxy:
-    """One Proxy (Firestore client, HTTP session, caches) per instance and settings."""
-    return Proxy.from_settings(settings)
+# one per instance and settings (Firestore client, HTTP session, caches)
+proxy_for: OnePer[Settings, Proxy] = OnePer(Proxy.from_settings)
