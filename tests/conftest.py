@@ -355,6 +355,16 @@ def _serve(app: Any) -> Iterator[str]:
 
 
 @pytest.fixture
+def memory_admin(upstream: FakeUpstream, tmp_path: Path) -> Iterator[Any]:
+    """The proxy, admin API and log page over in-memory parts (tests/memory_world.py)."""
+    from tests.memory_world import memory_admin_world
+
+    w = memory_admin_world(upstream, tmp_path)
+    yield w
+    assert w.proxy.ledger.holds == {}, "a call left a live hold behind"
+
+
+@pytest.fixture
 def client(world: World) -> Any:
     """The real ``openai`` entry point through functions-framework's app."""
     return _app("openai").test_client()

@@ -9,39 +9,12 @@ import json
 import pytest
 
 from functions.core import auth
+from tests.api_calls import admin_audit as audit
+from tests.api_calls import admin_call as call
+from tests.api_calls import admin_err as err
 from tests.conftest import ADMIN_TOKEN, UPSTREAM_SECRET, admin_auth, bearer
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def call(c, method, path, body=None, token=ADMIN_TOKEN, status=None):
-    r = c.open(
-        path,
-        method=method,
-        headers=admin_auth(token),
-        data=None if body is None else json.dumps(body),
-        content_type="application/json",
-    )
-    if status is not None:
-        assert r.status_code == status, r.get_data(True)
-    return r.get_json()
-
-
-def err(c, method, path, body=None, token=ADMIN_TOKEN):
-    r = c.open(
-        path,
-        method=method,
-        headers=admin_auth(token),
-        data=None if body is None else json.dumps(body),
-        content_type="application/json",
-    )
-    e = r.get_json()["error"]
-    assert set(e) == {"message", "type", "param", "code"}
-    return r.status_code, e
-
-
-def audit(c):
-    return call(c, "GET", "/audit?limit=200", status=200)["data"]
 
 
 # --- authorisation -----------------------------------------------------------------

@@ -8,26 +8,24 @@ on the emulator in tests/test_admin.py; here they take milliseconds."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, admin_auth, bearer
-from tests.fake_upstream import FakeUpstream
-from tests.memory_world import MemoryAdminWorld, memory_admin_world
+from tests.api_calls import admin_audit as audit
+from tests.api_calls import admin_call as call
+from tests.api_calls import admin_err as err
+from tests.conftest import ADMIN_TOKEN, bearer
+from tests.memory_world import MemoryAdminWorld
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 TOPUPS = "/admin/projects/demo/topups"
 
 
 @pytest.fixture
-def world(upstream: FakeUpstream, tmp_path: Path) -> Iterator[MemoryAdminWorld]:
-    w = memory_admin_world(upstream, tmp_path)
-    yield w
-    assert w.proxy.ledger.holds == {}, "a call left a live hold behind"
+def world(memory_admin: MemoryAdminWorld) -> MemoryAdminWorld:
+    return memory_admin
 
 
 @pytest.fixture
@@ -38,36 +36,6 @@ def admin_client(world: MemoryAdminWorld) -> Any:
 @pytest.fixture
 def client(world: MemoryAdminWorld) -> Any:
     return world.client
-
-
-def call(c, method, path, body=None, token=ADMIN_TOKEN, status=None):
-    r = c.open(
-        path,
-        method=method,
-        headers=admin_auth(token),
-        data=None if body is None else json.dumps(body),
-        content_type="application/json",
-    )
-    if status is not None:
-        assert r.status_code == status, r.get_data(True)
-    return r.get_json()
-
-
-def err(c, method, path, body=None, token=ADMIN_TOKEN):
-    r = c.open(
-        path,
-        method=method,
-        headers=admin_auth(token),
-        data=None if body is None else json.dumps(body),
-        content_type="application/json",
-    )
-    e = r.get_json()["error"]
-    assert set(e) == {"message", "type", "param", "code"}
-    return r.status_code, e
-
-
-def audit(c):
-    return call(c, "GET", "/audit?limit=200", status=200)["data"]
 
 
 def soon(**delta) -> str:

@@ -7,25 +7,21 @@ CSV, groups and burn rates are tested on the emulator (tests/test_logpage.py).""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.api_calls import log_api as api
 from tests.conftest import bearer
-from tests.fake_upstream import FakeUpstream
-from tests.memory_world import MemoryAdminWorld, memory_admin_world
+from tests.memory_world import MemoryAdminWorld
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture
-def world(upstream: FakeUpstream, tmp_path: Path) -> Iterator[MemoryAdminWorld]:
-    w = memory_admin_world(upstream, tmp_path)
-    yield w
-    assert w.proxy.ledger.holds == {}, "a call left a live hold behind"
+def world(memory_admin: MemoryAdminWorld) -> MemoryAdminWorld:
+    return memory_admin
 
 
 @pytest.fixture
@@ -48,13 +44,6 @@ def chat(client, key, n=1):
             buffered=True,  # read and closed, as a server does: a plain answer settles then
         )
         assert r.status_code == 200, r.get_data(True)
-
-
-def api(log_client, proxy_key, path, status=200, **args):
-    r = log_client.get("/log/api/" + path, query_string=args, headers=bearer(proxy_key))
-    assert r.status_code == status, r.get_data(True)
-    assert r.headers["Cache-Control"] == "no-store"
-    return r.get_json()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from functions.core.holds import HoldPlan, Outcome, usage_record
 from functions.core.pricing import Usage
 from functions.log.app import strip_log
 from functions.store import burn
+from tests.api_calls import log_api as api
 from tests.conftest import bearer
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -27,13 +28,6 @@ def chat(client, key, n=1, **headers):
     for _ in range(n):
         r = client.post("/v1/chat/completions", json=CHAT, headers={**bearer(key), **headers})
         assert r.status_code == 200
-
-
-def api(log_client, proxy_key, path, status=200, **args):
-    r = log_client.get("/log/api/" + path, query_string=args, headers=bearer(proxy_key))
-    assert r.status_code == status, r.get_data(True)
-    assert r.headers["Cache-Control"] == "no-store"
-    return r.get_json()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The rules, pure: what a call may do and what it costs, as functions over plain data.
 
-Holds: the checks before a hold (``admission``, ``auth``, ``routes``, ``cors``), prices and
+Holds: the checks before a hold (``admission``, ``auth``, ``routes``, ``cors``), a call's
+hold plan (``plan``), prices and
 costs (``pricing``, ``price_table``, ``billing``, ``quote``), budget and window arithmetic
 (``budget``, ``escrow``, ``holds``), token estimates (``tokens``, ``encodings``), SSE parsing
 (``sse``), the response cache's keys (``cache``), document ids (``ids``), the records a
