@@ -471,13 +471,15 @@ class MemoryViews:
     ) -> dict[str, Any]:
         if not group_by:
             return {"data": [row(None, self._totals(f))], "next_page_token": None}
+        groups: list[str | None]
         if group_by == "day":
-            f, groups = day_window(f, now or utcnow())
+            f, days = day_window(f, now or utcnow())
+            groups = list(days)
         else:
             # the groups with calls (the real one asks the configuration for candidates;
             # the contract test seeds it to match); the untagged calls come last
             seen = {r.get(FIELDS[group_by]) for r in self._matching(f)}
-            groups = sorted(str(g) for g in seen if g is not None) + [None] * (None in seen)
+            groups = [*sorted(str(g) for g in seen if g is not None), *[None] * (None in seen)]
         rows = [row(g, t) for g in groups if (t := self._totals(narrow(f, group_by, g)))["calls"]]
         return {"data": rows[:limit], "next_page_token": None}
 

@@ -170,7 +170,7 @@ def memory_world(upstream: FakeUpstream, tmp_path: Path) -> MemoryWorld:
     )
     proxy = Proxy(
         settings,
-        store,
+        store,  # type: ignore[arg-type]
         ledger,  # type: ignore[arg-type]
         Upstream(settings.upstream_connect_timeout_s, settings.upstream_timeout_s),
         CachedSecrets(backend),
