@@ -16,16 +16,9 @@ from typing import Any
 
 import pytest
 
+from functions.core.alerting import AlertConfig, backoff_s, body_for, guess_format
 from functions.core.budget import Limit
-from functions.store.alerts import (
-    MAX_ATTEMPTS,
-    AlertConfig,
-    Alerts,
-    backoff_s,
-    body_for,
-    guess_format,
-    usd_for_people,
-)
+from functions.store.alerts import MAX_ATTEMPTS, Alerts
 from tests.conftest import ADMIN_TOKEN, admin_auth, bearer
 from tests.fake_upstream import InvalidJSON
 from tollgate_cli import cli
@@ -392,25 +385,6 @@ def test_json_keeps_the_structured_fields_and_adds_text(db, hooks):
         "text": "Tollgate: project 'demo' has spent $8.02 of its $10.00 monthly budget "
         "(80 % alert threshold crossed), period 2026-12.",
     }
-
-
-@pytest.mark.parametrize(
-    ("nano", "shown"),
-    [
-        (0, "$0.00"),
-        (8_020_000_000, "$8.02"),
-        (10**10, "$10.00"),
-        (29_000_000, "$0.029"),
-        (28_960_000, "$0.029"),
-        (1_234_500_000_000, "$1,234.50"),
-        (1_234_567, "$0.0012"),
-        (500_000_000, "$0.50"),
-        (999_999_999, "$1.00"),
-        (123, "$0.000000"),
-    ],
-)
-def test_money_is_rounded_for_people(nano, shown):
-    assert usd_for_people(nano) == shown
 
 
 def test_format_is_validated_and_guessed_from_the_webhook_host(admin_client, world):

@@ -8,8 +8,8 @@ from typing import Any
 
 from functions.admin.responses import Resp, ok
 from functions.core import validate as v
+from functions.core.alerting import DEFAULT_THRESHOLDS, FORMATS, guess_format
 from functions.core.errors import InvalidRequest
-from functions.store.alerts import DEFAULT_THRESHOLDS, FORMATS, guess_format
 from functions.store.provision import Provisioner
 from functions.store.views import Views
 

@@ -23,10 +23,11 @@ import requests
 
 from functions.admin.usage_api import COMPLETIONS, COSTS, EMBEDDINGS, UsageApi
 from functions.core import reconcile
+from functions.core.alerting import AlertConfig
 from functions.core.errors import InvalidRequest
 from functions.core.holds import utcnow
 from functions.core.reconcile import KeyMap
-from functions.store.alerts import SWEEP_TIMEOUT_S, AlertConfig, post_once
+from functions.store.alerts import SWEEP_TIMEOUT_S, post_once
 from functions.store.reconciliations import ReconcileBooks
 from functions.store.secrets import CachedSecrets
 

@@ -18,13 +18,14 @@ from typing import Any
 import flask
 
 from functions.core import cache
+from functions.core.alerting import DEFAULT_THRESHOLDS, AlertConfig, crossings
 from functions.core.billing import USAGE_OF, Admitted
 from functions.core.budget import CounterState, Limit, period_key, remaining_nano
 from functions.core.holds import HoldPlan, Outcome
 from functions.core.pricing import Usage, format_usd
 from functions.core.records import Caller
 from functions.proxy.upstream import UpstreamResponse
-from functions.store.alerts import DEFAULT_THRESHOLDS, AlertConfig, Alerts, crossings
+from functions.store.alerts import Alerts
 from functions.store.ledger import Ledger
 
 log = logging.getLogger("tollgate.proxy")
