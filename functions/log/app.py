@@ -5,15 +5,11 @@ The page uses relative URLs that start with ``log/``; depending on where the pag
 was opened they reach us as ``/app.js`` or ``/log/app.js`` (or ``/log/log/app.js``
 after a trailing slash), so leading ``/log`` segments are stripped.
 
-Visibility follows the *key*, not the user: a proxy key belongs to one member of one
-project, so it sees that project only (SPEC §7). A member's key sees their own calls
-there; a lead's key also sees every member's calls in that project. The user's other
-memberships are never consulted: a lead who adds a user of another project to their
-own and receives that user's new key must not see the other project through it. The
-filters are built here from the key - a ``user`` given in the query string is ignored.
-The same holds for the groups of ``/api/usage`` (by tag, key, model, member or day) and
-for the burn rates of ``/api/me`` (``burn.py``): a lead's key projects every member of
-the project, a member's key only themselves.
+Visibility follows the *key*, not the user (``viewer``): a key sees its own project
+only, a member's key their own calls there, a lead's key every member's. The same
+holds for the groups of ``/api/usage`` and for the burn rates of ``/api/me``
+(``burn.py``): a lead's key projects every member of the project, a member's key only
+themselves.
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ import functools
 import hashlib
 import mimetypes
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +26,13 @@ import flask
 
 from functions.core import auth, ids
 from functions.core.budget import Topup, period_key, topped_up
-from functions.core.errors import InvalidRequest, NotFound, PermissionDenied, TollgateError
+from functions.core.errors import InvalidRequest, NotFound, TollgateError
 from functions.core.holds import utcnow
 from functions.core.pricing import format_usd
 from functions.core.records import topups_of
 from functions.core.settings import Settings
 from functions.httpio import SECURITY_HEADERS, OnePer, error_response, internal_error, json_response
+from functions.log.viewer import Viewer, filters_for
 from functions.store import burn, reports
 from functions.store.client import Store, make_client
 from functions.store.views import Views
@@ -72,22 +68,6 @@ CALL_FIELDS = (
 CSV_MAX_ROWS = 10_000
 # the log API's group_by values -> the report's (a log page speaks of members)
 LOG_GROUP_BY = {"day": "day", "model": "model", "member": "user", "key": "key", "tag": "tag"}
-
-
-@dataclass(frozen=True)
-class Viewer:
-    """Who calls, as far as their key says: one user in one project."""
-
-    user: str
-    name: str
-    project: str
-    role: str
-    budget_nano: int | None
-    topups: tuple[Topup, ...] = ()  # the member's, added to their budget
-
-    @property
-    def lead(self) -> bool:
-        return self.role == "lead"
 
 
 def strip_log(path: str) -> str:
@@ -145,20 +125,13 @@ class LogApp:
     def _viewer(self, request: flask.Request) -> Viewer:
         key = auth.key_from_header(request.headers.get("Authorization"))
         ctx = auth.check_context(self.store.load_call_context(auth.key_hash(key), None), utcnow())
-        return Viewer(
-            ctx.user.id,
-            ctx.user.name,
-            ctx.project.id,
-            ctx.member.role,
-            ctx.member.budget_nano,
-            ctx.member.topups,
-        )
+        return Viewer.of(ctx)
 
     def _api(self, name: str, request: flask.Request) -> flask.Response:
         viewer = self._viewer(request)
         if name == "me":
             return json_response(self._me(viewer))
-        f = self._filters(viewer, request.args)
+        f = filters_for(viewer, request.args)
         if name == "calls":
             return self._calls(f, request.args)
         if name == "daily":
@@ -169,35 +142,6 @@ class LogApp:
             row = self.views.aggregate(f, None)["data"][0]
             return json_response({k: v for k, v in row.items() if k != "group"})
         raise NotFound(f"No log API '{name[:100]}'.")
-
-    def _filters(self, viewer: Viewer, args: Any) -> reports.Filters:
-        base = reports.parse_filters({k: args.get(k) for k in ("after", "before") if args.get(k)})
-        project = reports.filter_value(args, "project")
-        member = reports.filter_value(args, "member")
-        if project is not None and project != viewer.project:
-            raise PermissionDenied(
-                f"This key belongs to project '{viewer.project}'; it sees "
-                f"nothing of project '{project[:100]}'.",
-                param="project",
-            )
-        if member is not None and member != viewer.user:
-            if not viewer.lead:
-                raise PermissionDenied(
-                    "Only a project lead sees other members' calls.", param="member"
-                )
-            user: str | None = member
-        else:
-            # a lead sees everyone in their project unless they name one member
-            user = None if member is None and viewer.lead else viewer.user
-        return reports.Filters(
-            user=user,
-            project=viewer.project,
-            model=reports.filter_value(args, "model"),
-            tag=reports.tag_value(args),
-            key=reports.filter_value(args, "key"),
-            after=base.after,
-            before=base.before,
-        )
 
     def _me(self, viewer: Viewer) -> dict[str, Any]:
         now = utcnow()
