@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from functions.core import admission, pricing, routes
+from functions.core import admission, auth, pricing, routes
 from functions.core.errors import (
     InvalidApiKey,
     InvalidRequest,
@@ -117,3 +117,21 @@ def test_a_hosted_tool_needs_a_price_in_the_project():
 def test_moderations_are_free_in_any_project():
     body = {"model": "omni-moderation-latest", "input": "text"}
     assert check(ctx(), body=body, kind=routes.MODERATIONS).price == pricing.FREE
+
+
+def test_a_key_lists_the_models_its_project_allows_priced_now_and_its_own_subset():
+    later = pricing.Price(valid_from=NOW + timedelta(days=1), valid_to=None, tiers=PRICE.tiers)
+    models = [
+        ModelRecord("o4-mini", (PRICE,), created=7),
+        ModelRecord("gpt-4o-mini", (PRICE,), created=3),
+        ModelRecord("gpt-4.1-nano", (later,)),  # not priced yet
+        ModelRecord("gpt-5", (PRICE,)),  # not the project's
+    ]
+    project = {"allowed_models": ("gpt-4o-mini", "o4-mini", "gpt-4.1-nano")}
+    listed = admission.usable_models(auth.check_context(ctx(project=project), NOW), models, NOW)
+    assert [m["id"] for m in listed] == ["gpt-4o-mini", "o4-mini"]  # sorted by id
+    assert listed[1] == {"id": "o4-mini", "object": "model", "created": 7, "owned_by": "openai"}
+    limited = auth.check_context(ctx(project=project, key={"allowed_models": ("o4-mini",)}), NOW)
+    assert [m["id"] for m in admission.usable_models(limited, models, NOW)] == ["o4-mini"]
+    everything = auth.check_context(ctx(project={"allowed_models": ("*",)}), NOW)
+    assert len(admission.usable_models(everything, models, NOW)) == 3

@@ -9,13 +9,14 @@ The order is OpenAI's where it has one: a bad key is a 401 before a bad body is 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from functions.core import auth, cors, pricing, routes
 from functions.core.errors import InvalidRequest, ModelNotAllowed, ModelNotPriced, PermissionDenied
-from functions.core.records import CallContext, Caller
+from functions.core.records import CallContext, Caller, ModelRecord
 
 TAG_HEADER = "x-tollgate-tag"
 TAG_MAX = 64
@@ -87,3 +88,24 @@ def check_model(caller: Caller, model: str, now: datetime) -> pricing.Price:
             param="model",
         )
     return price
+
+
+def usable_models(
+    caller: Caller, models: Iterable[ModelRecord], now: datetime
+) -> list[dict[str, Any]]:
+    """The models this key may call now, as OpenAI lists models, by id: those its
+    project allows, priced now, and (for a key limited to some) among the key's."""
+    usable = [
+        m
+        for m in models
+        if caller.project.allows(m.id)
+        and pricing.price_in_force(m.prices, now)
+        and (not caller.key.allowed_models or m.id in caller.key.allowed_models)
+    ]
+    return sorted(
+        (
+            {"id": m.id, "object": "model", "created": m.created, "owned_by": "openai"}
+            for m in usable
+        ),
+        key=lambda o: str(o["id"]),
+    )

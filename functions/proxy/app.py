@@ -135,21 +135,9 @@ class Proxy:
         admission.check_origin(ctx, origin)
         allowed = ctx.project.allowed_models
         found = self.store.models(None if "*" in allowed else list(allowed))
-        usable = [
-            m
-            for m in found
-            if ctx.project.allows(m.id)
-            and pricing.price_in_force(m.prices, now)
-            and (not ctx.key.allowed_models or m.id in ctx.key.allowed_models)
-        ]
-        objs = {
-            m.id: {"id": m.id, "object": "model", "created": m.created, "owned_by": "openai"}
-            for m in usable
-        }
+        objs = {m["id"]: m for m in admission.usable_models(ctx, found, now)}
         if route.kind == routes.MODELS_LIST:
-            return json_response(
-                {"object": "list", "data": sorted(objs.values(), key=lambda o: str(o["id"]))}
-            )
+            return json_response({"object": "list", "data": list(objs.values())})
         if route.model_id not in objs:
             raise ModelNotFound(
                 f"The model '{route.model_id}' does not exist or you do not have access to it.",
