@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from functions.core import auth, cors, pricing, routes
+from functions.core import auth, bodies, cors, pricing, routes
 from functions.core.errors import InvalidRequest, ModelNotAllowed, ModelNotPriced, PermissionDenied
 from functions.core.records import CallContext, Caller, ModelRecord
 
@@ -45,7 +45,7 @@ def check(
     caller = auth.check_context(ctx, now)
     check_origin(caller, origin)
     tag = check_tag(tag)
-    routes.validate(kind, body, priced_tools=caller.project.priced_tools)
+    bodies.validate(kind, body, priced_tools=caller.project.priced_tools)
     price = pricing.FREE if kind in routes.FREE_ROUTES else check_model(caller, body["model"], now)
     return Checked(caller, price, tag)
 

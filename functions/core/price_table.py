@@ -32,7 +32,7 @@ _TOKEN_KEYS = {
     "output_mtok": "output",
 }
 # Per-call tool fees (web search, file search). They are not token charges and never show
-# up in `usage`; Tollgate refuses built-in tools a project has no price for (routes.py).
+# up in `usage`; Tollgate refuses built-in tools a project has no price for (bodies.py).
 _TOOL_FEES = frozenset({"web_searches_kcount", "storage_searches_kcount"})
 # Charges Tollgate's per-token Rates do not model are never shipped as plain text rates,
 # which would under-bill every call: a model whose data has any audio price or any fee per
