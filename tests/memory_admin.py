@@ -25,12 +25,13 @@ from functions.core.budget import CounterState
 from functions.core.errors import Conflict, InvalidRequest, ResourceNotFound
 from functions.core.holds import utcnow
 from functions.store import burn
-from functions.store.membership import KEY_LIMIT_FIELDS, key_doc, topup_target
+from functions.store.membership import KEY_LIMIT_FIELDS, key_doc
 from functions.store.provision import project_doc
 from functions.store.report_filters import FIELDS, Filters, equalities
 from functions.store.report_groups import day_window, narrow
 from functions.store.reports import SUMS
 from functions.store.reports import total_row as row
+from functions.store.topups import topup_target
 from functions.store.writer import SYSTEM
 from tests.memory_store import Docs
 

@@ -20,9 +20,10 @@ from functions.core.budget import period_key
 from functions.core.errors import TollgateError
 from functions.core.holds import HoldPlan, Outcome, usage_record
 from functions.store import burn
-from functions.store.membership import Membership, Topups
+from functions.store.membership import Membership
 from functions.store.provision import Provisioner
 from functions.store.report_filters import UNTAGGED, Filters
+from functions.store.topups import Topups
 from functions.store.views import Views
 from tests.memory_admin import (
     MemoryConfig,

@@ -26,10 +26,11 @@ from functions.core.settings import Settings
 from functions.store.alerts import Alerts
 from functions.store.client import Store
 from functions.store.ledger import Ledger, ledger_for_settings
-from functions.store.membership import Membership, Topups
+from functions.store.membership import Membership
 from functions.store.provision import Provisioner
 from functions.store.reconciliations import ReconcileBooks
 from functions.store.secrets import CachedSecrets
+from functions.store.topups import Topups
 from functions.store.views import Views
 
 Handler = Callable[..., Resp]

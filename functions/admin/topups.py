@@ -18,8 +18,9 @@ from functions.core.errors import InvalidRequest, PermissionDenied
 from functions.core.holds import utcnow
 from functions.core.pricing import format_usd
 from functions.core.records import topups_of
-from functions.store.membership import Membership, Topups
+from functions.store.membership import Membership
 from functions.store.provision import Provisioner
+from functions.store.topups import Topups
 
 MAX_TOPUP_DAYS = 366
 
