@@ -198,7 +198,12 @@ def seed_usage(
         ids.member_counter(project, user, plan.period_key),
     ):
         world.db.collection("counters").document(counter).set(
-            {"spent": Increment(cost_nano), "held": Increment(0), "inflight": Increment(0)},
+            {
+                "project": project,
+                "spent": Increment(cost_nano),
+                "held": Increment(0),
+                "inflight": Increment(0),
+            },
             merge=True,
         )
 

@@ -334,32 +334,18 @@ def test_limits_set_list_and_clear(admin_client, client, world):
 def test_sweep_books_expired_holds(admin_client, world):
     from datetime import UTC, datetime, timedelta
 
-    from functions.core.budget import limits_for
-    from functions.store.ledger import HoldPlan, Ledger
+    from functions.store.ledger import Ledger
+    from tests.plans import hold_plan
 
     past = datetime.now(UTC) - timedelta(hours=2)
-    plan = HoldPlan(
+    plan = hold_plan(
+        777,
+        limit=None,
+        at=past,
+        ttl_s=5 * 60,
+        period=past.strftime("%Y-%m"),
         call_id="call_dead",
-        project="demo",
-        user="bob",
-        key_name="k",
         model="gpt-4o-mini",
-        route="chat",
-        budget_period="monthly",
-        period_key=past.strftime("%Y-%m"),
-        limits=limits_for(
-            project="demo",
-            user="bob",
-            model="m",
-            period=past.strftime("%Y-%m"),
-            project_limit=None,
-            member_limit=None,
-            model_limit=None,
-            member_model_limit=None,
-        ),
-        estimate_nano=777,
-        admitted_at=past,
-        expires_at=past + timedelta(minutes=5),
     )
     Ledger(world.db, clock=lambda: past).reserve(plan)  # placed two hours ago
     assert call(admin_client, "POST", "/sweep", status=200) == {

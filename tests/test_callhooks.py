@@ -4,7 +4,6 @@ headers, on the emulator with the loopback upstream."""
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import time
 from collections import Counter
@@ -14,11 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from functions.core.budget import limits_for, rate_limits_for, retry_after_s
+from functions.core.budget import rate_limits_for, retry_after_s
 from functions.core.errors import RateLimited
 from functions.core.pricing import Usage
 from functions.store.ledger import HoldPlan, Ledger, Outcome
 from tests.conftest import admin_auth, bearer, burst, wait_for_usage
+from tests.plans import hold_plan
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 T0 = datetime(2026, 11, 23, 12, 0, 10, tzinfo=UTC)
@@ -32,28 +32,11 @@ def post(client, key, body=CHAT, **headers):
 
 
 def rl_plan(at: datetime, tokens: int, rpm=None, tpm=None) -> HoldPlan:
-    return HoldPlan(
-        call_id="call_" + secrets.token_hex(8),
-        project="demo",
-        user="bob",
-        key_name="k",
-        model="m",
-        route="chat",
-        budget_period="monthly",
-        period_key="2026-11",
-        limits=limits_for(
-            project="demo",
-            user="bob",
-            model="m",
-            period="2026-11",
-            project_limit=None,
-            member_limit=None,
-            model_limit=None,
-            member_model_limit=None,
-        ),
-        estimate_nano=10,
-        admitted_at=at,
-        expires_at=at + timedelta(minutes=20),
+    return hold_plan(
+        10,
+        limit=None,
+        at=at,
+        ttl_s=20 * 60,
         estimate_tokens=tokens,
         rate_limits=rate_limits_for(
             project="demo",

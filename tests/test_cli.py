@@ -491,33 +491,19 @@ def test_alerts_cache_flush_and_ratelimits(run, world, admin_url, proxy_url):
 def test_sweep_books_expired_holds(run, world):
     from datetime import UTC, datetime, timedelta
 
-    from functions.core.budget import limits_for
-    from functions.store.ledger import HoldPlan, Ledger
+    from functions.store.ledger import Ledger
+    from tests.plans import hold_plan
 
     past = datetime.now(UTC) - timedelta(hours=2)
     period = past.strftime("%Y-%m")
-    plan = HoldPlan(
+    plan = hold_plan(
+        777,
+        limit=None,
+        at=past,
+        ttl_s=5 * 60,
+        period=period,
         call_id="call_dead",
-        project="demo",
-        user="bob",
-        key_name="k",
         model="gpt-4o-mini",
-        route="chat",
-        budget_period="monthly",
-        period_key=period,
-        limits=limits_for(
-            project="demo",
-            user="bob",
-            model="m",
-            period=period,
-            project_limit=None,
-            member_limit=None,
-            model_limit=None,
-            member_model_limit=None,
-        ),
-        estimate_nano=777,
-        admitted_at=past,
-        expires_at=past + timedelta(minutes=5),
     )
     Ledger(world.db, clock=lambda: past).reserve(plan)
     assert run("sweep") == "swept 1 expired hold(s)\n"

@@ -8,58 +8,26 @@ caller's retry sends the same writes a second time.
 
 from __future__ import annotations
 
-import secrets
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
 
-from functions.core.budget import limits_for
 from functions.core.errors import BudgetExceeded
 from functions.core.pricing import Usage
 from functions.store.ledger import HoldPlan, Ledger, Outcome
 from tests.conftest import bearer
+from tests.plans import NOW, Clock, hold_plan
 
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def plan(estimate: int, limit: int | None = 10_000) -> HoldPlan:
-    return HoldPlan(
-        call_id="call_" + secrets.token_hex(8),
-        project="demo",
-        user="bob",
-        key_name="k",
-        model="m",
-        route="chat",
-        budget_period="monthly",
-        period_key="2026-11",
-        limits=limits_for(
-            project="demo",
-            user="bob",
-            model="m",
-            period="2026-11",
-            project_limit=limit,
-            member_limit=None,
-            model_limit=None,
-            member_model_limit=None,
-        ),
-        estimate_nano=estimate,
-        admitted_at=NOW,
-        expires_at=NOW + timedelta(seconds=60),
-    )
+    return hold_plan(estimate, limit=limit)
 
 
 def ok(cost: int) -> Outcome:

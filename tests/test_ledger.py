@@ -2,60 +2,16 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.core.budget import limits_for
 from functions.core.errors import BudgetExceeded
 from functions.core.pricing import Usage
-from functions.store.ledger import HoldPlan, Ledger, Outcome
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def plan(
-    estimate: int,
-    *,
-    limit: int | None = 1000,
-    member_limit: int | None = None,
-    at: datetime = NOW,
-    ttl_s: int = 60,
-    period: str = "2026-11",
-) -> HoldPlan:
-    return HoldPlan(
-        call_id="call_" + secrets.token_hex(8),
-        project="demo",
-        user="bob",
-        key_name="k",
-        model="m",
-        route="chat",
-        budget_period="monthly",
-        period_key=period,
-        limits=limits_for(
-            project="demo",
-            user="bob",
-            model="m",
-            period=period,
-            project_limit=limit,
-            member_limit=member_limit,
-            model_limit=None,
-            member_model_limit=None,
-        ),
-        estimate_nano=estimate,
-        admitted_at=at,
-        expires_at=at + timedelta(seconds=ttl_s),
-    )
+from functions.store.ledger import Ledger, Outcome
+from tests.plans import NOW, Clock
+from tests.plans import hold_plan as plan
 
 
 def ok(cost: int) -> Outcome:

@@ -10,16 +10,11 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from google.cloud.firestore import Increment
 
-from functions.core import ids
-from functions.core.budget import period_key
-from functions.core.holds import HoldPlan, Outcome, usage_record
-from functions.core.pricing import Usage
 from functions.log.app import strip_log
 from functions.store import burn
 from tests.api_calls import log_api as api
-from tests.conftest import bearer
+from tests.conftest import bearer, seed_usage
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -310,42 +305,6 @@ def test_burn_rate_and_run_out_date():
     }
 
 
-def seed(world, call_id, at, user, cost_nano):
-    """A usage record as settlement writes it, and its spend on the counters."""
-    plan = HoldPlan(
-        call_id=call_id,
-        project="demo",
-        user=user,
-        key_name="default",
-        model="gpt-4o-mini",
-        route="chat",
-        budget_period="monthly",
-        period_key=period_key("monthly", at),
-        limits=(),
-        estimate_nano=cost_nano,
-        admitted_at=at,
-        expires_at=at + timedelta(minutes=10),
-    )
-    world.db.collection("usage").document(call_id).set(
-        usage_record(
-            plan, Outcome(status="ok", cost_nano=cost_nano, usage=Usage(input_tokens=1)), at
-        )
-    )
-    for counter in (
-        ids.project_counter("demo", plan.period_key),
-        ids.member_counter("demo", user, plan.period_key),
-    ):
-        world.db.collection("counters").document(counter).set(
-            {
-                "project": "demo",
-                "spent": Increment(cost_nano),
-                "held": Increment(0),
-                "inflight": Increment(0),
-            },
-            merge=True,
-        )
-
-
 def test_me_shows_burn_rate_and_run_out_per_member(log_client, world, monkeypatch):
     monkeypatch.setattr("functions.log.app.utcnow", lambda: NOW)
     for cid, days_ago, user, usd in (
@@ -354,7 +313,13 @@ def test_me_shows_burn_rate_and_run_out_per_member(log_client, world, monkeypatc
         ("b0", 10, "bob", "5"),  # in the period, not the window
         ("a1", 2, "alice", "0.5"),
     ):
-        seed(world, cid, NOW - timedelta(days=days_ago), user, int(Decimal(usd) * USD))
+        seed_usage(
+            world,
+            cid,
+            at=NOW - timedelta(days=days_ago),
+            user=user,
+            cost_nano=int(Decimal(usd) * USD),
+        )
     world.members.update_member("demo", "bob", {"budget_nano": 12 * USD})
 
     lead = api(log_client, world.keys["alice"], "me")["projects"][0]["burn"]
