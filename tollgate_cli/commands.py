@@ -82,6 +82,20 @@ def user_disable(api: Api, a: A) -> Out:
     return u, f"disabled user {u['id']}; their keys no longer work"
 
 
+# a secret is given on stdin (preferred: no shell history) or, exclusively, inline
+SECRET_ARGS = (
+    (
+        "--secret-stdin",
+        {
+            "action": "store_true",
+            "exclusive": True,
+            "help": "read the secret from stdin (preferred)",
+        },
+    ),
+    ("--secret", {"exclusive": True, "help": "the secret itself (stays in shell history)"}),
+)
+
+
 def read_secret(a: A) -> str:
     """``--secret-stdin``: a terminal gets a prompt without echo, a pipe is read whole."""
     if a.secret_stdin:
@@ -93,15 +107,7 @@ def read_secret(a: A) -> str:
     "key add-external",
     "store an OpenAI key, validated by one embeddings call",
     "id",
-    (
-        "--secret-stdin",
-        {
-            "action": "store_true",
-            "exclusive": True,
-            "help": "read the secret from stdin (preferred)",
-        },
-    ),
-    ("--secret", {"exclusive": True, "help": "the secret itself (stays in shell history)"}),
+    *SECRET_ARGS,
     ("--base-url", {"help": "an OpenAI-compatible base URL (default: OpenAI's)"}),
     ("--openai-project", {"help": "its OpenAI project id, proj_... (reconciliation)"}),
     ("--openai-key-id", {"help": "its OpenAI API key id, key_... (reconciliation)"}),

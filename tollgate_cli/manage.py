@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tollgate_cli.api import Api, fields, given, seg, table
-from tollgate_cli.commands import USD, A, Out, command, read_secret
+from tollgate_cli.commands import SECRET_ARGS, USD, A, Out, command, read_secret
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -195,15 +195,7 @@ def key_revoke(api: Api, a: A) -> Out:
     "key rotate-external",
     "replace an OpenAI key's secret, validated first",
     "id",
-    (
-        "--secret-stdin",
-        {
-            "action": "store_true",
-            "exclusive": True,
-            "help": "read the secret from stdin (preferred)",
-        },
-    ),
-    ("--secret", {"exclusive": True, "help": "the secret itself (stays in shell history)"}),
+    *SECRET_ARGS,
     epilog="main --secret-stdin < new-openai-key.txt",
 )
 def key_rotate_external(api: Api, a: A) -> Out:

@@ -7,19 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tollgate_cli.api import Api, fields, given, seg, table
-from tollgate_cli.commands import A, Out, command, read_secret
-
-SECRET_ARGS = (
-    (
-        "--secret-stdin",
-        {
-            "action": "store_true",
-            "exclusive": True,
-            "help": "read the secret from stdin (preferred)",
-        },
-    ),
-    ("--secret", {"exclusive": True, "help": "the secret itself (stays in shell history)"}),
-)
+from tollgate_cli.commands import SECRET_ARGS, A, Out, command, read_secret
 
 
 @command(
