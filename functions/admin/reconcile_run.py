@@ -71,7 +71,7 @@ class Reconciler:
     def default_days(self) -> list[date]:
         """The complete days of the last week not yet stable for every mapped key."""
         today = self.clock().date()
-        keys = {k.external_key for k in self.key_maps()}
+        keys = {k.external_key for k in self.books.key_maps()}
         out = []
         for n in range(LOOKBACK_DAYS, 0, -1):
             day = today - timedelta(days=n)
@@ -79,13 +79,10 @@ class Reconciler:
                 out.append(day)
         return out
 
-    def key_maps(self) -> list[KeyMap]:
-        return self.books.key_maps()
-
     # --- the run ----------------------------------------------------------------------------
 
     def run(self, days: Sequence[date], actor: str) -> dict[str, Any]:
-        maps = self.key_maps()
+        maps = self.books.key_maps()
         if not days or not maps:
             return {"days": [d.isoformat() for d in days], "data": [], "unmapped": not maps}
         api = self.api()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -50,8 +49,6 @@ from functions.store.alerts import Alerts
 from functions.store.client import Store, make_client
 from functions.store.ledger import Ledger, ledger_for_settings
 from functions.store.secrets import CachedSecrets, store_for
-
-log = logging.getLogger("tollgate.proxy")
 
 # Degrading a call to fit the budget stops short of answers too small to be of use.
 MIN_CLAMPED_OUTPUT = 16
