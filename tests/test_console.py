@@ -57,6 +57,7 @@ def test_console_files_are_served_without_a_token_with_csp(admin_client: Any) ->
         ("/admin/console/views.js", "text/javascript"),
         ("/admin/admin/console/reports.js", "text/javascript"),
         ("/console/console.css", "text/css"),
+        ("/console/shared.css", "text/css"),
     ):
         r = admin_client.get(path)
         assert r.status_code == 200, path

@@ -104,8 +104,9 @@ def test_page_and_assets_are_served_with_relative_urls(log_client, world):
         assert page.status_code == 200 and page.mimetype == "text/html"
         html = page.get_data(True)
         assert 'src="log/app.js"' in html and 'href="log/app.css"' in html
+        assert 'href="log/shared.css"' in html
         assert "default-src 'none'" in page.headers["Content-Security-Policy"]
-    for path in ("/log/app.js", "/app.js", "/log/app.css"):
+    for path in ("/log/app.js", "/app.js", "/log/app.css", "/log/shared.css"):
         r = log_client.get(path)
         assert r.status_code == 200 and r.headers["ETag"]
         assert log_client.get(path, headers={"If-None-Match": r.headers["ETag"]}).status_code == 304

@@ -37,6 +37,7 @@ ASSETS = {
     "/views.js": "views.js",
     "/reports.js": "reports.js",
     "/shared.js": "../shared.js",  # web/shared.js: with the log page
+    "/shared.css": "../shared.css",
 }
 PREFIX = "/console"
 

@@ -43,6 +43,7 @@ ASSETS = {
     "/app.js": "app.js",
     "/app.css": "app.css",
     "/shared.js": "shared.js",  # with the admin console
+    "/shared.css": "shared.css",  # with the admin console
 }
 CALL_FIELDS = (
     "ts",
